@@ -1,0 +1,1 @@
+//! Sans-IO leased locks with fencing tokens (work in progress).

@@ -1,0 +1,145 @@
+//! Local write path of concord-state against raw automerge, in one run.
+//!
+//! Workload: 10,000 small writes, one commit each, keys drawn from 1,000.
+//! Raw: automerge `put` + `commit` + `save_incremental`, bytes appended to a
+//! file. Concord: `Replica::put` (LastValue, last_write_wins) + persist to the
+//! file backend + notify one subscriber. Both without fsync for the headline
+//! ratio; the same pair with an fsync per write is printed beside it.
+//!
+//! The last line is `overhead_ratio <concord seconds / raw seconds>`.
+
+use std::fs::File;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ROOT};
+use concord_state::storage::FileStorage;
+use concord_state::{
+    ActorId, Delivery, Millis, Replica, ReplicaConfig, SubscribeOptions, SyncPolicy,
+};
+
+const WRITES: usize = 10_000;
+const KEYS: u64 = 1_000;
+const FSYNC_WRITES: usize = 1_000;
+const REPEATS: usize = 3;
+
+fn key(i: usize) -> u64 {
+    // A fixed LCG so both sides see the same key sequence.
+    (i as u64).wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407) % KEYS
+}
+
+struct Run {
+    elapsed: Duration,
+    bytes: u64,
+}
+
+fn raw(writes: usize, fsync: bool) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut file = File::create(dir.path().join("raw.log")).expect("create");
+    let mut doc = AutoCommit::new();
+    let start = Instant::now();
+    for i in 0..writes {
+        doc.put(ROOT, format!("k{}", key(i)), format!("{{\"v\":{i}}}"))
+            .expect("put");
+        doc.commit();
+        let bytes = doc.save_incremental();
+        file.write_all(&bytes).expect("write");
+        if fsync {
+            file.sync_data().expect("fsync");
+        }
+    }
+    let elapsed = start.elapsed();
+    Run {
+        elapsed,
+        bytes: file.metadata().map(|m| m.len()).unwrap_or(0),
+    }
+}
+
+fn concord(writes: usize, fsync: bool) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = FileStorage::open(dir.path().join("space")).expect("storage");
+    let config = ReplicaConfig {
+        sync: if fsync {
+            SyncPolicy::Always
+        } else {
+            SyncPolicy::Batched {
+                max_unsynced: usize::MAX,
+            }
+        },
+        ..ReplicaConfig::default()
+    };
+    let mut replica =
+        Replica::open("bench", ActorId::from(&[7u8; 16][..]), Box::new(storage), config)
+            .expect("open");
+    let sub = replica
+        .subscribe("observation/*", SubscribeOptions::default())
+        .expect("subscribe");
+    let mut delivered = 0usize;
+    let start = Instant::now();
+    for i in 0..writes {
+        let path = format!("observation/k{}", key(i));
+        replica
+            .put(Millis(i as u64), path.as_str(), &serde_json::json!({ "v": i }))
+            .expect("put");
+        while let Some(Delivery::Event(_)) = replica.poll_event(sub).expect("poll") {
+            delivered += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(delivered, writes, "subscriber must see every write");
+    Run {
+        elapsed,
+        bytes: replica.stats().bytes_on_disk,
+    }
+}
+
+fn best(f: impl Fn() -> Run) -> Run {
+    (0..REPEATS)
+        .map(|_| f())
+        .min_by_key(|r| r.elapsed)
+        .expect("at least one run")
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing we need.
+    let quick = std::env::args().any(|a| a == "--test");
+    let (writes, fsync_writes) = if quick { (200, 20) } else { (WRITES, FSYNC_WRITES) };
+
+    let raw_nofsync = best(|| raw(writes, false));
+    let concord_nofsync = best(|| concord(writes, false));
+    let raw_fsync = best(|| raw(fsync_writes, true));
+    let concord_fsync = best(|| concord(fsync_writes, true));
+
+    println!("workload: {writes} writes, one commit each, keys from {KEYS}");
+    println!(
+        "no fsync  raw automerge: {:>9.0} writes/s  {:>8} bytes on disk",
+        rate(writes, raw_nofsync.elapsed),
+        raw_nofsync.bytes
+    );
+    println!(
+        "no fsync  concord-state: {:>9.0} writes/s  {:>8} bytes on disk",
+        rate(writes, concord_nofsync.elapsed),
+        concord_nofsync.bytes
+    );
+    println!(
+        "fsync     raw automerge: {:>9.0} writes/s  ({fsync_writes} writes)",
+        rate(fsync_writes, raw_fsync.elapsed)
+    );
+    println!(
+        "fsync     concord-state: {:>9.0} writes/s  ({fsync_writes} writes)",
+        rate(fsync_writes, concord_fsync.elapsed)
+    );
+    println!(
+        "fsync_ratio {:.3}",
+        concord_fsync.elapsed.as_secs_f64() / raw_fsync.elapsed.as_secs_f64()
+    );
+    println!(
+        "overhead_ratio {:.3}",
+        concord_nofsync.elapsed.as_secs_f64() / raw_nofsync.elapsed.as_secs_f64()
+    );
+}

@@ -1,0 +1,118 @@
+//! Channel kinds and conflict policies: what a channel is, declared once per
+//! path and stored in the document so every replica reads it the same way.
+//! This module owns the declaration format; it never reads or writes values.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a channel holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// A register holding one JSON value, resolved by the channel's [`Policy`].
+    LastValue,
+    /// An append-only log of entries keyed by unique ids: concurrent appends never clash.
+    Topic,
+    /// A counter: concurrent increments add up.
+    Counter,
+    /// An add-wins set of JSON values: an add concurrent with a remove wins.
+    Set,
+}
+
+impl ChannelKind {
+    /// The kind's name as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::LastValue => "last_value",
+            ChannelKind::Topic => "topic",
+            ChannelKind::Counter => "counter",
+            ChannelKind::Set => "set",
+        }
+    }
+}
+
+impl fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a `LastValue` channel chooses among concurrent writes. Every policy is
+/// a deterministic function of the set of writes, never of arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Highest hybrid logical clock wins; ties broken by the higher actor id.
+    LastWriteWins,
+    /// Lowest hybrid logical clock wins; a replica refuses to overwrite a set value.
+    FirstWriteWins,
+    /// Concurrent writes are kept out of the value and reported as a [`crate::Conflict`]
+    /// (also readable at `coordination/conflicts`) until a later write resolves them.
+    Reject,
+    /// Concurrent values are combined by the merge function registered under this name
+    /// (see [`crate::Replica::register_merge`]).
+    Merge(String),
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Policy::LastWriteWins => f.write_str("last_write_wins"),
+            Policy::FirstWriteWins => f.write_str("first_write_wins"),
+            Policy::Reject => f.write_str("reject"),
+            Policy::Merge(name) => write!(f, "merge({name})"),
+        }
+    }
+}
+
+/// The declaration of a channel: its kind and, for `LastValue`, its policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChannelSpec {
+    /// What the channel holds.
+    pub kind: ChannelKind,
+    /// How concurrent writes resolve (only meaningful for `LastValue`).
+    pub policy: Policy,
+}
+
+impl ChannelSpec {
+    /// A `LastValue` channel with the given policy.
+    pub fn last_value(policy: Policy) -> Self {
+        ChannelSpec {
+            kind: ChannelKind::LastValue,
+            policy,
+        }
+    }
+
+    /// A `Topic` channel.
+    pub fn topic() -> Self {
+        Self::of_kind(ChannelKind::Topic)
+    }
+
+    /// A `Counter` channel.
+    pub fn counter() -> Self {
+        Self::of_kind(ChannelKind::Counter)
+    }
+
+    /// A `Set` channel.
+    pub fn set() -> Self {
+        Self::of_kind(ChannelKind::Set)
+    }
+
+    /// A channel of `kind` with the default policy (last write wins).
+    pub fn of_kind(kind: ChannelKind) -> Self {
+        ChannelSpec {
+            kind,
+            policy: Policy::LastWriteWins,
+        }
+    }
+}
+
+impl fmt::Display for ChannelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ChannelKind::LastValue => write!(f, "last_value/{}", self.policy),
+            kind => f.write_str(kind.as_str()),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Typed errors of the replica. Every failure a caller or a peer can cause is
+//! one of these; the replica never panics on bad input.
+
+use crate::storage::StorageError;
+
+/// What went wrong in a replica operation. Local state is unchanged whenever
+/// one of these is returned, unless the variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The channel path is not `family/name` with a known family and a valid name.
+    #[error("malformed channel path {path:?}: {reason}")]
+    MalformedPath {
+        /// The path as given.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The operation does not fit the channel's declared kind.
+    #[error("channel {path} is a {actual} channel, not a {expected} channel")]
+    WrongKind {
+        /// The channel.
+        path: String,
+        /// The kind the operation needs.
+        expected: &'static str,
+        /// The kind the channel was declared with.
+        actual: &'static str,
+    },
+    /// The encoded value is larger than [`crate::MAX_VALUE_BYTES`].
+    #[error("value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Encoded size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value could not be converted to or from JSON for a typed access.
+    #[error("value does not fit the requested type: {0}")]
+    Serde(#[from] serde_json::Error),
+    /// A `first_write_wins` channel already holds a value.
+    #[error("channel {path} already holds a value (first_write_wins)")]
+    AlreadySet {
+        /// The channel.
+        path: String,
+    },
+    /// A `merge` policy names a function that was never registered on this replica.
+    #[error("merge function {name:?} for channel {path} is not registered")]
+    UnknownMergeFn {
+        /// The channel.
+        path: String,
+        /// The missing function's name.
+        name: String,
+    },
+    /// Bytes received from a peer (or loaded from disk) are not a valid automerge change.
+    #[error("invalid change from peer: {0}")]
+    InvalidChange(String),
+    /// automerge refused an operation (a bug or a corrupt document).
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    /// The storage backend failed or holds corrupt data.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A glob pattern for a subscription is invalid.
+    #[error("invalid subscription pattern {pattern:?}: {reason}")]
+    BadPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The subscription id is not (or no longer) registered.
+    #[error("unknown subscription {0}")]
+    UnknownSubscription(u64),
+    /// The stored document is not a Concord space (missing channel families).
+    #[error("document is not a concord space: {0}")]
+    NotASpace(String),
+}

@@ -1,0 +1,55 @@
+//! # concord-state — the sans-IO replica of a Concord space
+//!
+//! A *space* is one automerge document shared by many agent processes. This
+//! crate owns everything that happens to one replica of it: typed channels in
+//! the four families (observation, intent, coordination, execution), conflict
+//! policies, hybrid logical clocks, TTL, vector clocks, subscriptions and
+//! persistence (snapshot + checksummed change log behind [`storage::Storage`]).
+//!
+//! It must never do network I/O, spawn tasks, read the system clock or use a
+//! global RNG: time comes in as [`Millis`] from the caller, so the very same
+//! code runs under the libp2p driver and under the deterministic simulator.
+//! The only I/O it does is through the [`storage::Storage`] trait.
+//!
+//! ```
+//! use concord_state::{ActorId, ChannelSpec, Millis, Replica};
+//! use serde_json::json;
+//!
+//! let mut a = Replica::new("demo", ActorId::from(&[1u8; 16][..]));
+//! let mut b = Replica::new("demo", ActorId::from(&[2u8; 16][..]));
+//! a.put(Millis(1_000), "observation/ci.status", &json!("green")).unwrap();
+//! // ship a's changes to b (concord-sync does this over the network)
+//! let delta = a.changes_since(b.vector_clock());
+//! b.apply_changes(Millis(1_001), delta).unwrap();
+//! assert_eq!(b.get("observation/ci.status").unwrap(), Some(json!("green")));
+//! assert_eq!(a.vector_clock(), b.vector_clock());
+//! # let _ = ChannelSpec::topic();
+//! ```
+
+mod channel;
+mod clock;
+mod error;
+mod hlc;
+mod keys;
+mod path;
+mod policy;
+mod replica;
+pub mod storage;
+mod subscription;
+
+pub use automerge::{ActorId, ChangeHash};
+pub use channel::{ChannelKind, ChannelSpec, Policy};
+pub use clock::{Causality, VectorClock};
+pub use error::StateError;
+pub use hlc::{Hlc, HlcClock};
+pub use path::{ChannelPath, Family};
+pub use policy::{Candidate, Conflict, MergeFn};
+pub use replica::{
+    ApplyOutcome, CompactReport, HistoryEntry, MAX_PENDING_CHANGES, MAX_VALUE_BYTES, Millis,
+    Replica, ReplicaConfig, Stats, SyncPolicy, WriteReceipt,
+};
+pub use path::{IntoChannelPath, MAX_CHANNEL_NAME_BYTES};
+pub use subscription::{
+    DEFAULT_SUBSCRIBER_CAPACITY, Delivery, Event, EventFilter, EventPosition, Origin,
+    SubscribeOptions, SubscriptionId,
+};

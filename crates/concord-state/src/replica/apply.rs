@@ -1,0 +1,252 @@
+//! Remote changes in, deltas out: applying peers' changes (with a bounded
+//! queue for changes whose dependencies are missing), computing exact deltas
+//! from a vector clock, and automerge's own sync protocol as the fallback.
+//!
+//! Invariant: automerge is only ever handed a change whose dependencies it
+//! already holds, so its internal (unbounded) queue stays empty and the
+//! vector clock names exactly the changes held.
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Change, PatchLog, ReadDoc};
+use tracing::{debug, trace, warn};
+
+use super::{Millis, Replica};
+use crate::subscription::EventPosition;
+use crate::{Hlc, StateError, VectorClock};
+
+/// What [`Replica::apply_changes`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApplyOutcome {
+    /// Changes applied to the document (from this batch or released from the queue).
+    pub applied: usize,
+    /// Changes already held.
+    pub duplicates: usize,
+    /// Changes now waiting for dependencies.
+    pub pending: usize,
+    /// Changes dropped because the pending queue was full.
+    pub dropped: usize,
+}
+
+impl ApplyOutcome {
+    /// Whether the pending queue overflowed: the caller should run anti-entropy.
+    pub fn overflowed(&self) -> bool {
+        self.dropped > 0
+    }
+}
+
+impl Replica {
+    /// Applies changes received from a peer (raw automerge change bytes, in
+    /// any order, duplicates allowed). Changes whose dependencies are missing
+    /// wait in a queue bounded by [`crate::ReplicaConfig::max_pending_changes`].
+    ///
+    /// If any element is not a valid change, nothing is applied and
+    /// [`StateError::InvalidChange`] is returned: the peer sent garbage.
+    pub fn apply_changes<B: AsRef<[u8]>>(
+        &mut self,
+        now: Millis,
+        changes: impl IntoIterator<Item = B>,
+    ) -> Result<ApplyOutcome, StateError> {
+        self.tick(now);
+        let parsed = changes
+            .into_iter()
+            .map(|b| {
+                Change::from_bytes(b.as_ref().to_vec())
+                    .map_err(|e| StateError::InvalidChange(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut outcome = ApplyOutcome::default();
+        for change in parsed {
+            if self.clock.contains(change.actor_id(), change.seq())
+                || self.pending.iter().any(|p| p.hash() == change.hash())
+            {
+                outcome.duplicates += 1;
+            } else if self.is_ready(&change) {
+                self.apply_one(change)?;
+                outcome.applied += 1 + self.drain_pending()?;
+            } else if self.pending.len() >= self.config.max_pending_changes {
+                outcome.dropped += 1;
+            } else {
+                self.pending.push(change);
+            }
+        }
+        self.sync_after_batch()?;
+        outcome.pending = self.pending.len();
+        if outcome.dropped > 0 {
+            warn!(space = %self.space, dropped = outcome.dropped, "pending queue full");
+        }
+        trace!(space = %self.space, ?outcome, "applied changes");
+        Ok(outcome)
+    }
+
+    /// Whether `change` is the next of its actor and all its dependencies are held.
+    fn is_ready(&self, change: &Change) -> bool {
+        self.clock.get(change.actor_id()) + 1 == change.seq()
+            && change.deps().iter().all(|d| self.known.contains(d))
+    }
+
+    /// Applies every queued change whose dependencies are now held.
+    fn drain_pending(&mut self) -> Result<usize, StateError> {
+        let mut applied = 0;
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let mut progressed = false;
+            let mut i = 0;
+            while i < self.pending.len() {
+                let c = &self.pending[i];
+                if self.clock.contains(c.actor_id(), c.seq()) {
+                    self.pending.swap_remove(i);
+                } else if self.is_ready(c) {
+                    let change = self.pending.swap_remove(i);
+                    self.apply_one(change)?;
+                    applied += 1;
+                    progressed = true;
+                } else {
+                    i += 1;
+                }
+            }
+            if !progressed {
+                return Ok(applied);
+            }
+        }
+    }
+
+    fn apply_one(&mut self, change: Change) -> Result<(), StateError> {
+        let want_events = self.subs.any();
+        let before = if want_events {
+            self.doc.get_heads()
+        } else {
+            Vec::new()
+        };
+        let mut log = PatchLog::new(want_events);
+        self.doc
+            .apply_changes_log_patches([change.clone()], &mut log)?;
+        let hlc = change.message().and_then(Hlc::parse);
+        if let Some(h) = hlc {
+            self.hlc.observe(h);
+        }
+        self.record_change(&change, false)?;
+        self.spec_cache.clear();
+        if want_events {
+            let patches = self.doc.make_patches(&mut log);
+            let position = EventPosition {
+                actor: change.actor_id().clone(),
+                seq: change.seq(),
+                change: change.hash(),
+                hlc,
+            };
+            self.publish_remote(&patches, &before, &position)?;
+        }
+        Ok(())
+    }
+
+    /// Raw bytes of every held change not covered by `clock`, in an order
+    /// that respects dependencies: exactly what a peer at `clock` is missing.
+    pub fn changes_since(&self, clock: &VectorClock) -> Vec<Vec<u8>> {
+        self.changes_after(clock)
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect()
+    }
+
+    /// Like [`Replica::changes_since`] but at most `max` changes (the oldest
+    /// first, still dependency-closed); the flag says whether more remain.
+    pub fn changes_since_bounded(&self, clock: &VectorClock, max: usize) -> (Vec<Vec<u8>>, bool) {
+        let all = self.changes_after(clock);
+        let more = all.len() > max;
+        (
+            all.into_iter()
+                .take(max)
+                .map(|c| c.raw_bytes().to_vec())
+                .collect(),
+            more,
+        )
+    }
+
+    /// Raw bytes of this replica's own changes after sequence `seq`.
+    pub fn own_changes_after(&self, seq: u64) -> Vec<Vec<u8>> {
+        let skip = usize::try_from(seq).unwrap_or(usize::MAX);
+        self.chains
+            .get(&self.actor)
+            .map(|chain| {
+                chain
+                    .iter()
+                    .skip(skip)
+                    .filter_map(|h| self.doc.get_change_by_hash(h))
+                    .map(|c| c.raw_bytes().to_vec())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn changes_after(&self, clock: &VectorClock) -> Vec<Change> {
+        let mut out: Vec<Change> = Vec::new();
+        for (actor, chain) in &self.chains {
+            let have = usize::try_from(clock.get(actor)).unwrap_or(usize::MAX);
+            if have < chain.len() {
+                out.extend(
+                    chain[have..]
+                        .iter()
+                        .filter_map(|h| self.doc.get_change_by_hash(h)),
+                );
+            }
+        }
+        // A change's first op counter exceeds every op of its dependencies,
+        // so this order is topological.
+        out.sort_by(|a, b| {
+            (a.start_op(), a.actor_id()).cmp(&(b.start_op(), b.actor_id()))
+        });
+        out
+    }
+
+    /// Produces the next message of automerge's sync protocol for the peer
+    /// whose session state is `state`, if there is anything to say.
+    pub fn generate_sync_message(&self, state: &mut sync::State) -> Option<Vec<u8>> {
+        self.doc.generate_sync_message(state).map(|m| m.encode())
+    }
+
+    /// Receives a message of automerge's sync protocol. Returns how many new
+    /// changes it brought. Invalid bytes give [`StateError::InvalidChange`]
+    /// and leave the replica untouched.
+    pub fn receive_sync_message(
+        &mut self,
+        now: Millis,
+        state: &mut sync::State,
+        bytes: &[u8],
+    ) -> Result<usize, StateError> {
+        self.tick(now);
+        let message =
+            sync::Message::decode(bytes).map_err(|e| StateError::InvalidChange(e.to_string()))?;
+        let before = self.doc.get_heads();
+        let mut log = PatchLog::new(self.subs.any());
+        self.doc
+            .receive_sync_message_log_patches(state, message, &mut log)?;
+        let mut fresh = self.doc.get_changes(&before);
+        fresh.retain(|c| !self.known.contains(&c.hash()));
+        fresh.sort_by_key(|c| c.start_op());
+        for change in &fresh {
+            if let Some(h) = change.message().and_then(Hlc::parse) {
+                self.hlc.observe(h);
+            }
+            self.record_change(change, false)?;
+        }
+        if !fresh.is_empty() {
+            self.spec_cache.clear();
+        }
+        if let (Some(last), true) = (fresh.last(), self.subs.any()) {
+            let patches = self.doc.make_patches(&mut log);
+            let position = EventPosition {
+                actor: last.actor_id().clone(),
+                seq: last.seq(),
+                change: last.hash(),
+                hlc: last.message().and_then(Hlc::parse),
+            };
+            self.publish_remote(&patches, &before, &position)?;
+        }
+        self.drain_pending()?;
+        self.sync_after_batch()?;
+        debug!(space = %self.space, new = fresh.len(), "sync message received");
+        Ok(fresh.len())
+    }
+}

@@ -1,0 +1,405 @@
+//! The replica: one automerge document per space plus the bookkeeping around
+//! it (vector clock, change index, pending queue, subscriptions, storage).
+//!
+//! It owns every mutation of the document. It must never do network I/O or
+//! read a clock: callers pass `now`, peers' bytes come in through
+//! [`Replica::apply_changes`] and [`Replica::receive_sync_message`], and what
+//! peers need goes out through [`Replica::changes_since`].
+
+mod apply;
+mod doc;
+mod events;
+mod read;
+mod write;
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId};
+#[cfg(test)]
+use automerge::sync;
+use tracing::{debug, warn};
+
+use crate::storage::{Storage, TornTail};
+use crate::subscription::Subscriptions;
+use crate::{
+    ChannelPath, ChannelSpec, Family, Hlc, HlcClock, MergeFn, StateError, VectorClock,
+};
+
+pub use apply::ApplyOutcome;
+pub use read::HistoryEntry;
+pub use write::CompactReport;
+
+/// A point in time, in milliseconds, as given by the caller (tokio's clock in
+/// the network driver, virtual time in netsim). The replica never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// `self + ms`, saturating.
+    pub fn plus(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(ms))
+    }
+}
+
+/// Largest encoded value (JSON plus metadata) accepted in one write.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Default bound on changes waiting for missing dependencies. Past it, new
+/// out-of-order changes are dropped and [`ApplyOutcome::overflowed`] tells the
+/// caller to run anti-entropy instead.
+pub const MAX_PENDING_CHANGES: usize = 1024;
+
+/// When local writes are fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Every write is durable before it returns.
+    Always,
+    /// Writes are synced once `max_unsynced` of them are waiting, or on
+    /// [`Replica::flush`]; a write is acknowledged durable only then.
+    Batched {
+        /// Bound on unsynced records.
+        max_unsynced: usize,
+    },
+}
+
+/// Replica settings.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Fsync policy for the storage backend.
+    pub sync: SyncPolicy,
+    /// Bound on changes waiting for their dependencies.
+    pub max_pending_changes: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            sync: SyncPolicy::Always,
+            max_pending_changes: MAX_PENDING_CHANGES,
+        }
+    }
+}
+
+/// What a local write produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReceipt {
+    /// The new change.
+    pub change: ChangeHash,
+    /// Its sequence number for this replica's actor.
+    pub seq: u64,
+    /// Its hybrid logical clock.
+    pub hlc: Hlc,
+    /// Whether the change is on durable storage already (always false without storage).
+    pub durable: bool,
+}
+
+/// Counters describing a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Changes held (sum of the vector clock).
+    pub changes: u64,
+    /// Bytes of snapshot plus log on storage.
+    pub bytes_on_disk: u64,
+    /// Declared channels.
+    pub channels: usize,
+    /// Active subscriptions.
+    pub subscribers: usize,
+    /// Unresolved conflicts on `reject` channels.
+    pub conflicts: usize,
+    /// Changes waiting for dependencies.
+    pub pending: usize,
+    /// Actors in the vector clock.
+    pub actors: usize,
+}
+
+/// One replica of one space.
+pub struct Replica {
+    space: String,
+    doc: Automerge,
+    families: [ObjId; 4],
+    actor: ActorId,
+    actor_hex: String,
+    hlc: HlcClock,
+    now: Millis,
+    clock: VectorClock,
+    chains: HashMap<ActorId, Vec<ChangeHash>>,
+    known: HashSet<ChangeHash>,
+    pending: Vec<Change>,
+    spec_cache: HashMap<ChannelPath, ChannelSpec>,
+    merge_fns: HashMap<String, MergeFn>,
+    subs: Subscriptions,
+    storage: Option<Box<dyn Storage>>,
+    unsynced: usize,
+    durable_seq: u64,
+    config: ReplicaConfig,
+    recovered_torn_tail: Option<TornTail>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("space", &self.space)
+            .field("actor", &self.actor_hex)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// An in-memory replica of `space` writing as `actor` (nothing is durable).
+    pub fn new(space: &str, actor: ActorId) -> Replica {
+        let (doc, families) = doc::genesis(actor.clone());
+        let mut r = Replica::from_parts(space, doc, families, actor, None, ReplicaConfig::default());
+        r.reindex();
+        r
+    }
+
+    /// Opens (or creates) a durable replica of `space` on `storage`, writing
+    /// as `actor`. Recovery loads the snapshot, replays the log and drops a torn
+    /// tail (reported by [`Replica::recovered_torn_tail`]).
+    ///
+    /// A node that restarts after an unclean shutdown must pass a *new* actor
+    /// id (identity + incarnation, see DESIGN §5): a change it wrote but lost
+    /// before fsync may already be held by peers under the old sequence number.
+    pub fn open(
+        space: &str,
+        actor: ActorId,
+        mut storage: Box<dyn Storage>,
+        config: ReplicaConfig,
+    ) -> Result<Replica, StateError> {
+        let _span = tracing::info_span!("replica_open", space).entered();
+        let recovered = storage.load()?;
+        let fresh = recovered.snapshot.is_none() && recovered.records.is_empty();
+        let mut doc = match &recovered.snapshot {
+            Some(bytes) => Automerge::load(bytes)?,
+            None => Automerge::new(),
+        };
+        let mut changes = Vec::with_capacity(recovered.records.len());
+        for record in recovered.records {
+            changes.push(
+                Change::from_bytes(record).map_err(|e| StateError::InvalidChange(e.to_string()))?,
+            );
+        }
+        doc.apply_changes(changes)?;
+        if fresh {
+            doc = doc::genesis(actor.clone()).0;
+            for change in doc.get_changes(&[]) {
+                storage.append(change.raw_bytes())?;
+            }
+            storage.sync()?;
+        }
+        doc.set_actor(actor.clone());
+        let families = doc::families(&doc)?;
+        if let Some(t) = &recovered.torn_tail {
+            warn!(space, offset = t.offset, bytes = t.dropped_bytes, "dropped torn log tail");
+        }
+        let mut r = Replica::from_parts(space, doc, families, actor, Some(storage), config);
+        r.recovered_torn_tail = recovered.torn_tail;
+        r.reindex();
+        r.durable_seq = r.clock.get(&r.actor);
+        debug!(space, changes = r.clock.total(), "replica opened");
+        Ok(r)
+    }
+
+    fn from_parts(
+        space: &str,
+        doc: Automerge,
+        families: [ObjId; 4],
+        actor: ActorId,
+        storage: Option<Box<dyn Storage>>,
+        config: ReplicaConfig,
+    ) -> Replica {
+        Replica {
+            space: space.to_owned(),
+            doc,
+            families,
+            actor_hex: actor.to_hex_string(),
+            actor,
+            hlc: HlcClock::new(),
+            now: Millis(0),
+            clock: VectorClock::new(),
+            chains: HashMap::new(),
+            known: HashSet::new(),
+            pending: Vec::new(),
+            spec_cache: HashMap::new(),
+            merge_fns: HashMap::new(),
+            subs: Subscriptions::default(),
+            storage,
+            unsynced: 0,
+            durable_seq: 0,
+            config,
+            recovered_torn_tail: None,
+        }
+    }
+
+    /// Rebuilds the vector clock, change index and HLC from the document.
+    fn reindex(&mut self) {
+        let mut metas = self.doc.get_changes_meta(&[]);
+        metas.sort_by_key(|m| m.seq);
+        for m in metas {
+            self.clock.observe(&m.actor, m.seq);
+            self.chains
+                .entry(m.actor.clone().into_owned())
+                .or_default()
+                .push(m.hash);
+            self.known.insert(m.hash);
+            if let Some(h) = m.message.as_deref().and_then(Hlc::parse) {
+                self.hlc.observe(h);
+            }
+        }
+    }
+
+    /// The space this replica holds.
+    pub fn space(&self) -> &str {
+        &self.space
+    }
+
+    /// The actor id this replica writes as.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The vector clock: for each actor, the highest change sequence held.
+    pub fn vector_clock(&self) -> &VectorClock {
+        &self.clock
+    }
+
+    /// The document's heads.
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// Read access to the underlying automerge document (for export and the
+    /// sync protocol; all mutation goes through the replica).
+    pub fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// The latest hybrid logical clock issued or observed.
+    pub fn hlc(&self) -> Hlc {
+        self.hlc.last()
+    }
+
+    /// The latest `now` the caller passed; TTL visibility is judged against it.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// Advances the replica's notion of time (reads use it for TTL).
+    pub fn tick(&mut self, now: Millis) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    /// The torn log tail dropped when this replica was opened, if any.
+    pub fn recovered_torn_tail(&self) -> Option<&TornTail> {
+        self.recovered_torn_tail.as_ref()
+    }
+
+    /// Registers a merge function for `Policy::Merge(name)` channels. Every
+    /// replica of the space must register the same function under the same name.
+    pub fn register_merge(
+        &mut self,
+        name: &str,
+        f: impl Fn(&[serde_json::Value]) -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        self.merge_fns.insert(name.to_owned(), std::sync::Arc::new(f));
+    }
+
+    /// Highest sequence number of this replica's own changes known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// Makes every written change durable (fsync) and returns the durable sequence.
+    pub fn flush(&mut self) -> Result<u64, StateError> {
+        if let Some(storage) = &mut self.storage {
+            if self.unsynced > 0 {
+                storage.sync()?;
+                self.unsynced = 0;
+            }
+            self.durable_seq = self.clock.get(&self.actor);
+        }
+        Ok(self.durable_seq)
+    }
+
+    /// Counters describing this replica.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            changes: self.clock.total(),
+            bytes_on_disk: self.storage.as_ref().map_or(0, |s| s.bytes_on_disk()),
+            channels: self.channels().len(),
+            subscribers: self.subs.len(),
+            conflicts: self.conflicts().len(),
+            pending: self.pending.len(),
+            actors: self.clock.len(),
+        }
+    }
+
+    fn family_obj(&self, family: Family) -> &ObjId {
+        &self.families[family as usize]
+    }
+
+    /// Records a change now held by the document (local or remote) in the
+    /// index and on storage. Returns whether it was already synced.
+    fn record_change(&mut self, change: &Change, local: bool) -> Result<bool, StateError> {
+        let actor = change.actor_id().clone();
+        self.clock.observe(&actor, change.seq());
+        self.chains.entry(actor).or_default().push(change.hash());
+        self.known.insert(change.hash());
+        let Some(storage) = &mut self.storage else {
+            return Ok(false);
+        };
+        storage.append(change.raw_bytes())?;
+        self.unsynced += 1;
+        let must_sync = match self.config.sync {
+            SyncPolicy::Always => local,
+            SyncPolicy::Batched { max_unsynced } => self.unsynced >= max_unsynced,
+        };
+        if must_sync {
+            storage.sync()?;
+            self.unsynced = 0;
+            self.durable_seq = self.clock.get(&self.actor);
+        }
+        Ok(must_sync)
+    }
+
+    /// Syncs storage after a batch of remote changes when the policy says so.
+    fn sync_after_batch(&mut self) -> Result<(), StateError> {
+        if matches!(self.config.sync, SyncPolicy::Always) && self.unsynced > 0 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Replica {
+    /// The hash of `actor`'s change number `seq`, if held.
+    pub fn change_hash(&self, actor: &ActorId, seq: u64) -> Option<ChangeHash> {
+        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.chains.get(actor)?.get(index).copied()
+    }
+
+    /// The causal clock of a held change: everything it depends on, itself included.
+    pub fn clock_of(&self, change: &ChangeHash) -> Option<VectorClock> {
+        let mut clock = VectorClock::new();
+        let mut stack = vec![*change];
+        let mut seen = HashSet::new();
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h) {
+                continue;
+            }
+            let meta = self.doc.get_change_meta_by_hash(&h)?;
+            if clock.contains(&meta.actor, meta.seq) {
+                continue;
+            }
+            clock.observe(&meta.actor, meta.seq);
+            stack.extend(meta.deps.iter().copied());
+        }
+        Some(clock)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+//! Reads: the visible value of channels, now or at past heads, with
+//! policies and TTL applied. Reads never modify the document.
+
+use automerge::{ChangeHash, ReadDoc, legacy};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::doc::{as_str, ref_int, ref_str};
+use super::write::CONFLICTS_CHANNEL;
+use super::Replica;
+use crate::keys::{self, Envelope, Slot};
+use crate::path::IntoChannelPath;
+use crate::policy::{self, Candidate, Conflict, Resolution};
+use crate::{ChannelKind, ChannelPath, ChannelSpec, Family, Hlc, Policy, StateError};
+
+/// One write in a channel's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    /// Hex actor id of the writer.
+    pub actor: String,
+    /// The writer's change sequence number.
+    pub seq: u64,
+    /// The change's hybrid logical clock, if it carries one.
+    pub hlc: Option<Hlc>,
+    /// Topic entry id or set member, for those kinds.
+    pub key: Option<String>,
+    /// The value written; `None` for a clear or remove.
+    pub value: Option<Value>,
+}
+
+impl Replica {
+    /// The declaration of a channel, if it was declared (or written).
+    pub fn spec(&self, path: impl IntoChannelPath) -> Result<Option<ChannelSpec>, StateError> {
+        Ok(self.spec_of(&path.into_path()?))
+    }
+
+    pub(crate) fn spec_of(&self, path: &ChannelPath) -> Option<ChannelSpec> {
+        let (v, _) = self
+            .doc
+            .get(self.family_obj(path.family()), path.name())
+            .ok()??;
+        serde_json::from_str(as_str(&v)?).ok()
+    }
+
+    /// Every declared channel with its declaration, in path order.
+    pub fn channels(&self) -> Vec<(ChannelPath, ChannelSpec)> {
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            for item in self.doc.map_range(self.family_obj(family), ..) {
+                if let (Some((name, Slot::Meta)), Some(s)) =
+                    (keys::parse_key(&item.key), ref_str(&item.value))
+                {
+                    if let (Ok(path), Ok(spec)) =
+                        (ChannelPath::new(family, name), serde_json::from_str(s))
+                    {
+                        out.push((path, spec));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The visible value of any channel as JSON: a `LastValue`'s value, a
+    /// `Topic`'s entries as an array, a `Counter`'s total, a `Set`'s members.
+    /// `coordination/conflicts` lists unresolved conflicts. `None` if the
+    /// channel holds nothing or does not exist.
+    pub fn get(&self, path: impl IntoChannelPath) -> Result<Option<Value>, StateError> {
+        let path = path.into_path()?;
+        if path.family() == Family::Coordination && path.name() == CONFLICTS_CHANNEL {
+            let conflicts = self.conflicts();
+            return Ok((!conflicts.is_empty()).then(|| serde_json::to_value(conflicts)).transpose()?);
+        }
+        let Some(spec) = self.spec_of(&path) else {
+            return Ok(None);
+        };
+        Ok(match spec.kind {
+            ChannelKind::LastValue => self.register_at(&path, &spec, None)?.value,
+            ChannelKind::Topic => Some(Value::Array(
+                self.entries_at(&path, None)?.into_iter().map(|(_, v)| v).collect(),
+            )),
+            ChannelKind::Counter => Some(self.counter_at(&path, None)?.into()),
+            ChannelKind::Set => Some(Value::Array(self.members_at(&path, None))),
+        })
+    }
+
+    /// Typed read of a channel's visible value (see [`Replica::get`]).
+    pub fn get_as<T: DeserializeOwned>(
+        &self,
+        path: impl IntoChannelPath,
+    ) -> Result<Option<T>, StateError> {
+        self.get(path)?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(StateError::from)
+    }
+
+    /// A `Topic`'s visible entries as `(id, value)`, in id (HLC) order.
+    pub fn topic_entries(
+        &self,
+        path: impl IntoChannelPath,
+    ) -> Result<Vec<(String, Value)>, StateError> {
+        let path = path.into_path()?;
+        self.expect_kind(&path, ChannelKind::Topic)?;
+        self.entries_at(&path, None)
+    }
+
+    /// A `Counter`'s total.
+    pub fn counter(&self, path: impl IntoChannelPath) -> Result<i64, StateError> {
+        let path = path.into_path()?;
+        self.expect_kind(&path, ChannelKind::Counter)?;
+        self.counter_at(&path, None)
+    }
+
+    /// A `Set`'s members, in canonical JSON order.
+    pub fn set_members(&self, path: impl IntoChannelPath) -> Result<Vec<Value>, StateError> {
+        let path = path.into_path()?;
+        self.expect_kind(&path, ChannelKind::Set)?;
+        Ok(self.members_at(&path, None))
+    }
+
+    /// Unresolved conflicts on `reject` channels, in path order. Derived from
+    /// the document, so every replica with the same changes lists the same.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        self.channels()
+            .into_iter()
+            .filter(|(_, spec)| spec.kind == ChannelKind::LastValue && spec.policy == Policy::Reject)
+            .filter_map(|(path, spec)| self.register_at(&path, &spec, None).ok()?.conflict)
+            .collect()
+    }
+
+    /// Every write ever made to a channel that this replica holds, in causal
+    /// (then actor) order, including overwritten and expired ones.
+    pub fn history(&self, path: impl IntoChannelPath) -> Result<Vec<HistoryEntry>, StateError> {
+        let path = path.into_path()?;
+        let automerge::ObjId::Id(ctr, fam_actor, _) = self.family_obj(path.family()) else {
+            return Ok(Vec::new());
+        };
+        let fam = legacy::ObjectId::Id(legacy::OpId(*ctr, fam_actor.clone()));
+        let mut changes = self.doc.get_changes(&[]);
+        changes.sort_by_key(|c| c.start_op());
+        let mut out = Vec::new();
+        for change in changes {
+            let hlc = change.message().and_then(Hlc::parse);
+            for op in change.decode().operations {
+                let legacy::Key::Map(key) = &op.key else { continue };
+                if op.obj != fam {
+                    continue;
+                }
+                let Some((name, slot)) = keys::parse_key(key) else { continue };
+                if name != path.name() || slot == Slot::Meta {
+                    continue;
+                }
+                let value = match &op.action {
+                    legacy::OpType::Put(automerge::ScalarValue::Str(s)) => {
+                        serde_json::from_str::<Envelope>(s).ok().map(|e| e.v)
+                    }
+                    legacy::OpType::Put(automerge::ScalarValue::Int(i)) => Some((*i).into()),
+                    legacy::OpType::Put(automerge::ScalarValue::Boolean(b)) => Some((*b).into()),
+                    _ => None,
+                };
+                let key = match slot {
+                    Slot::Entry(id) | Slot::Member(id) | Slot::Contribution(id) => {
+                        Some(id.to_owned())
+                    }
+                    Slot::Meta | Slot::Register => None,
+                };
+                out.push(HistoryEntry {
+                    actor: change.actor_id().to_hex_string(),
+                    seq: change.seq(),
+                    hlc,
+                    key,
+                    value,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn expect_kind(&self, path: &ChannelPath, kind: ChannelKind) -> Result<(), StateError> {
+        match self.spec_of(path) {
+            Some(spec) if spec.kind != kind => Err(StateError::WrongKind {
+                path: path.to_string(),
+                expected: kind.as_str(),
+                actual: spec.kind.as_str(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The live writes of a register at `heads` (now if `None`), resolved by policy.
+    pub(crate) fn register_at(
+        &self,
+        path: &ChannelPath,
+        spec: &ChannelSpec,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<Resolution, StateError> {
+        let fam = self.family_obj(path.family());
+        let key = keys::register_key(path.name());
+        let all = match heads {
+            None => self.doc.get_all(fam, key.as_str())?,
+            Some(h) => self.doc.get_all_at(fam, key.as_str(), h)?,
+        };
+        let candidates = all
+            .iter()
+            .filter_map(|(v, id)| {
+                let envelope: Envelope = serde_json::from_str(as_str(v)?).ok()?;
+                if envelope.expired(self.now.0) {
+                    return None;
+                }
+                let actor = match id {
+                    automerge::ObjId::Id(_, actor, _) => policy::actor_hex(actor),
+                    automerge::ObjId::Root => String::new(),
+                };
+                Some(Candidate {
+                    hlc: envelope.hlc(),
+                    value: envelope.v,
+                    actor,
+                    previous: envelope.p,
+                })
+            })
+            .collect();
+        policy::resolve(path, &spec.policy, candidates, &self.merge_fns)
+    }
+
+    pub(crate) fn entries_at(
+        &self,
+        path: &ChannelPath,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<Vec<(String, Value)>, StateError> {
+        let fam = self.family_obj(path.family());
+        let range = keys::slot_range(path.name(), 'e');
+        let items: Vec<(String, Option<String>)> = match heads {
+            None => self
+                .doc
+                .map_range(fam, range)
+                .map(|i| (i.key.to_string(), ref_str(&i.value).map(str::to_owned)))
+                .collect(),
+            Some(h) => self
+                .doc
+                .map_range_at(fam, range, h)
+                .map(|i| (i.key.to_string(), ref_str(&i.value).map(str::to_owned)))
+                .collect(),
+        };
+        Ok(items
+            .into_iter()
+            .filter_map(|(key, s)| {
+                let envelope: Envelope = serde_json::from_str(&s?).ok()?;
+                let (_, Slot::Entry(id)) = keys::parse_key(&key)? else {
+                    return None;
+                };
+                (!envelope.expired(self.now.0)).then(|| (id.to_owned(), envelope.v))
+            })
+            .collect())
+    }
+
+    pub(crate) fn entry_at(
+        &self,
+        path: &ChannelPath,
+        id: &str,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<Option<Value>, StateError> {
+        let fam = self.family_obj(path.family());
+        let key = keys::entry_key(path.name(), id);
+        let got = match heads {
+            None => self.doc.get(fam, key.as_str())?,
+            Some(h) => self.doc.get_at(fam, key.as_str(), h)?,
+        };
+        Ok(got
+            .and_then(|(v, _)| serde_json::from_str::<Envelope>(as_str(&v)?).ok())
+            .filter(|e| !e.expired(self.now.0))
+            .map(|e| e.v))
+    }
+
+    pub(crate) fn counter_at(
+        &self,
+        path: &ChannelPath,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<i64, StateError> {
+        let fam = self.family_obj(path.family());
+        let range = keys::slot_range(path.name(), 'c');
+        let sum = match heads {
+            None => self
+                .doc
+                .map_range(fam, range)
+                .filter_map(|i| ref_int(&i.value))
+                .fold(0i64, i64::saturating_add),
+            Some(h) => self
+                .doc
+                .map_range_at(fam, range, h)
+                .filter_map(|i| ref_int(&i.value))
+                .fold(0i64, i64::saturating_add),
+        };
+        Ok(sum)
+    }
+
+    pub(crate) fn member_at(
+        &self,
+        path: &ChannelPath,
+        key: &str,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<bool, StateError> {
+        let fam = self.family_obj(path.family());
+        Ok(match heads {
+            None => self.doc.get(fam, key)?,
+            Some(h) => self.doc.get_at(fam, key, h)?,
+        }
+        .is_some())
+    }
+
+    fn members_at(&self, path: &ChannelPath, heads: Option<&[ChangeHash]>) -> Vec<Value> {
+        let fam = self.family_obj(path.family());
+        let range = keys::slot_range(path.name(), 's');
+        let names: Vec<String> = match heads {
+            None => self.doc.map_range(fam, range).map(|i| i.key.to_string()).collect(),
+            Some(h) => self
+                .doc
+                .map_range_at(fam, range, h)
+                .map(|i| i.key.to_string())
+                .collect(),
+        };
+        names
+            .iter()
+            .filter_map(|k| match keys::parse_key(k)? {
+                (_, Slot::Member(m)) => serde_json::from_str(m).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+}
+

@@ -1,0 +1,277 @@
+use serde_json::json;
+
+use super::*;
+use crate::{ChannelSpec, Delivery, Origin, Policy, SubscribeOptions};
+
+fn actor(n: u8) -> ActorId {
+    ActorId::from(&[n; 16][..])
+}
+
+fn sync_pair(a: &mut Replica, b: &mut Replica, now: Millis) {
+    let to_b = a.changes_since(b.vector_clock());
+    b.apply_changes(now, to_b).unwrap();
+    let to_a = b.changes_since(a.vector_clock());
+    a.apply_changes(now, to_a).unwrap();
+}
+
+#[test]
+fn put_get_and_converge() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    a.put(Millis(10), "observation/ci", &json!({"ok": true})).unwrap();
+    sync_pair(&mut a, &mut b, Millis(11));
+    assert_eq!(b.get("observation/ci").unwrap(), Some(json!({"ok": true})));
+    assert_eq!(a.heads(), b.heads());
+    assert_eq!(a.vector_clock(), b.vector_clock());
+}
+
+#[test]
+fn lww_picks_highest_hlc_then_actor() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    a.put(Millis(10), "observation/x", &1).unwrap();
+    b.put(Millis(20), "observation/x", &2).unwrap();
+    sync_pair(&mut a, &mut b, Millis(30));
+    assert_eq!(a.get("observation/x").unwrap(), Some(json!(2)));
+    assert_eq!(b.get("observation/x").unwrap(), Some(json!(2)));
+    // A later write after seeing both wins everywhere.
+    a.put(Millis(5), "observation/x", &3).unwrap();
+    sync_pair(&mut a, &mut b, Millis(31));
+    assert_eq!(b.get("observation/x").unwrap(), Some(json!(3)));
+}
+
+#[test]
+fn first_write_wins_refuses_overwrite_and_resolves_to_earliest() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    let spec = ChannelSpec::last_value(Policy::FirstWriteWins);
+    a.declare(Millis(1), "coordination/owner", spec.clone()).unwrap();
+    b.declare(Millis(1), "coordination/owner", spec).unwrap();
+    a.put(Millis(20), "coordination/owner", &"a").unwrap();
+    b.put(Millis(10), "coordination/owner", &"b").unwrap();
+    sync_pair(&mut a, &mut b, Millis(30));
+    assert_eq!(a.get("coordination/owner").unwrap(), Some(json!("b")));
+    assert_eq!(b.get("coordination/owner").unwrap(), Some(json!("b")));
+    assert!(matches!(
+        a.put(Millis(40), "coordination/owner", &"again"),
+        Err(StateError::AlreadySet { .. })
+    ));
+}
+
+#[test]
+fn reject_keeps_concurrent_values_out_and_records_conflict() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    let spec = ChannelSpec::last_value(Policy::Reject);
+    a.declare(Millis(1), "intent/deploy", spec).unwrap();
+    a.put(Millis(2), "intent/deploy", &"v1").unwrap();
+    sync_pair(&mut a, &mut b, Millis(3));
+    a.put(Millis(4), "intent/deploy", &"a").unwrap();
+    b.put(Millis(4), "intent/deploy", &"b").unwrap();
+    sync_pair(&mut a, &mut b, Millis(5));
+    assert_eq!(a.get("intent/deploy").unwrap(), Some(json!("v1")));
+    let conflicts = b.conflicts();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].candidates.len(), 2);
+    assert_eq!(a.conflicts(), conflicts);
+    assert!(a.get("coordination/conflicts").unwrap().is_some());
+    // A later write resolves the conflict.
+    a.put(Millis(6), "intent/deploy", &"resolved").unwrap();
+    sync_pair(&mut a, &mut b, Millis(7));
+    assert!(b.conflicts().is_empty());
+    assert_eq!(b.get("intent/deploy").unwrap(), Some(json!("resolved")));
+}
+
+#[test]
+fn merge_policy_uses_registered_function() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    for r in [&mut a, &mut b] {
+        r.register_merge("max", |vs| {
+            vs.iter().filter_map(|v| v.as_i64()).max().map_or(json!(null), |m| json!(m))
+        });
+    }
+    a.declare(Millis(1), "observation/peak", ChannelSpec::last_value(Policy::Merge("max".into())))
+        .unwrap();
+    sync_pair(&mut a, &mut b, Millis(1));
+    a.put(Millis(2), "observation/peak", &7).unwrap();
+    b.put(Millis(3), "observation/peak", &5).unwrap();
+    sync_pair(&mut a, &mut b, Millis(4));
+    assert_eq!(a.get("observation/peak").unwrap(), Some(json!(7)));
+    assert_eq!(b.get("observation/peak").unwrap(), Some(json!(7)));
+}
+
+#[test]
+fn topic_counter_set() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    a.append(Millis(1), "intent/ops", &"a1").unwrap();
+    b.append(Millis(1), "intent/ops", &"b1").unwrap();
+    a.increment(Millis(1), "coordination/calls", 2).unwrap();
+    b.increment(Millis(1), "coordination/calls", 3).unwrap();
+    a.set_add(Millis(1), "coordination/workers", &"w1").unwrap();
+    sync_pair(&mut a, &mut b, Millis(2));
+    // concurrent remove and add: add wins
+    a.set_remove(Millis(3), "coordination/workers", &"w1").unwrap();
+    b.set_add(Millis(3), "coordination/workers", &"w1").unwrap();
+    sync_pair(&mut a, &mut b, Millis(4));
+    for r in [&a, &b] {
+        assert_eq!(r.topic_entries("intent/ops").unwrap().len(), 2);
+        assert_eq!(r.counter("coordination/calls").unwrap(), 5);
+        assert_eq!(r.set_members("coordination/workers").unwrap(), vec![json!("w1")]);
+    }
+}
+
+#[test]
+fn ttl_hides_and_compaction_removes() {
+    let mut a = Replica::new("s", actor(1));
+    a.put_with_ttl(Millis(100), "observation/lease", &"x", 50).unwrap();
+    a.append_with_ttl(Millis(100), "observation/events", &"e", 50).unwrap();
+    assert_eq!(a.get("observation/lease").unwrap(), Some(json!("x")));
+    a.tick(Millis(150));
+    assert_eq!(a.get("observation/lease").unwrap(), None);
+    assert!(a.topic_entries("observation/events").unwrap().is_empty());
+    let report = a.compact(Millis(151)).unwrap();
+    assert_eq!(report.expired_removed, 2);
+    assert_eq!(a.compact(Millis(152)).unwrap().expired_removed, 0);
+}
+
+#[test]
+fn bad_input_is_a_typed_error_and_changes_nothing() {
+    let mut a = Replica::new("s", actor(1));
+    a.put(Millis(1), "observation/x", &1).unwrap();
+    let heads = a.heads();
+    assert!(matches!(a.put(Millis(2), "nope/x", &1), Err(StateError::MalformedPath { .. })));
+    assert!(matches!(
+        a.append(Millis(2), "observation/x", &1),
+        Err(StateError::WrongKind { .. })
+    ));
+    let big = "x".repeat(MAX_VALUE_BYTES);
+    assert!(matches!(
+        a.put(Millis(2), "observation/y", &big),
+        Err(StateError::ValueTooLarge { .. })
+    ));
+    assert!(matches!(
+        a.apply_changes(Millis(2), [b"garbage".to_vec()]),
+        Err(StateError::InvalidChange(_))
+    ));
+    assert!(matches!(
+        a.put(Millis(2), "coordination/conflicts", &1),
+        Err(StateError::MalformedPath { .. })
+    ));
+    assert_eq!(a.heads(), heads);
+    assert_eq!(a.get("observation/x").unwrap(), Some(json!(1)));
+}
+
+#[test]
+fn out_of_order_changes_wait_and_queue_is_bounded() {
+    let mut a = Replica::new("s", actor(1));
+    for i in 0..5 {
+        a.put(Millis(i), "observation/x", &i).unwrap();
+    }
+    let mut changes = a.changes_since(&VectorClock::new());
+    changes.reverse();
+    let mut b = Replica::new("s", actor(2));
+    let out = b.apply_changes(Millis(10), changes.clone()).unwrap();
+    assert_eq!(out.pending, 0);
+    assert_eq!(b.get("observation/x").unwrap(), Some(json!(4)));
+
+    let mut c = Replica::new("s", actor(3));
+    c.config.max_pending_changes = 2;
+    // only the last three changes: none can apply, two wait, one is dropped
+    let out = c.apply_changes(Millis(10), &changes[..3]).unwrap();
+    assert_eq!((out.pending, out.dropped, out.applied), (2, 1, 0));
+    assert!(out.overflowed());
+    // anti-entropy then repairs everything
+    c.apply_changes(Millis(11), a.changes_since(c.vector_clock())).unwrap();
+    assert_eq!(c.heads(), a.heads());
+    assert_eq!(c.stats().pending, 0);
+}
+
+#[test]
+fn subscriptions_deliver_local_and_remote_events_and_overflow() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    let sub = b.subscribe("intent/*", SubscribeOptions::default().capacity(2)).unwrap();
+    let all = b.subscribe("*", SubscribeOptions::default()).unwrap();
+    a.put(Millis(1), "intent/plan", &"p1").unwrap();
+    a.put(Millis(2), "observation/x", &1).unwrap();
+    sync_pair(&mut a, &mut b, Millis(3));
+    let Some(Delivery::Event(e)) = b.poll_event(sub).unwrap() else { panic!("no event") };
+    assert_eq!(e.path.to_string(), "intent/plan");
+    assert_eq!(e.new, Some(json!("p1")));
+    assert_eq!(e.origin, Origin::Remote);
+    assert_eq!(b.poll_event(sub).unwrap(), None);
+    assert_eq!(b.buffered_events(all), 2);
+    for i in 0..3 {
+        b.put(Millis(4 + i), "intent/plan", &i).unwrap();
+    }
+    assert_eq!(b.poll_event(sub).unwrap(), Some(Delivery::Lagged { missed: 1 }));
+    let Some(Delivery::Event(e)) = b.poll_event(sub).unwrap() else { panic!() };
+    assert_eq!((e.old, e.new, e.origin), (Some(json!(0)), Some(json!(1)), Origin::Local));
+    // replay recovers everything since the empty clock
+    let replayed = b.replay("intent/*", &VectorClock::new()).unwrap();
+    assert_eq!(replayed.len(), 4);
+    assert!(b.subscribe("[", SubscribeOptions::default()).is_err());
+}
+
+#[test]
+fn filter_predicate_applies() {
+    let mut a = Replica::new("s", actor(1));
+    let sub = a
+        .subscribe("*", SubscribeOptions::default().filter(|e| e.new == Some(json!("keep"))))
+        .unwrap();
+    a.put(Millis(1), "intent/a", &"drop").unwrap();
+    a.put(Millis(2), "intent/a", &"keep").unwrap();
+    assert!(matches!(a.poll_event(sub).unwrap(), Some(Delivery::Event(e)) if e.new == Some(json!("keep"))));
+    assert_eq!(a.poll_event(sub).unwrap(), None);
+}
+
+#[test]
+fn happened_before_between_events() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    let w1 = a.put(Millis(1), "observation/x", &1).unwrap();
+    sync_pair(&mut a, &mut b, Millis(2));
+    let w2 = b.put(Millis(3), "observation/y", &2).unwrap();
+    let w3 = a.put(Millis(3), "observation/z", &3).unwrap();
+    sync_pair(&mut a, &mut b, Millis(4));
+    let c1 = a.clock_of(&w1.change).unwrap();
+    let c2 = a.clock_of(&w2.change).unwrap();
+    let c3 = a.clock_of(&w3.change).unwrap();
+    assert_eq!(c1.compare(&c2), crate::Causality::Before);
+    assert_eq!(c2.compare(&c3), crate::Causality::Concurrent);
+}
+
+#[test]
+fn history_lists_every_write() {
+    let mut a = Replica::new("s", actor(1));
+    a.put(Millis(1), "observation/x", &1).unwrap();
+    a.put(Millis(2), "observation/x", &2).unwrap();
+    a.clear(Millis(3), "observation/x").unwrap();
+    let h = a.history("observation/x").unwrap();
+    let values: Vec<_> = h.iter().map(|e| e.value.clone()).collect();
+    assert_eq!(values, vec![Some(json!(1)), Some(json!(2)), None]);
+}
+
+#[test]
+fn sync_protocol_fallback_converges() {
+    let mut a = Replica::new("s", actor(1));
+    let mut b = Replica::new("s", actor(2));
+    for i in 0..20 {
+        a.put(Millis(i), "observation/x", &i).unwrap();
+        b.append(Millis(i), "intent/log", &i).unwrap();
+    }
+    let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
+    for _ in 0..10 {
+        if let Some(m) = a.generate_sync_message(&mut sa) {
+            b.receive_sync_message(Millis(100), &mut sb, &m).unwrap();
+        }
+        if let Some(m) = b.generate_sync_message(&mut sb) {
+            a.receive_sync_message(Millis(100), &mut sa, &m).unwrap();
+        }
+    }
+    assert_eq!(a.heads(), b.heads());
+    assert_eq!(a.vector_clock(), b.vector_clock());
+    assert!(b.receive_sync_message(Millis(1), &mut sb, b"junk").is_err());
+}

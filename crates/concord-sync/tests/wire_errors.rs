@@ -1,0 +1,232 @@
+//! One hand-built malformed frame per `DecodeError` variant, and the exact
+//! variant it yields.
+
+use concord_sync::wire::{
+    ByeReason, DecodeError, EncodeError, Frame, FrameKind, WIRE_VERSION, decode_varint,
+    encode_varint,
+};
+
+fn raw(kind: u8, space: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = vec![WIRE_VERSION, kind];
+    encode_varint(space.len() as u64, &mut out);
+    out.extend_from_slice(space);
+    out.extend_from_slice(body);
+    out
+}
+
+fn digest_body(flags: u8, actors: &[&[u8]]) -> Vec<u8> {
+    let mut body = vec![flags];
+    body.extend_from_slice(&[0; 8]);
+    encode_varint(actors.len() as u64, &mut body);
+    for a in actors {
+        encode_varint(a.len() as u64, &mut body);
+        body.extend_from_slice(a);
+        body.push(1);
+    }
+    body
+}
+
+#[test]
+fn empty_and_short_inputs_are_truncated() {
+    assert_eq!(
+        Frame::decode(&[]),
+        Err(DecodeError::Truncated { what: "version" })
+    );
+    assert_eq!(
+        Frame::decode(&[WIRE_VERSION]),
+        Err(DecodeError::Truncated { what: "frame kind" })
+    );
+    assert!(matches!(
+        Frame::decode(&[WIRE_VERSION, FrameKind::Bye.code()]),
+        Err(DecodeError::Truncated { .. })
+    ));
+    assert!(matches!(
+        Frame::decode(&raw(FrameKind::Bye.code(), b"s", &[])),
+        Err(DecodeError::Truncated { what: "bye reason" })
+    ));
+    assert!(matches!(
+        Frame::decode(&raw(FrameKind::Digest.code(), b"s", &[0, 1, 2])),
+        Err(DecodeError::Truncated { what: "heads hash" })
+    ));
+}
+
+#[test]
+fn unsupported_version() {
+    for v in [0, 2, 0xff] {
+        let mut bytes = raw(FrameKind::Bye.code(), b"s", &[0]);
+        bytes[0] = v;
+        assert_eq!(
+            Frame::decode(&bytes),
+            Err(DecodeError::UnsupportedVersion(v))
+        );
+    }
+}
+
+#[test]
+fn unknown_kind() {
+    for k in [0, 5, 0xff] {
+        assert_eq!(
+            Frame::decode(&raw(k, b"s", &[0])),
+            Err(DecodeError::UnknownKind(k))
+        );
+    }
+}
+
+#[test]
+fn trailing_bytes() {
+    let mut bytes = Frame::Bye {
+        space: "s".into(),
+        reason: ByeReason::LeavingSpace,
+    }
+    .encode()
+    .expect("encodes");
+    bytes.extend_from_slice(&[0, 0, 0]);
+    assert_eq!(
+        Frame::decode(&bytes),
+        Err(DecodeError::TrailingBytes { count: 3 })
+    );
+}
+
+#[test]
+fn invalid_utf8_space() {
+    assert_eq!(
+        Frame::decode(&raw(FrameKind::Bye.code(), &[0x66, 0xff, 0x66], &[0])),
+        Err(DecodeError::InvalidUtf8)
+    );
+}
+
+#[test]
+fn varint_overflow_and_non_canonical() {
+    // u64::MAX takes 10 bytes, the last being 0x01.
+    let mut max = Vec::new();
+    encode_varint(u64::MAX, &mut max);
+    assert_eq!(max.len(), 10);
+    assert_eq!(decode_varint(&max), Ok((u64::MAX, 10)));
+    // A tenth byte above 1 overflows, and so does an eleventh byte.
+    let mut over = max.clone();
+    over[9] = 0x02;
+    assert_eq!(decode_varint(&over), Err(DecodeError::VarintOverflow));
+    assert_eq!(decode_varint(&[0xff; 11]), Err(DecodeError::VarintOverflow));
+    // Overlong encodings of 0 and 1.
+    assert_eq!(
+        decode_varint(&[0x80, 0x00]),
+        Err(DecodeError::NonCanonicalVarint)
+    );
+    assert_eq!(
+        decode_varint(&[0x81, 0x80, 0x00]),
+        Err(DecodeError::NonCanonicalVarint)
+    );
+    assert_eq!(decode_varint(&[0x00]), Ok((0, 1)));
+    assert!(matches!(
+        decode_varint(&[0x80]),
+        Err(DecodeError::Truncated { .. })
+    ));
+    // Inside a frame: the space name length.
+    let mut bytes = vec![WIRE_VERSION, FrameKind::Bye.code()];
+    bytes.extend_from_slice(&[0xff; 10]);
+    assert_eq!(Frame::decode(&bytes), Err(DecodeError::VarintOverflow));
+    let bytes = vec![WIRE_VERSION, FrameKind::Bye.code(), 0x81, 0x00, b's', 0];
+    assert_eq!(Frame::decode(&bytes), Err(DecodeError::NonCanonicalVarint));
+}
+
+#[test]
+fn digest_flags_and_duplicates() {
+    for flags in [0b00, 0b01, 0b10, 0b11] {
+        let frame = Frame::decode(&raw(
+            FrameKind::Digest.code(),
+            b"s",
+            &digest_body(flags, &[b"a"]),
+        ))
+        .expect("known flags decode");
+        assert!(matches!(
+            frame,
+            Frame::Digest { truncated, reply, .. }
+                if truncated == (flags & 1 != 0) && reply == (flags & 2 != 0)
+        ));
+    }
+    for flags in [0b100, 0x80, 0xff] {
+        assert_eq!(
+            Frame::decode(&raw(
+                FrameKind::Digest.code(),
+                b"s",
+                &digest_body(flags, &[b"a"])
+            )),
+            Err(DecodeError::UnknownFlags(flags))
+        );
+    }
+    assert_eq!(
+        Frame::decode(&raw(
+            FrameKind::Digest.code(),
+            b"s",
+            &digest_body(0, &[b"a", b"b", b"c", b"b"])
+        )),
+        Err(DecodeError::DuplicateActor { index: 3 })
+    );
+    let dup = Frame::Digest {
+        space: "s".into(),
+        clock: vec![(b"x".to_vec(), 1), (b"x".to_vec(), 2)],
+        heads_hash: [0; 8],
+        truncated: false,
+        reply: false,
+    };
+    assert_eq!(dup.encode(), Err(EncodeError::DuplicateActor { index: 1 }));
+}
+
+#[test]
+fn unknown_bye_reason() {
+    for code in 0..=4 {
+        let reason = ByeReason::from_code(code).expect("known reason");
+        assert_eq!(reason.code(), code);
+        assert_eq!(
+            Frame::decode(&raw(FrameKind::Bye.code(), b"s", &[code])),
+            Ok(Frame::Bye {
+                space: "s".into(),
+                reason
+            })
+        );
+    }
+    assert_eq!(
+        Frame::decode(&raw(FrameKind::Bye.code(), b"s", &[5])),
+        Err(DecodeError::UnknownByeReason(5))
+    );
+}
+
+#[test]
+fn known_bytes_of_each_kind() {
+    // Pin the layout so an accidental format change shows up here.
+    let changes = Frame::Changes {
+        space: "ab".into(),
+        changes: vec![vec![0xaa], Vec::new()],
+    };
+    assert_eq!(
+        changes.encode().expect("encodes"),
+        vec![1, 1, 2, b'a', b'b', 2, 1, 0xaa, 0]
+    );
+    let digest = Frame::Digest {
+        space: "s".into(),
+        clock: vec![(vec![0x10, 0x11], 300)],
+        heads_hash: [1, 2, 3, 4, 5, 6, 7, 8],
+        truncated: true,
+        reply: false,
+    };
+    assert_eq!(
+        digest.encode().expect("encodes"),
+        vec![
+            1, 2, 1, b's', 0b01, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 0x10, 0x11, 0xac, 0x02
+        ]
+    );
+    let sync = Frame::SyncMessage {
+        space: String::new(),
+        message: vec![9, 9, 9],
+    };
+    assert_eq!(sync.encode().expect("encodes"), vec![1, 3, 0, 3, 9, 9, 9]);
+    let bye = Frame::Bye {
+        space: "s".into(),
+        reason: ByeReason::Overloaded,
+    };
+    assert_eq!(bye.encode().expect("encodes"), vec![1, 4, 1, b's', 4]);
+    for frame in [changes, digest, sync, bye] {
+        let bytes = frame.encode().expect("encodes");
+        assert_eq!(Frame::decode(&bytes), Ok(frame));
+    }
+}

@@ -1,0 +1,184 @@
+//! Property tests of the wire codec: round trips of arbitrary frames within
+//! the limits, and robustness of decoding against arbitrary and mutated
+//! bytes (never a panic; a frame that decodes re-encodes to the same bytes).
+
+use concord_sync::wire::{
+    ByeReason, DecodeError, Frame, MAX_ACTOR_BYTES, MAX_CLOCK_ENTRIES, WIRE_VERSION, decode_varint,
+    encode_varint, varint_len,
+};
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+
+fn space() -> impl Strategy<Value = String> {
+    // ASCII names up to the limit, and arbitrary Unicode (up to 4 bytes a
+    // char, so at most 128 bytes).
+    prop_oneof!["[a-z0-9._/-]{0,128}", "\\PC{0,32}"]
+}
+
+fn bye_reason() -> impl Strategy<Value = ByeReason> {
+    prop_oneof![
+        Just(ByeReason::Shutdown),
+        Just(ByeReason::LeavingSpace),
+        Just(ByeReason::ProtocolViolation),
+        Just(ByeReason::NotAllowed),
+        Just(ByeReason::Overloaded),
+    ]
+}
+
+fn clock() -> impl Strategy<Value = Vec<(Vec<u8>, u64)>> {
+    prop_oneof![
+        btree_map(vec(any::<u8>(), 0..=MAX_ACTOR_BYTES), any::<u64>(), 0..16),
+        btree_map(
+            vec(any::<u8>(), 0..=MAX_ACTOR_BYTES),
+            any::<u64>(),
+            0..=MAX_CLOCK_ENTRIES
+        ),
+    ]
+    .prop_map(|m| m.into_iter().collect::<Vec<_>>())
+    .prop_shuffle()
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        (space(), vec(vec(any::<u8>(), 0..300), 0..40))
+            .prop_map(|(space, changes)| Frame::Changes { space, changes }),
+        (
+            space(),
+            clock(),
+            any::<[u8; 8]>(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(space, clock, heads_hash, truncated, reply)| Frame::Digest {
+                    space,
+                    clock,
+                    heads_hash,
+                    truncated,
+                    reply,
+                }
+            ),
+        (space(), vec(any::<u8>(), 0..2000))
+            .prop_map(|(space, message)| Frame::SyncMessage { space, message }),
+        (space(), bye_reason()).prop_map(|(space, reason)| Frame::Bye { space, reason }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    FlipBit(usize, u8),
+    SetByte(usize, u8),
+    Truncate(usize),
+    Extend(Vec<u8>),
+    Insert(usize, u8),
+    Remove(usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::SetByte(i, v)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Insert(i, v)),
+        any::<usize>().prop_map(Mutation::Remove),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    let len = bytes.len();
+    match m {
+        Mutation::FlipBit(i, b) if len > 0 => bytes[i % len] ^= 1 << b,
+        Mutation::SetByte(i, v) if len > 0 => bytes[i % len] = *v,
+        Mutation::Truncate(i) => bytes.truncate(i % (len + 1)),
+        Mutation::Extend(more) => bytes.extend_from_slice(more),
+        Mutation::Insert(i, v) => bytes.insert(i % (len + 1), *v),
+        Mutation::Remove(i) if len > 0 => {
+            bytes.remove(i % len);
+        }
+        _ => {}
+    }
+}
+
+/// Decodes `bytes` (must not panic); if it decodes, re-encoding gives the
+/// same bytes back (the encoding is canonical).
+fn check_decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
+    let decoded = Frame::decode(bytes);
+    if let Ok(frame) = &decoded {
+        let again = frame.encode().expect("a decoded frame re-encodes");
+        assert_eq!(again, bytes, "decode then encode is the identity");
+    }
+    decoded
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn round_trip_every_kind(frame in frame()) {
+        let bytes = frame.encode().expect("frames within limits encode");
+        prop_assert_eq!(bytes.len(), frame.encoded_len());
+        prop_assert_eq!(bytes[0], WIRE_VERSION);
+        prop_assert_eq!(bytes[1], frame.kind().code());
+        let decoded = Frame::decode(&bytes).expect("own encoding decodes");
+        prop_assert_eq!(decoded, frame);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..600)) {
+        let _ = check_decode(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bodies_after_a_valid_header_never_panic(
+        kind in 0u8..6,
+        body in vec(any::<u8>(), 0..600),
+    ) {
+        let mut bytes = vec![WIRE_VERSION, kind];
+        bytes.extend_from_slice(&body);
+        let _ = check_decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_frames_decode_or_give_a_typed_error(
+        frame in frame(),
+        mutations in vec(mutation(), 1..6),
+    ) {
+        let mut bytes = frame.encode().expect("frames within limits encode");
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        // Either some frame (which re-encodes to exactly these bytes) or a
+        // DecodeError; a panic fails the test.
+        match check_decode(&bytes) {
+            Ok(decoded) => prop_assert_eq!(decoded.encode().ok(), Some(bytes)),
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_frame_is_an_error(frame in frame()) {
+        let bytes = frame.encode().expect("frames within limits encode");
+        for cut in 0..bytes.len() {
+            prop_assert!(Frame::decode(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
+        }
+    }
+
+    #[test]
+    fn varint_round_trip(value in any::<u64>(), tail in vec(any::<u8>(), 0..4)) {
+        let mut bytes = Vec::new();
+        encode_varint(value, &mut bytes);
+        prop_assert_eq!(bytes.len(), varint_len(value));
+        bytes.extend_from_slice(&tail);
+        prop_assert_eq!(decode_varint(&bytes), Ok((value, varint_len(value))));
+    }
+
+    #[test]
+    fn varint_arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..16)) {
+        if let Ok((value, used)) = decode_varint(&bytes) {
+            let mut again = Vec::new();
+            encode_varint(value, &mut again);
+            prop_assert_eq!(&again[..], &bytes[..used]);
+        }
+    }
+}

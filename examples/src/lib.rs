@@ -1,0 +1,1 @@
+//! Runnable examples of Concord live in `examples/`; this library is empty.

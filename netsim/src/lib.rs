@@ -1,0 +1,1 @@
+//! Deterministic simulator for Concord (work in progress).
