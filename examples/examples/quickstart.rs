@@ -32,12 +32,22 @@ fn main() -> Result<()> {
         ChannelSpec::last_value(Policy::FirstWriteWins),
     )?;
     a.put(Millis(1), "observation/ci.status", &json!("green"))?;
-    a.append(Millis(2), "intent/ops", &json!({"op": "deploy", "ref": "v1.4.0"}))?;
+    a.append(
+        Millis(2),
+        "intent/ops",
+        &json!({"op": "deploy", "ref": "v1.4.0"}),
+    )?;
     let claim = a.put(Millis(3), "coordination/deploy.owner", &"agent-1")?;
-    println!("agent-1 claimed the deploy (change seq {}, durable: {})", claim.seq, claim.durable);
+    println!(
+        "agent-1 claimed the deploy (change seq {}, durable: {})",
+        claim.seq, claim.durable
+    );
 
     let delta = a.changes_since(b.vector_clock());
-    println!("agent-2 is missing {} change(s); sending exactly those", delta.len());
+    println!(
+        "agent-2 is missing {} change(s); sending exactly those",
+        delta.len()
+    );
     b.apply_changes(Millis(4), delta)?;
     while let Some(Delivery::Event(e)) = b.poll_event(events)? {
         println!("agent-2 saw {} -> {}", e.path, e.new.unwrap_or_default());

@@ -62,8 +62,8 @@ fn gossip(agents: &mut [Agent], now: Millis) -> Result<usize> {
     }
 }
 
-fn say(timeline: &mut Vec<String>, now: Millis, who: &str, what: String) {
-    timeline.push(format!("t={:>5}ms  {who:<9} {what}", now.0));
+fn say(timeline: &mut Vec<(Millis, String)>, now: Millis, who: &str, what: String) {
+    timeline.push((now, format!("t={:>5}ms  {who:<9} {what}", now.0)));
 }
 
 /// Runs the scenario and prints it.
@@ -80,10 +80,22 @@ pub fn run(as_json: bool) -> Result<()> {
 
     // Everyone agrees on the channel declarations (they are ordinary writes).
     let declarations = [
-        ("observation/ci.status", ChannelSpec::last_value(Policy::LastWriteWins)),
-        ("coordination/deploy.owner", ChannelSpec::last_value(Policy::FirstWriteWins)),
-        ("intent/release.version", ChannelSpec::last_value(Policy::Reject)),
-        ("observation/load.peak", ChannelSpec::last_value(Policy::Merge("max".into()))),
+        (
+            "observation/ci.status",
+            ChannelSpec::last_value(Policy::LastWriteWins),
+        ),
+        (
+            "coordination/deploy.owner",
+            ChannelSpec::last_value(Policy::FirstWriteWins),
+        ),
+        (
+            "intent/release.version",
+            ChannelSpec::last_value(Policy::Reject),
+        ),
+        (
+            "observation/load.peak",
+            ChannelSpec::last_value(Policy::Merge("max".into())),
+        ),
         ("intent/ops", ChannelSpec::topic()),
         ("coordination/api.calls", ChannelSpec::counter()),
         ("coordination/workers", ChannelSpec::set()),
@@ -100,12 +112,31 @@ pub fn run(as_json: bool) -> Result<()> {
     for (path, spec) in &declarations {
         agents[0].replica.declare(now, *path, spec.clone())?;
     }
-    say(&mut timeline, now, "planner", format!("declares {} channels", declarations.len()));
-    agents[0].replica.put(now, "intent/release.version", &"1.4.0")?;
-    say(&mut timeline, now, "planner", "proposes intent/release.version = \"1.4.0\"".into());
+    say(
+        &mut timeline,
+        now,
+        "planner",
+        format!("declares {} channels", declarations.len()),
+    );
+    agents[0]
+        .replica
+        .put(now, "intent/release.version", &"1.4.0")?;
+    say(
+        &mut timeline,
+        now,
+        "planner",
+        "proposes intent/release.version = \"1.4.0\"".into(),
+    );
     let rounds = gossip(&mut agents, now)?;
-    say(&mut timeline, now, "all", format!("gossip: converged in {rounds} round(s)"));
-    let watch = agents[2].replica.subscribe("intent/*", SubscribeOptions::default())?;
+    say(
+        &mut timeline,
+        now,
+        "all",
+        format!("gossip: converged in {rounds} round(s)"),
+    );
+    let watch = agents[2]
+        .replica
+        .subscribe("intent/*", SubscribeOptions::default())?;
 
     // Partitioned: each agent writes without hearing from the others.
     now = Millis(2_000);
@@ -116,29 +147,87 @@ pub fn run(as_json: bool) -> Result<()> {
         let t = now.plus(i as u64 * 10);
         let r = &mut agent.replica;
         r.put(t, "observation/ci.status", &status[i])?;
-        say(&mut timeline, t, agent.name, format!("observation/ci.status = {:?}   (last_write_wins)", status[i]));
+        say(
+            &mut timeline,
+            t,
+            agent.name,
+            format!(
+                "observation/ci.status = {:?}   (last_write_wins)",
+                status[i]
+            ),
+        );
         match r.put(t, "coordination/deploy.owner", &owners[i]) {
-            Ok(_) => say(&mut timeline, t, agent.name, format!("claims coordination/deploy.owner   (first_write_wins)")),
+            Ok(_) => say(
+                &mut timeline,
+                t,
+                agent.name,
+                "claims coordination/deploy.owner   (first_write_wins)".to_string(),
+            ),
             Err(e) => say(&mut timeline, t, agent.name, format!("claim refused: {e}")),
         }
         r.put(t, "observation/load.peak", &peaks[i])?;
-        say(&mut timeline, t, agent.name, format!("observation/load.peak = {}   (merge: max)", peaks[i]));
-        r.append(t, "intent/ops", &json!({"agent": agent.name, "op": format!("step-{i}")}))?;
-        say(&mut timeline, t, agent.name, format!("appends step-{i} to intent/ops   (topic)"));
+        say(
+            &mut timeline,
+            t,
+            agent.name,
+            format!("observation/load.peak = {}   (merge: max)", peaks[i]),
+        );
+        r.append(
+            t,
+            "intent/ops",
+            &json!({"agent": agent.name, "op": format!("step-{i}")}),
+        )?;
+        say(
+            &mut timeline,
+            t,
+            agent.name,
+            format!("appends step-{i} to intent/ops   (topic)"),
+        );
         r.increment(t, "coordination/api.calls", (i + 1) as i64)?;
         r.set_add(t, "coordination/workers", &agent.name)?;
-        say(&mut timeline, t, agent.name, format!("api.calls += {}, joins coordination/workers", i + 1));
+        say(
+            &mut timeline,
+            t,
+            agent.name,
+            format!("api.calls += {}, joins coordination/workers", i + 1),
+        );
     }
-    agents[1].replica.put(now.plus(15), "intent/release.version", &"1.4.1")?;
-    say(&mut timeline, now.plus(15), "builder", "proposes intent/release.version = \"1.4.1\"   (reject)".into());
-    agents[2].replica.put(now.plus(25), "intent/release.version", &"2.0.0")?;
-    say(&mut timeline, now.plus(25), "reviewer", "proposes intent/release.version = \"2.0.0\"   (reject)".into());
-    agents[0].replica.put_with_ttl(now, "observation/heartbeat.planner", &"alive", 5_000)?;
-    say(&mut timeline, now, "planner", "observation/heartbeat.planner = \"alive\" with a 5 s TTL".into());
+    agents[1]
+        .replica
+        .put(now.plus(15), "intent/release.version", &"1.4.1")?;
+    say(
+        &mut timeline,
+        now.plus(15),
+        "builder",
+        "proposes intent/release.version = \"1.4.1\"   (reject)".into(),
+    );
+    agents[2]
+        .replica
+        .put(now.plus(25), "intent/release.version", &"2.0.0")?;
+    say(
+        &mut timeline,
+        now.plus(25),
+        "reviewer",
+        "proposes intent/release.version = \"2.0.0\"   (reject)".into(),
+    );
+    agents[0]
+        .replica
+        .put_with_ttl(now, "observation/heartbeat.planner", &"alive", 5_000)?;
+    say(
+        &mut timeline,
+        now,
+        "planner",
+        "observation/heartbeat.planner = \"alive\" with a 5 s TTL".into(),
+    );
 
     now = Millis(3_000);
     let rounds = gossip(&mut agents, now)?;
-    say(&mut timeline, now, "all", format!("partition heals; gossip converges in {rounds} round(s)"));
+    say(
+        &mut timeline,
+        now,
+        "all",
+        format!("partition heals; gossip converges in {rounds} round(s)"),
+    );
     let mut seen = 0;
     while let Some(d) = agents[2].replica.poll_event(watch)? {
         if let Delivery::Event(e) = d {
@@ -146,9 +235,22 @@ pub fn run(as_json: bool) -> Result<()> {
             tracing::debug!(path = %e.path, "reviewer saw event");
         }
     }
-    say(&mut timeline, now, "reviewer", format!("its intent/* subscription delivered {seen} event(s)"));
+    say(
+        &mut timeline,
+        now,
+        "reviewer",
+        format!("its intent/* subscription delivered {seen} event(s)"),
+    );
     let conflicts = agents[0].replica.conflicts();
-    say(&mut timeline, now, "all", format!("{} conflict(s) recorded in coordination/conflicts", conflicts.len()));
+    say(
+        &mut timeline,
+        now,
+        "all",
+        format!(
+            "{} conflict(s) recorded in coordination/conflicts",
+            conflicts.len()
+        ),
+    );
 
     let mid_state = state_rows(&agents[0].replica)?;
 
@@ -156,27 +258,67 @@ pub fn run(as_json: bool) -> Result<()> {
     for agent in &mut agents {
         agent.replica.tick(now);
     }
-    say(&mut timeline, now, "all", "5 s later: the heartbeat has expired everywhere".into());
-    agents[0].replica.put(now, "intent/release.version", &"1.4.1")?;
-    say(&mut timeline, now, "planner", "resolves the conflict: intent/release.version = \"1.4.1\"".into());
+    say(
+        &mut timeline,
+        now,
+        "all",
+        "5 s later: the heartbeat has expired everywhere".into(),
+    );
+    agents[0]
+        .replica
+        .put(now, "intent/release.version", &"1.4.1")?;
+    say(
+        &mut timeline,
+        now,
+        "planner",
+        "resolves the conflict: intent/release.version = \"1.4.1\"".into(),
+    );
     let report = agents[0].replica.compact(now)?;
-    say(&mut timeline, now, "planner", format!("compaction removed {} expired entr(y/ies)", report.expired_removed));
+    say(
+        &mut timeline,
+        now,
+        "planner",
+        format!(
+            "compaction removed {} expired entries",
+            report.expired_removed
+        ),
+    );
     let rounds = gossip(&mut agents, now)?;
-    say(&mut timeline, now, "all", format!("gossip converges in {rounds} round(s)"));
+    say(
+        &mut timeline,
+        now,
+        "all",
+        format!("gossip converges in {rounds} round(s)"),
+    );
+
+    timeline.sort_by_key(|(t, _)| *t);
+    let timeline: Vec<String> = timeline.into_iter().map(|(_, line)| line).collect();
 
     // Check convergence for real before printing it.
     let heads = agents[0].replica.heads();
     let final_state = state_rows(&agents[0].replica)?;
     for agent in &agents[1..] {
-        ensure!(agent.replica.heads() == heads, "{} did not converge", agent.name);
-        ensure!(state_rows(&agent.replica)? == final_state, "{} shows another state", agent.name);
+        ensure!(
+            agent.replica.heads() == heads,
+            "{} did not converge",
+            agent.name
+        );
+        ensure!(
+            state_rows(&agent.replica)? == final_state,
+            "{} shows another state",
+            agent.name
+        );
     }
     let clocks: Vec<(String, Vec<(String, u64)>)> = agents
         .iter()
         .map(|a| {
             (
                 a.name.to_string(),
-                a.replica.vector_clock().iter().map(|(act, s)| (short(act), s)).collect(),
+                a.replica
+                    .vector_clock()
+                    .iter()
+                    .map(|(act, s)| (short(act), s))
+                    .collect(),
             )
         })
         .collect();
@@ -194,7 +336,10 @@ pub fn run(as_json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("Concord demo — space {SPACE:?}, agents: {}\n", AGENTS.join(", "));
+    println!(
+        "Concord demo — space {SPACE:?}, agents: {}\n",
+        AGENTS.join(", ")
+    );
     println!("Timeline");
     for line in &timeline {
         println!("  {line}");
@@ -204,7 +349,11 @@ pub fn run(as_json: bool) -> Result<()> {
     println!("\nConflicts kept out of intent/release.version (policy: reject)");
     let mut t = Table::new(["candidate", "hlc", "actor"]);
     for c in conflicts.iter().flat_map(|c| c.candidates.iter()) {
-        t.row(vec![c.value.to_string(), c.hlc.to_string(), short(&ActorId::from(hex_bytes(&c.actor)))]);
+        t.row(vec![
+            c.value.to_string(),
+            c.hlc.to_string(),
+            short(&ActorId::from(hex_bytes(&c.actor))),
+        ]);
     }
     println!("{}", indent(&t.render()));
     println!("\nFinal converged state");
@@ -235,7 +384,11 @@ fn state_rows(r: &Replica) -> Result<Rows> {
     }
     if let Some(v) = r.get("coordination/conflicts")? {
         let n = v.as_array().map_or(0, Vec::len);
-        rows.push(("coordination/conflicts".into(), "derived".into(), format!("{n} unresolved")));
+        rows.push((
+            "coordination/conflicts".into(),
+            "derived".into(),
+            format!("{n} unresolved"),
+        ));
     }
     Ok(rows)
 }
@@ -255,7 +408,10 @@ fn rows_json(rows: &Rows) -> Value {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn hex_bytes(hex: &str) -> Vec<u8> {

@@ -167,7 +167,10 @@ mod tests {
             clock(&[(1, 2)]).compare(&clock(&[(2, 1)])),
             Causality::Concurrent
         );
-        assert_eq!(VectorClock::new().compare(&clock(&[(1, 0)])), Causality::Equal);
+        assert_eq!(
+            VectorClock::new().compare(&clock(&[(1, 0)])),
+            Causality::Equal
+        );
     }
 
     proptest! {

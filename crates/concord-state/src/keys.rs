@@ -141,8 +141,20 @@ mod tests {
 
     #[test]
     fn entry_ids_sort_by_hlc() {
-        let a = entry_id(Hlc { wall: 9, logical: 1 }, "ff");
-        let b = entry_id(Hlc { wall: 10, logical: 0 }, "00");
+        let a = entry_id(
+            Hlc {
+                wall: 9,
+                logical: 1,
+            },
+            "ff",
+        );
+        let b = entry_id(
+            Hlc {
+                wall: 10,
+                logical: 0,
+            },
+            "00",
+        );
         assert!(a < b);
         let r = slot_range("t", 'e');
         assert!(r.contains(&entry_key("t", &a)));

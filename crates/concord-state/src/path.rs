@@ -59,6 +59,7 @@ impl fmt::Display for Family {
 pub struct ChannelPath {
     family: Family,
     name: String,
+    full: String,
 }
 
 impl ChannelPath {
@@ -71,7 +72,13 @@ impl ChannelPath {
         Ok(ChannelPath {
             family,
             name: name.to_owned(),
+            full: format!("{family}/{name}"),
         })
+    }
+
+    /// The path as `family/name`.
+    pub fn as_str(&self) -> &str {
+        &self.full
     }
 
     /// The channel's family.
@@ -121,7 +128,7 @@ impl FromStr for ChannelPath {
 
 impl fmt::Display for ChannelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.family, self.name)
+        f.write_str(&self.full)
     }
 }
 

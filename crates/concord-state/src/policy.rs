@@ -128,9 +128,18 @@ mod tests {
             vec![a.clone(), b.clone(), c.clone()],
             vec![c.clone(), b.clone(), a.clone()],
         ] {
-            assert_eq!(run(Policy::LastWriteWins, order.clone()).value, Some(json!(2)));
-            assert_eq!(run(Policy::FirstWriteWins, order.clone()).value, Some(json!(3)));
-            assert_eq!(run(Policy::Merge("sum".into()), order.clone()).value, Some(json!(6)));
+            assert_eq!(
+                run(Policy::LastWriteWins, order.clone()).value,
+                Some(json!(2))
+            );
+            assert_eq!(
+                run(Policy::FirstWriteWins, order.clone()).value,
+                Some(json!(3))
+            );
+            assert_eq!(
+                run(Policy::Merge("sum".into()), order.clone()).value,
+                Some(json!(6))
+            );
             let r = run(Policy::Reject, order);
             assert_eq!(r.value, Some(json!(0)));
             assert_eq!(r.conflict.unwrap().candidates.len(), 3);

@@ -67,6 +67,7 @@ pub struct Event {
 
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // `Lagged` is rare; boxing every event would cost an allocation each
 pub enum Delivery {
     /// One event.
     Event(Event),
@@ -168,8 +169,9 @@ impl Subscriptions {
 
     /// Whether any subscriber's glob matches `path` (events are only built then).
     pub(crate) fn wants(&self, path: &ChannelPath) -> bool {
-        let p = path.to_string();
-        self.subs.values().any(|s| s.matcher.is_match(&p))
+        self.subs
+            .values()
+            .any(|s| s.matcher.is_match(path.as_str()))
     }
 
     pub(crate) fn any(&self) -> bool {
@@ -177,9 +179,9 @@ impl Subscriptions {
     }
 
     pub(crate) fn publish(&mut self, event: &Event) {
-        let p = event.path.to_string();
+        let p = event.path.as_str();
         for sub in self.subs.values_mut() {
-            if !sub.matcher.is_match(&p) || sub.filter.as_ref().is_some_and(|f| !f(event)) {
+            if !sub.matcher.is_match(p) || sub.filter.as_ref().is_some_and(|f| !f(event)) {
                 continue;
             }
             if sub.buffer.len() >= sub.capacity {

@@ -2,15 +2,25 @@
 //! values, the same conflicts and the same heads, whatever the order and
 //! batching in which the changes arrived.
 
+#![allow(clippy::unwrap_used)]
+
 use concord_state::{ActorId, ChannelSpec, Millis, Policy, Replica, VectorClock};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-const CHANNELS: [(&str, fn() -> ChannelSpec); 7] = [
-    ("observation/lww", || ChannelSpec::last_value(Policy::LastWriteWins)),
-    ("observation/fww", || ChannelSpec::last_value(Policy::FirstWriteWins)),
+type Declaration = (&'static str, fn() -> ChannelSpec);
+
+const CHANNELS: [Declaration; 7] = [
+    ("observation/lww", || {
+        ChannelSpec::last_value(Policy::LastWriteWins)
+    }),
+    ("observation/fww", || {
+        ChannelSpec::last_value(Policy::FirstWriteWins)
+    }),
     ("intent/rej", || ChannelSpec::last_value(Policy::Reject)),
-    ("observation/merge", || ChannelSpec::last_value(Policy::Merge("max".into()))),
+    ("observation/merge", || {
+        ChannelSpec::last_value(Policy::Merge("max".into()))
+    }),
     ("intent/topic", ChannelSpec::topic),
     ("coordination/count", ChannelSpec::counter),
     ("coordination/set", ChannelSpec::set),
@@ -35,7 +45,10 @@ fn op() -> impl Strategy<Value = Op> {
 fn replica(n: u8) -> Replica {
     let mut r = Replica::new("prop", ActorId::from(&[n; 16][..]));
     r.register_merge("max", |vs| {
-        vs.iter().filter_map(Value::as_i64).max().map_or(Value::Null, Value::from)
+        vs.iter()
+            .filter_map(Value::as_i64)
+            .max()
+            .map_or(Value::Null, Value::from)
     });
     r
 }
@@ -131,11 +144,18 @@ fn concurrent_appends_never_clash() {
     let mut a = replica(1);
     let mut b = replica(2);
     for i in 0..10 {
-        a.append(Millis(5), "intent/topic", &json!({"a": i})).unwrap();
-        b.append(Millis(5), "intent/topic", &json!({"b": i})).unwrap();
+        a.append(Millis(5), "intent/topic", &json!({"a": i}))
+            .unwrap();
+        b.append(Millis(5), "intent/topic", &json!({"b": i}))
+            .unwrap();
     }
-    b.apply_changes(Millis(6), a.changes_since(b.vector_clock())).unwrap();
-    a.apply_changes(Millis(6), b.changes_since(a.vector_clock())).unwrap();
+    b.apply_changes(Millis(6), a.changes_since(b.vector_clock()))
+        .unwrap();
+    a.apply_changes(Millis(6), b.changes_since(a.vector_clock()))
+        .unwrap();
     assert_eq!(a.topic_entries("intent/topic").unwrap().len(), 20);
-    assert_eq!(a.topic_entries("intent/topic").unwrap(), b.topic_entries("intent/topic").unwrap());
+    assert_eq!(
+        a.topic_entries("intent/topic").unwrap(),
+        b.topic_entries("intent/topic").unwrap()
+    );
 }

@@ -127,7 +127,7 @@ impl Replica {
             self.hlc.observe(h);
         }
         self.record_change(&change, false)?;
-        self.spec_cache.clear();
+        self.cache.clear();
         if want_events {
             let patches = self.doc.make_patches(&mut log);
             let position = EventPosition {
@@ -194,9 +194,7 @@ impl Replica {
         }
         // A change's first op counter exceeds every op of its dependencies,
         // so this order is topological.
-        out.sort_by(|a, b| {
-            (a.start_op(), a.actor_id()).cmp(&(b.start_op(), b.actor_id()))
-        });
+        out.sort_by(|a, b| (a.start_op(), a.actor_id()).cmp(&(b.start_op(), b.actor_id())));
         out
     }
 
@@ -232,7 +230,7 @@ impl Replica {
             self.record_change(change, false)?;
         }
         if !fresh.is_empty() {
-            self.spec_cache.clear();
+            self.cache.clear();
         }
         if let (Some(last), true) = (fresh.last(), self.subs.any()) {
             let patches = self.doc.make_patches(&mut log);

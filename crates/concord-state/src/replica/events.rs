@@ -8,7 +8,9 @@ use automerge::{ChangeHash, Patch, PatchAction, Prop};
 
 use super::Replica;
 use crate::keys::{self, Slot};
-use crate::subscription::{Event, EventPosition, Origin, SubscribeOptions, SubscriptionId, compile_pattern};
+use crate::subscription::{
+    Event, EventPosition, Origin, SubscribeOptions, SubscriptionId, compile_pattern,
+};
 use crate::{ChannelKind, ChannelPath, Delivery, Family, Hlc, StateError, VectorClock};
 
 impl Replica {
@@ -42,7 +44,7 @@ impl Replica {
     /// effect as its writer saw it (old value at the change's dependencies).
     pub fn replay(&self, pattern: &str, since: &VectorClock) -> Result<Vec<Event>, StateError> {
         let matcher = compile_pattern(pattern)?;
-        let wants = |p: &ChannelPath| matcher.is_match(p.to_string());
+        let wants = |p: &ChannelPath| matcher.is_match(p.as_str());
         let mut out = Vec::new();
         for change in self.changes_after(since) {
             let after = [change.hash()];
@@ -111,7 +113,9 @@ impl Replica {
             if !wants(&path) || !seen.insert((path.clone(), dedup_key)) {
                 continue;
             }
-            if let Some(event) = self.event_for(&path, &slot, key, before, after, origin, position)? {
+            if let Some(event) =
+                self.event_for(&path, &slot, key, before, after, origin, position)?
+            {
                 out.push(event);
             }
         }

@@ -14,20 +14,32 @@ mod write;
 
 use std::collections::{HashMap, HashSet};
 
-use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId};
 #[cfg(test)]
 use automerge::sync;
+use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId};
 use tracing::{debug, warn};
 
 use crate::storage::{Storage, TornTail};
 use crate::subscription::Subscriptions;
-use crate::{
-    ChannelPath, ChannelSpec, Family, Hlc, HlcClock, MergeFn, StateError, VectorClock,
-};
+use crate::{ChannelPath, ChannelSpec, Family, Hlc, HlcClock, MergeFn, StateError, VectorClock};
 
 pub use apply::ApplyOutcome;
 pub use read::HistoryEntry;
 pub use write::CompactReport;
+
+/// Bound on channels remembered by the write-path cache (it is cleared when full).
+pub(crate) const MAX_CACHED_CHANNELS: usize = 4096;
+
+/// What the write path remembers about a channel between writes. Cleared
+/// whenever remote changes arrive, so it only ever reflects local writes.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedChannel {
+    pub spec: ChannelSpec,
+    /// After a local put the register holds exactly that write: its value
+    /// and expiry (small values only), so the next put knows the old value
+    /// without reading the document.
+    pub last: Option<(serde_json::Value, Option<u64>)>,
+}
 
 /// A point in time, in milliseconds, as given by the caller (tokio's clock in
 /// the network driver, virtual time in netsim). The replica never reads a clock.
@@ -125,7 +137,7 @@ pub struct Replica {
     chains: HashMap<ActorId, Vec<ChangeHash>>,
     known: HashSet<ChangeHash>,
     pending: Vec<Change>,
-    spec_cache: HashMap<ChannelPath, ChannelSpec>,
+    cache: HashMap<ChannelPath, CachedChannel>,
     merge_fns: HashMap<String, MergeFn>,
     subs: Subscriptions,
     storage: Option<Box<dyn Storage>>,
@@ -149,7 +161,8 @@ impl Replica {
     /// An in-memory replica of `space` writing as `actor` (nothing is durable).
     pub fn new(space: &str, actor: ActorId) -> Replica {
         let (doc, families) = doc::genesis(actor.clone());
-        let mut r = Replica::from_parts(space, doc, families, actor, None, ReplicaConfig::default());
+        let mut r =
+            Replica::from_parts(space, doc, families, actor, None, ReplicaConfig::default());
         r.reindex();
         r
     }
@@ -191,7 +204,12 @@ impl Replica {
         doc.set_actor(actor.clone());
         let families = doc::families(&doc)?;
         if let Some(t) = &recovered.torn_tail {
-            warn!(space, offset = t.offset, bytes = t.dropped_bytes, "dropped torn log tail");
+            warn!(
+                space,
+                offset = t.offset,
+                bytes = t.dropped_bytes,
+                "dropped torn log tail"
+            );
         }
         let mut r = Replica::from_parts(space, doc, families, actor, Some(storage), config);
         r.recovered_torn_tail = recovered.torn_tail;
@@ -221,7 +239,7 @@ impl Replica {
             chains: HashMap::new(),
             known: HashSet::new(),
             pending: Vec::new(),
-            spec_cache: HashMap::new(),
+            cache: HashMap::new(),
             merge_fns: HashMap::new(),
             subs: Subscriptions::default(),
             storage,
@@ -304,7 +322,8 @@ impl Replica {
         name: &str,
         f: impl Fn(&[serde_json::Value]) -> serde_json::Value + Send + Sync + 'static,
     ) {
-        self.merge_fns.insert(name.to_owned(), std::sync::Arc::new(f));
+        self.merge_fns
+            .insert(name.to_owned(), std::sync::Arc::new(f));
     }
 
     /// Highest sequence number of this replica's own changes known durable.

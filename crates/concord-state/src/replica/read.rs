@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::Replica;
 use super::doc::{as_str, ref_int, ref_str};
 use super::write::CONFLICTS_CHANNEL;
-use super::Replica;
 use crate::keys::{self, Envelope, Slot};
 use crate::path::IntoChannelPath;
 use crate::policy::{self, Candidate, Conflict, Resolution};
@@ -50,12 +50,10 @@ impl Replica {
             for item in self.doc.map_range(self.family_obj(family), ..) {
                 if let (Some((name, Slot::Meta)), Some(s)) =
                     (keys::parse_key(&item.key), ref_str(&item.value))
-                {
-                    if let (Ok(path), Ok(spec)) =
+                    && let (Ok(path), Ok(spec)) =
                         (ChannelPath::new(family, name), serde_json::from_str(s))
-                    {
-                        out.push((path, spec));
-                    }
+                {
+                    out.push((path, spec));
                 }
             }
         }
@@ -70,7 +68,9 @@ impl Replica {
         let path = path.into_path()?;
         if path.family() == Family::Coordination && path.name() == CONFLICTS_CHANNEL {
             let conflicts = self.conflicts();
-            return Ok((!conflicts.is_empty()).then(|| serde_json::to_value(conflicts)).transpose()?);
+            return Ok((!conflicts.is_empty())
+                .then(|| serde_json::to_value(conflicts))
+                .transpose()?);
         }
         let Some(spec) = self.spec_of(&path) else {
             return Ok(None);
@@ -78,7 +78,10 @@ impl Replica {
         Ok(match spec.kind {
             ChannelKind::LastValue => self.register_at(&path, &spec, None)?.value,
             ChannelKind::Topic => Some(Value::Array(
-                self.entries_at(&path, None)?.into_iter().map(|(_, v)| v).collect(),
+                self.entries_at(&path, None)?
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect(),
             )),
             ChannelKind::Counter => Some(self.counter_at(&path, None)?.into()),
             ChannelKind::Set => Some(Value::Array(self.members_at(&path, None))),
@@ -125,7 +128,9 @@ impl Replica {
     pub fn conflicts(&self) -> Vec<Conflict> {
         self.channels()
             .into_iter()
-            .filter(|(_, spec)| spec.kind == ChannelKind::LastValue && spec.policy == Policy::Reject)
+            .filter(|(_, spec)| {
+                spec.kind == ChannelKind::LastValue && spec.policy == Policy::Reject
+            })
             .filter_map(|(path, spec)| self.register_at(&path, &spec, None).ok()?.conflict)
             .collect()
     }
@@ -144,11 +149,15 @@ impl Replica {
         for change in changes {
             let hlc = change.message().and_then(Hlc::parse);
             for op in change.decode().operations {
-                let legacy::Key::Map(key) = &op.key else { continue };
+                let legacy::Key::Map(key) = &op.key else {
+                    continue;
+                };
                 if op.obj != fam {
                     continue;
                 }
-                let Some((name, slot)) = keys::parse_key(key) else { continue };
+                let Some((name, slot)) = keys::parse_key(key) else {
+                    continue;
+                };
                 if name != path.name() || slot == Slot::Meta {
                     continue;
                 }
@@ -313,7 +322,11 @@ impl Replica {
         let fam = self.family_obj(path.family());
         let range = keys::slot_range(path.name(), 's');
         let names: Vec<String> = match heads {
-            None => self.doc.map_range(fam, range).map(|i| i.key.to_string()).collect(),
+            None => self
+                .doc
+                .map_range(fam, range)
+                .map(|i| i.key.to_string())
+                .collect(),
             Some(h) => self
                 .doc
                 .map_range_at(fam, range, h)
@@ -329,4 +342,3 @@ impl Replica {
             .collect()
     }
 }
-

@@ -18,7 +18,8 @@ fn sync_pair(a: &mut Replica, b: &mut Replica, now: Millis) {
 fn put_get_and_converge() {
     let mut a = Replica::new("s", actor(1));
     let mut b = Replica::new("s", actor(2));
-    a.put(Millis(10), "observation/ci", &json!({"ok": true})).unwrap();
+    a.put(Millis(10), "observation/ci", &json!({"ok": true}))
+        .unwrap();
     sync_pair(&mut a, &mut b, Millis(11));
     assert_eq!(b.get("observation/ci").unwrap(), Some(json!({"ok": true})));
     assert_eq!(a.heads(), b.heads());
@@ -45,7 +46,8 @@ fn first_write_wins_refuses_overwrite_and_resolves_to_earliest() {
     let mut a = Replica::new("s", actor(1));
     let mut b = Replica::new("s", actor(2));
     let spec = ChannelSpec::last_value(Policy::FirstWriteWins);
-    a.declare(Millis(1), "coordination/owner", spec.clone()).unwrap();
+    a.declare(Millis(1), "coordination/owner", spec.clone())
+        .unwrap();
     b.declare(Millis(1), "coordination/owner", spec).unwrap();
     a.put(Millis(20), "coordination/owner", &"a").unwrap();
     b.put(Millis(10), "coordination/owner", &"b").unwrap();
@@ -88,11 +90,18 @@ fn merge_policy_uses_registered_function() {
     let mut b = Replica::new("s", actor(2));
     for r in [&mut a, &mut b] {
         r.register_merge("max", |vs| {
-            vs.iter().filter_map(|v| v.as_i64()).max().map_or(json!(null), |m| json!(m))
+            vs.iter()
+                .filter_map(|v| v.as_i64())
+                .max()
+                .map_or(json!(null), |m| json!(m))
         });
     }
-    a.declare(Millis(1), "observation/peak", ChannelSpec::last_value(Policy::Merge("max".into())))
-        .unwrap();
+    a.declare(
+        Millis(1),
+        "observation/peak",
+        ChannelSpec::last_value(Policy::Merge("max".into())),
+    )
+    .unwrap();
     sync_pair(&mut a, &mut b, Millis(1));
     a.put(Millis(2), "observation/peak", &7).unwrap();
     b.put(Millis(3), "observation/peak", &5).unwrap();
@@ -112,21 +121,27 @@ fn topic_counter_set() {
     a.set_add(Millis(1), "coordination/workers", &"w1").unwrap();
     sync_pair(&mut a, &mut b, Millis(2));
     // concurrent remove and add: add wins
-    a.set_remove(Millis(3), "coordination/workers", &"w1").unwrap();
+    a.set_remove(Millis(3), "coordination/workers", &"w1")
+        .unwrap();
     b.set_add(Millis(3), "coordination/workers", &"w1").unwrap();
     sync_pair(&mut a, &mut b, Millis(4));
     for r in [&a, &b] {
         assert_eq!(r.topic_entries("intent/ops").unwrap().len(), 2);
         assert_eq!(r.counter("coordination/calls").unwrap(), 5);
-        assert_eq!(r.set_members("coordination/workers").unwrap(), vec![json!("w1")]);
+        assert_eq!(
+            r.set_members("coordination/workers").unwrap(),
+            vec![json!("w1")]
+        );
     }
 }
 
 #[test]
 fn ttl_hides_and_compaction_removes() {
     let mut a = Replica::new("s", actor(1));
-    a.put_with_ttl(Millis(100), "observation/lease", &"x", 50).unwrap();
-    a.append_with_ttl(Millis(100), "observation/events", &"e", 50).unwrap();
+    a.put_with_ttl(Millis(100), "observation/lease", &"x", 50)
+        .unwrap();
+    a.append_with_ttl(Millis(100), "observation/events", &"e", 50)
+        .unwrap();
     assert_eq!(a.get("observation/lease").unwrap(), Some(json!("x")));
     a.tick(Millis(150));
     assert_eq!(a.get("observation/lease").unwrap(), None);
@@ -141,7 +156,10 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
     let mut a = Replica::new("s", actor(1));
     a.put(Millis(1), "observation/x", &1).unwrap();
     let heads = a.heads();
-    assert!(matches!(a.put(Millis(2), "nope/x", &1), Err(StateError::MalformedPath { .. })));
+    assert!(matches!(
+        a.put(Millis(2), "nope/x", &1),
+        Err(StateError::MalformedPath { .. })
+    ));
     assert!(matches!(
         a.append(Millis(2), "observation/x", &1),
         Err(StateError::WrongKind { .. })
@@ -183,7 +201,8 @@ fn out_of_order_changes_wait_and_queue_is_bounded() {
     assert_eq!((out.pending, out.dropped, out.applied), (2, 1, 0));
     assert!(out.overflowed());
     // anti-entropy then repairs everything
-    c.apply_changes(Millis(11), a.changes_since(c.vector_clock())).unwrap();
+    c.apply_changes(Millis(11), a.changes_since(c.vector_clock()))
+        .unwrap();
     assert_eq!(c.heads(), a.heads());
     assert_eq!(c.stats().pending, 0);
 }
@@ -192,12 +211,16 @@ fn out_of_order_changes_wait_and_queue_is_bounded() {
 fn subscriptions_deliver_local_and_remote_events_and_overflow() {
     let mut a = Replica::new("s", actor(1));
     let mut b = Replica::new("s", actor(2));
-    let sub = b.subscribe("intent/*", SubscribeOptions::default().capacity(2)).unwrap();
+    let sub = b
+        .subscribe("intent/*", SubscribeOptions::default().capacity(2))
+        .unwrap();
     let all = b.subscribe("*", SubscribeOptions::default()).unwrap();
     a.put(Millis(1), "intent/plan", &"p1").unwrap();
     a.put(Millis(2), "observation/x", &1).unwrap();
     sync_pair(&mut a, &mut b, Millis(3));
-    let Some(Delivery::Event(e)) = b.poll_event(sub).unwrap() else { panic!("no event") };
+    let Some(Delivery::Event(e)) = b.poll_event(sub).unwrap() else {
+        panic!("no event")
+    };
     assert_eq!(e.path.to_string(), "intent/plan");
     assert_eq!(e.new, Some(json!("p1")));
     assert_eq!(e.origin, Origin::Remote);
@@ -206,9 +229,17 @@ fn subscriptions_deliver_local_and_remote_events_and_overflow() {
     for i in 0..3 {
         b.put(Millis(4 + i), "intent/plan", &i).unwrap();
     }
-    assert_eq!(b.poll_event(sub).unwrap(), Some(Delivery::Lagged { missed: 1 }));
-    let Some(Delivery::Event(e)) = b.poll_event(sub).unwrap() else { panic!() };
-    assert_eq!((e.old, e.new, e.origin), (Some(json!(0)), Some(json!(1)), Origin::Local));
+    assert_eq!(
+        b.poll_event(sub).unwrap(),
+        Some(Delivery::Lagged { missed: 1 })
+    );
+    let Some(Delivery::Event(e)) = b.poll_event(sub).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (e.old, e.new, e.origin),
+        (Some(json!(0)), Some(json!(1)), Origin::Local)
+    );
     // replay recovers everything since the empty clock
     let replayed = b.replay("intent/*", &VectorClock::new()).unwrap();
     assert_eq!(replayed.len(), 4);
@@ -219,11 +250,16 @@ fn subscriptions_deliver_local_and_remote_events_and_overflow() {
 fn filter_predicate_applies() {
     let mut a = Replica::new("s", actor(1));
     let sub = a
-        .subscribe("*", SubscribeOptions::default().filter(|e| e.new == Some(json!("keep"))))
+        .subscribe(
+            "*",
+            SubscribeOptions::default().filter(|e| e.new == Some(json!("keep"))),
+        )
         .unwrap();
     a.put(Millis(1), "intent/a", &"drop").unwrap();
     a.put(Millis(2), "intent/a", &"keep").unwrap();
-    assert!(matches!(a.poll_event(sub).unwrap(), Some(Delivery::Event(e)) if e.new == Some(json!("keep"))));
+    assert!(
+        matches!(a.poll_event(sub).unwrap(), Some(Delivery::Event(e)) if e.new == Some(json!("keep")))
+    );
     assert_eq!(a.poll_event(sub).unwrap(), None);
 }
 

@@ -7,7 +7,10 @@ use automerge::transaction::{CommitOptions, Transactable, Transaction};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{MAX_VALUE_BYTES, Millis, Replica, WriteReceipt};
+use super::{CachedChannel, MAX_CACHED_CHANNELS, MAX_VALUE_BYTES, Millis, Replica, WriteReceipt};
+
+/// Largest encoded value the write-path cache keeps a copy of.
+const MAX_CACHED_VALUE_BYTES: usize = 1024;
 use crate::keys::{self, Envelope, Slot};
 use crate::path::IntoChannelPath;
 use crate::subscription::{Event, EventPosition, Origin};
@@ -65,7 +68,7 @@ impl Replica {
         }
         let hlc = self.hlc.tick(now);
         let receipt = self.commit(now, hlc, &path, Some(&spec), |_, _| Ok(()))?;
-        self.spec_cache.insert(path, spec);
+        self.cache.remove(&path);
         Ok(Some(receipt))
     }
 
@@ -111,10 +114,12 @@ impl Replica {
         } = self.prepare(now, path, ChannelKind::LastValue)?;
         let needs_old = self.subs.wants(&path)
             || matches!(spec.policy, Policy::FirstWriteWins | Policy::Reject);
-        let old = if needs_old {
-            self.register_at(&path, &spec, None)?.value
-        } else {
-            None
+        let old = match self.cache.get(&path).and_then(|c| c.last.as_ref()) {
+            Some((value, expires)) => {
+                (!expires.is_some_and(|x| x <= self.now.0)).then(|| value.clone())
+            }
+            None if needs_old => self.register_at(&path, &spec, None)?.value,
+            None => None,
         };
         if spec.policy == Policy::FirstWriteWins && old.is_some() {
             return Err(StateError::AlreadySet {
@@ -127,13 +132,19 @@ impl Replica {
             t: hlc.wall,
             l: hlc.logical,
             x: expires,
-            p: (spec.policy == Policy::Reject).then(|| old.clone()).flatten(),
+            p: (spec.policy == Policy::Reject)
+                .then(|| old.clone())
+                .flatten(),
         };
         let encoded = encode(&envelope)?;
         let key = keys::register_key(path.name());
+        let small = encoded.len() <= MAX_CACHED_VALUE_BYTES;
         let receipt = self.commit(now, hlc, &path, declare.then_some(&spec), |tx, fam| {
             tx.put(fam, key, encoded)
         })?;
+        if let Some(cached) = self.cache.get_mut(&path) {
+            cached.last = small.then(|| (envelope.v.clone(), expires));
+        }
         self.publish_local(&path, None, old, Some(envelope.v), &receipt);
         Ok(receipt)
     }
@@ -148,11 +159,16 @@ impl Replica {
             self.prepare(now, path.into_path()?, ChannelKind::LastValue)?;
         let old = self.register_at(&path, &spec, None)?.value;
         let key = keys::register_key(path.name());
-        if self.doc.get(self.family_obj(path.family()), key.as_str())?.is_none() {
+        if self
+            .doc
+            .get(self.family_obj(path.family()), key.as_str())?
+            .is_none()
+        {
             return Ok(None);
         }
         let hlc = self.hlc.tick(now);
         let receipt = self.commit(now, hlc, &path, None, |tx, fam| tx.delete(fam, key))?;
+        self.cache.remove(&path);
         self.publish_local(&path, None, old, None, &receipt);
         Ok(Some(receipt))
     }
@@ -301,7 +317,13 @@ impl Replica {
         }
         let hlc = self.hlc.tick(now);
         let receipt = self.commit(now, hlc, &path, None, |tx, fam| tx.delete(fam, key))?;
-        self.publish_local(&path, Some(member.to_string()), Some(member), None, &receipt);
+        self.publish_local(
+            &path,
+            Some(member.to_string()),
+            Some(member),
+            None,
+            &receipt,
+        );
         Ok(Some(receipt))
     }
 
@@ -386,12 +408,20 @@ impl Replica {
     }
 
     fn cached_spec(&mut self, path: &ChannelPath) -> Option<ChannelSpec> {
-        if let Some(spec) = self.spec_cache.get(path) {
-            return Some(spec.clone());
+        if let Some(cached) = self.cache.get(path) {
+            return Some(cached.spec.clone());
         }
         let spec = self.spec_of(path)?;
-        self.spec_cache.insert(path.clone(), spec.clone());
+        self.remember(path, spec.clone());
         Some(spec)
+    }
+
+    fn remember(&mut self, path: &ChannelPath, spec: ChannelSpec) {
+        if self.cache.len() >= MAX_CACHED_CHANNELS {
+            self.cache.clear();
+        }
+        self.cache
+            .insert(path.clone(), CachedChannel { spec, last: None });
     }
 
     /// Runs `ops` and, if `declare` is given, the channel declaration in one
@@ -402,7 +432,10 @@ impl Replica {
         hlc: Hlc,
         path: &ChannelPath,
         declare: Option<&ChannelSpec>,
-        ops: impl FnOnce(&mut Transaction<'_>, &automerge::ObjId) -> Result<(), automerge::AutomergeError>,
+        ops: impl FnOnce(
+            &mut Transaction<'_>,
+            &automerge::ObjId,
+        ) -> Result<(), automerge::AutomergeError>,
     ) -> Result<WriteReceipt, StateError> {
         let fam = self.family_obj(path.family()).clone();
         let mut tx = self.doc.transaction();
@@ -413,7 +446,7 @@ impl Replica {
         let hash = commit_tx(tx, now, hlc);
         let receipt = self.record_local_commit(hash, hlc)?;
         if let Some(spec) = declare {
-            self.spec_cache.insert(path.clone(), spec.clone());
+            self.remember(path, spec.clone());
         }
         Ok(receipt)
     }

@@ -1,0 +1,938 @@
+//! The acceptor role: one lease peer's vote, as a sans-IO state machine
+//! ([`Acceptor`]).
+//!
+//! This module owns an acceptor's promises (durable, [`AcceptorState`]), its
+//! live grants (in memory, one [`HolderSet`] per resource), the ordering
+//! rule "durable before reply", and the quiet period after a restart. It
+//! must never read a clock, never do I/O, never release a reply that
+//! depends on a promise before the driver confirmed that promise durable,
+//! and never let a peer grow its memory beyond
+//! [`AcceptorConfig::max_resources`] resources, [`crate::MAX_PERMITS`]
+//! holders per resource and [`AcceptorConfig::max_outbox`] queued replies.
+//!
+//! # Driving it
+//!
+//! ```
+//! use concord_lease::{Acceptor, AcceptorConfig, AcceptorInput, NodeId, Millis};
+//! # use concord_lease::{Message, Resource, Ballot, Permits};
+//! let mut acceptor = Acceptor::new(AcceptorConfig::new(NodeId(1)))?;
+//! # let message = Message::Prepare { resource: Resource::new("r")?, ballot: Ballot::new(1, NodeId(7))?, limit: Permits::MUTEX };
+//! acceptor.handle_input(Millis(0), AcceptorInput::Message { from: NodeId(7), message })?;
+//! while let Some(p) = acceptor.poll_persist() {
+//!     // write p.state durably (fsync), then:
+//!     acceptor.handle_input(Millis(1), AcceptorInput::Persisted { version: p.version })?;
+//! }
+//! while let Some(t) = acceptor.poll_transmit() { /* send t.message to t.to */ }
+//! # Ok::<(), concord_lease::LeaseError>(())
+//! ```
+//!
+//! # What is persisted, and why
+//!
+//! Only the promises: per resource, the highest ballot promised or accepted,
+//! plus a `floor` that applies to every resource. They make tokens strictly
+//! increase across restarts (see [`crate::ballot`]): a restarted acceptor
+//! that forgot a promise could accept a lower ballot, and a lower token,
+//! than one it already granted. Every reply produced after a change waits in
+//! the outbox until the driver reports that version durable
+//! ([`AcceptorInput::Persisted`]); if the node crashes first, the reply is
+//! never sent, which the protocol treats as a lost message.
+//!
+//! The promise map is bounded by [`AcceptorConfig::max_resources`]. To make
+//! room, the acceptor forgets an idle resource (no live holder) and raises
+//! `floor` to that resource's promise: every resource's effective promise is
+//! `max(floor, own)`, so no promise ever decreases.
+//!
+//! # What is not persisted, and the quiet period
+//!
+//! Grants (who holds what until when) live in memory only: their expiry is a
+//! reading of a clock that does not survive a restart. A restarted acceptor
+//! ([`Acceptor::restore`]) therefore refuses every request with
+//! [`RejectReason::Recovering`] for [`AcceptorConfig::max_ttl`] on its new
+//! clock. Any grant it made before the crash was received before the crash,
+//! lasts at most `max_ttl`, and by the argument in [`crate::time`] its holder
+//! stops relying on it before the quiet period ends in real time. This is
+//! PaxosLease's rule. An acceptor whose disk was lost must not be restarted
+//! with an empty state under the same [`NodeId`] before `max_ttl` has
+//! passed; use [`Acceptor::restore`] with a default state to be safe.
+//!
+//! Acceptors need no timers: expiry is evaluated lazily against the `now`
+//! of each input.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ballot::{Ballot, FencingToken};
+use crate::error::LeaseError;
+use crate::ids::{Holder, NodeId};
+use crate::messages::{Message, RejectReason, Transmit};
+use crate::resource::Resource;
+use crate::semaphore::{HolderSet, Permits};
+use crate::time::Millis;
+
+/// Default [`AcceptorConfig::max_ttl`]: 60 seconds.
+pub const DEFAULT_MAX_TTL: Millis = Millis(60_000);
+/// Default [`AcceptorConfig::max_resources`].
+pub const DEFAULT_MAX_RESOURCES: usize = 4096;
+/// Default [`AcceptorConfig::max_outbox`].
+pub const DEFAULT_MAX_OUTBOX: usize = 1024;
+
+/// Configuration of an [`Acceptor`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptorConfig {
+    /// This acceptor's id (a member of every proposer's [`crate::Quorum`]).
+    pub id: NodeId,
+    /// Longest ttl granted, and the length of the quiet period after a
+    /// restart. Proposers must not be configured with a larger one.
+    pub max_ttl: Millis,
+    /// Bound on resources with a remembered promise (and on resources with
+    /// live holders). Peer input can name any resource; beyond the bound an
+    /// idle one is forgotten (its promise folded into the floor), and if
+    /// none is idle the request is refused with
+    /// [`RejectReason::TooManyResources`].
+    pub max_resources: usize,
+    /// Bound on replies waiting for persistence or for
+    /// [`Acceptor::poll_transmit`]. A reply beyond it is dropped (counted in
+    /// [`AcceptorStats::dropped_replies`]); the protocol tolerates lost
+    /// messages.
+    pub max_outbox: usize,
+}
+
+impl AcceptorConfig {
+    /// The default configuration for acceptor `id`.
+    pub fn new(id: NodeId) -> AcceptorConfig {
+        AcceptorConfig {
+            id,
+            max_ttl: DEFAULT_MAX_TTL,
+            max_resources: DEFAULT_MAX_RESOURCES,
+            max_outbox: DEFAULT_MAX_OUTBOX,
+        }
+    }
+
+    fn validate(&self) -> Result<(), LeaseError> {
+        if self.max_ttl == Millis::ZERO {
+            return Err(LeaseError::InvalidConfig("acceptor max_ttl is zero"));
+        }
+        if self.max_resources == 0 {
+            return Err(LeaseError::InvalidConfig("acceptor max_resources is zero"));
+        }
+        if self.max_outbox == 0 {
+            return Err(LeaseError::InvalidConfig("acceptor max_outbox is zero"));
+        }
+        Ok(())
+    }
+}
+
+/// The state an acceptor must keep durable: its promises.
+///
+/// Small and serializable; the driver stores the latest one it is handed
+/// ([`Persist`]) and gives it back to [`Acceptor::restore`] after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptorState {
+    /// A promise that applies to every resource (raised when a resource is
+    /// forgotten to make room).
+    pub floor: Ballot,
+    /// The highest ballot promised or accepted, per resource.
+    pub promises: BTreeMap<Resource, Ballot>,
+}
+
+impl AcceptorState {
+    /// The effective promise for `resource`: `max(floor, own)`.
+    pub fn promised(&self, resource: &Resource) -> Ballot {
+        self.promises
+            .get(resource)
+            .copied()
+            .unwrap_or(Ballot::ZERO)
+            .max(self.floor)
+    }
+}
+
+/// A request to make `state` durable; replies wait until the driver
+/// confirms `version` with [`AcceptorInput::Persisted`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Persist {
+    /// Version of the state, increasing with every change.
+    pub version: u64,
+    /// The whole state to store (it replaces any older one).
+    pub state: AcceptorState,
+}
+
+/// An input to [`Acceptor::handle_input`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptorInput {
+    /// A message from a peer.
+    Message {
+        /// The sender, as authenticated by the driver.
+        from: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// The driver made the state of this version (and all older) durable.
+    Persisted {
+        /// The version from [`Persist::version`].
+        version: u64,
+    },
+}
+
+/// Counters for observability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptorStats {
+    /// Replies dropped because the outbox was at
+    /// [`AcceptorConfig::max_outbox`].
+    pub dropped_replies: u64,
+    /// Resources forgotten to stay within [`AcceptorConfig::max_resources`].
+    pub evicted_resources: u64,
+}
+
+/// An acceptor (lease peer) as a sans-IO state machine.
+#[derive(Debug)]
+pub struct Acceptor {
+    config: AcceptorConfig,
+    state: AcceptorState,
+    holders: BTreeMap<Resource, HolderSet>,
+    recovering_until: Option<Millis>,
+    version: u64,
+    handed_out: u64,
+    durable: u64,
+    outbox: VecDeque<(u64, Transmit)>,
+    stats: AcceptorStats,
+}
+
+impl Acceptor {
+    /// A brand-new acceptor that never ran before (no quiet period).
+    ///
+    /// # Errors
+    /// [`LeaseError::InvalidConfig`] for a zero bound.
+    pub fn new(config: AcceptorConfig) -> Result<Acceptor, LeaseError> {
+        config.validate()?;
+        Ok(Acceptor {
+            config,
+            state: AcceptorState::default(),
+            holders: BTreeMap::new(),
+            recovering_until: None,
+            version: 0,
+            handed_out: 0,
+            durable: 0,
+            outbox: VecDeque::new(),
+            stats: AcceptorStats::default(),
+        })
+    }
+
+    /// An acceptor restarted at `now` from its last durable `state`.
+    ///
+    /// It refuses requests until `now + max_ttl` (the quiet period). A state
+    /// with more resources than [`AcceptorConfig::max_resources`] (the bound
+    /// was lowered) is compacted by folding every promise into the floor.
+    ///
+    /// # Errors
+    /// [`LeaseError::InvalidConfig`] for a zero bound.
+    pub fn restore(
+        config: AcceptorConfig,
+        mut state: AcceptorState,
+        now: Millis,
+    ) -> Result<Acceptor, LeaseError> {
+        config.validate()?;
+        if state.promises.len() > config.max_resources {
+            let highest = state.promises.values().copied().max();
+            state.floor = state.floor.max(highest.unwrap_or(Ballot::ZERO));
+            state.promises.clear();
+        }
+        let mut acceptor = Acceptor::new(config)?;
+        acceptor.recovering_until = Some(now.saturating_add(acceptor.config.max_ttl));
+        acceptor.state = state;
+        Ok(acceptor)
+    }
+
+    /// This acceptor's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The current (possibly not yet durable) promises.
+    pub fn state(&self) -> &AcceptorState {
+        &self.state
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AcceptorStats {
+        self.stats
+    }
+
+    /// Whether the acceptor is still in its quiet period at `now`.
+    pub fn is_recovering(&self, now: Millis) -> bool {
+        self.recovering_until.is_some_and(|until| now < until)
+    }
+
+    /// Number of resources with a remembered promise.
+    pub fn resource_count(&self) -> usize {
+        self.state.promises.len()
+    }
+
+    /// Live holders of `resource` at `now`, for inspection.
+    pub fn holders(&mut self, now: Millis, resource: &Resource) -> Vec<crate::HolderInfo> {
+        match self.holders.get_mut(resource) {
+            Some(set) => {
+                set.prune(now);
+                set.active()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Feeds one input at local time `now`.
+    ///
+    /// # Errors
+    /// A malformed message, a message kind acceptors never receive, or a
+    /// confirmation of a version never handed out. The state is unchanged.
+    pub fn handle_input(&mut self, now: Millis, input: AcceptorInput) -> Result<(), LeaseError> {
+        match input {
+            AcceptorInput::Persisted { version } => {
+                if version > self.handed_out {
+                    return Err(LeaseError::PersistVersion {
+                        version,
+                        latest: self.handed_out,
+                    });
+                }
+                self.durable = self.durable.max(version);
+                Ok(())
+            }
+            AcceptorInput::Message { from, message } => {
+                message.validate()?;
+                if let Some(until) = self.recovering_until {
+                    if now < until {
+                        return self.refuse_while_recovering(from, message);
+                    }
+                    self.recovering_until = None;
+                }
+                match message {
+                    Message::Prepare {
+                        resource,
+                        ballot,
+                        limit,
+                    } => {
+                        self.on_prepare(now, from, resource, ballot, limit);
+                        Ok(())
+                    }
+                    Message::Propose {
+                        resource,
+                        ballot,
+                        limit,
+                        holder,
+                        token,
+                        ttl,
+                    } => {
+                        let request = ProposeRequest {
+                            resource,
+                            ballot,
+                            limit,
+                            holder,
+                            token,
+                            ttl,
+                        };
+                        self.on_propose(now, from, request);
+                        Ok(())
+                    }
+                    Message::Release {
+                        resource,
+                        holder,
+                        token,
+                    } => {
+                        if let Some(set) = self.holders.get_mut(&resource) {
+                            set.release(holder, token);
+                        }
+                        Ok(())
+                    }
+                    other => Err(LeaseError::UnexpectedMessage { kind: other.kind() }),
+                }
+            }
+        }
+    }
+
+    /// The latest state to make durable, if it changed since the last call.
+    pub fn poll_persist(&mut self) -> Option<Persist> {
+        if self.version > self.handed_out {
+            self.handed_out = self.version;
+            return Some(Persist {
+                version: self.version,
+                state: self.state.clone(),
+            });
+        }
+        None
+    }
+
+    /// The next reply to send, once the state it depends on is durable.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self.outbox.front() {
+            Some((needs, _)) if *needs <= self.durable => self.outbox.pop_front().map(|(_, t)| t),
+            _ => None,
+        }
+    }
+
+    fn refuse_while_recovering(
+        &mut self,
+        from: NodeId,
+        message: Message,
+    ) -> Result<(), LeaseError> {
+        match message {
+            Message::Prepare {
+                resource, ballot, ..
+            }
+            | Message::Propose {
+                resource, ballot, ..
+            } => {
+                self.reject(from, resource, ballot, RejectReason::Recovering);
+                Ok(())
+            }
+            // Nothing to release: grants were forgotten.
+            Message::Release { .. } => Ok(()),
+            other => Err(LeaseError::UnexpectedMessage { kind: other.kind() }),
+        }
+    }
+
+    fn on_prepare(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        resource: Resource,
+        ballot: Ballot,
+        limit: Permits,
+    ) {
+        if ballot <= self.state.promised(&resource) {
+            return self.reject(from, resource, ballot, RejectReason::Outdated);
+        }
+        if let Some(set) = self.holders.get_mut(&resource) {
+            set.prune(now);
+            if !set.limit_matches(limit) {
+                return self.reject(from, resource, ballot, RejectReason::LimitMismatch);
+            }
+        }
+        if !self.make_room(now, &resource) {
+            return self.reject(from, resource, ballot, RejectReason::TooManyResources);
+        }
+        self.state.promises.insert(resource.clone(), ballot);
+        self.version += 1;
+        let holders = self
+            .holders
+            .get(&resource)
+            .map(HolderSet::active)
+            .unwrap_or_default();
+        self.reply(
+            from,
+            Message::Promise {
+                resource,
+                ballot,
+                holders,
+            },
+        );
+    }
+
+    fn on_propose(&mut self, now: Millis, from: NodeId, request: ProposeRequest) {
+        let ProposeRequest {
+            resource,
+            ballot,
+            limit,
+            holder,
+            token,
+            ttl,
+        } = request;
+        if ttl > self.config.max_ttl {
+            return self.reject(from, resource, ballot, RejectReason::TtlTooLong);
+        }
+        if ballot < self.state.promised(&resource) {
+            return self.reject(from, resource, ballot, RejectReason::Outdated);
+        }
+        if !self.make_room(now, &resource) {
+            return self.reject(from, resource, ballot, RejectReason::TooManyResources);
+        }
+        let set = self
+            .holders
+            .entry(resource.clone())
+            .or_insert_with(|| HolderSet::new(limit));
+        if let Err(reason) = set.admit(now, holder, token, ttl, limit) {
+            return self.reject(from, resource, ballot, reason);
+        }
+        if self.state.promises.get(&resource) != Some(&ballot) {
+            self.state.promises.insert(resource.clone(), ballot);
+            self.version += 1;
+        }
+        tracing::trace!(acceptor = ?self.config.id, %resource, %ballot, ?holder, "accepted");
+        self.reply(from, Message::Accepted { resource, ballot });
+    }
+
+    /// Makes sure `resource` has a slot in the promise map, forgetting an
+    /// idle resource (and raising the floor) if the map is full. Returns
+    /// false if every remembered resource has live holders.
+    fn make_room(&mut self, now: Millis, resource: &Resource) -> bool {
+        if self.state.promises.contains_key(resource)
+            || self.state.promises.len() < self.config.max_resources
+        {
+            return true;
+        }
+        let mut victim: Option<(Resource, Ballot)> = None;
+        for (name, promised) in &self.state.promises {
+            let idle = match self.holders.get_mut(name) {
+                Some(set) => {
+                    set.prune(now);
+                    set.is_empty()
+                }
+                None => true,
+            };
+            if idle && victim.as_ref().is_none_or(|(_, b)| promised < b) {
+                victim = Some((name.clone(), *promised));
+            }
+        }
+        let Some((name, promised)) = victim else {
+            return false;
+        };
+        self.state.promises.remove(&name);
+        self.holders.remove(&name);
+        self.state.floor = self.state.floor.max(promised);
+        self.version += 1;
+        self.stats.evicted_resources += 1;
+        true
+    }
+
+    fn reject(&mut self, to: NodeId, resource: Resource, ballot: Ballot, reason: RejectReason) {
+        let promised = self.state.promised(&resource);
+        self.reply(
+            to,
+            Message::Reject {
+                resource,
+                ballot,
+                promised,
+                reason,
+            },
+        );
+    }
+
+    fn reply(&mut self, to: NodeId, message: Message) {
+        if self.outbox.len() >= self.config.max_outbox {
+            self.stats.dropped_replies += 1;
+            tracing::debug!(acceptor = ?self.config.id, "outbox full, reply dropped");
+            return;
+        }
+        self.outbox
+            .push_back((self.version, Transmit { to, message }));
+    }
+}
+
+/// The fields of a `Propose`, unpacked.
+struct ProposeRequest {
+    resource: Resource,
+    ballot: Ballot,
+    limit: Permits,
+    holder: Holder,
+    token: FencingToken,
+    ttl: Millis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::LeaseId;
+    use crate::messages::HolderInfo;
+
+    const P: NodeId = NodeId(100);
+
+    fn res(name: &str) -> Resource {
+        Resource::new(name).unwrap()
+    }
+
+    fn b(round: u64) -> Ballot {
+        Ballot::new(round, P).unwrap()
+    }
+
+    fn holder(lease: u64) -> Holder {
+        Holder {
+            node: P,
+            lease: LeaseId(lease),
+        }
+    }
+
+    fn prepare(r: &str, ballot: Ballot, limit: Permits) -> AcceptorInput {
+        AcceptorInput::Message {
+            from: P,
+            message: Message::Prepare {
+                resource: res(r),
+                ballot,
+                limit,
+            },
+        }
+    }
+
+    fn propose(r: &str, ballot: Ballot, lease: u64, ttl: u64, limit: Permits) -> AcceptorInput {
+        AcceptorInput::Message {
+            from: P,
+            message: Message::Propose {
+                resource: res(r),
+                ballot,
+                limit,
+                holder: holder(lease),
+                token: ballot.token(),
+                ttl: Millis(ttl),
+            },
+        }
+    }
+
+    /// Persists whatever is pending and returns the replies.
+    fn flush(a: &mut Acceptor, now: Millis) -> Vec<Message> {
+        while let Some(p) = a.poll_persist() {
+            a.handle_input(now, AcceptorInput::Persisted { version: p.version })
+                .unwrap();
+        }
+        std::iter::from_fn(|| a.poll_transmit())
+            .map(|t| {
+                assert_eq!(t.to, P);
+                t.message
+            })
+            .collect()
+    }
+
+    fn acceptor() -> Acceptor {
+        Acceptor::new(AcceptorConfig::new(NodeId(1))).unwrap()
+    }
+
+    #[test]
+    fn promise_then_accept_then_report_holder() {
+        let mut a = acceptor();
+        a.handle_input(Millis(0), prepare("r", b(1), Permits::MUTEX))
+            .unwrap();
+        assert_eq!(
+            flush(&mut a, Millis(0)),
+            vec![Message::Promise {
+                resource: res("r"),
+                ballot: b(1),
+                holders: vec![]
+            }]
+        );
+        a.handle_input(Millis(1), propose("r", b(1), 7, 100, Permits::MUTEX))
+            .unwrap();
+        assert_eq!(
+            flush(&mut a, Millis(1)),
+            vec![Message::Accepted {
+                resource: res("r"),
+                ballot: b(1)
+            }]
+        );
+        a.handle_input(Millis(50), prepare("r", b(2), Permits::MUTEX))
+            .unwrap();
+        let info = HolderInfo {
+            holder: holder(7),
+            token: b(1).token(),
+        };
+        assert_eq!(
+            flush(&mut a, Millis(50)),
+            vec![Message::Promise {
+                resource: res("r"),
+                ballot: b(2),
+                holders: vec![info]
+            }]
+        );
+        assert_eq!(a.holders(Millis(100), &res("r")), vec![]);
+        assert_eq!(a.holders(Millis(99), &res("r")), vec![info]);
+    }
+
+    #[test]
+    fn prepare_needs_a_strictly_higher_ballot_and_propose_at_least_equal() {
+        let mut a = acceptor();
+        a.handle_input(Millis(0), prepare("r", b(5), Permits::MUTEX))
+            .unwrap();
+        a.handle_input(Millis(0), prepare("r", b(5), Permits::MUTEX))
+            .unwrap();
+        a.handle_input(Millis(0), propose("r", b(4), 1, 10, Permits::MUTEX))
+            .unwrap();
+        a.handle_input(Millis(0), propose("r", b(5), 1, 10, Permits::MUTEX))
+            .unwrap();
+        let replies = flush(&mut a, Millis(0));
+        assert!(matches!(replies[0], Message::Promise { .. }));
+        for r in &replies[1..3] {
+            assert!(
+                matches!(r, Message::Reject { promised, reason: RejectReason::Outdated, .. } if *promised == b(5)),
+                "{r:?}"
+            );
+        }
+        assert!(matches!(replies[3], Message::Accepted { .. }));
+    }
+
+    #[test]
+    fn replies_wait_for_persistence() {
+        let mut a = acceptor();
+        a.handle_input(Millis(0), prepare("r", b(1), Permits::MUTEX))
+            .unwrap();
+        assert_eq!(a.poll_transmit(), None, "promise held until durable");
+        let p = a.poll_persist().unwrap();
+        assert_eq!(p.state.promised(&res("r")), b(1));
+        assert_eq!(a.poll_persist(), None, "nothing new");
+        assert!(matches!(
+            a.handle_input(
+                Millis(0),
+                AcceptorInput::Persisted {
+                    version: p.version + 1
+                }
+            ),
+            Err(LeaseError::PersistVersion { .. })
+        ));
+        a.handle_input(Millis(0), AcceptorInput::Persisted { version: p.version })
+            .unwrap();
+        assert!(a.poll_transmit().is_some());
+        // A rejection changes nothing and is released at once.
+        a.handle_input(Millis(0), prepare("r", b(1), Permits::MUTEX))
+            .unwrap();
+        assert_eq!(a.poll_persist(), None);
+        assert!(a.poll_transmit().is_some());
+    }
+
+    #[test]
+    fn restart_keeps_promises_and_sits_out_the_quiet_period() {
+        let mut a = acceptor();
+        a.handle_input(Millis(0), prepare("r", b(3), Permits::MUTEX))
+            .unwrap();
+        a.handle_input(Millis(0), propose("r", b(3), 1, 1000, Permits::MUTEX))
+            .unwrap();
+        flush(&mut a, Millis(0));
+        let saved = a.state().clone();
+        let json = serde_json::to_string(&saved).unwrap();
+        let loaded: AcceptorState = serde_json::from_str(&json).unwrap();
+        assert_eq!(loaded, saved);
+
+        let config = AcceptorConfig {
+            max_ttl: Millis(1000),
+            ..AcceptorConfig::new(NodeId(1))
+        };
+        // The new clock starts anywhere.
+        let mut a = Acceptor::restore(config, loaded, Millis(5)).unwrap();
+        assert!(a.is_recovering(Millis(1004)));
+        a.handle_input(Millis(1004), prepare("r", b(9), Permits::MUTEX))
+            .unwrap();
+        a.handle_input(
+            Millis(1004),
+            AcceptorInput::Message {
+                from: P,
+                message: Message::Release {
+                    resource: res("r"),
+                    holder: holder(1),
+                    token: b(3).token(),
+                },
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            flush(&mut a, Millis(1004))[..],
+            [Message::Reject {
+                reason: RejectReason::Recovering,
+                ..
+            }]
+        ));
+        assert!(!a.is_recovering(Millis(1005)));
+        // The old promise survived: a lower ballot is refused.
+        a.handle_input(Millis(1005), prepare("r", b(2), Permits::MUTEX))
+            .unwrap();
+        a.handle_input(Millis(1005), prepare("r", b(4), Permits::MUTEX))
+            .unwrap();
+        let replies = flush(&mut a, Millis(1005));
+        assert!(matches!(
+            replies[0],
+            Message::Reject {
+                reason: RejectReason::Outdated,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&replies[1], Message::Promise { holders, .. } if holders.is_empty()),
+            "grants were forgotten"
+        );
+    }
+
+    #[test]
+    fn semaphore_grants_up_to_its_permits() {
+        let mut a = acceptor();
+        let two = Permits::new(2).unwrap();
+        for (round, lease) in [(1, 1), (2, 2), (3, 3)] {
+            a.handle_input(Millis(0), propose("api", b(round), lease, 100, two))
+                .unwrap();
+        }
+        // A different count while held is refused.
+        a.handle_input(Millis(0), prepare("api", b(4), Permits::MUTEX))
+            .unwrap();
+        let replies = flush(&mut a, Millis(0));
+        assert!(matches!(replies[0], Message::Accepted { .. }));
+        assert!(matches!(replies[1], Message::Accepted { .. }));
+        assert!(matches!(
+            replies[2],
+            Message::Reject {
+                reason: RejectReason::Full,
+                ..
+            }
+        ));
+        assert!(matches!(
+            replies[3],
+            Message::Reject {
+                reason: RejectReason::LimitMismatch,
+                ..
+            }
+        ));
+        // Release frees a permit.
+        a.handle_input(
+            Millis(1),
+            AcceptorInput::Message {
+                from: P,
+                message: Message::Release {
+                    resource: res("api"),
+                    holder: holder(1),
+                    token: b(1).token(),
+                },
+            },
+        )
+        .unwrap();
+        a.handle_input(Millis(1), propose("api", b(5), 3, 100, two))
+            .unwrap();
+        assert!(matches!(
+            flush(&mut a, Millis(1))[..],
+            [Message::Accepted { .. }]
+        ));
+    }
+
+    #[test]
+    fn ttl_above_the_maximum_is_refused() {
+        let mut a = acceptor();
+        a.handle_input(
+            Millis(0),
+            propose("r", b(1), 1, DEFAULT_MAX_TTL.0 + 1, Permits::MUTEX),
+        )
+        .unwrap();
+        assert!(matches!(
+            flush(&mut a, Millis(0))[..],
+            [Message::Reject {
+                reason: RejectReason::TtlTooLong,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        let mut a = acceptor();
+        let wrong_kind = AcceptorInput::Message {
+            from: P,
+            message: Message::Accepted {
+                resource: res("r"),
+                ballot: b(1),
+            },
+        };
+        assert_eq!(
+            a.handle_input(Millis(0), wrong_kind),
+            Err(LeaseError::UnexpectedMessage { kind: "Accepted" })
+        );
+        let mut bad = propose("r", b(1), 1, 10, Permits::MUTEX);
+        if let AcceptorInput::Message {
+            message: Message::Propose { token, .. },
+            ..
+        } = &mut bad
+        {
+            *token = b(2).token();
+        }
+        assert!(matches!(
+            a.handle_input(Millis(0), bad),
+            Err(LeaseError::Malformed(_))
+        ));
+        assert_eq!(a.state(), &AcceptorState::default());
+        assert!(Acceptor::new(AcceptorConfig {
+            max_resources: 0,
+            ..AcceptorConfig::new(NodeId(1))
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn resource_bound_evicts_idle_resources_and_keeps_promises_monotone() {
+        let config = AcceptorConfig {
+            max_resources: 4,
+            ..AcceptorConfig::new(NodeId(1))
+        };
+        let mut a = Acceptor::new(config).unwrap();
+        // Four resources, one of them held.
+        a.handle_input(Millis(0), propose("held", b(10), 1, 1000, Permits::MUTEX))
+            .unwrap();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            a.handle_input(Millis(0), prepare(name, b(20 + i as u64), Permits::MUTEX))
+                .unwrap();
+        }
+        assert_eq!(a.resource_count(), 4);
+        // Many more resources: the count never exceeds the bound.
+        for i in 0..100u64 {
+            let name = format!("x{i}");
+            a.handle_input(Millis(1), prepare(&name, b(100 + i), Permits::MUTEX))
+                .unwrap();
+            assert!(a.resource_count() <= 4);
+        }
+        assert!(a.stats().evicted_resources >= 97);
+        // The held resource was never evicted.
+        assert_eq!(a.holders(Millis(2), &res("held")).len(), 1);
+        // A forgotten resource keeps (at least) its old promise via the floor.
+        assert!(a.state().promised(&res("a")) >= b(20));
+        a.handle_input(Millis(2), prepare("a", b(20), Permits::MUTEX))
+            .unwrap();
+        let replies = flush(&mut a, Millis(2));
+        assert!(matches!(
+            replies.last(),
+            Some(Message::Reject {
+                reason: RejectReason::Outdated,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn resource_bound_refuses_when_everything_is_held() {
+        let config = AcceptorConfig {
+            max_resources: 2,
+            ..AcceptorConfig::new(NodeId(1))
+        };
+        let mut a = Acceptor::new(config).unwrap();
+        a.handle_input(Millis(0), propose("a", b(1), 1, 1000, Permits::MUTEX))
+            .unwrap();
+        a.handle_input(Millis(0), propose("b", b(2), 2, 1000, Permits::MUTEX))
+            .unwrap();
+        a.handle_input(Millis(0), prepare("c", b(3), Permits::MUTEX))
+            .unwrap();
+        let replies = flush(&mut a, Millis(0));
+        assert!(matches!(
+            replies[2],
+            Message::Reject {
+                reason: RejectReason::TooManyResources,
+                ..
+            }
+        ));
+        assert_eq!(a.resource_count(), 2);
+    }
+
+    #[test]
+    fn restore_compacts_an_oversized_state() {
+        let mut state = AcceptorState::default();
+        for i in 0..10u64 {
+            state.promises.insert(res(&format!("r{i}")), b(i + 1));
+        }
+        let config = AcceptorConfig {
+            max_resources: 5,
+            ..AcceptorConfig::new(NodeId(1))
+        };
+        let a = Acceptor::restore(config, state, Millis(0)).unwrap();
+        assert_eq!(a.resource_count(), 0);
+        assert_eq!(a.state().floor, b(10));
+    }
+
+    #[test]
+    fn outbox_bound_drops_replies() {
+        let config = AcceptorConfig {
+            max_outbox: 8,
+            ..AcceptorConfig::new(NodeId(1))
+        };
+        let mut a = Acceptor::new(config).unwrap();
+        for round in 1..=20 {
+            a.handle_input(Millis(0), prepare("r", b(round), Permits::MUTEX))
+                .unwrap();
+        }
+        assert_eq!(a.stats().dropped_replies, 12);
+        assert_eq!(flush(&mut a, Millis(0)).len(), 8);
+    }
+}

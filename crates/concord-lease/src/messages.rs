@@ -1,0 +1,257 @@
+//! The messages lease peers exchange ([`Message`]), and an addressed message
+//! ready to send ([`Transmit`]).
+//!
+//! Plain enums with serde derives; a network driver picks the encoding. This
+//! module owns the shape of the protocol and [`Message::validate`], the
+//! check every receiver runs before acting. It must never hold state, and
+//! never carry a clock reading: nodes' clocks are not comparable, so only
+//! durations (`ttl`) cross the wire.
+//!
+//! ```text
+//! proposer                       acceptor
+//!    | Prepare(resource, b, limit) --> |  promise b if b > promised (durable first)
+//!    | <-- Promise(b, live holders)    |  or Reject(promised, reason)
+//!    | Propose(b, holder, token, ttl)->|  accept if b >= promised and a permit is free;
+//!    | <-- Accepted(b)                 |  time the entry from receipt
+//!    | Release(holder, token) -------> |  drop the entry (no reply)
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::ballot::{Ballot, FencingToken};
+use crate::error::LeaseError;
+use crate::ids::{Holder, NodeId};
+use crate::resource::Resource;
+use crate::semaphore::{MAX_PERMITS, Permits};
+use crate::time::Millis;
+
+/// A holder and its token, as listed in a [`Message::Promise`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderInfo {
+    /// The holder.
+    pub holder: Holder,
+    /// The token of its grant.
+    pub token: FencingToken,
+}
+
+/// Why an acceptor refused a prepare or accept request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The ballot is not above (prepare) or not at least (accept) the
+    /// acceptor's promise, which the reply carries.
+    Outdated,
+    /// The acceptor restarted recently and sits out its quiet period.
+    Recovering,
+    /// All permits of the resource are held by others.
+    Full,
+    /// The current holders use a different permit count.
+    LimitMismatch,
+    /// The ttl exceeds the acceptor's maximum.
+    TtlTooLong,
+    /// The acceptor tracks its maximum of resources and none is idle.
+    TooManyResources,
+}
+
+/// A lease protocol message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Proposer to acceptor: promise `ballot` for `resource` and tell me who
+    /// holds it.
+    Prepare {
+        /// The resource.
+        resource: Resource,
+        /// The proposer's ballot.
+        ballot: Ballot,
+        /// The resource's permit count as the proposer sees it.
+        limit: Permits,
+    },
+    /// Acceptor to proposer: `ballot` is promised; these holders are live.
+    Promise {
+        /// The resource.
+        resource: Resource,
+        /// The promised ballot.
+        ballot: Ballot,
+        /// Live holders at the acceptor; at most [`MAX_PERMITS`].
+        holders: Vec<HolderInfo>,
+    },
+    /// Proposer to acceptor: grant `holder` the resource for `ttl`.
+    Propose {
+        /// The resource.
+        resource: Resource,
+        /// The ballot promised by a majority.
+        ballot: Ballot,
+        /// The permit count.
+        limit: Permits,
+        /// Who gets the grant.
+        holder: Holder,
+        /// The grant's token: `ballot.token()` for a new grant, the original
+        /// token for a renewal; never above `ballot.token()`.
+        token: FencingToken,
+        /// How long the acceptor keeps the grant, timed from receipt.
+        ttl: Millis,
+    },
+    /// Acceptor to proposer: the grant at `ballot` is accepted.
+    Accepted {
+        /// The resource.
+        resource: Resource,
+        /// The accepted ballot.
+        ballot: Ballot,
+    },
+    /// Acceptor to proposer: the request at `ballot` is refused.
+    Reject {
+        /// The resource.
+        resource: Resource,
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The acceptor's current promise for the resource, so the proposer
+        /// can pick a higher ballot next time.
+        promised: Ballot,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Proposer to acceptor: `holder` gives up the grant carrying `token`.
+    Release {
+        /// The resource.
+        resource: Resource,
+        /// The holder.
+        holder: Holder,
+        /// The token of the grant given up.
+        token: FencingToken,
+    },
+}
+
+impl Message {
+    /// The resource the message is about.
+    pub fn resource(&self) -> &Resource {
+        match self {
+            Message::Prepare { resource, .. }
+            | Message::Promise { resource, .. }
+            | Message::Propose { resource, .. }
+            | Message::Accepted { resource, .. }
+            | Message::Reject { resource, .. }
+            | Message::Release { resource, .. } => resource,
+        }
+    }
+
+    /// The message kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Prepare { .. } => "Prepare",
+            Message::Promise { .. } => "Promise",
+            Message::Propose { .. } => "Propose",
+            Message::Accepted { .. } => "Accepted",
+            Message::Reject { .. } => "Reject",
+            Message::Release { .. } => "Release",
+        }
+    }
+
+    /// Checks the rules the types alone do not enforce.
+    ///
+    /// # Errors
+    /// [`LeaseError::Malformed`] if a `Promise` lists more than
+    /// [`MAX_PERMITS`] holders, or a `Propose` has a zero ttl or a token
+    /// above its ballot.
+    pub fn validate(&self) -> Result<(), LeaseError> {
+        match self {
+            Message::Promise { holders, .. } if holders.len() > MAX_PERMITS as usize => {
+                Err(LeaseError::Malformed("promise lists more than MAX_PERMITS holders"))
+            }
+            Message::Propose { ttl, .. } if *ttl == Millis::ZERO => {
+                Err(LeaseError::Malformed("propose with zero ttl"))
+            }
+            Message::Propose { ballot, token, .. } if *token > ballot.token() => {
+                Err(LeaseError::Malformed("propose with a token above its ballot"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A message addressed to a lease peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transmit {
+    /// The recipient.
+    pub to: NodeId,
+    /// The message.
+    pub message: Message,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::LeaseId;
+
+    fn res() -> Resource {
+        Resource::new("r").unwrap()
+    }
+
+    #[test]
+    fn validate_bounds_holder_lists() {
+        let info = HolderInfo {
+            holder: Holder {
+                node: NodeId(1),
+                lease: LeaseId(1),
+            },
+            token: FencingToken::new(1),
+        };
+        let ok = Message::Promise {
+            resource: res(),
+            ballot: Ballot::ZERO,
+            holders: vec![info; MAX_PERMITS as usize],
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let too_many = Message::Promise {
+            resource: res(),
+            ballot: Ballot::ZERO,
+            holders: vec![info; MAX_PERMITS as usize + 1],
+        };
+        assert!(matches!(too_many.validate(), Err(LeaseError::Malformed(_))));
+    }
+
+    #[test]
+    fn validate_checks_propose() {
+        let b = Ballot::new(3, NodeId(1)).unwrap();
+        let propose = |token, ttl| Message::Propose {
+            resource: res(),
+            ballot: b,
+            limit: Permits::MUTEX,
+            holder: Holder {
+                node: NodeId(1),
+                lease: LeaseId(1),
+            },
+            token,
+            ttl,
+        };
+        assert_eq!(propose(b.token(), Millis(5)).validate(), Ok(()));
+        assert!(propose(b.token(), Millis::ZERO).validate().is_err());
+        assert!(
+            propose(FencingToken::new(b.raw() + 1), Millis(5))
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn messages_round_trip_through_serde() {
+        let m = Message::Reject {
+            resource: res(),
+            ballot: Ballot::new(1, NodeId(2)).unwrap(),
+            promised: Ballot::new(4, NodeId(0)).unwrap(),
+            reason: RejectReason::Outdated,
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), m);
+        assert_eq!(m.kind(), "Reject");
+        assert_eq!(m.resource(), &res());
+    }
+
+    #[test]
+    fn decoding_rejects_bad_permits_and_names() {
+        let bad = r#"{"Prepare":{"resource":"r","ballot":65536,"limit":0}}"#;
+        assert!(serde_json::from_str::<Message>(bad).is_err());
+        let bad = r#"{"Prepare":{"resource":"","ballot":65536,"limit":1}}"#;
+        assert!(serde_json::from_str::<Message>(bad).is_err());
+        let good = r#"{"Prepare":{"resource":"r","ballot":65536,"limit":1}}"#;
+        assert!(serde_json::from_str::<Message>(good).is_ok());
+    }
+}
