@@ -554,19 +554,14 @@ impl Proposer {
     }
 
     fn lose(&mut self, id: LeaseId, token: FencingToken) {
+        tracing::debug!(proposer = ?self.config.id, lease = ?id, %token, "lease lost");
+        self.send_release(id, token);
         let Some(slot) = self.leases.remove(&id) else {
             return;
         };
         if let Some(attempt) = &slot.attempt {
             self.by_ballot.remove(&attempt.ballot);
         }
-        tracing::debug!(proposer = ?self.config.id, lease = ?id, %token, "lease lost");
-        let holder = self.holder(id);
-        self.broadcast(&Message::Release {
-            resource: slot.resource.clone(),
-            holder,
-            token,
-        });
         self.events.push_back(Event::Lost {
             lease: id,
             resource: slot.resource,
@@ -609,8 +604,6 @@ impl Proposer {
 
     /// Ends the current attempt of `id` and schedules a retry or gives up.
     fn fail_attempt(&mut self, now: Millis, id: LeaseId, reason: DenyReason) {
-        let backoff = self.backoff();
-        let holder = self.holder(id);
         let Some(slot) = self.leases.get_mut(&id) else {
             return;
         };
@@ -620,30 +613,46 @@ impl Proposer {
         self.by_ballot.remove(&attempt.ballot);
         // A fresh grant that may have been accepted: clean it up. (Never for
         // a renewal: its token is the one still in use.)
-        let mut cleanup = None;
-        if slot.held.is_none()
-            && let Phase::Propose { token, .. } = attempt.phase
-        {
-            cleanup = Some(Message::Release {
-                resource: slot.resource.clone(),
-                holder,
-                token,
-            });
-        }
+        let cleanup = match attempt.phase {
+            Phase::Propose { token, .. } if slot.held.is_none() => Some(token),
+            _ => None,
+        };
         let reason = match (reason, attempt.last_reject) {
             (DenyReason::NoQuorum, Some(r)) => DenyReason::Rejected(r),
             (reason, _) => reason,
         };
-        let next = now.saturating_add(backoff);
+        if let Some(token) = cleanup {
+            self.send_release(id, token);
+        }
+        self.retry_or_give_up(now, id, reason);
+    }
+
+    /// Schedules the next attempt of `id` after a backoff, or gives up if
+    /// that would be too late (after `wait`, or after the validity of a
+    /// lease being renewed).
+    fn retry_or_give_up(&mut self, now: Millis, id: LeaseId, reason: DenyReason) {
+        let next = now.saturating_add(self.backoff());
+        let Some(slot) = self.leases.get_mut(&id) else {
+            return;
+        };
         let deadline = slot.held.map_or(slot.wait_until, |h| h.valid_until);
         if next < deadline {
             slot.retry_at = Some(next);
         } else {
             self.give_up(id, reason);
         }
-        if let Some(message) = cleanup {
-            self.broadcast(&message);
-        }
+    }
+
+    fn send_release(&mut self, id: LeaseId, token: FencingToken) {
+        let Some(slot) = self.leases.get(&id) else {
+            return;
+        };
+        let message = Message::Release {
+            resource: slot.resource.clone(),
+            holder: self.holder(id),
+            token,
+        };
+        self.broadcast(&message);
     }
 
     /// Stops trying for `id`: a held lease keeps its validity (renewal
@@ -804,18 +813,8 @@ impl Proposer {
             }
             None => {
                 // Granted, but the answers took longer than the validity.
-                slot.attempt = Some(Attempt {
-                    ballot,
-                    deadline: now,
-                    phase: Phase::Propose {
-                        tally: Tally::default(),
-                        sent: now,
-                        token,
-                    },
-                    last_reject: None,
-                });
-                self.by_ballot.insert(ballot, id);
-                self.fail_attempt(now, id, DenyReason::NoQuorum);
+                self.send_release(id, token);
+                self.retry_or_give_up(now, id, DenyReason::NoQuorum);
             }
         }
     }
