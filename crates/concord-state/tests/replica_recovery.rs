@@ -85,7 +85,11 @@ fn torn_tail_at_every_offset_of_the_last_write_is_dropped() {
         copy_dir(dir.path(), case.path());
         fs::write(case.path().join("log"), &full[..cut as usize]).unwrap();
         let mut r = open(case.path(), ReplicaConfig::default()).unwrap();
-        assert_eq!(r.get("observation/x").unwrap(), Some(json!(4)), "cut at {cut}");
+        assert_eq!(
+            r.get("observation/x").unwrap(),
+            Some(json!(4)),
+            "cut at {cut}"
+        );
         let torn = r.recovered_torn_tail().expect("torn tail reported");
         assert_eq!(torn.offset, before_last);
         // The replica keeps working and the next restart is clean.

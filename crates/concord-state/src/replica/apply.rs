@@ -34,9 +34,23 @@ impl ApplyOutcome {
     }
 }
 
+/// Most changes packed into one bundle by [`Replica::changes_since`].
+pub const MAX_CHANGES_PER_BUNDLE: usize = 256;
+
+/// Decodes one item of a changes frame: a change chunk or a bundle of changes.
+fn parse_item(bytes: &[u8]) -> Result<Vec<Change>, StateError> {
+    if let Ok(change) = Change::from_bytes(bytes.to_vec()) {
+        return Ok(vec![change]);
+    }
+    automerge::Bundle::try_from(bytes)
+        .map_err(|e| StateError::InvalidChange(e.to_string()))?
+        .to_changes()
+        .map_err(|e| StateError::InvalidChange(e.to_string()))
+}
+
 impl Replica {
-    /// Applies changes received from a peer (raw automerge change bytes, in
-    /// any order, duplicates allowed). Changes whose dependencies are missing
+    /// Applies changes received from a peer (raw automerge change chunks or
+    /// bundles, in any order, duplicates allowed). Changes whose dependencies are missing
     /// wait in a queue bounded by [`crate::ReplicaConfig::max_pending_changes`].
     ///
     /// If any element is not a valid change, nothing is applied and
@@ -47,13 +61,10 @@ impl Replica {
         changes: impl IntoIterator<Item = B>,
     ) -> Result<ApplyOutcome, StateError> {
         self.tick(now);
-        let parsed = changes
-            .into_iter()
-            .map(|b| {
-                Change::from_bytes(b.as_ref().to_vec())
-                    .map_err(|e| StateError::InvalidChange(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut parsed = Vec::new();
+        for item in changes {
+            parsed.extend(parse_item(item.as_ref())?);
+        }
         let mut outcome = ApplyOutcome::default();
         for change in parsed {
             if self.clock.contains(change.actor_id(), change.seq())
@@ -141,13 +152,13 @@ impl Replica {
         Ok(())
     }
 
-    /// Raw bytes of every held change not covered by `clock`, in an order
-    /// that respects dependencies: exactly what a peer at `clock` is missing.
+    /// Every held change not covered by `clock` — exactly what a peer at
+    /// `clock` is missing — encoded for [`Replica::apply_changes`]: single
+    /// changes as raw change chunks, runs of changes as automerge bundles
+    /// (columnar, much smaller than the sum of their changes), in an order
+    /// that respects dependencies.
     pub fn changes_since(&self, clock: &VectorClock) -> Vec<Vec<u8>> {
-        self.changes_after(clock)
-            .into_iter()
-            .map(|c| c.raw_bytes().to_vec())
-            .collect()
+        self.changes_since_bounded(clock, usize::MAX).0
     }
 
     /// Like [`Replica::changes_since`] but at most `max` changes (the oldest
@@ -155,13 +166,20 @@ impl Replica {
     pub fn changes_since_bounded(&self, clock: &VectorClock, max: usize) -> (Vec<Vec<u8>>, bool) {
         let all = self.changes_after(clock);
         let more = all.len() > max;
-        (
-            all.into_iter()
-                .take(max)
-                .map(|c| c.raw_bytes().to_vec())
-                .collect(),
-            more,
-        )
+        let kept = &all[..all.len().min(max)];
+        let items = kept
+            .chunks(MAX_CHANGES_PER_BUNDLE)
+            .map(|run| match run {
+                [one] => one.raw_bytes().to_vec(),
+                _ => self
+                    .doc
+                    .bundle(run.iter().map(Change::hash))
+                    .map(|b| b.bytes().to_vec())
+                    .unwrap_or_default(),
+            })
+            .filter(|b| !b.is_empty())
+            .collect();
+        (items, more)
     }
 
     /// Raw bytes of this replica's own changes after sequence `seq`.

@@ -187,7 +187,7 @@ fn out_of_order_changes_wait_and_queue_is_bounded() {
     for i in 0..5 {
         a.put(Millis(i), "observation/x", &i).unwrap();
     }
-    let mut changes = a.changes_since(&VectorClock::new());
+    let mut changes = a.own_changes_after(0);
     changes.reverse();
     let mut b = Replica::new("s", actor(2));
     let out = b.apply_changes(Millis(10), changes.clone()).unwrap();
