@@ -1,0 +1,623 @@
+//! The driver task: owns the swarm and the sync engines, turns swarm events
+//! and commands into engine inputs and engine outputs into swarm actions.
+//! Never decides what to send: that is the engine's job.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use concord_state::{Delivery, Millis, Replica, StateError, SubscribeOptions, SubscriptionId};
+use concord_sync::wire::Frame;
+use concord_sync::{Destination, Input, SyncConfig, SyncEngine, SyncEvent};
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity, mdns, noise, request_response, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::behaviour::{self, Behaviour, BehaviourEvent};
+use crate::handle::{NetHandle, PeerInfo};
+
+/// Bound on commands waiting for the driver.
+pub const COMMAND_QUEUE: usize = 256;
+
+/// Longest wait between redials of a bootstrap address.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The driver task has stopped.
+    #[error("the network driver has stopped")]
+    Stopped,
+    /// The space is not open on this node.
+    #[error("space {0:?} is not open on this node")]
+    UnknownSpace(String),
+    /// The space is already open.
+    #[error("space {0:?} is already open")]
+    SpaceExists(String),
+    /// The swarm could not be built or could not listen/dial.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The replica refused an operation.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// How to run the network driver.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The node's identity.
+    pub keypair: identity::Keypair,
+    /// Addresses to listen on (e.g. `/ip4/127.0.0.1/tcp/0`).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start and to redial with backoff when lost.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Settings of every space's sync engine.
+    pub sync: SyncConfig,
+    /// How often engines get a tick.
+    pub tick: Duration,
+}
+
+impl NetConfig {
+    /// Defaults for `keypair`: no listen address, no bootstrap, no mDNS.
+    pub fn new(keypair: identity::Keypair) -> Self {
+        NetConfig {
+            keypair,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            sync: SyncConfig::default(),
+            tick: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Per-space network options.
+#[derive(Debug, Clone, Default)]
+pub struct SpaceOptions {
+    /// When set, only these peers may sync the space: others are refused at
+    /// the protocol level and the space's changes never travel on gossipsub.
+    pub allowlist: Option<BTreeSet<PeerId>>,
+}
+
+pub(crate) type Job = Box<dyn FnOnce(Option<&mut Replica>) + Send>;
+
+pub(crate) enum Command {
+    OpenSpace {
+        replica: Box<Replica>,
+        options: SpaceOptions,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    With {
+        space: String,
+        job: Job,
+    },
+    Subscribe {
+        space: String,
+        pattern: String,
+        capacity: usize,
+        reply: oneshot::Sender<Result<mpsc::Receiver<Delivery>, NetError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<Result<Vec<Replica>, NetError>>,
+    },
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+struct SpaceState {
+    engine: SyncEngine<PeerId>,
+    options: SpaceOptions,
+    topic: gossipsub::IdentTopic,
+}
+
+impl SpaceState {
+    fn allows(&self, peer: &PeerId) -> bool {
+        self.options.allowlist.as_ref().is_none_or(|a| a.contains(peer))
+    }
+}
+
+struct Sub {
+    space: String,
+    id: SubscriptionId,
+    tx: mpsc::Sender<Delivery>,
+}
+
+struct Bootstrap {
+    addr: Multiaddr,
+    connected: bool,
+    next_attempt: tokio::time::Instant,
+    backoff: Duration,
+}
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    spaces: BTreeMap<String, SpaceState>,
+    subs: Vec<Sub>,
+    peers: BTreeMap<PeerId, Option<Multiaddr>>,
+    bootstrap: Vec<Bootstrap>,
+    dialing: HashMap<ConnectionId, usize>,
+    listen: Vec<Multiaddr>,
+    config: NetConfig,
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the `now` every engine and
+/// every local write gets (hybrid logical clocks keep order if it steps back).
+pub fn wall_clock() -> Millis {
+    Millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    )
+}
+
+fn seed_for(peer: &PeerId, space: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(peer.to_bytes())
+        .chain_update(space.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Builds the swarm, starts listening and dialing, and spawns the driver task
+/// on the current tokio runtime.
+pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
+    let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+    let mdns = config.mdns;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport(&e))?
+        .with_quic()
+        .with_behaviour(|key| behaviour::build(key, mdns))
+        .map_err(|e| transport(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| transport(&e))?;
+    }
+    let peer_id = *swarm.local_peer_id();
+    let start = tokio::time::Instant::now();
+    let bootstrap = config
+        .bootstrap
+        .iter()
+        .map(|addr| Bootstrap {
+            addr: addr.clone(),
+            connected: false,
+            next_attempt: start,
+            backoff: Duration::from_millis(250),
+        })
+        .collect();
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let driver = Driver {
+        swarm,
+        spaces: BTreeMap::new(),
+        subs: Vec::new(),
+        peers: BTreeMap::new(),
+        bootstrap,
+        dialing: HashMap::new(),
+        listen: Vec::new(),
+        config,
+    };
+    tokio::spawn(driver.run(rx).instrument(info_span!("node", peer = %peer_id)));
+    Ok(NetHandle { tx, peer_id })
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => {
+                        let _ = reply.send(self.shutdown());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        let _ = self.shutdown();
+                        return;
+                    }
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<Vec<Replica>, NetError> {
+        let spaces = std::mem::take(&mut self.spaces);
+        let mut out = Vec::new();
+        for (_, space) in spaces {
+            let mut replica = space.engine.into_replica();
+            replica.flush()?;
+            out.push(replica);
+        }
+        info!("driver stopped");
+        Ok(out)
+    }
+
+    fn on_tick(&mut self) {
+        let now = wall_clock();
+        let names: Vec<String> = self.spaces.keys().cloned().collect();
+        for name in names {
+            self.input(&name, now, Input::Tick);
+        }
+        let due = tokio::time::Instant::now();
+        for i in 0..self.bootstrap.len() {
+            let b = &mut self.bootstrap[i];
+            if b.connected || b.next_attempt > due {
+                continue;
+            }
+            b.next_attempt = due + b.backoff;
+            b.backoff = (b.backoff * 2).min(MAX_BACKOFF);
+            let opts = DialOpts::unknown_peer_id().address(b.addr.clone()).build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.dialing.insert(id, i);
+                }
+                Err(e) => debug!(addr = %self.bootstrap[i].addr, error = %e, "dial failed"),
+            }
+        }
+    }
+
+    /// Feeds one input to a space's engine and carries out what it asks.
+    fn input(&mut self, space: &str, now: Millis, input: Input<PeerId>) {
+        let Some(state) = self.spaces.get_mut(space) else {
+            return;
+        };
+        state.engine.handle_input(now, input);
+        self.pump(space);
+    }
+
+    fn pump(&mut self, space: &str) {
+        let Some(state) = self.spaces.get_mut(space) else {
+            return;
+        };
+        while let Some(t) = state.engine.poll_transmit() {
+            match t.to {
+                Destination::Peer(peer) => {
+                    self.swarm.behaviour_mut().sync.send_request(&peer, t.bytes);
+                }
+                Destination::Broadcast if state.options.allowlist.is_some() => {
+                    let targets: Vec<PeerId> = self
+                        .peers
+                        .keys()
+                        .filter(|p| state.allows(p))
+                        .copied()
+                        .collect();
+                    for peer in targets {
+                        self.swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_request(&peer, t.bytes.clone());
+                    }
+                }
+                Destination::Broadcast => {
+                    let topic = state.topic.clone();
+                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, t.bytes) {
+                        debug!(error = %e, "gossipsub publish");
+                    }
+                }
+            }
+        }
+        while let Some(event) = state.engine.poll_event() {
+            match event {
+                SyncEvent::Disconnect(peer) => {
+                    warn!(%peer, "disconnecting misbehaving peer");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                SyncEvent::ProtocolError { peer, error } => {
+                    warn!(%peer, %error, "protocol error");
+                }
+                other => debug!(?other, "sync event"),
+            }
+        }
+        self.deliver(space);
+    }
+
+    /// Moves subscription events from the replica to the application's
+    /// channels, as far as they have room.
+    fn deliver(&mut self, space: &str) {
+        let Some(state) = self.spaces.get_mut(space) else {
+            return;
+        };
+        let replica = state.engine.replica_mut();
+        self.subs.retain(|sub| {
+            if sub.space != space {
+                return true;
+            }
+            loop {
+                match sub.tx.try_reserve() {
+                    Ok(permit) => match replica.poll_event(sub.id) {
+                        Ok(Some(d)) => permit.send(d),
+                        _ => return true,
+                    },
+                    Err(mpsc::error::TrySendError::Full(())) => return true,
+                    Err(mpsc::error::TrySendError::Closed(())) => {
+                        replica.unsubscribe(sub.id);
+                        return false;
+                    }
+                }
+            }
+        });
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::OpenSpace {
+                replica,
+                options,
+                reply,
+            } => {
+                let _ = reply.send(self.open_space(*replica, options));
+            }
+            Command::With { space, job } => {
+                match self.spaces.get_mut(&space) {
+                    Some(state) => job(Some(state.engine.replica_mut())),
+                    None => job(None),
+                }
+                self.input(&space, wall_clock(), Input::LocalCommit);
+            }
+            Command::Subscribe {
+                space,
+                pattern,
+                capacity,
+                reply,
+            } => {
+                let result = match self.spaces.get_mut(&space) {
+                    None => Err(NetError::UnknownSpace(space.clone())),
+                    Some(state) => state
+                        .engine
+                        .replica_mut()
+                        .subscribe(&pattern, SubscribeOptions::default())
+                        .map_err(NetError::from)
+                        .map(|id| {
+                            let (tx, rx) = mpsc::channel(capacity);
+                            self.subs.push(Sub {
+                                space: space.clone(),
+                                id,
+                                tx,
+                            });
+                            rx
+                        }),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Peers { reply } => {
+                let peers = self
+                    .peers
+                    .iter()
+                    .map(|(peer_id, address)| PeerInfo {
+                        peer_id: *peer_id,
+                        address: address.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.listen.clone());
+            }
+            Command::Dial { addr, reply } => {
+                let result = self
+                    .swarm
+                    .dial(addr)
+                    .map_err(|e| NetError::Transport(e.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn open_space(&mut self, replica: Replica, options: SpaceOptions) -> Result<(), NetError> {
+        let name = replica.space().to_owned();
+        if self.spaces.contains_key(&name) {
+            return Err(NetError::SpaceExists(name));
+        }
+        let topic = behaviour::topic(&name);
+        if options.allowlist.is_none() {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&topic)
+                .map_err(|e| NetError::Transport(e.to_string()))?;
+        }
+        let seed = seed_for(self.swarm.local_peer_id(), &name);
+        let engine = SyncEngine::new(self.config.sync.clone(), replica, seed);
+        let state = SpaceState {
+            engine,
+            options,
+            topic,
+        };
+        let peers: Vec<PeerId> = self.peers.keys().filter(|p| state.allows(p)).copied().collect();
+        self.spaces.insert(name.clone(), state);
+        let now = wall_clock();
+        for peer in peers {
+            self.input(&name, now, Input::PeerUp(peer));
+        }
+        info!(space = %name, "space open");
+        Ok(())
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.listen.push(address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                let address = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address.clone(),
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+                };
+                if let Some(i) = self.dialing.remove(&connection_id) {
+                    self.bootstrap[i].connected = true;
+                    self.bootstrap[i].backoff = Duration::from_millis(250);
+                }
+                if num_established.get() == 1 {
+                    info!(%peer_id, %address, "peer connected");
+                    self.peers.insert(peer_id, Some(address));
+                    self.peer_changed(peer_id, true);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    for b in self.bootstrap.iter_mut().filter(|b| &b.addr == address) {
+                        b.connected = false;
+                    }
+                }
+                if num_established == 0 {
+                    info!(%peer_id, "peer disconnected");
+                    self.peers.remove(&peer_id);
+                    self.peer_changed(peer_id, false);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                self.dialing.remove(&connection_id);
+                debug!(%error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour(event),
+            _ => {}
+        }
+    }
+
+    fn peer_changed(&mut self, peer: PeerId, up: bool) {
+        let now = wall_clock();
+        let names: Vec<String> = self
+            .spaces
+            .iter()
+            .filter(|(_, s)| s.allows(&peer))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let input = if up {
+                Input::PeerUp(peer)
+            } else {
+                Input::PeerDown(peer)
+            };
+            self.input(&name, now, input);
+        }
+    }
+
+    fn on_behaviour(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let space = self
+                    .spaces
+                    .iter()
+                    .find(|(_, s)| s.topic.hash() == message.topic && s.options.allowlist.is_none())
+                    .map(|(n, _)| n.clone());
+                let valid = space.is_some() && Frame::decode(&message.data).is_ok();
+                let acceptance = if valid {
+                    gossipsub::MessageAcceptance::Accept
+                } else {
+                    gossipsub::MessageAcceptance::Reject
+                };
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+                if let Some(space) = space {
+                    let from = message.source.unwrap_or(propagation_source);
+                    self.input(
+                        &space,
+                        wall_clock(),
+                        Input::Frame {
+                            from,
+                            bytes: message.data,
+                        },
+                    );
+                }
+            }
+            BehaviourEvent::Sync(request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request {
+                    request, channel, ..
+                },
+                ..
+            }) => {
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, ());
+                self.on_frame(peer, request);
+            }
+            BehaviourEvent::Sync(request_response::Event::InboundFailure { peer, error, .. }) => {
+                warn!(%peer, %error, "inbound sync stream failed");
+            }
+            BehaviourEvent::Sync(request_response::Event::OutboundFailure { peer, error, .. }) => {
+                debug!(%peer, %error, "outbound sync stream failed");
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    if !self.peers.contains_key(&peer) {
+                        debug!(%peer, %addr, "mdns discovered");
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A directed frame from `peer`: route it to its space's engine, unless
+    /// the peer is not allowed there.
+    fn on_frame(&mut self, peer: PeerId, bytes: Vec<u8>) {
+        let space = match Frame::decode(&bytes) {
+            Ok(frame) => frame.space().to_owned(),
+            Err(error) => {
+                warn!(%peer, %error, "garbage frame; disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+                return;
+            }
+        };
+        match self.spaces.get(&space) {
+            None => debug!(%peer, %space, "frame for a space not open here"),
+            Some(state) if !state.allows(&peer) => {
+                warn!(%peer, %space, "peer not in the space's allowlist; refused");
+            }
+            Some(_) => self.input(&space, wall_clock(), Input::Frame { from: peer, bytes }),
+        }
+    }
+}

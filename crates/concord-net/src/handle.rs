@@ -1,0 +1,139 @@
+//! The application's side of the driver: a cheap, clonable handle that sends
+//! commands to the driver task and awaits answers. Owns no state of its own.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use concord_state::{Delivery, Replica};
+use futures::Stream;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::{Command, NetError, SpaceOptions};
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its libp2p identity.
+    pub peer_id: PeerId,
+    /// Address of (one of) its connections.
+    pub address: Option<Multiaddr>,
+}
+
+/// Handle to a running network driver. Dropping every handle stops the driver.
+#[derive(Debug, Clone)]
+pub struct NetHandle {
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) peer_id: PeerId,
+}
+
+/// A stream of subscription deliveries (see [`NetHandle::subscribe`]).
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::Receiver<Delivery>,
+}
+
+impl Stream for Subscription {
+    type Item = Delivery;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl NetHandle {
+    /// This node's libp2p identity.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Starts replicating a space held by `replica`.
+    pub async fn open_space(
+        &self,
+        replica: Replica,
+        options: SpaceOptions,
+    ) -> Result<(), NetError> {
+        self.ask(|reply| Command::OpenSpace {
+            replica: Box::new(replica),
+            options,
+            reply,
+        })
+        .await?
+    }
+
+    /// Runs `f` on a space's replica inside the driver, then pushes any
+    /// changes it committed to peers at once (the fast path).
+    pub async fn with_replica<R: Send + 'static>(
+        &self,
+        space: &str,
+        f: impl FnOnce(&mut Replica) -> R + Send + 'static,
+    ) -> Result<R, NetError> {
+        let (reply, rx) = oneshot::channel();
+        let space_name = space.to_owned();
+        let job = Box::new(move |replica: Option<&mut Replica>| {
+            let result = match replica {
+                Some(r) => Ok(f(r)),
+                None => Err(NetError::UnknownSpace(space_name)),
+            };
+            let _ = reply.send(result);
+        });
+        self.tx
+            .send(Command::With {
+                space: space.to_owned(),
+                job,
+            })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// Subscribes to events on a space's channels matching the glob `pattern`.
+    /// At most `capacity` deliveries wait in the stream; past that the
+    /// replica's own bounded buffer holds them and reports `Lagged` on overflow.
+    pub async fn subscribe(
+        &self,
+        space: &str,
+        pattern: &str,
+        capacity: usize,
+    ) -> Result<Subscription, NetError> {
+        let rx = self
+            .ask(|reply| Command::Subscribe {
+                space: space.to_owned(),
+                pattern: pattern.to_owned(),
+                capacity: capacity.max(1),
+                reply,
+            })
+            .await??;
+        Ok(Subscription { rx })
+    }
+
+    /// Currently connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Addresses the node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.ask(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Dials a peer address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.ask(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Flushes every space to storage and stops the driver; returns the
+    /// replicas so the caller can inspect or persist them further.
+    pub async fn shutdown(&self) -> Result<Vec<Replica>, NetError> {
+        self.ask(|reply| Command::Shutdown { reply }).await?
+    }
+}

@@ -1,0 +1,42 @@
+//! The facade's error type: everything a node operation can fail with.
+
+/// Errors of the Concord facade.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file in the data directory could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The identity file is not a valid keypair.
+    #[error("identity file {0} is corrupt")]
+    Identity(String),
+    /// A space name that cannot be used (letters, digits, `. _ -`, at most 64 bytes).
+    #[error("invalid space name {0:?}")]
+    SpaceName(String),
+    /// The builder is missing a data directory.
+    #[error("no data directory configured")]
+    NoDataDir,
+    /// The network layer failed.
+    #[error(transparent)]
+    Net(#[from] concord_net::NetError),
+    /// The replica refused an operation.
+    #[error(transparent)]
+    State(#[from] concord_state::StateError),
+}
+
+impl Error {
+    pub(crate) fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

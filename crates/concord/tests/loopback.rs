@@ -1,0 +1,153 @@
+//! Real nodes on loopback inside one process: writes propagate, concurrent
+//! writes converge, subscriptions see remote events, a node that restarts
+//! catches up, and an allowlisted space refuses strangers.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use concord::{Delivery, Node};
+use futures::StreamExt;
+use serde_json::json;
+
+async fn node(dir: &std::path::Path, bootstrap: &[concord::Multiaddr]) -> Node {
+    let mut b = Node::builder()
+        .data_dir(dir)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap());
+    for a in bootstrap {
+        b = b.bootstrap(a.clone());
+    }
+    b.build().await.unwrap()
+}
+
+async fn addr(n: &Node) -> concord::Multiaddr {
+    n.wait_listening(Duration::from_secs(5)).await.unwrap()[0].clone()
+}
+
+/// Polls `check` until it is true or 10 s pass.
+async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached in 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(dirs[0].path(), &[]).await;
+    let a_addr = addr(&a).await;
+    let b = node(dirs[1].path(), &[a_addr.clone()]).await;
+    let c = node(dirs[2].path(), &[a_addr]).await;
+    let (sa, sb, sc) = (
+        a.space("team").await.unwrap(),
+        b.space("team").await.unwrap(),
+        c.space("team").await.unwrap(),
+    );
+    let mut events = sc.subscribe("intent/*").await.unwrap();
+    sa.put("observation/ci", json!("green")).await.unwrap();
+    sb.topic::<String>("intent/ops").unwrap().append(&"deploy".into()).await.unwrap();
+    eventually(|| async { sc.get("observation/ci").await.unwrap() == Some(json!("green")) }).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap();
+    assert!(matches!(got, Some(Delivery::Event(e)) if e.new == Some(json!("deploy"))));
+    // concurrent writes converge
+    for (i, s) in [&sa, &sb, &sc].into_iter().enumerate() {
+        s.put("observation/x", json!(i)).await.unwrap();
+    }
+    eventually(|| async {
+        let (x, y, z) = (
+            sa.vector_clock().await.unwrap(),
+            sb.vector_clock().await.unwrap(),
+            sc.vector_clock().await.unwrap(),
+        );
+        x == y && y == z
+    })
+    .await;
+    let v = sa.get("observation/x").await.unwrap();
+    assert_eq!(sb.get("observation/x").await.unwrap(), v);
+    assert_eq!(sc.get("observation/x").await.unwrap(), v);
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up_and_allowlist_refuses_strangers() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(dirs[0].path(), &[]).await;
+    let a_addr = addr(&a).await;
+    let b = node(dirs[1].path(), &[a_addr.clone()]).await;
+    let b_id = b.peer_id();
+    let sb = b.space("team").await.unwrap();
+    let sa = a.space("team").await.unwrap();
+    sb.put("observation/before", json!(1)).await.unwrap();
+    eventually(|| async { sa.get("observation/before").await.unwrap().is_some() }).await;
+    b.shutdown().await.unwrap();
+    sa.put("observation/while_down", json!(2)).await.unwrap();
+    let b = node(dirs[1].path(), &[a_addr.clone()]).await;
+    assert_eq!(b.peer_id(), b_id);
+    let sb = b.space("team").await.unwrap();
+    assert_eq!(sb.get("observation/before").await.unwrap(), Some(json!(1)));
+    eventually(|| async { sb.get("observation/while_down").await.unwrap() == Some(json!(2)) }).await;
+
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlisted_space_refuses_a_stranger() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // First run: learn the (persisted) peer ids.
+    let mut ids = Vec::new();
+    for d in &dirs {
+        let n = node(d.path(), &[]).await;
+        ids.push(n.peer_id());
+        n.shutdown().await.unwrap();
+    }
+    let members = [ids[0], ids[1]];
+    let build = |dir: &std::path::Path, boot: Option<concord::Multiaddr>, allow: bool| {
+        let mut b = Node::builder()
+            .data_dir(dir)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap());
+        if let Some(a) = boot {
+            b = b.bootstrap(a);
+        }
+        if allow {
+            b = b.allow("secret", members);
+        }
+        b.build()
+    };
+    let a = build(dirs[0].path(), None, true).await.unwrap();
+    let a_addr = addr(&a).await;
+    let b = build(dirs[1].path(), Some(a_addr.clone()), true).await.unwrap();
+    let c = build(dirs[2].path(), Some(a_addr), false).await.unwrap();
+    assert_eq!([a.peer_id(), b.peer_id(), c.peer_id()], [ids[0], ids[1], ids[2]]);
+    let (sa, sb, sc) = (
+        a.space("secret").await.unwrap(),
+        b.space("secret").await.unwrap(),
+        c.space("secret").await.unwrap(),
+    );
+    eventually(|| async { c.peers().await.unwrap().iter().any(|p| p.peer_id == ids[0]) }).await;
+    sa.put("observation/plan", json!("members only")).await.unwrap();
+    sc.put("observation/plan", json!("intruder")).await.unwrap();
+    eventually(|| async { sb.get("observation/plan").await.unwrap() == Some(json!("members only")) })
+        .await;
+    // Give the stranger every chance (several heartbeats) to leak in either direction.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(sa.get("observation/plan").await.unwrap(), Some(json!("members only")));
+    assert_eq!(sb.get("observation/plan").await.unwrap(), Some(json!("members only")));
+    assert_eq!(sc.get("observation/plan").await.unwrap(), Some(json!("intruder")));
+    // The stranger holds only the genesis change and its own: nothing of a's.
+    assert_eq!(sc.vector_clock().await.unwrap().len(), 2);
+    assert_eq!(sa.vector_clock().await.unwrap(), sb.vector_clock().await.unwrap());
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
