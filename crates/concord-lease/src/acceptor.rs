@@ -28,8 +28,9 @@
 //!
 //! # What is persisted, and why
 //!
-//! Only the promises: per resource, the highest ballot promised or accepted,
-//! plus a `floor` that applies to every resource. They make tokens strictly
+//! The promises: per resource, the highest ballot promised or accepted, plus
+//! a `floor` that applies to every resource; and the longest ttl ever
+//! granted (for the quiet period below). The promises make tokens strictly
 //! increase across restarts (see [`crate::ballot`]): a restarted acceptor
 //! that forgot a promise could accept a lower ballot, and a lower token,
 //! than one it already granted. Every reply produced after a change waits in
@@ -47,13 +48,18 @@
 //! Grants (who holds what until when) live in memory only: their expiry is a
 //! reading of a clock that does not survive a restart. A restarted acceptor
 //! ([`Acceptor::restore`]) therefore refuses every request with
-//! [`RejectReason::Recovering`] for [`AcceptorConfig::max_ttl`] on its new
-//! clock. Any grant it made before the crash was received before the crash,
-//! lasts at most `max_ttl`, and by the argument in [`crate::time`] its holder
-//! stops relying on it before the quiet period ends in real time. This is
-//! PaxosLease's rule. An acceptor whose disk was lost must not be restarted
-//! with an empty state under the same [`NodeId`] before `max_ttl` has
-//! passed; use [`Acceptor::restore`] with a default state to be safe.
+//! [`RejectReason::Recovering`] for the longer of
+//! [`AcceptorConfig::max_ttl`] and [`AcceptorState::longest_ttl`], on its
+//! new clock. Any grant it made before the crash was received before the
+//! crash and lasts at most that long (a grant with a new longest ttl is
+//! only acknowledged once that ttl is durable), and by the argument in
+//! [`crate::time`] its holder stops relying on it before the quiet period
+//! ends in real time. This is PaxosLease's rule. An acceptor whose disk was
+//! lost must come back through [`Acceptor::restore`] with a default state
+//! (quiet for `max_ttl`), never through [`Acceptor::new`], and with a
+//! `max_ttl` at least the longest ttl it may have granted. Mutual
+//! exclusion then holds; but if a majority of acceptors lose their disks,
+//! tokens may repeat or go backwards.
 //!
 //! Acceptors need no timers: expiry is evaluated lazily against the `now`
 //! of each input.
@@ -132,6 +138,10 @@ pub struct AcceptorState {
     /// A promise that applies to every resource (raised when a resource is
     /// forgotten to make room).
     pub floor: Ballot,
+    /// The longest ttl this acceptor ever granted, so that the quiet period
+    /// after a restart covers it even if `max_ttl` was lowered meanwhile.
+    #[serde(default)]
+    pub longest_ttl: Millis,
     /// The highest ballot promised or accepted, per resource.
     pub promises: BTreeMap<Resource, Ballot>,
 }
@@ -220,7 +230,8 @@ impl Acceptor {
 
     /// An acceptor restarted at `now` from its last durable `state`.
     ///
-    /// It refuses requests until `now + max_ttl` (the quiet period). A state
+    /// It refuses requests until `now + max(max_ttl, state.longest_ttl)`
+    /// (the quiet period). A state
     /// with more resources than [`AcceptorConfig::max_resources`] (the bound
     /// was lowered) is compacted by folding every promise into the floor.
     ///
@@ -237,8 +248,9 @@ impl Acceptor {
             state.floor = state.floor.max(highest.unwrap_or(Ballot::ZERO));
             state.promises.clear();
         }
+        let quiet = config.max_ttl.max(state.longest_ttl);
         let mut acceptor = Acceptor::new(config)?;
-        acceptor.recovering_until = Some(now.saturating_add(acceptor.config.max_ttl));
+        acceptor.recovering_until = Some(now.saturating_add(quiet));
         acceptor.state = state;
         Ok(acceptor)
     }
@@ -455,6 +467,10 @@ impl Acceptor {
             self.state.promises.insert(resource.clone(), ballot);
             self.version += 1;
         }
+        if ttl > self.state.longest_ttl {
+            self.state.longest_ttl = ttl;
+            self.version += 1;
+        }
         tracing::trace!(acceptor = ?self.config.id, %resource, %ballot, ?holder, "accepted");
         self.reply(from, Message::Accepted { resource, ballot });
     }
@@ -628,8 +644,9 @@ mod tests {
                 holders: vec![info]
             }]
         );
-        assert_eq!(a.holders(Millis(100), &res("r")), vec![]);
-        assert_eq!(a.holders(Millis(99), &res("r")), vec![info]);
+        // Accepted at 1 for 100ms: live until 101 (exclusive).
+        assert_eq!(a.holders(Millis(100), &res("r")), vec![info]);
+        assert_eq!(a.holders(Millis(101), &res("r")), vec![]);
     }
 
     #[test]
@@ -744,6 +761,27 @@ mod tests {
     }
 
     #[test]
+    fn quiet_period_covers_the_longest_ttl_ever_granted() {
+        let mut a = acceptor();
+        a.handle_input(Millis(0), propose("r", b(1), 1, 5_000, Permits::MUTEX))
+            .unwrap();
+        assert_eq!(
+            a.poll_transmit(),
+            None,
+            "new longest ttl must be durable first"
+        );
+        flush(&mut a, Millis(0));
+        assert_eq!(a.state().longest_ttl, Millis(5_000));
+        let lowered = AcceptorConfig {
+            max_ttl: Millis(1_000),
+            ..AcceptorConfig::new(NodeId(1))
+        };
+        let a = Acceptor::restore(lowered, a.state().clone(), Millis(0)).unwrap();
+        assert!(a.is_recovering(Millis(4_999)));
+        assert!(!a.is_recovering(Millis(5_000)));
+    }
+
+    #[test]
     fn semaphore_grants_up_to_its_permits() {
         let mut a = acceptor();
         let two = Permits::new(2).unwrap();
@@ -836,11 +874,13 @@ mod tests {
             Err(LeaseError::Malformed(_))
         ));
         assert_eq!(a.state(), &AcceptorState::default());
-        assert!(Acceptor::new(AcceptorConfig {
-            max_resources: 0,
-            ..AcceptorConfig::new(NodeId(1))
-        })
-        .is_err());
+        assert!(
+            Acceptor::new(AcceptorConfig {
+                max_resources: 0,
+                ..AcceptorConfig::new(NodeId(1))
+            })
+            .is_err()
+        );
     }
 
     #[test]

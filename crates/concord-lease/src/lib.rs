@@ -1,1 +1,60 @@
-//! Sans-IO leased locks with fencing tokens (work in progress).
+//! Sans-IO leased locks with fencing tokens for Concord (DESIGN.md §4, §10).
+//!
+//! A quorum lease protocol in the spirit of PaxosLease (Trencseni, Gazsó,
+//! Reinhardt, 2010) among a fixed, configured set of lease peers: a
+//! proposer holds a lease on a resource for a bounded time once a majority
+//! of acceptors accepted it. No synchronized clocks are needed, only a bound
+//! on clock drift; every grant carries a fencing token that strictly
+//! increases per resource, across holders and restarts; counting semaphores
+//! allow up to N holders per resource. The machines never do I/O, read a
+//! clock or use global randomness: a driver (concord-net on tokio, netsim in
+//! virtual time) feeds them `now` and messages and carries out what they
+//! ask.
+//!
+//! Modules, each small and named for what it holds:
+//!
+//! - [`time`] holds [`Millis`], the drift bound [`DriftBound`] and the safety
+//!   argument for lease timing.
+//! - [`ids`], [`resource`], [`ballot`] hold names, resource names, ballots and
+//!   [`FencingToken`]s (why tokens increase).
+//! - [`messages`] holds the wire [`Message`]s and [`Transmit`].
+//! - [`quorum`] holds the configured acceptors and majorities.
+//! - [`semaphore`] holds [`Permits`], per-resource holder sets and the counting
+//!   rule (why at most N holders overlap).
+//! - [`acceptor`] holds the [`Acceptor`] machine, its durable [`AcceptorState`]
+//!   and the quiet period after a restart.
+//! - [`proposer`] holds the [`Proposer`] machine: acquire, renew, release.
+//! - [`backend`] holds the [`LeaseBackend`] trait shared with the etcd backend.
+//! - [`error`] holds [`LeaseError`].
+//!
+//! Both machines have the shape of DESIGN §10:
+//! `handle_input(now, input)`, then `poll_transmit()` (messages addressed to
+//! a peer), plus `poll_event()` / `poll_timeout()` for the proposer and
+//! `poll_persist()` for the acceptor, whose replies wait until the driver
+//! confirms the state durable.
+
+pub mod acceptor;
+pub mod backend;
+pub mod ballot;
+pub mod error;
+pub mod ids;
+pub mod messages;
+pub mod proposer;
+pub mod quorum;
+pub mod resource;
+pub mod semaphore;
+pub mod time;
+
+pub use acceptor::{
+    Acceptor, AcceptorConfig, AcceptorInput, AcceptorState, AcceptorStats, Persist,
+};
+pub use backend::{AcquireRequest, BackendError, BoxFuture, Lease, LeaseBackend, LeaseHandle};
+pub use ballot::{Ballot, FencingToken};
+pub use error::LeaseError;
+pub use ids::{Holder, LeaseId, NodeId};
+pub use messages::{HolderInfo, Message, RejectReason, Transmit};
+pub use proposer::{DenyReason, Event, Input, Proposer, ProposerConfig, ProposerStats};
+pub use quorum::{MAX_ACCEPTORS, Quorum};
+pub use resource::{MAX_RESOURCE_LEN, Resource};
+pub use semaphore::{MAX_PERMITS, Permits};
+pub use time::{DriftBound, Millis};

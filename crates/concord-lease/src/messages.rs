@@ -153,15 +153,15 @@ impl Message {
     /// above its ballot.
     pub fn validate(&self) -> Result<(), LeaseError> {
         match self {
-            Message::Promise { holders, .. } if holders.len() > MAX_PERMITS as usize => {
-                Err(LeaseError::Malformed("promise lists more than MAX_PERMITS holders"))
-            }
+            Message::Promise { holders, .. } if holders.len() > MAX_PERMITS as usize => Err(
+                LeaseError::Malformed("promise lists more than MAX_PERMITS holders"),
+            ),
             Message::Propose { ttl, .. } if *ttl == Millis::ZERO => {
                 Err(LeaseError::Malformed("propose with zero ttl"))
             }
-            Message::Propose { ballot, token, .. } if *token > ballot.token() => {
-                Err(LeaseError::Malformed("propose with a token above its ballot"))
-            }
+            Message::Propose { ballot, token, .. } if *token > ballot.token() => Err(
+                LeaseError::Malformed("propose with a token above its ballot"),
+            ),
             _ => Ok(()),
         }
     }

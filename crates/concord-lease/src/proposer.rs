@@ -416,6 +416,11 @@ impl Proposer {
     }
 
     /// The next event for the application.
+    ///
+    /// The event queue needs no bound of its own: each request produces at
+    /// most one event per application input (`Acquire`, `Renew`,
+    /// `Release`) plus one final `Lost` or `Denied`, so it grows with the
+    /// application's own inputs, never with peer input.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -687,7 +692,12 @@ impl Proposer {
         Millis(base.saturating_add(self.rng.random_range(0..base)))
     }
 
-    fn on_message(&mut self, now: Millis, from: NodeId, message: Message) -> Result<(), LeaseError> {
+    fn on_message(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        message: Message,
+    ) -> Result<(), LeaseError> {
         if !self.config.acceptors.contains(from) {
             return Err(LeaseError::NotAMember(from));
         }
@@ -713,7 +723,9 @@ impl Proposer {
             return Ok(());
         };
         if &slot.resource != resource {
-            return Err(LeaseError::Malformed("reply names another resource than its ballot"));
+            return Err(LeaseError::Malformed(
+                "reply names another resource than its ballot",
+            ));
         }
         match message {
             Message::Promise { holders, .. } => self.on_promise(now, id, from, &holders),

@@ -36,7 +36,9 @@ impl Quorum {
             return Err(LeaseError::InvalidConfig("quorum has no acceptors"));
         }
         if members.len() > MAX_ACCEPTORS {
-            return Err(LeaseError::InvalidConfig("quorum has more than MAX_ACCEPTORS"));
+            return Err(LeaseError::InvalidConfig(
+                "quorum has more than MAX_ACCEPTORS",
+            ));
         }
         members.sort_unstable();
         let before = members.len();

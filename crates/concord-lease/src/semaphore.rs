@@ -285,8 +285,14 @@ mod tests {
         let three = Permits::new(3).unwrap();
         let mut set = HolderSet::new(three);
         for n in 0..3 {
-            set.admit(Millis(0), h(n), FencingToken::new(u64::from(n)), Millis(10), three)
-                .unwrap();
+            set.admit(
+                Millis(0),
+                h(n),
+                FencingToken::new(u64::from(n)),
+                Millis(10),
+                three,
+            )
+            .unwrap();
         }
         assert_eq!(set.len(), 3);
         assert_eq!(
@@ -325,12 +331,20 @@ mod tests {
     fn renewal_never_shortens_and_new_token_replaces() {
         let mut set = HolderSet::new(Permits::MUTEX);
         let t = FencingToken::new(5);
-        set.admit(Millis(0), h(1), t, Millis(100), Permits::MUTEX).unwrap();
-        set.admit(Millis(10), h(1), t, Millis(5), Permits::MUTEX).unwrap();
+        set.admit(Millis(0), h(1), t, Millis(100), Permits::MUTEX)
+            .unwrap();
+        set.admit(Millis(10), h(1), t, Millis(5), Permits::MUTEX)
+            .unwrap();
         set.prune(Millis(99));
         assert_eq!(set.len(), 1, "short renewal kept the longer expiry");
-        set.admit(Millis(50), h(1), FencingToken::new(7), Millis(5), Permits::MUTEX)
-            .unwrap();
+        set.admit(
+            Millis(50),
+            h(1),
+            FencingToken::new(7),
+            Millis(5),
+            Permits::MUTEX,
+        )
+        .unwrap();
         set.prune(Millis(55));
         assert!(set.is_empty(), "a new token replaces the old entry");
     }
@@ -338,8 +352,14 @@ mod tests {
     #[test]
     fn limits_must_match_while_held() {
         let mut set = HolderSet::new(Permits::MUTEX);
-        set.admit(Millis(0), h(1), FencingToken::new(1), Millis(10), Permits::MUTEX)
-            .unwrap();
+        set.admit(
+            Millis(0),
+            h(1),
+            FencingToken::new(1),
+            Millis(10),
+            Permits::MUTEX,
+        )
+        .unwrap();
         let two = Permits::new(2).unwrap();
         assert!(!set.limit_matches(two));
         assert_eq!(
@@ -355,8 +375,14 @@ mod tests {
     #[test]
     fn release_needs_the_matching_token() {
         let mut set = HolderSet::new(Permits::MUTEX);
-        set.admit(Millis(0), h(1), FencingToken::new(3), Millis(10), Permits::MUTEX)
-            .unwrap();
+        set.admit(
+            Millis(0),
+            h(1),
+            FencingToken::new(3),
+            Millis(10),
+            Permits::MUTEX,
+        )
+        .unwrap();
         assert!(!set.release(h(1), FencingToken::new(2)));
         assert!(!set.release(h(2), FencingToken::new(3)));
         assert!(set.release(h(1), FencingToken::new(3)));

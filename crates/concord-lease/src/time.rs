@@ -47,8 +47,8 @@
 //! the holder's validity has ended. The two milliseconds of
 //! [`GRANULARITY_MARGIN`] pay for flooring on both sides.
 //!
-//! The same inequality, with `ttl` replaced by the largest ttl an acceptor
-//! allows, gives the quiet period of a restarted acceptor (see
+//! The same inequality, with `ttl` replaced by the longest ttl an acceptor
+//! may have granted, gives the quiet period of a restarted acceptor (see
 //! [`crate::acceptor`]): it forgot its entries, so it refuses to take part
 //! until every lease it may have granted has ended at its holder.
 //!

@@ -1,0 +1,707 @@
+//! Tests of the proposer and acceptor machines together, over a lockstep
+//! network (instant delivery, links that can be cut, immediate fsync), and of
+//! the proposer alone against scripted replies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeSet;
+
+use concord_lease::proposer::DEFAULT_MAX_TTL;
+use concord_lease::*;
+
+/// Lockstep network: instant delivery, links can be cut, acceptors
+/// persist at once.
+struct Net {
+    now: Millis,
+    acceptors: Vec<Acceptor>,
+    proposers: Vec<Proposer>,
+    cut: BTreeSet<(NodeId, NodeId)>,
+    events: Vec<(usize, Event)>,
+}
+
+fn acc_id(i: usize) -> NodeId {
+    NodeId(i as u16 + 1)
+}
+
+fn prop_id(i: usize) -> NodeId {
+    NodeId(i as u16 + 100)
+}
+
+fn r(name: &str) -> Resource {
+    Resource::new(name).unwrap()
+}
+
+fn config(i: usize, acceptors: usize) -> ProposerConfig {
+    let quorum = Quorum::new((0..acceptors).map(acc_id)).unwrap();
+    ProposerConfig {
+        round_timeout: Millis(50),
+        retry_backoff: Millis(10),
+        ..ProposerConfig::new(prop_id(i), quorum)
+    }
+}
+
+impl Net {
+    fn new(acceptors: usize, proposers: usize) -> Net {
+        Net {
+            now: Millis(1000),
+            acceptors: (0..acceptors)
+                .map(|i| Acceptor::new(AcceptorConfig::new(acc_id(i))).unwrap())
+                .collect(),
+            proposers: (0..proposers)
+                .map(|i| Proposer::new(config(i, acceptors), i as u64).unwrap())
+                .collect(),
+            cut: BTreeSet::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn isolate(&mut self, p: usize, acceptors: &[usize]) {
+        for &a in acceptors {
+            self.cut.insert((prop_id(p), acc_id(a)));
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn input(&mut self, p: usize, input: Input) {
+        self.proposers[p].handle_input(self.now, input).unwrap();
+        self.run();
+    }
+
+    fn acquire(&mut self, p: usize, lease: u64, res: &str, ttl: u64, permits: u32, wait: u64) {
+        self.input(
+            p,
+            Input::Acquire {
+                lease: LeaseId(lease),
+                resource: r(res),
+                ttl: Millis(ttl),
+                permits: Permits::new(permits).unwrap(),
+                wait: Millis(wait),
+            },
+        );
+    }
+
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            for p in 0..self.proposers.len() {
+                while let Some(t) = self.proposers[p].poll_transmit() {
+                    moved = true;
+                    let a = usize::from(t.to.0) - 1;
+                    if self.cut.contains(&(prop_id(p), t.to)) {
+                        continue;
+                    }
+                    let input = AcceptorInput::Message {
+                        from: prop_id(p),
+                        message: t.message,
+                    };
+                    self.acceptors[a].handle_input(self.now, input).unwrap();
+                }
+                while let Some(e) = self.proposers[p].poll_event() {
+                    self.events.push((p, e));
+                }
+            }
+            for a in 0..self.acceptors.len() {
+                while let Some(persist) = self.acceptors[a].poll_persist() {
+                    let input = AcceptorInput::Persisted {
+                        version: persist.version,
+                    };
+                    self.acceptors[a].handle_input(self.now, input).unwrap();
+                }
+                while let Some(t) = self.acceptors[a].poll_transmit() {
+                    moved = true;
+                    let p = usize::from(t.to.0) - 100;
+                    if self.cut.contains(&(t.to, acc_id(a))) {
+                        continue;
+                    }
+                    let input = Input::Message {
+                        from: acc_id(a),
+                        message: t.message,
+                    };
+                    self.proposers[p].handle_input(self.now, input).unwrap();
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Advances time by `ms`, one millisecond at a time, firing timers.
+    fn advance(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now = self.now.saturating_add(Millis(1));
+            for p in 0..self.proposers.len() {
+                if self.proposers[p]
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+                {
+                    self.proposers[p]
+                        .handle_input(self.now, Input::Timeout)
+                        .unwrap();
+                }
+            }
+            self.run();
+        }
+    }
+
+    fn take_events(&mut self) -> Vec<(usize, Event)> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+fn acquired(events: &[(usize, Event)], who: usize) -> Option<(FencingToken, Millis)> {
+    events.iter().find_map(|(p, e)| match e {
+        Event::Acquired {
+            token, valid_until, ..
+        } if *p == who => Some((*token, *valid_until)),
+        _ => None,
+    })
+}
+
+#[test]
+fn acquire_gets_a_token_and_a_shortened_validity() {
+    let mut net = Net::new(3, 1);
+    net.acquire(0, 1, "r", 10_000, 1, 0);
+    let events = net.take_events();
+    let (token, valid_until) = acquired(&events, 0).unwrap();
+    assert_eq!(token, Ballot::new(1, prop_id(0)).unwrap().token());
+    assert_eq!(
+        valid_until,
+        Millis(1000).saturating_add(DriftBound::DEFAULT.local_validity(Millis(10_000)))
+    );
+    assert!(net.proposers[0].is_valid(LeaseId(1), Millis(1000)));
+    assert!(!net.proposers[0].is_valid(LeaseId(1), valid_until));
+    assert_eq!(net.proposers[0].poll_timeout(), Some(valid_until));
+}
+
+#[test]
+fn a_held_mutex_denies_others_until_released_then_the_token_grows() {
+    let mut net = Net::new(3, 2);
+    net.acquire(0, 1, "r", 10_000, 1, 0);
+    net.acquire(1, 1, "r", 10_000, 1, 0);
+    let events = net.take_events();
+    let (first, _) = acquired(&events, 0).unwrap();
+    assert!(events.iter().any(|(p, e)| *p == 1
+        && matches!(
+            e,
+            Event::Denied {
+                reason: DenyReason::Busy,
+                ..
+            }
+        )));
+    net.input(0, Input::Release { lease: LeaseId(1) });
+    net.acquire(1, 2, "r", 10_000, 1, 0);
+    let events = net.take_events();
+    assert!(events.iter().any(|(p, e)| *p == 0
+        && *e
+            == Event::Released {
+                lease: LeaseId(1),
+                resource: r("r"),
+                token: Some(first)
+            }));
+    let (second, _) = acquired(&events, 1).unwrap();
+    assert!(second > first);
+}
+
+#[test]
+fn waiting_acquire_succeeds_after_the_holder_expires() {
+    let mut net = Net::new(3, 2);
+    net.acquire(0, 1, "r", 200, 1, 0);
+    net.acquire(1, 1, "r", 200, 1, 1_000);
+    net.advance(400);
+    let events = net.take_events();
+    let (t0, _) = acquired(&events, 0).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(p, e)| *p == 0 && matches!(e, Event::Lost { .. }))
+    );
+    let (t1, _) = acquired(&events, 1).unwrap();
+    assert!(t1 > t0);
+}
+
+#[test]
+fn the_minority_side_of_a_partition_cannot_acquire() {
+    let mut net = Net::new(5, 2);
+    // Proposer 0 reaches only acceptors 0 and 1: a minority of 5.
+    net.isolate(0, &[2, 3, 4]);
+    net.acquire(0, 1, "r", 1_000, 1, 500);
+    net.advance(600);
+    let events = net.take_events();
+    assert_eq!(acquired(&events, 0), None);
+    assert!(events.iter().any(|(p, e)| *p == 0
+        && matches!(
+            e,
+            Event::Denied {
+                reason: DenyReason::NoQuorum,
+                ..
+            }
+        )));
+    assert!(net.proposers[0].stats().attempts > 1, "it retried");
+    // The majority side can.
+    net.isolate(1, &[0, 1]);
+    net.acquire(1, 1, "r", 1_000, 1, 0);
+    assert!(acquired(&net.take_events(), 1).is_some());
+    net.heal();
+}
+
+#[test]
+fn renewal_keeps_the_token_and_extends_validity() {
+    let mut net = Net::new(3, 2);
+    net.acquire(0, 1, "r", 1_000, 1, 0);
+    let (token, until) = acquired(&net.take_events(), 0).unwrap();
+    net.advance(500);
+    net.input(
+        0,
+        Input::Renew {
+            lease: LeaseId(1),
+            ttl: Millis(1_000),
+        },
+    );
+    assert_eq!(
+        net.proposers[0].handle_input(
+            net.now,
+            Input::Renew {
+                lease: LeaseId(7),
+                ttl: Millis(1_000)
+            }
+        ),
+        Err(LeaseError::UnknownLease(LeaseId(7)))
+    );
+    let events = net.take_events();
+    let renewed = events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Renewed {
+                token, valid_until, ..
+            } => Some((*token, *valid_until)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(renewed.0, token);
+    assert!(renewed.1 > until);
+    // Another proposer still cannot get it after the original validity.
+    net.advance(600);
+    net.acquire(1, 1, "r", 1_000, 1, 0);
+    assert_eq!(acquired(&net.take_events(), 1), None);
+}
+
+#[test]
+fn a_renewal_that_completes_too_late_is_a_loss() {
+    let mut net = Net::new(3, 1);
+    net.acquire(0, 1, "r", 300, 1, 0);
+    let (token, until) = acquired(&net.take_events(), 0).unwrap();
+    // Answers to the renewal are lost until after the validity ends.
+    net.isolate(0, &[0, 1, 2]);
+    net.input(
+        0,
+        Input::Renew {
+            lease: LeaseId(1),
+            ttl: Millis(300),
+        },
+    );
+    assert_eq!(
+        net.proposers[0].handle_input(
+            net.now,
+            Input::Renew {
+                lease: LeaseId(1),
+                ttl: Millis(300)
+            }
+        ),
+        Err(LeaseError::RenewInProgress(LeaseId(1)))
+    );
+    net.advance(until.0 - net.now.0 + 1);
+    let events = net.take_events();
+    // It retried the renewal until the very end, then lost the lease.
+    assert!(net.proposers[0].stats().attempts > 2);
+    assert!(events.iter().any(|(_, e)| *e
+        == Event::Lost {
+            lease: LeaseId(1),
+            resource: r("r"),
+            token
+        }));
+    assert_eq!(net.proposers[0].lease_count(), 0);
+}
+
+#[test]
+fn late_answers_after_loss_are_ignored() {
+    let mut p = Proposer::new(config(0, 3), 0).unwrap();
+    p.handle_input(
+        Millis(0),
+        Input::Acquire {
+            lease: LeaseId(1),
+            resource: r("r"),
+            ttl: Millis(100),
+            permits: Permits::MUTEX,
+            wait: Millis(0),
+        },
+    )
+    .unwrap();
+    let ballot = Ballot::new(1, prop_id(0)).unwrap();
+    for a in 0..2 {
+        let promise = Message::Promise {
+            resource: r("r"),
+            ballot,
+            holders: vec![],
+        };
+        p.handle_input(
+            Millis(1),
+            Input::Message {
+                from: acc_id(a),
+                message: promise,
+            },
+        )
+        .unwrap();
+    }
+    // Accepted only arrives when the local validity (from 1) is over.
+    let late = Millis(1).saturating_add(DriftBound::DEFAULT.local_validity(Millis(100)));
+    for a in 0..2 {
+        let accepted = Message::Accepted {
+            resource: r("r"),
+            ballot,
+        };
+        p.handle_input(
+            late,
+            Input::Message {
+                from: acc_id(a),
+                message: accepted,
+            },
+        )
+        .unwrap();
+    }
+    let events: Vec<Event> = std::iter::from_fn(|| p.poll_event()).collect();
+    assert!(events.iter().all(|e| !matches!(e, Event::Acquired { .. })));
+    // It released the useless grant.
+    let releases = std::iter::from_fn(|| p.poll_transmit())
+        .filter(|t| matches!(t.message, Message::Release { .. }))
+        .count();
+    assert_eq!(releases, 3);
+}
+
+#[test]
+fn rejections_push_the_ballot_above_the_promise() {
+    let mut net = Net::new(3, 2);
+    // Proposer 1 has been busy: acceptors promised a high round.
+    for _ in 0..5 {
+        net.acquire(1, 1, "r", 100, 1, 0);
+        net.input(1, Input::Release { lease: LeaseId(1) });
+    }
+    net.take_events();
+    // A fresh proposer 0 starts at round 1 and climbs.
+    net.acquire(0, 1, "r", 1_000, 1, 1_000);
+    net.advance(100);
+    let (token, _) = acquired(&net.take_events(), 0).unwrap();
+    assert!(token > Ballot::new(5, prop_id(1)).unwrap().token());
+}
+
+#[test]
+fn a_semaphore_admits_up_to_its_permits_with_unique_growing_tokens() {
+    let mut net = Net::new(3, 4);
+    for p in 0..4 {
+        net.acquire(p, 1, "api", 10_000, 3, 0);
+    }
+    let events = net.take_events();
+    let tokens: Vec<FencingToken> = (0..3).map(|p| acquired(&events, p).unwrap().0).collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(acquired(&events, 3), None);
+    assert!(events.iter().any(|(p, e)| *p == 3
+        && matches!(
+            e,
+            Event::Denied {
+                reason: DenyReason::Busy,
+                ..
+            }
+        )));
+    // One proposer may hold two permits under two lease ids.
+    net.input(1, Input::Release { lease: LeaseId(1) });
+    net.acquire(0, 2, "api", 10_000, 3, 0);
+    assert!(acquired(&net.take_events(), 0).unwrap().0 > tokens[2]);
+    // A mutex request on a semaphore resource is refused.
+    net.acquire(3, 2, "api", 10_000, 1, 0);
+    assert!(net.take_events().iter().any(|(_, e)| matches!(
+        e,
+        Event::Denied {
+            reason: DenyReason::Rejected(RejectReason::LimitMismatch),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn release_while_acquiring_cleans_up() {
+    let mut net = Net::new(3, 1);
+    net.isolate(0, &[0, 1, 2]);
+    net.acquire(0, 1, "r", 1_000, 1, 1_000);
+    net.input(0, Input::Release { lease: LeaseId(1) });
+    let events = net.take_events();
+    assert_eq!(
+        events,
+        vec![(
+            0,
+            Event::Released {
+                lease: LeaseId(1),
+                resource: r("r"),
+                token: None
+            }
+        )]
+    );
+    assert_eq!(net.proposers[0].poll_timeout(), None);
+    assert_eq!(
+        net.proposers[0].handle_input(net.now, Input::Release { lease: LeaseId(1) }),
+        Err(LeaseError::UnknownLease(LeaseId(1)))
+    );
+}
+
+#[test]
+fn duplicate_replies_are_counted_once() {
+    let mut p = Proposer::new(config(0, 3), 0).unwrap();
+    p.handle_input(
+        Millis(0),
+        Input::Acquire {
+            lease: LeaseId(1),
+            resource: r("r"),
+            ttl: Millis(100),
+            permits: Permits::MUTEX,
+            wait: Millis(0),
+        },
+    )
+    .unwrap();
+    let ballot = Ballot::new(1, prop_id(0)).unwrap();
+    let promise = Message::Promise {
+        resource: r("r"),
+        ballot,
+        holders: vec![],
+    };
+    let dup_reject = Message::Reject {
+        resource: r("r"),
+        ballot,
+        promised: ballot,
+        reason: RejectReason::Outdated,
+    };
+    for m in [promise.clone(), dup_reject.clone(), promise, dup_reject] {
+        p.handle_input(
+            Millis(1),
+            Input::Message {
+                from: acc_id(0),
+                message: m,
+            },
+        )
+        .unwrap();
+    }
+    // One promise of three: still preparing, no propose sent yet.
+    let proposes = std::iter::from_fn(|| p.poll_transmit())
+        .filter(|t| matches!(t.message, Message::Propose { .. }))
+        .count();
+    assert_eq!(proposes, 0);
+    assert_eq!(p.poll_event(), None);
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let mut p = Proposer::new(config(0, 3), 0).unwrap();
+    let acquire = |lease: u64, ttl: u64| Input::Acquire {
+        lease: LeaseId(lease),
+        resource: r("r"),
+        ttl: Millis(ttl),
+        permits: Permits::MUTEX,
+        wait: Millis(0),
+    };
+    assert!(matches!(
+        p.handle_input(Millis(0), acquire(1, 0)),
+        Err(LeaseError::InvalidTtl { .. })
+    ));
+    assert!(matches!(
+        p.handle_input(Millis(0), acquire(1, 2)),
+        Err(LeaseError::InvalidTtl { .. })
+    ));
+    assert!(matches!(
+        p.handle_input(Millis(0), acquire(1, DEFAULT_MAX_TTL.0 + 1)),
+        Err(LeaseError::InvalidTtl { .. })
+    ));
+    p.handle_input(Millis(0), acquire(1, 100)).unwrap();
+    assert_eq!(
+        p.handle_input(Millis(0), acquire(1, 100)),
+        Err(LeaseError::LeaseInUse(LeaseId(1)))
+    );
+    assert_eq!(
+        p.handle_input(
+            Millis(0),
+            Input::Renew {
+                lease: LeaseId(1),
+                ttl: Millis(100)
+            }
+        ),
+        Err(LeaseError::NotHeld(LeaseId(1)))
+    );
+    let promise = |from: NodeId, holders: usize| Input::Message {
+        from,
+        message: Message::Promise {
+            resource: r("r"),
+            ballot: Ballot::new(1, prop_id(0)).unwrap(),
+            holders: vec![
+                HolderInfo {
+                    holder: Holder {
+                        node: NodeId(5),
+                        lease: LeaseId(5)
+                    },
+                    token: FencingToken::new(1)
+                };
+                holders
+            ],
+        },
+    };
+    assert_eq!(
+        p.handle_input(Millis(0), promise(NodeId(77), 0)),
+        Err(LeaseError::NotAMember(NodeId(77)))
+    );
+    assert!(matches!(
+        p.handle_input(Millis(0), promise(acc_id(0), MAX_PERMITS as usize + 1)),
+        Err(LeaseError::Malformed(_))
+    ));
+    let wrong_resource = Input::Message {
+        from: acc_id(0),
+        message: Message::Accepted {
+            resource: r("other"),
+            ballot: Ballot::new(1, prop_id(0)).unwrap(),
+        },
+    };
+    assert!(matches!(
+        p.handle_input(Millis(0), wrong_resource),
+        Err(LeaseError::Malformed(_))
+    ));
+    let wrong_kind = Input::Message {
+        from: acc_id(0),
+        message: Message::Prepare {
+            resource: r("r"),
+            ballot: Ballot::ZERO,
+            limit: Permits::MUTEX,
+        },
+    };
+    assert_eq!(
+        p.handle_input(Millis(0), wrong_kind),
+        Err(LeaseError::UnexpectedMessage { kind: "Prepare" })
+    );
+    let bad_config = ProposerConfig {
+        round_timeout: Millis::ZERO,
+        ..config(0, 3)
+    };
+    assert!(Proposer::new(bad_config, 0).is_err());
+}
+
+#[test]
+fn lease_and_outbox_bounds_are_enforced() {
+    let small = ProposerConfig {
+        max_leases: 4,
+        max_outbox: 10,
+        ..config(0, 3)
+    };
+    let mut p = Proposer::new(small, 0).unwrap();
+    for lease in 0..4 {
+        p.handle_input(
+            Millis(0),
+            Input::Acquire {
+                lease: LeaseId(lease),
+                resource: r("r"),
+                ttl: Millis(100),
+                permits: Permits::MUTEX,
+                wait: Millis(0),
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        p.handle_input(
+            Millis(0),
+            Input::Acquire {
+                lease: LeaseId(9),
+                resource: r("r"),
+                ttl: Millis(100),
+                permits: Permits::MUTEX,
+                wait: Millis(0),
+            }
+        ),
+        Err(LeaseError::TooManyLeases { max: 4 })
+    );
+    // 4 attempts x 3 prepares = 12 transmits into an outbox of 10.
+    assert_eq!(p.stats().dropped_transmits, 2);
+    assert_eq!(std::iter::from_fn(|| p.poll_transmit()).count(), 10);
+}
+
+#[test]
+fn rounds_exhausted_is_reported() {
+    let mut p = Proposer::new(config(0, 1), 0).unwrap();
+    p.handle_input(
+        Millis(0),
+        Input::Acquire {
+            lease: LeaseId(1),
+            resource: r("r"),
+            ttl: Millis(100),
+            permits: Permits::MUTEX,
+            wait: Millis(1_000),
+        },
+    )
+    .unwrap();
+    let top = Ballot::new(Ballot::MAX_ROUND, NodeId(0)).unwrap();
+    p.handle_input(
+        Millis(1),
+        Input::Message {
+            from: acc_id(0),
+            message: Message::Reject {
+                resource: r("r"),
+                ballot: Ballot::new(1, prop_id(0)).unwrap(),
+                promised: top,
+                reason: RejectReason::Outdated,
+            },
+        },
+    )
+    .unwrap();
+    let retry = p.poll_timeout().unwrap();
+    p.handle_input(retry, Input::Timeout).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| p.poll_event()).collect();
+    assert!(matches!(
+        events[..],
+        [Event::Denied {
+            reason: DenyReason::RoundsExhausted,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn restarted_acceptors_sit_out_then_never_grant_a_lower_token() {
+    let mut net = Net::new(3, 2);
+    net.acquire(0, 1, "r", 1_000, 1, 0);
+    let (first, _) = acquired(&net.take_events(), 0).unwrap();
+    // Two of three acceptors restart from their durable state.
+    for a in 0..2 {
+        let saved = net.acceptors[a].state().clone();
+        let config = AcceptorConfig {
+            max_ttl: Millis(2_000),
+            ..AcceptorConfig::new(acc_id(a))
+        };
+        net.acceptors[a] = Acceptor::restore(config, saved, net.now).unwrap();
+    }
+    // They forgot the grant, but sit out their quiet period, so the other
+    // proposer cannot take the resource while proposer 0 may still hold it.
+    net.acquire(1, 1, "r", 1_000, 1, 0);
+    let events = net.take_events();
+    assert_eq!(acquired(&events, 1), None);
+    assert!(events.iter().any(|(p, e)| *p == 1
+        && matches!(
+            e,
+            Event::Denied {
+                reason: DenyReason::Rejected(RejectReason::Recovering),
+                ..
+            }
+        )));
+    // After the quiet period the resource is free again (proposer 0's lease
+    // has ended) and the token is higher than before.
+    net.advance(2_000);
+    net.take_events();
+    net.acquire(1, 2, "r", 1_000, 1, 0);
+    let (second, _) = acquired(&net.take_events(), 1).unwrap();
+    assert!(second > first);
+}
