@@ -11,7 +11,7 @@ use automerge::{Change, PatchLog, ReadDoc};
 use tracing::{debug, trace, warn};
 
 use super::{Millis, Replica};
-use crate::subscription::EventPosition;
+use crate::subscription::{EventPosition, Origin};
 use crate::{Hlc, StateError, VectorClock};
 
 /// What [`Replica::apply_changes`] did with a batch.
@@ -124,30 +124,33 @@ impl Replica {
     }
 
     fn apply_one(&mut self, change: Change) -> Result<(), StateError> {
-        let want_events = self.subs.any();
-        let before = if want_events {
-            self.doc.get_heads()
+        // Events compare the visible values just before and just after this
+        // change, read from the current document (the fast, indexed path).
+        let touched = if self.subs.any() {
+            let subs = &self.subs;
+            self.touched_by(&change, &|p| subs.wants(p))
         } else {
             Vec::new()
         };
-        let mut log = PatchLog::new(want_events);
-        self.doc
-            .apply_changes_log_patches([change.clone()], &mut log)?;
+        let old = self.slot_values(&touched, None)?;
+        self.doc.apply_changes([change.clone()])?;
         let hlc = change.message().and_then(Hlc::parse);
         if let Some(h) = hlc {
             self.hlc.observe(h);
         }
         self.record_change(&change, false)?;
         self.cache.clear();
-        if want_events {
-            let patches = self.doc.make_patches(&mut log);
+        if !touched.is_empty() {
+            let new = self.slot_values(&touched, None)?;
             let position = EventPosition {
                 actor: change.actor_id().clone(),
                 seq: change.seq(),
                 change: change.hash(),
                 hlc,
             };
-            self.publish_remote(&patches, &before, &position)?;
+            for event in super::events::build_events(touched, old, new, Origin::Remote, &position) {
+                self.subs.publish(&event);
+            }
         }
         Ok(())
     }
@@ -184,6 +187,18 @@ impl Replica {
 
     /// Raw bytes of this replica's own changes after sequence `seq`.
     pub fn own_changes_after(&self, seq: u64) -> Vec<Vec<u8>> {
+        if self
+            .recent_local
+            .front()
+            .is_some_and(|(first, _)| *first <= seq + 1)
+        {
+            return self
+                .recent_local
+                .iter()
+                .filter(|(s, _)| *s > seq)
+                .map(|(_, bytes)| bytes.clone())
+                .collect();
+        }
         let skip = usize::try_from(seq).unwrap_or(usize::MAX);
         self.chains
             .get(&self.actor)

@@ -82,100 +82,77 @@ impl Replica {
         position: &EventPosition,
         wants: &dyn Fn(&ChannelPath) -> bool,
     ) -> Result<Vec<Event>, StateError> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for patch in patches {
-            let Some(family) = Family::ALL
+        let keys = patches.iter().filter_map(|patch| {
+            let family = Family::ALL
                 .into_iter()
-                .find(|f| self.family_obj(*f) == &patch.obj)
-            else {
-                continue;
-            };
+                .find(|f| self.family_obj(*f) == &patch.obj)?;
             let key = match &patch.action {
                 PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => key.as_str(),
                 PatchAction::Increment {
                     prop: Prop::Map(key),
                     ..
                 } => key.as_str(),
-                _ => continue,
+                _ => return None,
             };
-            let Some((name, slot)) = keys::parse_key(key) else {
-                continue;
-            };
-            let Ok(path) = ChannelPath::new(family, name) else {
-                continue;
-            };
-            let dedup_key = match slot {
-                Slot::Meta => continue,
-                Slot::Register | Slot::Contribution(_) => String::new(),
-                Slot::Entry(id) | Slot::Member(id) => id.to_owned(),
-            };
-            if !wants(&path) || !seen.insert((path.clone(), dedup_key)) {
-                continue;
-            }
-            if let Some(event) =
-                self.event_for(&path, &slot, key, before, after, origin, position)?
-            {
-                out.push(event);
-            }
-        }
-        Ok(out)
+            Some((family, key))
+        });
+        let touched = touched(keys, wants);
+        let old = self.slot_values(&touched, Some(before))?;
+        let new = self.slot_values(&touched, after)?;
+        Ok(build_events(touched, old, new, origin, position))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn event_for(
+    /// The channel slots a change writes, from its decoded operations.
+    pub(crate) fn touched_by(
         &self,
-        path: &ChannelPath,
-        slot: &Slot<'_>,
-        key: &str,
-        before: &[ChangeHash],
-        after: Option<&[ChangeHash]>,
-        origin: Origin,
-        position: &EventPosition,
-    ) -> Result<Option<Event>, StateError> {
-        let spec = self
-            .spec_of(path)
-            .unwrap_or_else(|| crate::ChannelSpec::of_kind(ChannelKind::LastValue));
-        let (entry_key, old, new) = match slot {
-            Slot::Meta => return Ok(None),
-            Slot::Register => (
-                None,
-                self.register_at(path, &spec, Some(before))?.value,
-                self.register_at(path, &spec, after)?.value,
-            ),
-            Slot::Entry(id) => (
-                Some((*id).to_owned()),
-                self.entry_at(path, id, Some(before))?,
-                self.entry_at(path, id, after)?,
-            ),
-            Slot::Contribution(_) => (
-                None,
-                Some(self.counter_at(path, Some(before))?.into()),
-                Some(self.counter_at(path, after)?.into()),
-            ),
-            Slot::Member(m) => {
-                let member: serde_json::Value =
-                    serde_json::from_str(m).unwrap_or(serde_json::Value::Null);
-                let had = self.member_at(path, key, Some(before))?;
-                let has = self.member_at(path, key, after)?;
-                (
-                    Some((*m).to_owned()),
-                    had.then(|| member.clone()),
-                    has.then_some(member),
-                )
-            }
-        };
-        if old == new {
-            return Ok(None);
-        }
-        Ok(Some(Event {
-            path: path.clone(),
-            key: entry_key,
-            old,
-            new,
-            origin,
-            position: position.clone(),
-        }))
+        change: &automerge::Change,
+        wants: &dyn Fn(&ChannelPath) -> bool,
+    ) -> Vec<Touched> {
+        let families: Vec<(Family, automerge::legacy::ObjectId)> = Family::ALL
+            .into_iter()
+            .filter_map(|f| match self.family_obj(f) {
+                automerge::ObjId::Id(ctr, actor, _) => Some((
+                    f,
+                    automerge::legacy::ObjectId::Id(automerge::legacy::OpId(*ctr, actor.clone())),
+                )),
+                automerge::ObjId::Root => None,
+            })
+            .collect();
+        let ops = change.decode().operations;
+        let keys = ops.iter().filter_map(|op| {
+            let automerge::legacy::Key::Map(key) = &op.key else {
+                return None;
+            };
+            let family = families.iter().find(|(_, id)| id == &op.obj)?.0;
+            Some((family, key.as_str()))
+        });
+        touched(keys, wants)
+    }
+
+    /// The visible value of each touched slot at `heads` (now if `None`).
+    pub(crate) fn slot_values(
+        &self,
+        touched: &[Touched],
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<Vec<Option<serde_json::Value>>, StateError> {
+        touched
+            .iter()
+            .map(|t| {
+                Ok(match &t.slot {
+                    TouchedSlot::Register => {
+                        let spec = self
+                            .spec_of(&t.path)
+                            .unwrap_or_else(|| crate::ChannelSpec::of_kind(ChannelKind::LastValue));
+                        self.register_at(&t.path, &spec, heads)?.value
+                    }
+                    TouchedSlot::Entry(id) => self.entry_at(&t.path, id, heads)?,
+                    TouchedSlot::Counter => Some(self.counter_at(&t.path, heads)?.into()),
+                    TouchedSlot::Member { key, member } => {
+                        self.member_at(&t.path, key, heads)?.then(|| member.clone())
+                    }
+                })
+            })
+            .collect()
     }
 
     /// Publishes events for patches produced by applying remote changes.
@@ -195,4 +172,83 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// A channel slot a change touched: what one event is about.
+pub(crate) struct Touched {
+    path: ChannelPath,
+    slot: TouchedSlot,
+}
+
+enum TouchedSlot {
+    Register,
+    Entry(String),
+    Counter,
+    Member {
+        key: String,
+        member: serde_json::Value,
+    },
+}
+
+/// Distinct touched slots of channels the caller wants, in first-seen order.
+fn touched<'a>(
+    keys: impl Iterator<Item = (Family, &'a str)>,
+    wants: &dyn Fn(&ChannelPath) -> bool,
+) -> Vec<Touched> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (family, key) in keys {
+        let Some((name, slot)) = keys::parse_key(key) else {
+            continue;
+        };
+        let Ok(path) = ChannelPath::new(family, name) else {
+            continue;
+        };
+        let slot = match slot {
+            Slot::Meta => continue,
+            Slot::Register => TouchedSlot::Register,
+            Slot::Contribution(_) => TouchedSlot::Counter,
+            Slot::Entry(id) => TouchedSlot::Entry(id.to_owned()),
+            Slot::Member(m) => TouchedSlot::Member {
+                key: key.to_owned(),
+                member: serde_json::from_str(m).unwrap_or(serde_json::Value::Null),
+            },
+        };
+        let dedup = match &slot {
+            TouchedSlot::Register | TouchedSlot::Counter => String::new(),
+            TouchedSlot::Entry(id) => id.clone(),
+            TouchedSlot::Member { key, .. } => key.clone(),
+        };
+        if wants(&path) && seen.insert((path.clone(), dedup)) {
+            out.push(Touched { path, slot });
+        }
+    }
+    out
+}
+
+/// Events for the slots whose value changed between `old` and `new`.
+pub(crate) fn build_events(
+    touched: Vec<Touched>,
+    old: Vec<Option<serde_json::Value>>,
+    new: Vec<Option<serde_json::Value>>,
+    origin: Origin,
+    position: &EventPosition,
+) -> Vec<Event> {
+    touched
+        .into_iter()
+        .zip(old.into_iter().zip(new))
+        .filter(|(_, (o, n))| o != n)
+        .map(|(t, (old, new))| Event {
+            key: match t.slot {
+                TouchedSlot::Entry(id) => Some(id),
+                TouchedSlot::Member { member, .. } => Some(member.to_string()),
+                TouchedSlot::Register | TouchedSlot::Counter => None,
+            },
+            path: t.path,
+            old,
+            new,
+            origin,
+            position: position.clone(),
+        })
+        .collect()
 }

@@ -61,6 +61,10 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// caller to run anti-entropy instead.
 pub const MAX_PENDING_CHANGES: usize = 1024;
 
+/// Local changes whose bytes are kept for the fast path, so broadcasting a
+/// fresh commit never rebuilds the change from the document.
+const RECENT_LOCAL_CHANGES: usize = 64;
+
 /// When local writes are fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncPolicy {
@@ -145,6 +149,7 @@ pub struct Replica {
     durable_seq: u64,
     config: ReplicaConfig,
     recovered_torn_tail: Option<TornTail>,
+    recent_local: std::collections::VecDeque<(u64, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -247,6 +252,7 @@ impl Replica {
             durable_seq: 0,
             config,
             recovered_torn_tail: None,
+            recent_local: std::collections::VecDeque::new(),
         }
     }
 
@@ -363,6 +369,13 @@ impl Replica {
     /// Records a change now held by the document (local or remote) in the
     /// index and on storage. Returns whether it was already synced.
     fn record_change(&mut self, change: &Change, local: bool) -> Result<bool, StateError> {
+        if local {
+            if self.recent_local.len() >= RECENT_LOCAL_CHANGES {
+                self.recent_local.pop_front();
+            }
+            self.recent_local
+                .push_back((change.seq(), change.raw_bytes().to_vec()));
+        }
         let actor = change.actor_id().clone();
         self.clock.observe(&actor, change.seq());
         self.chains.entry(actor).or_default().push(change.hash());
