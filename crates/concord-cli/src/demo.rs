@@ -1,85 +1,135 @@
-//! `concord demo`: three agent replicas of one space coordinate a small
-//! release, write concurrently under every conflict policy, gossip their
-//! changes in memory until they converge, and print what happened.
+//! `concord demo`: four real nodes on loopback (libp2p over TCP, each with
+//! its own data directory) coordinate a small release. They write
+//! concurrently under every conflict policy, one node leaves and comes back,
+//! and the demo prints the timeline one node observed, the converged state
+//! and every node's vector clock. It checks convergence before saying so.
 
-use anyhow::{Context, Result, ensure};
-use concord_state::{ActorId, ChannelSpec, Delivery, Millis, Policy, Replica, SubscribeOptions};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use concord::{ChannelSpec, Delivery, Node, Origin, Policy, Space};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::table::Table;
 
 const SPACE: &str = "release";
-const AGENTS: [&str; 3] = ["planner", "builder", "reviewer"];
+const AGENTS: [&str; 4] = ["planner", "builder", "reviewer", "deployer"];
+
+/// Runs the demo on a fresh tokio runtime.
+pub fn run(as_json: bool) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(scenario(as_json))
+}
 
 struct Agent {
     name: &'static str,
-    replica: Replica,
+    node: Node,
+    space: Space,
 }
 
-fn actor_for(name: &str) -> ActorId {
-    let mut bytes = [0u8; 16];
-    for (b, c) in bytes.iter_mut().zip(name.bytes()) {
-        *b = c;
+async fn start(
+    name: &'static str,
+    dir: &std::path::Path,
+    boot: Option<&concord::Multiaddr>,
+) -> Result<Agent> {
+    let mut b = Node::builder()
+        .data_dir(dir)
+        .listen("/ip4/127.0.0.1/tcp/0".parse()?);
+    if let Some(addr) = boot {
+        b = b.bootstrap(addr.clone());
     }
-    ActorId::from(&bytes[..])
-}
-
-fn short(actor: &ActorId) -> String {
-    let bytes = actor.to_bytes();
-    let text: String = bytes
-        .iter()
-        .take_while(|b| **b != 0)
-        .map(|b| *b as char)
-        .collect();
-    if text.chars().all(|c| c.is_ascii_graphic()) && !text.is_empty() {
-        text
-    } else {
-        actor.to_hex_string().chars().take(8).collect()
-    }
-}
-
-/// Gossips until nobody learns anything new; returns the number of rounds.
-fn gossip(agents: &mut [Agent], now: Millis) -> Result<usize> {
-    let mut rounds = 0;
-    loop {
-        let mut moved = 0;
-        for i in 0..agents.len() {
-            for j in 0..agents.len() {
-                if i == j {
-                    continue;
-                }
-                let delta = agents[i]
-                    .replica
-                    .changes_since(agents[j].replica.vector_clock());
-                moved += delta.len();
-                agents[j].replica.apply_changes(now, delta)?;
-            }
-        }
-        if moved == 0 {
-            return Ok(rounds);
-        }
-        rounds += 1;
-    }
-}
-
-fn say(timeline: &mut Vec<(Millis, String)>, now: Millis, who: &str, what: String) {
-    timeline.push((now, format!("t={:>5}ms  {who:<9} {what}", now.0)));
-}
-
-/// Runs the scenario and prints it.
-pub fn run(as_json: bool) -> Result<()> {
-    let mut agents: Vec<Agent> = AGENTS
-        .iter()
-        .map(|name| Agent {
-            name,
-            replica: Replica::new(SPACE, actor_for(name)),
+    let node = b.build().await?;
+    let space = node.space(SPACE).await?;
+    space
+        .with(|r| {
+            r.register_merge("max", |values| {
+                values
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+                    .map_or(Value::Null, |m| json!(m))
+            })
         })
-        .collect();
-    let mut timeline = Vec::new();
-    let mut now = Millis(1_000);
+        .await?;
+    Ok(Agent { name, node, space })
+}
 
-    // Everyone agrees on the channel declarations (they are ordinary writes).
-    let declarations = [
+/// Waits until every agent holds the same vector clock (or fails after 15 s).
+async fn converge(agents: &[Agent]) -> Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let mut clocks = Vec::new();
+        for a in agents {
+            clocks.push(a.space.vector_clock().await?);
+        }
+        if clocks.windows(2).all(|w| w[0] == w[1]) {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bail!("agents did not converge within 15 s")
+}
+
+struct Log {
+    start: Instant,
+    lines: Vec<String>,
+}
+
+impl Log {
+    fn say(&mut self, who: &str, what: impl Into<String>) {
+        let what = what.into();
+        self.lines.push(format!(
+            "{:>6} ms  {who:<9} {what}",
+            self.start.elapsed().as_millis()
+        ));
+    }
+}
+
+async fn scenario(as_json: bool) -> Result<()> {
+    let dirs: Vec<tempfile::TempDir> = AGENTS
+        .iter()
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let mut log = Log {
+        start: Instant::now(),
+        lines: Vec::new(),
+    };
+    let first = start(AGENTS[0], dirs[0].path(), None).await?;
+    let boot = first
+        .node
+        .wait_listening(Duration::from_secs(5))
+        .await?
+        .into_iter()
+        .next()
+        .context("planner is not listening")?;
+    let mut agents = vec![first];
+    for (name, dir) in AGENTS.iter().zip(&dirs).skip(1) {
+        agents.push(start(name, dir.path(), Some(&boot)).await?);
+    }
+    for a in &agents {
+        log.say(
+            a.name,
+            format!(
+                "node up: peer {} on {boot}",
+                short_peer(&a.node.peer_id().to_string())
+            ),
+        );
+    }
+    let names: BTreeMap<String, &'static str> = agents
+        .iter()
+        .map(|a| (a.node.actor().to_hex_string(), a.name))
+        .collect();
+    let mut watch = agents[2].space.subscribe("*").await?;
+
+    // 1. The planner declares the channels and proposes a version.
+    let planner = &agents[0].space;
+    for (path, spec) in [
         (
             "observation/ci.status",
             ChannelSpec::last_value(Policy::LastWriteWins),
@@ -99,298 +149,253 @@ pub fn run(as_json: bool) -> Result<()> {
         ("intent/ops", ChannelSpec::topic()),
         ("coordination/api.calls", ChannelSpec::counter()),
         ("coordination/workers", ChannelSpec::set()),
-    ];
-    for agent in &mut agents {
-        agent.replica.register_merge("max", |values| {
-            values
-                .iter()
-                .filter_map(Value::as_f64)
-                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
-                .map_or(Value::Null, |m| json!(m))
-        });
+    ] {
+        planner.declare(path, spec).await?;
     }
-    for (path, spec) in &declarations {
-        agents[0].replica.declare(now, *path, spec.clone())?;
-    }
-    say(
-        &mut timeline,
-        now,
-        "planner",
-        format!("declares {} channels", declarations.len()),
-    );
-    agents[0]
-        .replica
-        .put(now, "intent/release.version", &"1.4.0")?;
-    say(
-        &mut timeline,
-        now,
-        "planner",
-        "proposes intent/release.version = \"1.4.0\"".into(),
-    );
-    let rounds = gossip(&mut agents, now)?;
-    say(
-        &mut timeline,
-        now,
-        "all",
-        format!("gossip: converged in {rounds} round(s)"),
-    );
-    let watch = agents[2]
-        .replica
-        .subscribe("intent/*", SubscribeOptions::default())?;
+    planner
+        .put("intent/release.version", json!("1.4.0"))
+        .await?;
+    log.say("planner", "declares 7 channels, proposes release 1.4.0");
+    let took = converge(&agents).await?;
+    log.say("all", format!("converged in {} ms", took.as_millis()));
 
-    // Partitioned: each agent writes without hearing from the others.
-    now = Millis(2_000);
-    let status = ["running", "failed", "green"];
-    let owners = ["planner", "builder", "reviewer"];
-    let peaks = [0.42, 0.91, 0.67];
-    for (i, agent) in agents.iter_mut().enumerate() {
-        let t = now.plus(i as u64 * 10);
-        let r = &mut agent.replica;
-        r.put(t, "observation/ci.status", &status[i])?;
-        say(
-            &mut timeline,
-            t,
-            agent.name,
-            format!(
-                "observation/ci.status = {:?}   (last_write_wins)",
-                status[i]
-            ),
-        );
-        match r.put(t, "coordination/deploy.owner", &owners[i]) {
-            Ok(_) => say(
-                &mut timeline,
-                t,
-                agent.name,
-                "claims coordination/deploy.owner   (first_write_wins)".to_string(),
-            ),
-            Err(e) => say(&mut timeline, t, agent.name, format!("claim refused: {e}")),
+    // 2. Everyone writes at once.
+    let status = ["running", "failed", "green", "queued"];
+    let peaks = [0.42, 0.91, 0.67, 0.15];
+    let writes = agents.iter().enumerate().map(|(i, a)| {
+        let space = a.space.clone();
+        let name = a.name;
+        async move {
+            space.put("observation/ci.status", json!(status[i])).await?;
+            let claimed = space
+                .put("coordination/deploy.owner", json!(name))
+                .await
+                .is_ok();
+            space.put("observation/load.peak", json!(peaks[i])).await?;
+            space
+                .topic::<Value>("intent/ops")?
+                .append(&json!({"agent": name, "op": format!("step-{i}")}))
+                .await?;
+            space
+                .counter("coordination/api.calls")?
+                .add(i as i64 + 1)
+                .await?;
+            space
+                .set::<String>("coordination/workers")?
+                .insert(&name.to_string())
+                .await?;
+            anyhow::Ok(claimed)
         }
-        r.put(t, "observation/load.peak", &peaks[i])?;
-        say(
-            &mut timeline,
-            t,
-            agent.name,
-            format!("observation/load.peak = {}   (merge: max)", peaks[i]),
-        );
-        r.append(
-            t,
-            "intent/ops",
-            &json!({"agent": agent.name, "op": format!("step-{i}")}),
-        )?;
-        say(
-            &mut timeline,
-            t,
-            agent.name,
-            format!("appends step-{i} to intent/ops   (topic)"),
-        );
-        r.increment(t, "coordination/api.calls", (i + 1) as i64)?;
-        r.set_add(t, "coordination/workers", &agent.name)?;
-        say(
-            &mut timeline,
-            t,
-            agent.name,
-            format!("api.calls += {}, joins coordination/workers", i + 1),
-        );
-    }
-    agents[1]
-        .replica
-        .put(now.plus(15), "intent/release.version", &"1.4.1")?;
-    say(
-        &mut timeline,
-        now.plus(15),
-        "builder",
-        "proposes intent/release.version = \"1.4.1\"   (reject)".into(),
-    );
-    agents[2]
-        .replica
-        .put(now.plus(25), "intent/release.version", &"2.0.0")?;
-    say(
-        &mut timeline,
-        now.plus(25),
-        "reviewer",
-        "proposes intent/release.version = \"2.0.0\"   (reject)".into(),
-    );
-    agents[0]
-        .replica
-        .put_with_ttl(now, "observation/heartbeat.planner", &"alive", 5_000)?;
-    say(
-        &mut timeline,
-        now,
-        "planner",
-        "observation/heartbeat.planner = \"alive\" with a 5 s TTL".into(),
-    );
-
-    now = Millis(3_000);
-    let rounds = gossip(&mut agents, now)?;
-    say(
-        &mut timeline,
-        now,
-        "all",
-        format!("partition heals; gossip converges in {rounds} round(s)"),
-    );
-    let mut seen = 0;
-    while let Some(d) = agents[2].replica.poll_event(watch)? {
-        if let Delivery::Event(e) = d {
-            seen += 1;
-            tracing::debug!(path = %e.path, "reviewer saw event");
-        }
-    }
-    say(
-        &mut timeline,
-        now,
-        "reviewer",
-        format!("its intent/* subscription delivered {seen} event(s)"),
-    );
-    let conflicts = agents[0].replica.conflicts();
-    say(
-        &mut timeline,
-        now,
+    });
+    let claims = futures::future::try_join_all(writes).await?;
+    log.say(
         "all",
         format!(
-            "{} conflict(s) recorded in coordination/conflicts",
+            "concurrent writes: ci.status (last_write_wins), deploy.owner claims by {} (first_write_wins), load.peak (merge max), ops (topic), api.calls (counter), workers (set)",
+            agents.iter().zip(&claims).filter(|(_, c)| **c).count()
+        ),
+    );
+    agents[1]
+        .space
+        .put("intent/release.version", json!("1.4.1"))
+        .await?;
+    agents[2]
+        .space
+        .put("intent/release.version", json!("2.0.0"))
+        .await?;
+    log.say(
+        "builder",
+        "proposes 1.4.1 while reviewer proposes 2.0.0 (policy: reject)",
+    );
+    let took = converge(&agents).await?;
+    log.say("all", format!("converged in {} ms", took.as_millis()));
+    let conflicts = planner.conflicts().await?;
+    log.say(
+        "all",
+        format!(
+            "{} conflict(s) kept out of the value, listed in coordination/conflicts",
             conflicts.len()
         ),
     );
+    let mid_state = state_rows(planner).await?;
 
-    let mid_state = state_rows(&agents[0].replica)?;
-
-    now = Millis(8_000);
-    for agent in &mut agents {
-        agent.replica.tick(now);
-    }
-    say(
-        &mut timeline,
-        now,
-        "all",
-        "5 s later: the heartbeat has expired everywhere".into(),
-    );
+    // 3. The deployer leaves; the others keep working; it comes back.
+    let leaving = agents.pop().context("deployer")?;
+    leaving.node.shutdown().await?;
+    log.say("deployer", "leaves (clean shutdown)");
     agents[0]
-        .replica
-        .put(now, "intent/release.version", &"1.4.1")?;
-    say(
-        &mut timeline,
-        now,
+        .space
+        .put("intent/release.version", json!("1.4.1"))
+        .await?;
+    agents[0]
+        .space
+        .topic::<Value>("intent/ops")?
+        .append(&json!({"agent": "planner", "op": "tag 1.4.1"}))
+        .await?;
+    log.say(
         "planner",
-        "resolves the conflict: intent/release.version = \"1.4.1\"".into(),
+        "resolves the conflict: release 1.4.1; appends 'tag 1.4.1'",
     );
-    let report = agents[0].replica.compact(now)?;
-    say(
-        &mut timeline,
-        now,
-        "planner",
-        format!(
-            "compaction removed {} expired entries",
-            report.expired_removed
-        ),
+    let back = start("deployer", dirs[3].path(), Some(&boot)).await?;
+    log.say(
+        "deployer",
+        "comes back with the same data directory and identity",
     );
-    let rounds = gossip(&mut agents, now)?;
-    say(
-        &mut timeline,
-        now,
+    agents.push(back);
+    let took = converge(&agents).await?;
+    log.say(
         "all",
-        format!("gossip converges in {rounds} round(s)"),
+        format!("deployer caught up; converged in {} ms", took.as_millis()),
     );
 
-    timeline.sort_by_key(|(t, _)| *t);
-    let timeline: Vec<String> = timeline.into_iter().map(|(_, line)| line).collect();
-
-    // Check convergence for real before printing it.
-    let heads = agents[0].replica.heads();
-    let final_state = state_rows(&agents[0].replica)?;
-    for agent in &agents[1..] {
-        ensure!(
-            agent.replica.heads() == heads,
-            "{} did not converge",
-            agent.name
-        );
-        ensure!(
-            state_rows(&agent.replica)? == final_state,
-            "{} shows another state",
-            agent.name
-        );
+    // What the reviewer saw, as it happened.
+    let mut seen = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(50), watch.next()).await {
+        if let Delivery::Event(e) = d {
+            let who = names
+                .get(&e.position.actor.to_hex_string())
+                .copied()
+                .unwrap_or("?");
+            let origin = if e.origin == Origin::Local {
+                "local"
+            } else {
+                "remote"
+            };
+            seen.push(format!(
+                "{:<28} {:<34} from {who:<8} ({origin})",
+                e.path.to_string(),
+                e.new.map_or("(cleared)".to_string(), |v| v.to_string())
+            ));
+        }
     }
-    let clocks: Vec<(String, Vec<(String, u64)>)> = agents
-        .iter()
-        .map(|a| {
-            (
-                a.name.to_string(),
-                a.replica
-                    .vector_clock()
-                    .iter()
-                    .map(|(act, s)| (short(act), s))
-                    .collect(),
-            )
-        })
-        .collect();
+
+    let final_state = state_rows(&agents[0].space).await?;
+    for a in &agents[1..] {
+        if state_rows(&a.space).await? != final_state {
+            bail!("{} shows a different state", a.name);
+        }
+    }
+    let mut clocks = Vec::new();
+    for a in &agents {
+        let clock = a.space.vector_clock().await?;
+        let cells: Vec<String> = clock
+            .iter()
+            .map(|(actor, seq)| {
+                let hex = actor.to_hex_string();
+                let who = names.get(&hex).copied().map_or_else(
+                    || {
+                        if hex.starts_with("636f6e636f7264") {
+                            "genesis".to_string()
+                        } else {
+                            hex[..8].to_string()
+                        }
+                    },
+                    str::to_string,
+                );
+                format!("{who}:{seq}")
+            })
+            .collect();
+        clocks.push((a.name, cells));
+    }
 
     if as_json {
         let out = json!({
             "space": SPACE,
-            "timeline": timeline,
-            "state_after_heal": rows_json(&mid_state),
-            "conflicts_after_heal": serde_json::to_value(&conflicts).context("conflicts")?,
+            "timeline": log.lines,
+            "reviewer_saw": seen,
+            "state_after_partition": rows_json(&mid_state),
+            "conflicts": serde_json::to_value(&conflicts)?,
             "final_state": rows_json(&final_state),
-            "vector_clocks": clocks.iter().map(|(n, c)| (n.clone(), json!(c.iter().cloned().collect::<std::collections::BTreeMap<_,_>>()))).collect::<serde_json::Map<_,_>>(),
+            "vector_clocks": clocks.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
             "converged": true,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+    } else {
+        println!(
+            "Concord demo — {} real nodes on loopback, space {SPACE:?}\n",
+            agents.len()
+        );
+        println!("Timeline");
+        for line in &log.lines {
+            println!("  {line}");
+        }
+        println!(
+            "\nEvents the reviewer's subscription delivered ({})",
+            seen.len()
+        );
+        for line in &seen {
+            println!("  {line}");
+        }
+        println!("\nState after the concurrent writes (identical on every node)");
+        println!("{}", indent(&render_rows(&mid_state)));
+        println!("\nConflicting proposals kept out of intent/release.version (policy: reject)");
+        let mut t = Table::new(["candidate", "hlc", "actor"]);
+        for c in conflicts.iter().flat_map(|c| c.candidates.iter()) {
+            let who = names.get(&c.actor).copied().unwrap_or("?");
+            t.row(vec![
+                c.value.to_string(),
+                c.hlc.to_string(),
+                who.to_string(),
+            ]);
+        }
+        println!("{}", indent(&t.render()));
+        println!("\nFinal converged state");
+        println!("{}", indent(&render_rows(&final_state)));
+        println!("\nVector clocks (actor: highest change seq)");
+        let mut t = Table::new(["node", "clock"]);
+        for (name, cells) in &clocks {
+            t.row(vec![name.to_string(), cells.join("  ")]);
+        }
+        println!("{}", indent(&t.render()));
+        println!(
+            "\nconverged: yes — {} nodes hold identical clocks and state",
+            agents.len()
+        );
     }
-    println!(
-        "Concord demo — space {SPACE:?}, agents: {}\n",
-        AGENTS.join(", ")
-    );
-    println!("Timeline");
-    for line in &timeline {
-        println!("  {line}");
+    for a in agents {
+        a.node.shutdown().await?;
     }
-    println!("\nState after the partition healed (identical on every replica)");
-    println!("{}", indent(&render_rows(&mid_state)));
-    println!("\nConflicts kept out of intent/release.version (policy: reject)");
-    let mut t = Table::new(["candidate", "hlc", "actor"]);
-    for c in conflicts.iter().flat_map(|c| c.candidates.iter()) {
-        t.row(vec![
-            c.value.to_string(),
-            c.hlc.to_string(),
-            short(&ActorId::from(hex_bytes(&c.actor))),
-        ]);
-    }
-    println!("{}", indent(&t.render()));
-    println!("\nFinal converged state");
-    println!("{}", indent(&render_rows(&final_state)));
-    println!("\nVector clocks (actor: highest change seq)");
-    let actors: Vec<String> = clocks[0].1.iter().map(|(a, _)| a.clone()).collect();
-    let mut t = Table::new(["replica", "clock"]);
-    for (name, clock) in &clocks {
-        let cells: Vec<String> = clock.iter().map(|(a, s)| format!("{a}:{s}")).collect();
-        t.row(vec![name.clone(), cells.join("  ")]);
-    }
-    println!("{}", indent(&t.render()));
-    println!(
-        "\nconverged: yes — {} replicas, identical heads, {} actors in every clock",
-        agents.len(),
-        actors.len()
-    );
     Ok(())
+}
+
+fn short_peer(id: &str) -> String {
+    id.chars()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 type Rows = Vec<(String, String, String)>;
 
-fn state_rows(r: &Replica) -> Result<Rows> {
-    let mut rows = Vec::new();
-    for (path, spec) in r.channels() {
-        let value = r.get(&path)?.map_or("—".to_string(), |v| v.to_string());
-        rows.push((path.to_string(), spec.to_string(), value));
-    }
-    if let Some(v) = r.get("coordination/conflicts")? {
-        let n = v.as_array().map_or(0, Vec::len);
-        rows.push((
-            "coordination/conflicts".into(),
-            "derived".into(),
-            format!("{n} unresolved"),
-        ));
-    }
-    Ok(rows)
+async fn state_rows(space: &Space) -> Result<Rows> {
+    Ok(space
+        .with(|r| {
+            let mut rows: Rows = r
+                .channels()
+                .into_iter()
+                .map(|(path, spec)| {
+                    let value = r
+                        .get(&path)
+                        .ok()
+                        .flatten()
+                        .map_or("—".to_string(), |v| v.to_string());
+                    (path.to_string(), spec.to_string(), value)
+                })
+                .collect();
+            let n = r.conflicts().len();
+            if n > 0 {
+                rows.push((
+                    "coordination/conflicts".into(),
+                    "derived".into(),
+                    format!("{n} unresolved"),
+                ));
+            }
+            rows
+        })
+        .await?)
 }
 
 fn render_rows(rows: &Rows) -> String {
@@ -412,10 +417,4 @@ fn indent(s: &str) -> String {
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
 }

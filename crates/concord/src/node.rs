@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use concord_net::{Multiaddr, NetConfig, NetHandle, PeerId, PeerInfo, SpaceOptions};
 use concord_state::storage::FileStorage;
@@ -81,7 +80,7 @@ impl NodeBuilder {
             actor: identity.actor(),
             identity,
             allowlists: self.allowlists,
-            open: Mutex::new(BTreeSet::new()),
+            open: tokio::sync::Mutex::new(BTreeSet::new()),
         })
     }
 }
@@ -92,7 +91,8 @@ pub struct Node {
     identity: NodeIdentity,
     actor: ActorId,
     allowlists: BTreeMap<String, BTreeSet<PeerId>>,
-    open: Mutex<BTreeSet<String>>,
+    /// Spaces already open; held across the opening so two callers never race.
+    open: tokio::sync::Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -143,14 +143,10 @@ impl Node {
         if !valid_space_name(name) {
             return Err(Error::SpaceName(name.to_owned()));
         }
-        let first = self
-            .open
-            .lock()
-            .map(|mut open| open.insert(name.to_owned()))
-            .unwrap_or(false);
-        if first {
+        let mut open = self.open.lock().await;
+        if !open.contains(name) {
             let dir = self.identity.dir.join("spaces").join(name);
-            let opened = FileStorage::open(&dir)
+            let replica = FileStorage::open(&dir)
                 .map_err(concord_state::StateError::from)
                 .and_then(|storage| {
                     Replica::open(
@@ -159,16 +155,7 @@ impl Node {
                         Box::new(storage),
                         ReplicaConfig::default(),
                     )
-                });
-            let replica = match opened {
-                Ok(r) => r,
-                Err(e) => {
-                    if let Ok(mut open) = self.open.lock() {
-                        open.remove(name);
-                    }
-                    return Err(e.into());
-                }
-            };
+                })?;
             if let Some(t) = replica.recovered_torn_tail() {
                 tracing::warn!(space = name, offset = t.offset, "recovered from a torn log tail");
             }
@@ -176,6 +163,7 @@ impl Node {
                 allowlist: self.allowlists.get(name).cloned(),
             };
             self.net.open_space(replica, options).await?;
+            open.insert(name.to_owned());
         }
         Ok(Space::new(self.net.clone(), name))
     }

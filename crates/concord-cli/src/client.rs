@@ -1,0 +1,76 @@
+//! The client side of the control socket: connect to the node running in a
+//! data directory, send one [`Request`], read its [`Reply`] lines.
+//!
+//! This module owns connecting and turning socket failures and node errors
+//! into messages for the user; it never prints and never interprets a
+//! reply's payload (the commands in [`crate::cmd_client`] do).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::control::{self, Reply, Request};
+
+/// A connection to a node's control socket carrying one request.
+pub struct Client {
+    read: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects to the node in `data` and sends `request`.
+    pub fn send(data: &Path, request: &Request) -> Result<Client> {
+        let socket = control::socket_path(data);
+        let mut stream = UnixStream::connect(&socket).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => anyhow!(
+                "no node is running in {} (no live control socket at {}); start one with \
+                 `concord node --data {}`",
+                data.display(),
+                socket.display(),
+                data.display()
+            ),
+            _ => anyhow!("connecting to the control socket {}: {e}", socket.display()),
+        })?;
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        stream
+            .write_all(&line)
+            .context("sending the request to the node")?;
+        Ok(Client {
+            read: BufReader::new(stream),
+        })
+    }
+
+    /// The next reply's payload; `None` when the node closed the connection.
+    /// A [`Reply::Error`] becomes an error carrying the node's message.
+    pub fn next(&mut self) -> Result<Option<Value>> {
+        let mut line = String::new();
+        let n = self
+            .read
+            .read_line(&mut line)
+            .context("reading the node's reply")?;
+        if n == 0 {
+            return Ok(None);
+        }
+        match serde_json::from_str(&line).context("the node sent a malformed reply")? {
+            Reply::Ok(value) => Ok(Some(value)),
+            Reply::Error(message) => Err(anyhow!(message)),
+        }
+    }
+
+    /// The next reply, decoded as `T`; the connection closing is an error.
+    pub fn expect<T: DeserializeOwned>(&mut self) -> Result<T> {
+        let Some(value) = self.next()? else {
+            bail!("the node closed the connection without answering (did it stop?)");
+        };
+        serde_json::from_value(value).context("the node sent a reply of an unexpected shape")
+    }
+}
+
+/// Sends one request to the node in `data` and decodes its single reply.
+pub fn call<T: DeserializeOwned>(data: &Path, request: &Request) -> Result<T> {
+    Client::send(data, request)?.expect()
+}

@@ -1,0 +1,255 @@
+//! The control-socket protocol between `concord node` and the client
+//! commands (`put`, `get`, `watch`, `inspect`, `export`).
+//!
+//! A Unix socket `DIR/control.sock` inside the node's data directory; one
+//! connection per command. The client writes one JSON [`Request`] line; the
+//! node answers with one [`Reply`] line, except `watch`, which answers with a
+//! [`Reply`] acknowledging the subscription and then streams one [`Reply`]
+//! per [`WatchItem`] until either side hangs up.
+//!
+//! This module owns the wire format and the socket's location only; it never
+//! touches a node, a replica or the terminal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// File name of the control socket inside a node's data directory.
+pub const SOCKET_FILE: &str = "control.sock";
+
+/// Longest request line the node reads (values are capped far below this).
+pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+
+/// The control socket of the node whose data directory is `data`.
+pub fn socket_path(data: &Path) -> PathBuf {
+    data.join(SOCKET_FILE)
+}
+
+/// A command sent to the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Write a JSON value to a `LastValue` channel.
+    Put {
+        /// The space (opened on demand).
+        space: String,
+        /// The channel path, `family/name`.
+        path: String,
+        /// The value.
+        value: Value,
+    },
+    /// Read a channel's visible value.
+    Get {
+        /// The space (opened on demand).
+        space: String,
+        /// The channel path.
+        path: String,
+    },
+    /// Stream events on channels matching a glob.
+    Watch {
+        /// The space (opened on demand).
+        space: String,
+        /// A glob on channel paths, e.g. `intent/*`.
+        pattern: String,
+    },
+    /// Describe the node and one or all of its open spaces.
+    Inspect {
+        /// Only this space (opened on demand); every open space when absent.
+        space: Option<String>,
+    },
+    /// Dump a space.
+    Export {
+        /// The space (opened on demand).
+        space: String,
+        /// What to dump.
+        format: ExportFormat,
+    },
+}
+
+/// The formats of `concord export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// Every channel's visible value, as one JSON object keyed by path.
+    Json,
+    /// The space's automerge document (`Automerge::save` bytes).
+    Automerge,
+}
+
+/// One line from the node: a result or an error message for the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Success; the payload's shape depends on the request.
+    Ok(Value),
+    /// Failure, phrased for the user.
+    Error(String),
+}
+
+/// The result of a `put`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PutResult {
+    /// The space written.
+    pub space: String,
+    /// The channel written.
+    pub path: String,
+    /// The new change's sequence number for this node's actor.
+    pub seq: u64,
+    /// The new change's hash (hex).
+    pub change: String,
+    /// Its hybrid logical clock, `wall.logical`.
+    pub hlc: String,
+    /// Whether the change was on durable storage when the node answered.
+    pub durable: bool,
+}
+
+/// The result of a `get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetResult {
+    /// The visible value (`null` for a declared channel holding nothing).
+    pub value: Value,
+}
+
+/// One item of a `watch` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchItem {
+    /// The node has subscribed; events follow.
+    Watching {
+        /// The space.
+        space: String,
+        /// The glob.
+        pattern: String,
+    },
+    /// A visible change to a channel.
+    Event {
+        /// The channel.
+        path: String,
+        /// Topic entry id or set member, for those kinds.
+        key: Option<String>,
+        /// The value before.
+        old: Option<Value>,
+        /// The value after.
+        new: Option<Value>,
+        /// `local` or `remote`.
+        origin: String,
+        /// The writer's actor id (hex).
+        actor: String,
+        /// The change's sequence number for that actor.
+        seq: u64,
+        /// The change's hybrid logical clock, if it carries one.
+        hlc: Option<String>,
+    },
+    /// The node dropped `missed` older events for this watcher.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+}
+
+/// What `inspect` reports about a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InspectReport {
+    /// The node's peer id.
+    pub peer_id: String,
+    /// The automerge actor id the node writes as (hex; changes with each incarnation).
+    pub actor: String,
+    /// The node's listen addresses.
+    pub listen: Vec<String>,
+    /// Connected peers.
+    pub peers: Vec<PeerRow>,
+    /// The spaces inspected.
+    pub spaces: Vec<SpaceReport>,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerRow {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Address of one of its connections, if known.
+    pub address: Option<String>,
+}
+
+/// What `inspect` reports about one space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpaceReport {
+    /// The space's name.
+    pub name: String,
+    /// Highest change sequence number held per actor (hex actor id).
+    pub vector_clock: BTreeMap<String, u64>,
+    /// Every declared channel.
+    pub channels: Vec<ChannelRow>,
+    /// Queue sizes and counters of the replica.
+    pub queue: QueueStats,
+}
+
+/// One declared channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelRow {
+    /// `family/name`.
+    pub path: String,
+    /// `last_value`, `topic`, `counter` or `set`.
+    pub kind: String,
+    /// The conflict policy (meaningful for `last_value` only).
+    pub policy: String,
+    /// The visible value.
+    pub value: Value,
+}
+
+/// Queue sizes and counters of a replica (`Replica::stats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Changes waiting for their dependencies.
+    pub pending: usize,
+    /// Active subscriptions.
+    pub subscribers: usize,
+    /// Unresolved conflicts on `reject` channels.
+    pub conflicts: usize,
+    /// Changes held.
+    pub changes: u64,
+    /// Bytes of snapshot plus log on disk.
+    pub bytes_on_disk: u64,
+    /// Declared channels.
+    pub channels: usize,
+    /// Actors in the vector clock.
+    pub actors: usize,
+}
+
+/// The result of an `export`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportResult {
+    /// Every channel's visible value keyed by path.
+    Json(BTreeMap<String, Value>),
+    /// The automerge document, hex-encoded for the JSON line.
+    Automerge(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_shapes_are_stable() {
+        let req = Request::Get {
+            space: "team".into(),
+            path: "observation/ci".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            json!({"cmd": "get", "space": "team", "path": "observation/ci"})
+        );
+        assert_eq!(
+            serde_json::to_value(Reply::Error("boom".into())).unwrap(),
+            json!({"error": "boom"})
+        );
+        assert_eq!(
+            serde_json::to_value(WatchItem::Lagged { missed: 3 }).unwrap(),
+            json!({"type": "lagged", "missed": 3})
+        );
+    }
+}

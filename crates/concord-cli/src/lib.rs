@@ -1,0 +1,158 @@
+//! `concord`: the command-line face of Concord (DESIGN §7), as a library so
+//! that test crates can build the very same program under another name.
+//!
+//! `concord node` runs a node and serves a control socket in its data
+//! directory; `put`, `get`, `watch`, `inspect` and `export` talk to that node
+//! through the socket; `demo` runs the README's main job in one process.
+//! This crate owns argument parsing, the control protocol and printing; it
+//! never implements replication or protocol logic of its own (the `concord`
+//! facade does).
+
+mod client;
+mod cmd_client;
+mod cmd_node;
+mod control;
+mod demo;
+mod table;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Coordinate AI agents without a central server.
+#[derive(Parser, Debug)]
+#[command(name = "concord", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every node-facing command takes.
+#[derive(Args, Debug)]
+struct Common {
+    /// The node's data directory (identity, spaces, control socket).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Print JSON for machines instead of text for humans.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node until SIGINT/SIGTERM, serving the other commands locally.
+    Node {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: cmd_node::NodeArgs,
+    },
+    /// Write a JSON value to a channel.
+    Put {
+        #[command(flatten)]
+        common: Common,
+        /// The space.
+        space: String,
+        /// The channel, `family/name` (e.g. `observation/ci.status`).
+        path: String,
+        /// The value as JSON (a string needs quotes: '"green"').
+        value: String,
+    },
+    /// Print a channel's visible value.
+    Get {
+        #[command(flatten)]
+        common: Common,
+        /// The space.
+        space: String,
+        /// The channel, `family/name`.
+        path: String,
+    },
+    /// Print one JSON line per event on matching channels until interrupted.
+    Watch {
+        #[command(flatten)]
+        common: Common,
+        /// The space.
+        space: String,
+        /// A glob on channel paths, e.g. `intent/*` or `**`.
+        pattern: String,
+    },
+    /// Show peers, vector clocks, channels and queue sizes.
+    Inspect {
+        #[command(flatten)]
+        common: Common,
+        /// Only this space (default: every space the node has open).
+        space: Option<String>,
+    },
+    /// Dump a space as JSON or as an automerge document.
+    Export {
+        #[command(flatten)]
+        common: Common,
+        /// The space.
+        space: String,
+        /// `json`: every channel's visible value; `automerge`: the document.
+        #[arg(long, value_enum)]
+        format: control::ExportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Run the demo scenario: several replicas coordinate and converge.
+    Demo {
+        /// Print the result as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Node { common, args } => cmd_node::run(&common.data, args, common.json),
+        Command::Put {
+            common,
+            space,
+            path,
+            value,
+        } => cmd_client::put(&common.data, space, path, &value, common.json),
+        Command::Get {
+            common,
+            space,
+            path,
+        } => cmd_client::get(&common.data, space, path, common.json),
+        Command::Watch {
+            common,
+            space,
+            pattern,
+        } => cmd_client::watch(&common.data, space, pattern),
+        Command::Inspect { common, space } => cmd_client::inspect(&common.data, space, common.json),
+        Command::Export {
+            common,
+            space,
+            format,
+            out,
+        } => cmd_client::export(&common.data, space, format, out, common.json),
+        Command::Demo { json } => demo::run(json),
+    }
+}
+
+/// Runs `concord` with the process's arguments and exits non-zero on error.
+pub fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli.command) {
+        let broken_pipe = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
+        if broken_pipe {
+            // The reader went away (`concord watch ... | head`): nothing left to say.
+            std::process::exit(0);
+        }
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
