@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A lease peer or proposer, as known to the lease protocol.
 ///
-/// The driver maps it to a network address (a libp2p `PeerId` in
+/// The driver maps it to a network address (a peer id in
 /// concord-net). It is 16 bits because it is packed into every ballot and
 /// fencing token (see [`crate::Ballot`]). Two live proposers must never share
 /// a `NodeId`; a proposer that restarts after its old process is gone may

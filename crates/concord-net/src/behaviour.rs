@@ -37,21 +37,22 @@ pub(crate) fn build(key: &identity::Keypair, mdns: bool) -> Result<Behaviour, Bu
         .validate_messages()
         .flood_publish(true)
         .build()?;
-    let gossipsub =
-        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_config,
+    )?;
     let sync = request_response::Behaviour::with_codec(
         FrameCodec,
         [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
     );
-    let identify = identify::Behaviour::new(identify::Config::new(
-        "/concord/1.0.0".into(),
-        key.public(),
-    ));
+    let identify =
+        identify::Behaviour::new(identify::Config::new("/concord/1.0.0".into(), key.public()));
     let mdns = if mdns {
-        Some(
-            mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id())?,
-        )
+        Some(mdns::tokio::Behaviour::new(
+            mdns::Config::default(),
+            key.public().to_peer_id(),
+        )?)
     } else {
         None
     };

@@ -12,7 +12,9 @@ use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity, mdns, noise, request_response, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identity, mdns, noise, request_response, tcp, yamux,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -132,7 +134,10 @@ struct SpaceState {
 
 impl SpaceState {
     fn allows(&self, peer: &PeerId) -> bool {
-        self.options.allowlist.as_ref().is_none_or(|a| a.contains(peer))
+        self.options
+            .allowlist
+            .as_ref()
+            .is_none_or(|a| a.contains(peer))
     }
 }
 
@@ -188,7 +193,11 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     let mdns = config.mdns;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| transport(&e))?
         .with_quic()
         .with_behaviour(|key| behaviour::build(key, mdns))
@@ -221,7 +230,11 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         listen: Vec::new(),
         config,
     };
-    tokio::spawn(driver.run(rx).instrument(info_span!("node", peer = %peer_id)));
+    tokio::spawn(
+        driver
+            .run(rx)
+            .instrument(info_span!("node", peer = %peer_id)),
+    );
     Ok(NetHandle { tx, peer_id })
 }
 
@@ -453,7 +466,12 @@ impl Driver {
             options,
             topic,
         };
-        let peers: Vec<PeerId> = self.peers.keys().filter(|p| state.allows(p)).copied().collect();
+        let peers: Vec<PeerId> = self
+            .peers
+            .keys()
+            .filter(|p| state.allows(p))
+            .copied()
+            .collect();
         self.spaces.insert(name.clone(), state);
         let now = wall_clock();
         for peer in peers {
@@ -556,11 +574,10 @@ impl Driver {
                 } else {
                     gossipsub::MessageAcceptance::Reject
                 };
-                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    acceptance,
-                );
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
                 if let Some(space) = space {
                     let from = message.source.unwrap_or(propagation_source);
                     self.input(
@@ -575,18 +592,23 @@ impl Driver {
             }
             BehaviourEvent::Sync(request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request {
-                    request, channel, ..
-                },
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
                 ..
             }) => {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, ());
                 self.on_frame(peer, request);
             }
-            BehaviourEvent::Sync(request_response::Event::InboundFailure { peer, error, .. }) => {
+            BehaviourEvent::Sync(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
                 warn!(%peer, %error, "inbound sync stream failed");
             }
-            BehaviourEvent::Sync(request_response::Event::OutboundFailure { peer, error, .. }) => {
+            BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                peer, error, ..
+            }) => {
                 debug!(%peer, %error, "outbound sync stream failed");
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {

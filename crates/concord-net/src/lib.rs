@@ -16,6 +16,7 @@ mod behaviour;
 mod codec;
 mod driver;
 mod handle;
+pub mod lease;
 
 pub use driver::{NetConfig, NetError, SpaceOptions, spawn, wall_clock};
 pub use handle::{NetHandle, PeerInfo, Subscription};

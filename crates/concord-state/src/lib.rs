@@ -8,7 +8,7 @@
 //!
 //! It must never do network I/O, spawn tasks, read the system clock or use a
 //! global RNG: time comes in as [`Millis`] from the caller, so the very same
-//! code runs under the libp2p driver and under the deterministic simulator.
+//! code runs under the network driver and under the deterministic simulator.
 //! The only I/O it does is through the [`storage::Storage`] trait.
 //!
 //! ```

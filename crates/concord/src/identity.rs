@@ -30,7 +30,8 @@ pub(crate) struct NodeIdentity {
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
     f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     Ok(())
@@ -62,7 +63,10 @@ impl NodeIdentity {
         let marker = dir.join(RUNNING_MARKER);
         if marker.exists() {
             incarnation += 1;
-            tracing::warn!(incarnation, "previous run did not shut down cleanly; new incarnation");
+            tracing::warn!(
+                incarnation,
+                "previous run did not shut down cleanly; new incarnation"
+            );
         }
         write_synced(&inc_path, incarnation.to_string().as_bytes())?;
         write_synced(&marker, b"")?;
@@ -117,6 +121,9 @@ mod tests {
     fn corrupt_identity_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(KEY_FILE), b"garbage").unwrap();
-        assert!(matches!(NodeIdentity::load(dir.path()), Err(Error::Identity(_))));
+        assert!(matches!(
+            NodeIdentity::load(dir.path()),
+            Err(Error::Identity(_))
+        ));
     }
 }

@@ -157,7 +157,11 @@ impl Node {
                     )
                 })?;
             if let Some(t) = replica.recovered_torn_tail() {
-                tracing::warn!(space = name, offset = t.offset, "recovered from a torn log tail");
+                tracing::warn!(
+                    space = name,
+                    offset = t.offset,
+                    "recovered from a torn log tail"
+                );
             }
             let options = SpaceOptions {
                 allowlist: self.allowlists.get(name).cloned(),

@@ -3,15 +3,13 @@
 //! are pushed to peers as soon as they commit.
 
 use concord_net::{NetHandle, PeerInfo, Subscription, wall_clock};
-use concord_state::{
-    ChannelSpec, Conflict, Replica, StateError, VectorClock, WriteReceipt,
-};
+use concord_state::{ChannelSpec, Conflict, Replica, StateError, VectorClock, WriteReceipt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::channels::{Counter, LastValue, SetChannel, Topic};
 use crate::Error;
+use crate::channels::{Counter, LastValue, SetChannel, Topic};
 
 /// Default number of deliveries buffered in a subscription stream.
 pub const SUBSCRIPTION_CAPACITY: usize = 256;

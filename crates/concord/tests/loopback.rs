@@ -43,7 +43,7 @@ async fn three_nodes_converge() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(dirs[0].path(), &[]).await;
     let a_addr = addr(&a).await;
-    let b = node(dirs[1].path(), &[a_addr.clone()]).await;
+    let b = node(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
     let c = node(dirs[2].path(), &[a_addr]).await;
     let (sa, sb, sc) = (
         a.space("team").await.unwrap(),
@@ -52,9 +52,15 @@ async fn three_nodes_converge() {
     );
     let mut events = sc.subscribe("intent/*").await.unwrap();
     sa.put("observation/ci", json!("green")).await.unwrap();
-    sb.topic::<String>("intent/ops").unwrap().append(&"deploy".into()).await.unwrap();
+    sb.topic::<String>("intent/ops")
+        .unwrap()
+        .append(&"deploy".into())
+        .await
+        .unwrap();
     eventually(|| async { sc.get("observation/ci").await.unwrap() == Some(json!("green")) }).await;
-    let got = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap();
     assert!(matches!(got, Some(Delivery::Event(e)) if e.new == Some(json!("deploy"))));
     // concurrent writes converge
     for (i, s) in [&sa, &sb, &sc].into_iter().enumerate() {
@@ -82,7 +88,7 @@ async fn restarted_node_catches_up() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(dirs[0].path(), &[]).await;
     let a_addr = addr(&a).await;
-    let b = node(dirs[1].path(), &[a_addr.clone()]).await;
+    let b = node(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
     let b_id = b.peer_id();
     let sb = b.space("team").await.unwrap();
     let sa = a.space("team").await.unwrap();
@@ -90,11 +96,12 @@ async fn restarted_node_catches_up() {
     eventually(|| async { sa.get("observation/before").await.unwrap().is_some() }).await;
     b.shutdown().await.unwrap();
     sa.put("observation/while_down", json!(2)).await.unwrap();
-    let b = node(dirs[1].path(), &[a_addr.clone()]).await;
+    let b = node(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
     assert_eq!(b.peer_id(), b_id);
     let sb = b.space("team").await.unwrap();
     assert_eq!(sb.get("observation/before").await.unwrap(), Some(json!(1)));
-    eventually(|| async { sb.get("observation/while_down").await.unwrap() == Some(json!(2)) }).await;
+    eventually(|| async { sb.get("observation/while_down").await.unwrap() == Some(json!(2)) })
+        .await;
 
     for n in [a, b] {
         n.shutdown().await.unwrap();
@@ -126,27 +133,48 @@ async fn allowlisted_space_refuses_a_stranger() {
     };
     let a = build(dirs[0].path(), None, true).await.unwrap();
     let a_addr = addr(&a).await;
-    let b = build(dirs[1].path(), Some(a_addr.clone()), true).await.unwrap();
+    let b = build(dirs[1].path(), Some(a_addr.clone()), true)
+        .await
+        .unwrap();
     let c = build(dirs[2].path(), Some(a_addr), false).await.unwrap();
-    assert_eq!([a.peer_id(), b.peer_id(), c.peer_id()], [ids[0], ids[1], ids[2]]);
+    assert_eq!(
+        [a.peer_id(), b.peer_id(), c.peer_id()],
+        [ids[0], ids[1], ids[2]]
+    );
     let (sa, sb, sc) = (
         a.space("secret").await.unwrap(),
         b.space("secret").await.unwrap(),
         c.space("secret").await.unwrap(),
     );
     eventually(|| async { c.peers().await.unwrap().iter().any(|p| p.peer_id == ids[0]) }).await;
-    sa.put("observation/plan", json!("members only")).await.unwrap();
+    sa.put("observation/plan", json!("members only"))
+        .await
+        .unwrap();
     sc.put("observation/plan", json!("intruder")).await.unwrap();
-    eventually(|| async { sb.get("observation/plan").await.unwrap() == Some(json!("members only")) })
-        .await;
+    eventually(|| async {
+        sb.get("observation/plan").await.unwrap() == Some(json!("members only"))
+    })
+    .await;
     // Give the stranger every chance (several heartbeats) to leak in either direction.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(sa.get("observation/plan").await.unwrap(), Some(json!("members only")));
-    assert_eq!(sb.get("observation/plan").await.unwrap(), Some(json!("members only")));
-    assert_eq!(sc.get("observation/plan").await.unwrap(), Some(json!("intruder")));
+    assert_eq!(
+        sa.get("observation/plan").await.unwrap(),
+        Some(json!("members only"))
+    );
+    assert_eq!(
+        sb.get("observation/plan").await.unwrap(),
+        Some(json!("members only"))
+    );
+    assert_eq!(
+        sc.get("observation/plan").await.unwrap(),
+        Some(json!("intruder"))
+    );
     // The stranger holds only the genesis change and its own: nothing of a's.
     assert_eq!(sc.vector_clock().await.unwrap().len(), 2);
-    assert_eq!(sa.vector_clock().await.unwrap(), sb.vector_clock().await.unwrap());
+    assert_eq!(
+        sa.vector_clock().await.unwrap(),
+        sb.vector_clock().await.unwrap()
+    );
     for n in [a, b, c] {
         n.shutdown().await.unwrap();
     }

@@ -1,0 +1,287 @@
+//! Propagation latency on loopback: a `put` on one node to the subscription
+//! event on another, beside raw libp2p gossipsub publish-to-receive latency
+//! for a message of the same size, in the same run; plus sustained writes/s
+//! across three nodes. Last line: `latency_ratio <concord p50 / gossipsub p50>`.
+
+use std::time::{Duration, Instant};
+
+use concord_net::{NetConfig, NetHandle, SpaceOptions, identity};
+use concord_state::{ActorId, Delivery, Millis, Replica};
+use concord_sync::wire;
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, gossipsub, noise, tcp, yamux};
+use tokio::sync::mpsc;
+
+const SAMPLES: usize = 300;
+const SUSTAINED_PER_NODE: usize = 500;
+
+async fn concord_node(boot: Option<Multiaddr>, actor: u8) -> (NetHandle, Multiaddr) {
+    let mut config = NetConfig::new(identity::Keypair::generate_ed25519());
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    config.bootstrap = boot.into_iter().collect();
+    let handle = concord_net::spawn(config).expect("spawn");
+    handle
+        .open_space(
+            Replica::new("bench", ActorId::from(&[actor; 16][..])),
+            SpaceOptions::default(),
+        )
+        .await
+        .expect("open");
+    let addr = loop {
+        if let Some(a) = handle
+            .listen_addrs()
+            .await
+            .expect("addrs")
+            .into_iter()
+            .next()
+        {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    (handle, addr)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct ConcordRig {
+    nodes: [NetHandle; 3],
+    events: concord_net::Subscription,
+}
+
+async fn concord_rig() -> (ConcordRig, usize) {
+    let (a, a_addr) = concord_node(None, 1).await;
+    let (b, _) = concord_node(Some(a_addr.clone()), 2).await;
+    let (c, _) = concord_node(Some(a_addr), 3).await;
+    for h in [&a, &b, &c] {
+        while h.peers().await.expect("peers").is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // gossipsub meshes need a heartbeat or two
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = b
+        .subscribe("bench", "observation/*", 1024)
+        .await
+        .expect("sub");
+    // frame size of one such write, for the raw baseline
+    let frame_len = a
+        .with_replica("bench", |r| {
+            let mut probe = Replica::new("bench", ActorId::from(&[9u8; 16][..]));
+            probe.put(Millis(1), "observation/lat", &0u64).ok();
+            let change = probe.own_changes_after(0);
+            let _ = r;
+            wire::Frame::Changes {
+                space: "bench".into(),
+                changes: change,
+            }
+            .encoded_len()
+        })
+        .await
+        .expect("probe");
+    (
+        ConcordRig {
+            nodes: [a, b, c],
+            events,
+        },
+        frame_len,
+    )
+}
+
+/// One put on node 0 until node 1's subscription shows it.
+async fn concord_sample(rig: &mut ConcordRig, i: usize) -> Duration {
+    let t0 = Instant::now();
+    rig.nodes[0]
+        .with_replica("bench", move |r| {
+            r.put(concord_net::wall_clock(), "observation/lat", &(i as u64))
+        })
+        .await
+        .expect("with")
+        .expect("put");
+    loop {
+        match rig.events.next().await {
+            Some(Delivery::Event(e)) if e.new == Some(serde_json::json!(i as u64)) => break,
+            Some(_) => continue,
+            None => panic!("subscription ended"),
+        }
+    }
+    t0.elapsed()
+}
+
+/// Every node writes concurrently until all clocks agree; returns writes/s.
+async fn sustained(rig: ConcordRig) -> f64 {
+    let [a, b, c] = rig.nodes;
+    let t0 = Instant::now();
+    for h in [&a, &b, &c] {
+        for i in 0..SUSTAINED_PER_NODE {
+            h.with_replica("bench", move |r| {
+                r.put(
+                    concord_net::wall_clock(),
+                    format!("observation/k{}", i % 50).as_str(),
+                    &i,
+                )
+            })
+            .await
+            .expect("with")
+            .expect("put");
+        }
+    }
+    loop {
+        let mut clocks = Vec::new();
+        for h in [&a, &b, &c] {
+            clocks.push(
+                h.with_replica("bench", |r| r.vector_clock().clone())
+                    .await
+                    .expect("clock"),
+            );
+        }
+        if clocks.windows(2).all(|w| w[0] == w[1]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = (3 * SUSTAINED_PER_NODE) as f64 / t0.elapsed().as_secs_f64();
+    for h in [a, b, c] {
+        h.shutdown().await.expect("shutdown");
+    }
+    rate
+}
+
+/// A bare gossipsub node: publishes what it is told, reports what it receives.
+async fn raw_node(
+    boot: Option<Multiaddr>,
+) -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>, Multiaddr) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|key| {
+            let config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .flood_publish(true)
+                .build()
+                .expect("config");
+            gossipsub::Behaviour::<
+                gossipsub::IdentityTransform,
+                gossipsub::AllowAllSubscriptionFilter,
+            >::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            .expect("behaviour")
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let topic = gossipsub::IdentTopic::new("raw");
+    swarm.behaviour_mut().subscribe(&topic).expect("subscribe");
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .expect("listen");
+    if let Some(b) = boot {
+        swarm.dial(b).expect("dial");
+    }
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let (pub_tx, mut pub_rx) = mpsc::channel::<Vec<u8>>(16);
+    let (got_tx, got_rx) = mpsc::channel::<Vec<u8>>(1024);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(msg) = pub_rx.recv() => {
+                    let _ = swarm.behaviour_mut().publish(topic.clone(), msg);
+                }
+                ev = swarm.select_next_some() => {
+                    if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) = ev
+                        && got_tx.send(message.data).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    (pub_tx, got_rx, addr)
+}
+
+/// A bare node's publish and receive ends, kept alive for the whole run.
+type RawEnds = (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>);
+
+struct RawRig {
+    publish: mpsc::Sender<Vec<u8>>,
+    received: mpsc::Receiver<Vec<u8>>,
+    _others: Vec<RawEnds>,
+}
+
+async fn raw_rig() -> RawRig {
+    let (a_pub, a_got, a_addr) = raw_node(None).await;
+    let (b_pub, b_got, _) = raw_node(Some(a_addr.clone())).await;
+    let (c_pub, c_got, _) = raw_node(Some(a_addr)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    RawRig {
+        publish: a_pub,
+        received: b_got,
+        _others: vec![(b_pub, a_got), (c_pub, c_got)],
+    }
+}
+
+/// One publish on node 0 until node 1 receives it.
+async fn raw_sample(rig: &mut RawRig, i: usize, size: usize) -> Duration {
+    let mut msg = vec![0u8; size.max(8)];
+    msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    let t0 = Instant::now();
+    rig.publish.send(msg).await.expect("publish");
+    loop {
+        let got = rig.received.recv().await.expect("receive");
+        if got[..8] == (i as u64).to_le_bytes() {
+            break;
+        }
+    }
+    t0.elapsed()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Samples alternate between the two stacks so background load hits both alike.
+    let (mut ours, mut raw, frame_len, rate) = rt.block_on(async {
+        let (mut concord, frame_len) = concord_rig().await;
+        let mut raw_side = raw_rig().await;
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for i in 0..SAMPLES {
+            ours.push(concord_sample(&mut concord, i).await);
+            raw.push(raw_sample(&mut raw_side, i, frame_len).await);
+        }
+        (ours, raw, frame_len, sustained(concord).await)
+    });
+    ours.sort();
+    raw.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!("three nodes on loopback, {SAMPLES} samples, message {frame_len} bytes");
+    println!(
+        "concord put -> remote event   p50 {:>8.0} us   p99 {:>8.0} us",
+        us(percentile(&ours, 0.5)),
+        us(percentile(&ours, 0.99))
+    );
+    println!(
+        "raw gossipsub publish -> recv p50 {:>8.0} us   p99 {:>8.0} us",
+        us(percentile(&raw, 0.5)),
+        us(percentile(&raw, 0.99))
+    );
+    println!("sustained writes across 3 nodes: {rate:.0} writes/s (converged)");
+    println!(
+        "latency_ratio {:.3}",
+        percentile(&ours, 0.5).as_secs_f64() / percentile(&raw, 0.5).as_secs_f64()
+    );
+}

@@ -1,0 +1,919 @@
+//! The quorum lease node: a tokio task that owns a libp2p swarm speaking
+//! only `/concord/lease/1`, this lease peer's [`Acceptor`] and
+//! [`Proposer`], and the acceptor's [`StateStore`].
+//!
+//! This module owns the plumbing between them: messages to and from peers
+//! (to its own acceptor in-process), the order "fsync, then release the
+//! replies that depend on it", the timers the proposer asks for, and the
+//! answers to [`QuorumLeaseBackend`](super::QuorumLeaseBackend) calls. It
+//! must never decide a lease question itself, never block its loop on the
+//! disk (state is written on the blocking pool, one write at a time, the
+//! next one carrying every change made meanwhile), and never pass a message
+//! to a machine that did not decode or came from an unknown peer.
+//!
+//! # Replies and response streams
+//!
+//! A proposer's message goes out as a request. The acceptor's reply, once
+//! durable, goes back in the response of a request from that proposer that
+//! is still open (replies name their resource and ballot, so any open one
+//! will do), or as a request of its own if none is. When the acceptor has
+//! nothing left to say (no write in flight, no reply queued), the remaining
+//! open requests are answered with [`wire::NO_REPLY`]. Any answer to a
+//! `Release` request confirms that the acceptor has dropped the grant, and
+//! a release call returns once every acceptor confirmed or
+//! [`QuorumConfig::round_timeout`] passed, so that an acquisition right
+//! after it does not find the old grant still listed.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+
+use concord_lease::{
+    Acceptor, AcceptorConfig, AcceptorInput, AcceptorState, AcquireRequest, BackendError,
+    DenyReason, Event, FencingToken, Input, Lease, LeaseError, LeaseHandle, LeaseId, Message,
+    Millis, NodeId, Permits, Proposer, ProposerConfig, Quorum, RejectReason, Resource, Transmit,
+};
+use futures::StreamExt;
+use libp2p::core::upgrade::Version;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{PeerId, Swarm, allow_block_list, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::store::{Loaded, StateStore};
+use super::wire::{self, LEASE_PROTOCOL, LeaseCodec};
+use super::{Clock, LeaseNetError, QuorumConfig};
+
+/// Bound on backend calls waiting for the node task.
+const COMMAND_QUEUE: usize = 256;
+
+/// Where a backend call's answer goes.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, BackendError>>;
+
+/// A backend call, sent to the node task.
+pub(super) enum Command {
+    Acquire {
+        request: AcquireRequest,
+        reply: Reply<Lease>,
+    },
+    Renew {
+        lease: Lease,
+        ttl: Millis,
+        reply: Reply<Lease>,
+    },
+    Release {
+        lease: Lease,
+        reply: Reply<()>,
+    },
+}
+
+/// What [`spawn`] hands the backend.
+pub(super) struct Spawned {
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) clock: Clock,
+    pub(super) node: NodeId,
+    pub(super) task: JoinHandle<()>,
+}
+
+/// Only configured lease peers may connect; they speak `/concord/lease/1`.
+#[derive(NetworkBehaviour)]
+struct LeaseBehaviour {
+    allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    rpc: request_response::Behaviour<LeaseCodec>,
+}
+
+/// A finished write of the acceptor state.
+struct PersistDone {
+    store: StateStore,
+    version: u64,
+    result: std::io::Result<()>,
+}
+
+/// How many times an acquisition is asked again after a denial for an
+/// outdated ballot (see [`Again`]).
+const OUTDATED_RETRIES: u8 = 2;
+
+/// An acquisition or renewal waiting for its outcome.
+struct Waiter {
+    reply: Reply<Lease>,
+    permits: Permits,
+    /// For an acquisition: how to ask again.
+    again: Option<Again>,
+}
+
+/// An acquisition that may be asked again. A proposer whose ballots lag
+/// behind the acceptors' promises (it was quiet while others worked) has
+/// its first attempt refused as `Outdated`, and learns the round to use
+/// from the refusals; with no `wait` left it gives up at once although
+/// nobody may hold the resource. The node then asks again with the
+/// remaining wait, up to [`OUTDATED_RETRIES`] times.
+struct Again {
+    request: AcquireRequest,
+    /// End of the caller's wait.
+    deadline: Millis,
+    left: u8,
+}
+
+/// A release waiting for the acceptors' confirmations.
+struct ReleaseWait {
+    reply: Reply<()>,
+    /// The proposer reported the lease released.
+    released: bool,
+    /// `Release` requests not yet answered.
+    outstanding: usize,
+    /// Give up waiting for confirmations at this time.
+    deadline: Millis,
+}
+
+struct Node {
+    swarm: Swarm<LeaseBehaviour>,
+    clock: Clock,
+    me: NodeId,
+    node_of: HashMap<PeerId, NodeId>,
+    peer_of: HashMap<NodeId, PeerId>,
+    proposer: Proposer,
+    /// `None` once a state write failed: this peer no longer votes.
+    acceptor: Option<Acceptor>,
+    /// `None` while a write is in flight.
+    store: Option<StateStore>,
+    persisted: mpsc::Sender<PersistDone>,
+    /// Open requests to our acceptor, per proposer, oldest first.
+    open: HashMap<NodeId, VecDeque<ResponseChannel<Vec<u8>>>>,
+    waiters: HashMap<LeaseId, Waiter>,
+    releases: HashMap<LeaseId, ReleaseWait>,
+    release_requests: HashMap<OutboundRequestId, LeaseId>,
+    next_lease: u64,
+    release_wait: Millis,
+}
+
+/// Checks the configuration, loads the acceptor state, builds the swarm
+/// and spawns the node task on the current tokio runtime.
+pub(super) fn spawn(config: QuorumConfig) -> Result<Spawned, LeaseNetError> {
+    let local = config.keypair.public().to_peer_id();
+    let mut node_of = HashMap::new();
+    let mut peer_of = HashMap::new();
+    for peer in &config.peers {
+        if node_of.insert(peer.peer_id, peer.node).is_some() {
+            return Err(LeaseNetError::Config(format!(
+                "peer {} is listed twice",
+                peer.peer_id
+            )));
+        }
+        peer_of.insert(peer.node, peer.peer_id);
+    }
+    let me = *node_of.get(&local).ok_or_else(|| {
+        LeaseNetError::Config(format!("this node ({local}) is not one of the lease peers"))
+    })?;
+    let quorum = Quorum::new(config.peers.iter().map(|p| p.node))?;
+    let proposer_config = ProposerConfig {
+        drift: config.drift,
+        max_ttl: config.max_ttl,
+        round_timeout: config.round_timeout,
+        retry_backoff: config.retry_backoff,
+        ..ProposerConfig::new(me, quorum)
+    };
+    let proposer = Proposer::new(proposer_config, RandomState::new().hash_one(me))?;
+
+    let storage = |source| LeaseNetError::Storage {
+        path: config.data_dir.clone(),
+        source,
+    };
+    let (store, loaded) = StateStore::open(&config.data_dir).map_err(storage)?;
+    let clock = Clock::start();
+    let acceptor_config = AcceptorConfig {
+        max_ttl: config.max_ttl,
+        ..AcceptorConfig::new(me)
+    };
+    let acceptor = match loaded {
+        Loaded::Fresh => Acceptor::new(acceptor_config)?,
+        Loaded::State(state) => Acceptor::restore(acceptor_config, state, clock.now())?,
+        Loaded::Unreadable => {
+            warn!(dir = %config.data_dir.display(), "acceptor state unreadable; restarting as after a lost disk");
+            Acceptor::restore(acceptor_config, AcceptorState::default(), clock.now())?
+        }
+    };
+
+    let mut swarm = build_swarm(&config)?;
+    for peer in config.peers.iter().filter(|p| p.node != me) {
+        swarm.behaviour_mut().allowed.allow_peer(peer.peer_id);
+        swarm.add_peer_address(peer.peer_id, peer.addr.clone());
+        if let Err(e) = swarm.dial(peer.peer_id) {
+            debug!(peer = %peer.peer_id, error = %e, "lease peer not dialed yet");
+        }
+    }
+    let (persisted, persisted_rx) = mpsc::channel(1);
+    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let node = Node {
+        swarm,
+        clock,
+        me,
+        node_of,
+        peer_of,
+        proposer,
+        acceptor: Some(acceptor),
+        store: Some(store),
+        persisted,
+        open: HashMap::new(),
+        waiters: HashMap::new(),
+        releases: HashMap::new(),
+        release_requests: HashMap::new(),
+        next_lease: 0,
+        release_wait: config.round_timeout,
+    };
+    let span = info_span!("lease", node = me.0);
+    let task = tokio::spawn(node.run(commands_rx, persisted_rx).instrument(span));
+    Ok(Spawned {
+        commands,
+        clock,
+        node: me,
+        task,
+    })
+}
+
+fn build_swarm(config: &QuorumConfig) -> Result<Swarm<LeaseBehaviour>, LeaseNetError> {
+    let transport = |e: &dyn std::fmt::Display| LeaseNetError::Transport(e.to_string());
+    // Requests wait for an fsync at most; a stalled one is retried by the
+    // proposer long before this.
+    let rpc_config =
+        request_response::Config::default().with_request_timeout(Duration::from_secs(10));
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport(&e))?
+        .with_quic()
+        .with_behaviour(|_| LeaseBehaviour {
+            allowed: allow_block_list::Behaviour::default(),
+            rpc: request_response::Behaviour::with_codec(
+                LeaseCodec,
+                [(LEASE_PROTOCOL, request_response::ProtocolSupport::Full)],
+                rpc_config,
+            ),
+        })
+        .map_err(|e| transport(&e))?
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(3600))
+                // Every peer of this swarm speaks `/concord/lease/1` (the
+                // allow-list admits configured lease peers only), so a
+                // request need not wait a round trip for the protocol to be
+                // confirmed before its bytes go out.
+                .with_substream_upgrade_protocol_override(Version::V1Lazy)
+        })
+        .build();
+    swarm
+        .listen_on(config.listen.clone())
+        .map_err(|e| transport(&e))?;
+    Ok(swarm)
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether an acceptor (rather than a proposer) handles `message`.
+fn for_acceptor(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Prepare { .. } | Message::Propose { .. } | Message::Release { .. }
+    )
+}
+
+/// The backend error for a failed acquisition or renewal.
+fn deny_error(reason: DenyReason) -> BackendError {
+    match reason {
+        DenyReason::Busy | DenyReason::Rejected(RejectReason::Full) => BackendError::Busy,
+        DenyReason::NoQuorum => {
+            BackendError::Unavailable("no majority of lease peers answered in time".into())
+        }
+        DenyReason::Rejected(reason) => {
+            BackendError::Unavailable(format!("a majority of lease peers refused: {reason:?}"))
+        }
+        DenyReason::RoundsExhausted => BackendError::Other("ballot rounds exhausted".into()),
+    }
+}
+
+/// The backend error for a renew or release the proposer refused.
+fn call_error(error: LeaseError) -> BackendError {
+    match error {
+        LeaseError::UnknownLease(_) | LeaseError::NotHeld(_) => BackendError::Expired,
+        other => other.into(),
+    }
+}
+
+/// Writes `state` on the blocking pool and reports to `done`.
+fn start_write(
+    done: mpsc::Sender<PersistDone>,
+    mut store: StateStore,
+    version: u64,
+    state: AcceptorState,
+) {
+    tokio::task::spawn_blocking(move || {
+        let result = store.save(&state);
+        // One write at a time and a channel of one: never full.
+        if done
+            .try_send(PersistDone {
+                store,
+                version,
+                result,
+            })
+            .is_err()
+        {
+            error!("lease node gone before a state write finished");
+        }
+    });
+}
+
+impl Node {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut persisted: mpsc::Receiver<PersistDone>,
+    ) {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(done) = persisted.recv() => self.on_persisted(done),
+                () = sleep_until(wake) => self.on_timer(),
+            }
+            self.pump();
+        }
+        info!("lease node stopped");
+    }
+
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let release = self.releases.values().map(|w| w.deadline).min();
+        let at = self
+            .proposer
+            .poll_timeout()
+            .into_iter()
+            .chain(release)
+            .min()?;
+        self.clock.instant(at)
+    }
+
+    fn propose(&mut self, input: Input) -> Result<(), LeaseError> {
+        self.proposer.handle_input(self.clock.now(), input)
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Acquire { request, reply } => {
+                let lease = LeaseId(self.next_lease);
+                self.next_lease += 1;
+                let again = Again {
+                    deadline: self.clock.now().saturating_add(request.wait),
+                    request,
+                    left: OUTDATED_RETRIES,
+                };
+                self.acquire(lease, again, reply);
+            }
+            Command::Renew { lease, ttl, reply } => {
+                let id = LeaseId(lease.handle.0);
+                match self.propose(Input::Renew { lease: id, ttl }) {
+                    Ok(()) => {
+                        let waiter = Waiter {
+                            reply,
+                            permits: lease.permits,
+                            again: None,
+                        };
+                        self.waiters.insert(id, waiter);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(call_error(e)));
+                    }
+                }
+            }
+            Command::Release { lease, reply } => {
+                let id = LeaseId(lease.handle.0);
+                if self.releases.contains_key(&id) {
+                    // Released twice at once: the first call does the work.
+                    let _ = reply.send(Err(BackendError::Expired));
+                    return;
+                }
+                let wait = ReleaseWait {
+                    reply,
+                    released: false,
+                    outstanding: 0,
+                    deadline: self.clock.now().saturating_add(self.release_wait),
+                };
+                // Registered first: the proposer's `Release` transmits are
+                // counted against it as they go out.
+                self.releases.insert(id, wait);
+                if let Err(e) = self.propose(Input::Release { lease: id })
+                    && let Some(wait) = self.releases.remove(&id)
+                {
+                    let _ = wait.reply.send(Err(call_error(e)));
+                }
+            }
+        }
+    }
+
+    /// Asks the proposer for `again.request` as `lease`, waiting until
+    /// `again.deadline`.
+    fn acquire(&mut self, lease: LeaseId, again: Again, reply: Reply<Lease>) {
+        let request = &again.request;
+        let input = Input::Acquire {
+            lease,
+            resource: request.resource.clone(),
+            ttl: request.ttl,
+            permits: request.permits,
+            wait: again.deadline.saturating_sub(self.clock.now()),
+        };
+        match self.propose(input) {
+            Ok(()) => {
+                let waiter = Waiter {
+                    reply,
+                    permits: again.request.permits,
+                    again: Some(again),
+                };
+                self.waiters.insert(lease, waiter);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        if let Err(e) = self.propose(Input::Timeout) {
+            error!(error = %e, "proposer refused a timeout");
+        }
+        let now = self.clock.now();
+        let expired: Vec<LeaseId> = self
+            .releases
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(wait) = self.releases.remove(&id) {
+                // Unconfirmed acceptors drop the grant when it expires.
+                debug!(
+                    lease = id.0,
+                    outstanding = wait.outstanding,
+                    "release not confirmed by every acceptor"
+                );
+                let _ = wait.reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Carries out everything the machines ask until they are quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.proposer.poll_transmit() {
+                moved = true;
+                self.send_from_proposer(t);
+            }
+            while let Some(event) = self.proposer.poll_event() {
+                moved = true;
+                self.on_event(event);
+            }
+            moved |= self.pump_acceptor();
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn send_from_proposer(&mut self, t: Transmit) {
+        if t.to == self.me {
+            if let Err(e) = self.feed_acceptor(self.me, t.message, None) {
+                error!(error = %e, "own acceptor refused own proposer's message");
+            }
+            return;
+        }
+        let release_of = match &t.message {
+            Message::Release { holder, .. } => Some(holder.lease),
+            _ => None,
+        };
+        let Some(request) = self.send_request(t.to, &t.message) else {
+            return;
+        };
+        if let Some(lease) = release_of
+            && let Some(wait) = self.releases.get_mut(&lease)
+        {
+            wait.outstanding += 1;
+            self.release_requests.insert(request, lease);
+        }
+    }
+
+    fn send_request(&mut self, to: NodeId, message: &Message) -> Option<OutboundRequestId> {
+        let Some(peer) = self.peer_of.get(&to).copied() else {
+            warn!(
+                to = to.0,
+                "message for a node that is not a lease peer dropped"
+            );
+            return None;
+        };
+        match wire::encode(message) {
+            Ok(bytes) => Some(self.swarm.behaviour_mut().rpc.send_request(&peer, bytes)),
+            Err(e) => {
+                error!(error = %e, kind = message.kind(), "lease message not encodable");
+                None
+            }
+        }
+    }
+
+    /// Feeds a message to our acceptor; `channel` stays open for its reply.
+    fn feed_acceptor(
+        &mut self,
+        from: NodeId,
+        message: Message,
+        channel: Option<ResponseChannel<Vec<u8>>>,
+    ) -> Result<(), LeaseError> {
+        if let Some(channel) = channel {
+            self.open.entry(from).or_default().push_back(channel);
+        }
+        let now = self.clock.now();
+        match self.acceptor.as_mut() {
+            Some(acceptor) => acceptor.handle_input(now, AcceptorInput::Message { from, message }),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a state write if one is due, sends the replies that are
+    /// durable, and answers open requests once nothing more is coming.
+    /// Returns whether any reply moved.
+    fn pump_acceptor(&mut self) -> bool {
+        let Some(acceptor) = self.acceptor.as_mut() else {
+            self.close_open_requests();
+            return false;
+        };
+        if let Some(store) = self.store.take() {
+            match acceptor.poll_persist() {
+                Some(p) => start_write(self.persisted.clone(), store, p.version, p.state),
+                None => self.store = Some(store),
+            }
+        }
+        let replies: Vec<Transmit> = std::iter::from_fn(|| acceptor.poll_transmit()).collect();
+        let moved = !replies.is_empty();
+        for t in replies {
+            self.send_from_acceptor(t);
+        }
+        if self.store.is_some() {
+            self.close_open_requests();
+        }
+        moved
+    }
+
+    fn on_persisted(&mut self, done: PersistDone) {
+        match done.result {
+            Ok(()) => {
+                self.store = Some(done.store);
+                let now = self.clock.now();
+                if let Some(acceptor) = self.acceptor.as_mut() {
+                    let input = AcceptorInput::Persisted {
+                        version: done.version,
+                    };
+                    if let Err(e) = acceptor.handle_input(now, input) {
+                        error!(error = %e, "acceptor refused a persist confirmation");
+                    }
+                }
+            }
+            Err(e) => {
+                // Its replies must never go out now; the others carry on.
+                error!(error = %e, "acceptor state could not be made durable; this peer stops voting");
+                self.acceptor = None;
+            }
+        }
+    }
+
+    fn send_from_acceptor(&mut self, t: Transmit) {
+        if t.to == self.me {
+            let input = Input::Message {
+                from: self.me,
+                message: t.message,
+            };
+            if let Err(e) = self.propose(input) {
+                error!(error = %e, "own proposer refused own acceptor's reply");
+            }
+            return;
+        }
+        match wire::encode(&t.message) {
+            Ok(mut bytes) => {
+                while let Some(channel) = self.open.get_mut(&t.to).and_then(VecDeque::pop_front) {
+                    match self.swarm.behaviour_mut().rpc.send_response(channel, bytes) {
+                        Ok(()) => return,
+                        // That stream is gone (timed out, closed): next one.
+                        Err(back) => bytes = back,
+                    }
+                }
+                self.send_request(t.to, &t.message);
+            }
+            Err(e) => error!(error = %e, kind = t.message.kind(), "lease reply not encodable"),
+        }
+    }
+
+    fn close_open_requests(&mut self) {
+        for (_, channels) in self.open.drain() {
+            for channel in channels {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, wire::NO_REPLY.to_vec());
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Acquired {
+                lease,
+                resource,
+                token,
+                valid_until,
+            } => self.granted(lease, resource, token, valid_until, true),
+            Event::Renewed {
+                lease,
+                resource,
+                token,
+                valid_until,
+            } => self.granted(lease, resource, token, valid_until, false),
+            Event::Denied { lease, reason, .. } => {
+                let Some(waiter) = self.waiters.remove(&lease) else {
+                    return;
+                };
+                match waiter.again {
+                    Some(mut again)
+                        if reason == DenyReason::Rejected(RejectReason::Outdated)
+                            && again.left > 0 =>
+                    {
+                        again.left -= 1;
+                        self.acquire(lease, again, waiter.reply);
+                    }
+                    _ => {
+                        let _ = waiter.reply.send(Err(deny_error(reason)));
+                    }
+                }
+            }
+            Event::RenewFailed { lease, reason, .. } => {
+                if let Some(waiter) = self.waiters.remove(&lease) {
+                    let _ = waiter.reply.send(Err(deny_error(reason)));
+                }
+            }
+            Event::Lost { lease, token, .. } => {
+                debug!(lease = lease.0, %token, "lease lost");
+                if let Some(waiter) = self.waiters.remove(&lease) {
+                    let _ = waiter.reply.send(Err(BackendError::Expired));
+                }
+            }
+            Event::Released { lease, .. } => {
+                // A renewal under way when its lease was released.
+                if let Some(waiter) = self.waiters.remove(&lease) {
+                    let _ = waiter.reply.send(Err(BackendError::Expired));
+                }
+                if let Some(wait) = self.releases.get_mut(&lease) {
+                    wait.released = true;
+                    self.finish_release(lease);
+                }
+            }
+        }
+    }
+
+    /// Answers the acquisition (`fresh`) or renewal of `lease`.
+    fn granted(
+        &mut self,
+        lease: LeaseId,
+        resource: Resource,
+        token: FencingToken,
+        valid_until: Millis,
+        fresh: bool,
+    ) {
+        let Some(waiter) = self.waiters.remove(&lease) else {
+            return;
+        };
+        let granted = Lease {
+            resource,
+            token,
+            expires: valid_until,
+            permits: waiter.permits,
+            handle: LeaseHandle(lease.0),
+        };
+        // A caller that stopped waiting for a fresh grant never learns of
+        // it, so give it back. (A renewal's caller still holds its lease.)
+        if waiter.reply.send(Ok(granted)).is_err()
+            && fresh
+            && let Err(e) = self.propose(Input::Release { lease })
+        {
+            debug!(error = %e, "abandoned lease already gone");
+        }
+    }
+
+    fn release_confirmed(&mut self, request: OutboundRequestId) {
+        if let Some(lease) = self.release_requests.remove(&request)
+            && let Some(wait) = self.releases.get_mut(&lease)
+        {
+            wait.outstanding = wait.outstanding.saturating_sub(1);
+            self.finish_release(lease);
+        }
+    }
+
+    fn finish_release(&mut self, lease: LeaseId) {
+        if self
+            .releases
+            .get(&lease)
+            .is_some_and(|w| w.released && w.outstanding == 0)
+            && let Some(wait) = self.releases.remove(&lease)
+        {
+            let _ = wait.reply.send(Ok(()));
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<LeaseBehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(LeaseBehaviourEvent::Rpc(event)) => self.on_rpc(event),
+            SwarmEvent::Behaviour(LeaseBehaviourEvent::Allowed(never)) => match never {},
+            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "lease swarm listening"),
+            SwarmEvent::ListenerError { error, .. } => warn!(%error, "lease listener error"),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                debug!(%peer_id, "lease peer connected");
+            }
+            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+                debug!(%peer_id, "lease peer connection closed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rpc(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => match wire::decode_request(&request) {
+                Ok(message) => self.route(peer, message, Some(channel)),
+                Err(e) => self.distrust(peer, &e),
+            },
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.release_confirmed(request_id);
+                match wire::decode_response(&response) {
+                    Ok(Some(message)) => self.route(peer, message, None),
+                    Ok(None) => {}
+                    Err(e) => self.distrust(peer, &e),
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.release_confirmed(request_id);
+                debug!(%peer, %error, "lease request failed");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound lease request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Hands a decoded message from `peer` to the machine it is for.
+    fn route(&mut self, peer: PeerId, message: Message, channel: Option<ResponseChannel<Vec<u8>>>) {
+        let Some(from) = self.node_of.get(&peer).copied() else {
+            return self.distrust(peer, &"not a lease peer");
+        };
+        let result = if for_acceptor(&message) {
+            self.feed_acceptor(from, message, channel)
+        } else {
+            if let Some(channel) = channel {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, wire::NO_REPLY.to_vec());
+            }
+            self.propose(Input::Message { from, message })
+        };
+        if let Err(e) = result {
+            self.distrust(peer, &e);
+        }
+    }
+
+    /// Drops whatever `peer` said and disconnects it.
+    fn distrust(&mut self, peer: PeerId, error: &dyn std::fmt::Display) {
+        warn!(%peer, %error, "bad lease message; disconnecting the peer");
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use concord_lease::{Ballot, Holder, LeaseBackend, Resource};
+    use libp2p::swarm::SwarmEvent;
+
+    use super::*;
+    use crate::lease::QuorumLeaseBackend;
+
+    /// Sends `bytes` from `rogue` to `target`; returns the response, or
+    /// `None` if `target` hung up instead.
+    async fn ask(
+        rogue: &mut Swarm<LeaseBehaviour>,
+        target: PeerId,
+        bytes: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        rogue.behaviour_mut().rpc.send_request(&target, bytes);
+        let answer = async {
+            loop {
+                match rogue.select_next_some().await {
+                    SwarmEvent::ConnectionClosed { peer_id, .. } if peer_id == target => {
+                        return None;
+                    }
+                    SwarmEvent::Behaviour(LeaseBehaviourEvent::Rpc(
+                        request_response::Event::Message {
+                            message: request_response::Message::Response { response, .. },
+                            ..
+                        },
+                    )) => return Some(response),
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_sending_bad_messages_is_disconnected_and_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let configs = QuorumConfig::loopback(3, dir.path()).unwrap();
+        let a = QuorumLeaseBackend::start(configs[0].clone()).unwrap();
+        let b = QuorumLeaseBackend::start(configs[1].clone()).unwrap();
+        // The third lease peer is configured but misbehaves.
+        let mut rogue = build_swarm(&configs[2]).unwrap();
+        let target = a.peer_id();
+        rogue.behaviour_mut().allowed.allow_peer(target);
+        rogue.add_peer_address(target, configs[0].listen.clone());
+
+        assert_eq!(
+            ask(&mut rogue, target, b"\x00\xffgarbage".to_vec()).await,
+            None
+        );
+        // Decodes, but breaks a protocol rule: a token above its ballot.
+        let ballot = Ballot::new(1, NodeId(3)).unwrap();
+        let bad = Message::Propose {
+            resource: Resource::new("r").unwrap(),
+            ballot,
+            limit: Permits::MUTEX,
+            holder: Holder {
+                node: NodeId(3),
+                lease: LeaseId(1),
+            },
+            token: Ballot::new(2, NodeId(3)).unwrap().token(),
+            ttl: Millis(1_000),
+        };
+        assert_eq!(
+            ask(&mut rogue, target, wire::encode(&bad).unwrap()).await,
+            None
+        );
+        // A well-behaved message from the same peer is still answered.
+        let prepare = Message::Prepare {
+            resource: Resource::new("other").unwrap(),
+            ballot,
+            limit: Permits::MUTEX,
+        };
+        let answer = ask(&mut rogue, target, wire::encode(&prepare).unwrap()).await;
+        let reply = wire::decode_response(&answer.unwrap()).unwrap();
+        assert!(matches!(reply, Some(Message::Promise { .. })), "{reply:?}");
+
+        // Nothing it said stuck: had the propose been accepted, `r` would be
+        // held by the rogue, and an acquisition that does not wait would
+        // find it busy.
+        a.acquire(Resource::new("r").unwrap(), Millis(1_000), Millis(0))
+            .await
+            .unwrap();
+        drop(b);
+    }
+}
