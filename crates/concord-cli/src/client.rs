@@ -44,6 +44,15 @@ impl Client {
         })
     }
 
+    /// A second handle on the connection, e.g. to shut its writing side
+    /// down (the `lock` protocol's way of saying "done").
+    pub fn stream(&self) -> Result<UnixStream> {
+        self.read
+            .get_ref()
+            .try_clone()
+            .context("cloning the control connection")
+    }
+
     /// The next reply's payload; `None` when the node closed the connection.
     /// A [`Reply::Error`] becomes an error carrying the node's message.
     pub fn next(&mut self) -> Result<Option<Value>> {

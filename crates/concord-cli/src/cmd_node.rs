@@ -24,8 +24,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
 use crate::control::{
-    self, ChannelRow, ExportFormat, ExportResult, GetResult, InspectReport, PeerRow, PutResult,
-    QueueStats, Reply, Request, SpaceReport, WatchItem,
+    self, ChannelRow, ExportFormat, ExportResult, GetResult, InspectReport, LockGranted,
+    LockReleased, PeerRow, PutResult, QueueStats, Reply, Request, SpaceReport, WatchItem,
 };
 
 /// The channel that lists unresolved conflicts; it is never declared, so it
@@ -306,7 +306,9 @@ impl Server {
                 };
                 serde_json::to_value(result)?
             }
-            Request::Watch { .. } => bail!("watch streams; it is served by its own loop"),
+            Request::Watch { .. } | Request::Lock { .. } => {
+                bail!("watch and lock hold their connection; they are served by their own loops")
+            }
         })
     }
 
@@ -427,10 +429,21 @@ async fn connection(server: Arc<Server>, stream: UnixStream) {
             return;
         }
     };
-    if let Request::Watch { space, pattern } = request {
-        watch(&server, space, pattern, read, write).await;
-        return;
-    }
+    let request = match request {
+        Request::Watch { space, pattern } => {
+            watch(&server, space, pattern, read, write).await;
+            return;
+        }
+        Request::Lock {
+            space,
+            resource,
+            ttl_ms,
+        } => {
+            lock(&server, &space, resource, ttl_ms, read, write).await;
+            return;
+        }
+        other => other,
+    };
     let reply = match server.answer(request).await {
         Ok(value) => Reply::Ok(value),
         Err(e) => Reply::Error(format!("{e:#}")),
@@ -501,6 +514,68 @@ async fn watch(
             }
         }
     }
+}
+
+/// Holds a lease for a `lock` client until it hangs up (see
+/// [`control`]): takes it (giving up if the client leaves while waiting),
+/// renews it every half ttl, releases it.
+async fn lock(
+    server: &Server,
+    space: &str,
+    resource: String,
+    ttl_ms: u64,
+    mut read: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) {
+    let ttl = Duration::from_millis(ttl_ms);
+    let taken = async {
+        let space = server.space(space).await?;
+        anyhow::Ok(server.node.lock(&space, &resource, ttl).await?)
+    };
+    // The client sends nothing until it is done: any read that completes
+    // (bytes or end of stream) means it is done or gone.
+    let mut scratch = [0u8; 256];
+    let held = tokio::select! {
+        held = taken => held,
+        _ = read.read(&mut scratch) => return,
+    };
+    let mut held = match held {
+        Ok(held) => held,
+        Err(e) => {
+            let _ = send(&mut write, &Reply::Error(format!("{e:#}"))).await;
+            return;
+        }
+    };
+    let token = held.token().get();
+    let granted = serde_json::to_value(LockGranted {
+        resource: resource.clone(),
+        token,
+    });
+    let announced = match granted {
+        Ok(granted) => send(&mut write, &Reply::Ok(granted)).await,
+        Err(e) => Err(e.into()),
+    };
+    if announced.is_ok() {
+        let period = (ttl / 2).max(Duration::from_millis(1));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {
+                    if let Err(e) = held.renew().await {
+                        let lost = Reply::Error(format!("lease lost: {e:#}"));
+                        let _ = send(&mut write, &lost).await;
+                        break;
+                    }
+                }
+                _ = read.read(&mut scratch) => break,
+            }
+        }
+    }
+    let reply = match held.release().await {
+        Ok(()) => serde_json::to_value(LockReleased { resource, token })
+            .map_or_else(|e| Reply::Error(e.to_string()), Reply::Ok),
+        Err(e) => Reply::Error(format!("{e:#}")),
+    };
+    let _ = send(&mut write, &reply).await;
 }
 
 async fn send_item(write: &mut (impl AsyncWrite + Unpin), item: &WatchItem) -> Result<()> {

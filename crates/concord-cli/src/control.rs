@@ -1,11 +1,16 @@
 //! The control-socket protocol between `concord node` and the client
-//! commands (`put`, `get`, `watch`, `inspect`, `export`).
+//! commands (`put`, `get`, `watch`, `lock`, `inspect`, `export`).
 //!
 //! A Unix socket `DIR/control.sock` inside the node's data directory; one
 //! connection per command. The client writes one JSON [`Request`] line; the
 //! node answers with one [`Reply`] line, except `watch`, which answers with a
 //! [`Reply`] acknowledging the subscription and then streams one [`Reply`]
-//! per [`WatchItem`] until either side hangs up.
+//! per [`WatchItem`] until either side hangs up; and `lock`, which answers
+//! with a [`LockGranted`] once the lease is held, keeps it (renewing it
+//! every half ttl) until the client shuts down its writing side, then
+//! releases it and answers with a [`LockReleased`]. If the lease is lost
+//! meanwhile, the node sends a [`Reply::Error`] instead and closes. A client
+//! that disappears releases its lock the same way.
 //!
 //! This module owns the wire format and the socket's location only; it never
 //! touches a node, a replica or the terminal.
@@ -53,6 +58,15 @@ pub enum Request {
         space: String,
         /// A glob on channel paths, e.g. `intent/*`.
         pattern: String,
+    },
+    /// Hold the lease on a resource for as long as the connection stays open.
+    Lock {
+        /// The space whose `coordination/lock_holders` mirrors the holder.
+        space: String,
+        /// The resource name.
+        resource: String,
+        /// The lease's time to live in milliseconds (renewed every half).
+        ttl_ms: u64,
     },
     /// Describe the node and one or all of its open spaces.
     Inspect {
@@ -110,6 +124,24 @@ pub struct PutResult {
 pub struct GetResult {
     /// The visible value (`null` for a declared channel holding nothing).
     pub value: Value,
+}
+
+/// The first reply to a `lock`: the lease is held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockGranted {
+    /// The resource.
+    pub resource: String,
+    /// The fencing token.
+    pub token: u64,
+}
+
+/// The last reply to a `lock`: the lease was released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockReleased {
+    /// The resource.
+    pub resource: String,
+    /// The token of the lease given up.
+    pub token: u64,
 }
 
 /// One item of a `watch` stream.
@@ -246,6 +278,15 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Reply::Error("boom".into())).unwrap(),
             json!({"error": "boom"})
+        );
+        let lock = Request::Lock {
+            space: "team".into(),
+            resource: "github.main".into(),
+            ttl_ms: 30_000,
+        };
+        assert_eq!(
+            serde_json::to_value(&lock).unwrap(),
+            json!({"cmd": "lock", "space": "team", "resource": "github.main", "ttl_ms": 30000})
         );
         assert_eq!(
             serde_json::to_value(WatchItem::Lagged { missed: 3 }).unwrap(),

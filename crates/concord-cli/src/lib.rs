@@ -2,7 +2,7 @@
 //! that test crates can build the very same program under another name.
 //!
 //! `concord node` runs a node and serves a control socket in its data
-//! directory; `put`, `get`, `watch`, `inspect` and `export` talk to that node
+//! directory; `put`, `get`, `watch`, `lock`, `inspect` and `export` talk to that node
 //! through the socket; `demo` runs the README's main job in one process.
 //! This crate owns argument parsing, the control protocol and printing; it
 //! never implements replication or protocol logic of its own (the `concord`
@@ -10,6 +10,7 @@
 
 mod client;
 mod cmd_client;
+mod cmd_lock;
 mod cmd_node;
 mod control;
 mod demo;
@@ -76,6 +77,24 @@ enum Command {
         /// A glob on channel paths, e.g. `intent/*` or `**`.
         pattern: String,
     },
+    /// Run CMD while holding the lease on RESOURCE (waiting for other
+    /// holders), with CONCORD_FENCING_TOKEN and CONCORD_RESOURCE in its
+    /// environment; exits with CMD's exit code.
+    Lock {
+        /// The node's data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The space whose `coordination/lock_holders` shows the holder.
+        space: String,
+        /// The resource to lock, e.g. `github.main`.
+        resource: String,
+        /// The lease's time to live; it is renewed every half ttl while CMD runs.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        ttl: u64,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Show peers, vector clocks, channels and queue sizes.
     Inspect {
         #[command(flatten)]
@@ -123,6 +142,19 @@ fn run(command: Command) -> anyhow::Result<()> {
             space,
             pattern,
         } => cmd_client::watch(&common.data, space, pattern),
+        Command::Lock {
+            data,
+            space,
+            resource,
+            ttl,
+            command,
+        } => {
+            let code = cmd_lock::run(&data, space, resource, ttl, &command)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Inspect { common, space } => cmd_client::inspect(&common.data, space, common.json),
         Command::Export {
             common,

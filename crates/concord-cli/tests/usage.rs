@@ -18,7 +18,9 @@ fn help_lists_every_command() {
     let out = concord(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for command in ["node", "put", "get", "watch", "inspect", "export", "demo"] {
+    for command in [
+        "node", "put", "get", "watch", "lock", "inspect", "export", "demo",
+    ] {
         assert!(
             help.contains(&format!("  {command} ")),
             "{command} missing:\n{help}"
@@ -30,7 +32,7 @@ fn help_lists_every_command() {
 fn bad_input_is_refused_before_contacting_a_node() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["put", "--data", data, "team", "observation/x", "{oops"],
             "invalid JSON value",
@@ -42,6 +44,16 @@ fn bad_input_is_refused_before_contacting_a_node() {
         (
             &["get", "--data", data, "team", "gossip/x"],
             "unknown family",
+        ),
+        (
+            &["lock", "--data", data, "team", "", "--", "true"],
+            "resource",
+        ),
+        (
+            &[
+                "lock", "--data", data, "team", "r", "--ttl", "0", "--", "true",
+            ],
+            "--ttl",
         ),
     ];
     for (args, message) in cases {

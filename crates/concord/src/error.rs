@@ -26,6 +26,20 @@ pub enum Error {
     /// The network layer failed.
     #[error(transparent)]
     Net(#[from] concord_net::NetError),
+    /// The lease backend could not start.
+    #[error(transparent)]
+    LeaseStart(#[from] concord_net::lease::LeaseNetError),
+    /// A lease could not be acquired, renewed or released.
+    #[error("lock on {resource}: {source}")]
+    Lease {
+        /// The resource.
+        resource: String,
+        /// The backend's answer.
+        source: concord_lease::BackendError,
+    },
+    /// A resource name the lease service cannot use.
+    #[error(transparent)]
+    Resource(#[from] concord_lease::LeaseError),
     /// The replica refused an operation.
     #[error(transparent)]
     State(#[from] concord_state::StateError),

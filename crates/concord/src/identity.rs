@@ -37,24 +37,29 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Loads the keypair in `dir`, creating it (and `dir`) on first use.
+pub(crate) fn load_keypair(dir: &Path) -> Result<Keypair, Error> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let key_path = dir.join(KEY_FILE);
+    match fs::read(&key_path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|_| Error::Identity(key_path.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = Keypair::generate_ed25519();
+            let bytes = k
+                .to_protobuf_encoding()
+                .map_err(|_| Error::Identity(key_path.display().to_string()))?;
+            write_synced(&key_path, &bytes)?;
+            Ok(k)
+        }
+        Err(e) => Err(Error::io("read", &key_path, e)),
+    }
+}
+
 impl NodeIdentity {
     /// Loads (or creates) the identity in `dir` and decides the incarnation.
     pub fn load(dir: &Path) -> Result<Self, Error> {
-        fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-        let key_path = dir.join(KEY_FILE);
-        let keypair = match fs::read(&key_path) {
-            Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|_| Error::Identity(key_path.display().to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let k = Keypair::generate_ed25519();
-                let bytes = k
-                    .to_protobuf_encoding()
-                    .map_err(|_| Error::Identity(key_path.display().to_string()))?;
-                write_synced(&key_path, &bytes)?;
-                k
-            }
-            Err(e) => return Err(Error::io("read", &key_path, e)),
-        };
+        let keypair = load_keypair(dir)?;
         let inc_path = dir.join(INCARNATION_FILE);
         let mut incarnation = match fs::read_to_string(&inc_path) {
             Ok(s) => s.trim().parse().unwrap_or(0),

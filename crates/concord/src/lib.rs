@@ -27,21 +27,35 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate owns the node's files (identity, incarnation, space storage)
-//! and the ergonomic API; it never speaks to the network directly
+//! Every node also runs a lease service ([`NodeBuilder::lease_peers`]):
+//! [`Node::lock`] takes a lease with a [`FencingToken`] on a named
+//! resource.
+//!
+//! A [`coordinator::Coordinator`] executes operations posted to a space
+//! under those leases, at most once per operation id.
+//!
+//! This crate owns the node's files (identity, incarnation, space storage,
+//! lease acceptor state) and the ergonomic API; it never speaks to the network directly
 //! (concord-net does) and never decides replication (concord-sync does).
 
 mod channels;
+pub mod coordinator;
 mod error;
 mod identity;
+mod lease;
 mod node;
 mod space;
 
 pub use channels::{Counter, LastValue, SetChannel, Topic};
+pub use concord_lease::{
+    BackendError, FencingToken, Lease, LeaseBackend, Millis, NodeId, Resource,
+};
+pub use concord_net::lease::LeasePeer;
 pub use concord_net::{Multiaddr, PeerId, PeerInfo, Subscription};
 pub use concord_state::{
     ChannelKind, ChannelSpec, Delivery, Event, Origin, Policy, VectorClock, WriteReceipt,
 };
 pub use error::Error;
+pub use lease::{HeldLock, LOCK_HOLDERS, LockHolder};
 pub use node::{Node, NodeBuilder};
 pub use space::Space;

@@ -2,6 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_lease::{LeaseBackend, NodeId};
+use concord_net::lease::{LeasePeer, QuorumConfig, QuorumLeaseBackend};
 
 use concord_net::{Multiaddr, NetConfig, NetHandle, PeerId, PeerInfo, SpaceOptions};
 use concord_state::storage::FileStorage;
@@ -9,7 +14,12 @@ use concord_state::{ActorId, Replica, ReplicaConfig};
 use concord_sync::SyncConfig;
 
 use crate::identity::NodeIdentity;
+use crate::lease::HeldLock;
 use crate::{Error, Space};
+
+/// Where the default single-member lease quorum listens: loopback, a port
+/// chosen by the OS (nobody else dials it).
+const SOLO_LEASE_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 
 /// Configures and starts a [`Node`].
 #[derive(Debug, Default)]
@@ -20,6 +30,8 @@ pub struct NodeBuilder {
     mdns: bool,
     sync: Option<SyncConfig>,
     allowlists: BTreeMap<String, BTreeSet<PeerId>>,
+    lease_peers: Option<Vec<LeasePeer>>,
+    lease_max_ttl: Option<Duration>,
 }
 
 impl NodeBuilder {
@@ -62,7 +74,32 @@ impl NodeBuilder {
         self
     }
 
-    /// Loads the identity, starts the network driver and returns the node.
+    /// Runs the lease service as one of these lease peers (this node's
+    /// peer id must be among them; its entry's address is where its lease
+    /// swarm listens). A lease is granted by a majority of them.
+    ///
+    /// Without this call the node is a single-member quorum of its own
+    /// (lease node 1, listening on 127.0.0.1 on a free port): locking works
+    /// out of the box on one node, but only excludes holders that use this
+    /// same node. Either way the acceptor state lives in `DATA_DIR/lease/`;
+    /// after a restart from a non-empty one the node grants no lease for
+    /// the maximum ttl ([`NodeBuilder::lease_max_ttl`]), the quiet period that keeps leases granted
+    /// before the restart exclusive.
+    pub fn lease_peers(mut self, peers: Vec<LeasePeer>) -> Self {
+        self.lease_peers = Some(peers);
+        self
+    }
+
+    /// The longest lease ttl the lease service grants, which is also its
+    /// quiet period after a restart (default 60 s). Must be the same on
+    /// every lease peer.
+    pub fn lease_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.lease_max_ttl = Some(max_ttl);
+        self
+    }
+
+    /// Loads the identity, starts the network driver and the lease service
+    /// (see [`NodeBuilder::lease_peers`]) and returns the node.
     pub async fn build(self) -> Result<Node, Error> {
         let dir = self.data_dir.ok_or(Error::NoDataDir)?;
         let identity = NodeIdentity::load(&dir)?;
@@ -74,6 +111,7 @@ impl NodeBuilder {
             config.sync = sync;
         }
         let net = concord_net::spawn(config)?;
+        let lease = start_lease(&identity, self.lease_peers, self.lease_max_ttl)?;
         tracing::info!(peer = %net.peer_id(), incarnation = identity.incarnation, "node started");
         Ok(Node {
             net,
@@ -81,8 +119,47 @@ impl NodeBuilder {
             identity,
             allowlists: self.allowlists,
             open: tokio::sync::Mutex::new(BTreeSet::new()),
+            lease,
         })
     }
+}
+
+/// Starts the node's lease peer: a member of `peers`, or a quorum of one.
+fn start_lease(
+    identity: &NodeIdentity,
+    peers: Option<Vec<LeasePeer>>,
+    max_ttl: Option<Duration>,
+) -> Result<Arc<QuorumLeaseBackend>, Error> {
+    let me = identity.keypair.public().to_peer_id();
+    let peers = match peers {
+        Some(peers) => peers,
+        None => vec![LeasePeer {
+            node: NodeId(1),
+            peer_id: me,
+            addr: SOLO_LEASE_LISTEN
+                .parse()
+                .map_err(|e| concord_net::lease::LeaseNetError::Config(format!("{e}")))?,
+        }],
+    };
+    let listen = peers
+        .iter()
+        .find(|p| p.peer_id == me)
+        .map(|p| p.addr.clone())
+        .ok_or_else(|| {
+            concord_net::lease::LeaseNetError::Config(format!(
+                "this node ({me}) is not one of the lease peers"
+            ))
+        })?;
+    let mut config = QuorumConfig::new(
+        identity.keypair.clone(),
+        listen,
+        peers,
+        identity.dir.join("lease"),
+    );
+    if let Some(max_ttl) = max_ttl {
+        config.max_ttl = crate::lease::millis(max_ttl);
+    }
+    Ok(Arc::new(QuorumLeaseBackend::start(config)?))
 }
 
 /// One agent process: identity, durable spaces, and the network driver.
@@ -93,6 +170,7 @@ pub struct Node {
     allowlists: BTreeMap<String, BTreeSet<PeerId>>,
     /// Spaces already open; held across the opening so two callers never race.
     open: tokio::sync::Mutex<BTreeSet<String>>,
+    lease: Arc<QuorumLeaseBackend>,
 }
 
 impl std::fmt::Debug for Node {
@@ -116,6 +194,15 @@ impl Node {
     /// A builder.
     pub fn builder() -> NodeBuilder {
         NodeBuilder::default()
+    }
+
+    /// The peer id of the node whose data directory is `dir`, creating its
+    /// identity if it has none yet: what to put in the [`LeasePeer`] lists
+    /// of [`NodeBuilder::lease_peers`] before the first start.
+    pub fn peer_id_in(dir: impl AsRef<std::path::Path>) -> Result<PeerId, Error> {
+        Ok(crate::identity::load_keypair(dir.as_ref())?
+            .public()
+            .to_peer_id())
     }
 
     /// This node's libp2p identity.
@@ -202,9 +289,39 @@ impl Node {
         Ok(self.net.dial(addr).await?)
     }
 
-    /// Flushes every space to disk, stops the network and records a clean
-    /// shutdown (the next start keeps this incarnation).
+    /// The node's lease service (see [`NodeBuilder::lease_peers`]). It
+    /// stops at [`Node::shutdown`], or when the last clone of this handle
+    /// is dropped if one outlives the node.
+    pub fn lease_backend(&self) -> Arc<dyn LeaseBackend> {
+        Arc::clone(&self.lease) as Arc<dyn LeaseBackend>
+    }
+
+    /// Takes the lock on `resource` for `ttl`, waiting as long as others
+    /// hold it, and mirrors the holder into `space`'s
+    /// [`crate::LOCK_HOLDERS`] (see [`HeldLock`]).
+    pub async fn lock(
+        &self,
+        space: &Space,
+        resource: &str,
+        ttl: Duration,
+    ) -> Result<HeldLock, Error> {
+        HeldLock::acquire(
+            self.lease_backend(),
+            space,
+            resource,
+            ttl,
+            &self.peer_id().to_string(),
+        )
+        .await
+    }
+
+    /// Flushes every space to disk, stops the network and the lease service
+    /// and records a clean shutdown (the next start keeps this incarnation).
+    /// Leases still held are not released; they expire.
     pub async fn shutdown(self) -> Result<(), Error> {
+        if let Some(lease) = Arc::into_inner(self.lease) {
+            lease.shutdown().await;
+        }
         self.net.shutdown().await?;
         self.identity.mark_clean()
     }

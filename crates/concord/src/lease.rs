@@ -1,0 +1,162 @@
+//! [`HeldLock`]: a lease on a named resource held by this node, with its
+//! fencing token, and the informational mirror of holders in a space's
+//! [`LOCK_HOLDERS`] channel.
+//!
+//! This module owns taking (waiting while others hold it), renewing and
+//! releasing a lease through any [`LeaseBackend`], and keeping the mirror.
+//! It must never let safety depend on the mirror: the mirror is written
+//! after the lease is granted and cleared before it is released, failures
+//! to write it are logged and ignored, and it can lag or lose entries (a
+//! holder that crashes leaves its entry behind). Exclusion comes from the
+//! lease service and the fencing token alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_lease::{BackendError, FencingToken, Lease, LeaseBackend, Millis, Resource};
+use serde::{Deserialize, Serialize};
+
+use crate::channels::SetChannel;
+use crate::{Error, Space};
+
+/// The `Set` channel mirroring current lock holders, one [`LockHolder`]
+/// per held lease (informational only).
+pub const LOCK_HOLDERS: &str = "coordination/lock_holders";
+
+/// How long one acquire attempt waits before [`HeldLock`] asks again;
+/// waiting as a whole has no bound.
+const BUSY_WAIT: Millis = Millis(10_000);
+
+/// One entry of [`LOCK_HOLDERS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The resource.
+    pub resource: String,
+    /// The fencing token of the holder's lease.
+    pub token: u64,
+    /// Who holds it (a peer id, or whatever name the taker gave).
+    pub holder: String,
+}
+
+/// A lease this node holds. Renew it before it expires; release it when
+/// done (dropping it without releasing lets the lease run out at its ttl).
+pub struct HeldLock {
+    backend: Arc<dyn LeaseBackend>,
+    lease: Lease,
+    ttl: Millis,
+    holders: SetChannel<LockHolder>,
+    entry: LockHolder,
+}
+
+impl std::fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldLock")
+            .field("lease", &self.lease)
+            .field("holder", &self.entry.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `d` in whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> Millis {
+    Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn lease_error(resource: &Resource, source: BackendError) -> Error {
+    Error::Lease {
+        resource: resource.to_string(),
+        source,
+    }
+}
+
+impl HeldLock {
+    /// Takes `resource` for `ttl` from `backend`, waiting as long as others
+    /// hold it, and mirrors `holder` into `space`'s [`LOCK_HOLDERS`].
+    ///
+    /// Dropping the returned future while it waits is allowed; a lease
+    /// granted at that very moment is then held by nobody and simply ends
+    /// at its ttl.
+    ///
+    /// # Errors
+    /// An invalid resource name, a ttl above the service's maximum, or a
+    /// backend failure other than the resource being busy (no quorum
+    /// reachable, a restarted lease peer still in its quiet period).
+    pub async fn acquire(
+        backend: Arc<dyn LeaseBackend>,
+        space: &Space,
+        resource: &str,
+        ttl: Duration,
+        holder: &str,
+    ) -> Result<HeldLock, Error> {
+        let resource = Resource::new(resource)?;
+        let holders = space.set::<LockHolder>(LOCK_HOLDERS)?;
+        let ttl = millis(ttl);
+        let lease = loop {
+            match backend.acquire(resource.clone(), ttl, BUSY_WAIT).await {
+                Ok(lease) => break lease,
+                Err(BackendError::Busy) => continue,
+                Err(e) => return Err(lease_error(&resource, e)),
+            }
+        };
+        let entry = LockHolder {
+            resource: resource.to_string(),
+            token: lease.token.get(),
+            holder: holder.to_owned(),
+        };
+        if let Err(e) = holders.insert(&entry).await {
+            tracing::warn!(error = %e, %resource, "could not mirror the lock holder");
+        }
+        Ok(HeldLock {
+            backend,
+            lease,
+            ttl,
+            holders,
+            entry,
+        })
+    }
+
+    /// The fencing token: pass it to whatever acts under the lock.
+    pub fn token(&self) -> FencingToken {
+        self.lease.token
+    }
+
+    /// The lease as the backend granted (or last renewed) it.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The ttl it was taken with; renewals extend it by as much.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl.0)
+    }
+
+    /// Extends the lease by its ttl from now, keeping the token.
+    ///
+    /// # Errors
+    /// The lease already ended or the lease service is unreachable: the
+    /// lock must be considered lost.
+    pub async fn renew(&mut self) -> Result<(), Error> {
+        self.lease = self
+            .backend
+            .renew(&self.lease, self.ttl)
+            .await
+            .map_err(|e| lease_error(&self.lease.resource, e))?;
+        Ok(())
+    }
+
+    /// Clears the mirror entry, then gives the lease up.
+    ///
+    /// # Errors
+    /// The lease service did not confirm the release (the lease then ends
+    /// at its expiry anyway).
+    pub async fn release(self) -> Result<(), Error> {
+        if let Err(e) = self.holders.remove(&self.entry).await {
+            tracing::warn!(error = %e, resource = %self.entry.resource, "could not clear the lock mirror");
+        }
+        let resource = self.lease.resource.clone();
+        self.backend
+            .release(self.lease)
+            .await
+            .map_err(|e| lease_error(&resource, e))
+    }
+}

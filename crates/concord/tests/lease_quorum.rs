@@ -1,0 +1,172 @@
+//! Nodes configured as one three-member lease quorum on loopback: locks
+//! taken concurrently from different nodes never overlap and get strictly
+//! increasing fencing tokens, and each holder is mirrored into the shared
+//! space's `coordination/lock_holders` where the other nodes see it; two
+//! nodes' coordinators execute an operation queued on both only once.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use concord::{LOCK_HOLDERS, LeasePeer, LockHolder, Node, NodeId};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `n` nodes, each a lease peer of the same quorum, syncing through the first.
+async fn quorum(root: &std::path::Path, n: u16) -> Vec<Arc<Node>> {
+    let dirs: Vec<_> = (1..=n).map(|i| root.join(format!("node-{i}"))).collect();
+    let peers: Vec<LeasePeer> = (1..=n)
+        .zip(&dirs)
+        .map(|(i, dir)| LeasePeer {
+            node: NodeId(i),
+            peer_id: Node::peer_id_in(dir).unwrap(),
+            addr: format!("/ip4/127.0.0.1/tcp/{}", free_port())
+                .parse()
+                .unwrap(),
+        })
+        .collect();
+    let mut nodes: Vec<Arc<Node>> = Vec::new();
+    for dir in &dirs {
+        let mut builder = Node::builder()
+            .data_dir(dir)
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .lease_peers(peers.clone());
+        if let Some(first) = nodes.first() {
+            let addr = first.wait_listening(Duration::from_secs(5)).await.unwrap()[0].clone();
+            builder = builder.bootstrap(addr);
+        }
+        nodes.push(Arc::new(builder.build().await.unwrap()));
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locks_from_different_nodes_exclude_each_other_with_increasing_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = quorum(dir.path(), 3).await;
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        let node = Arc::clone(node);
+        let runs = Arc::clone(&runs);
+        tasks.push(tokio::spawn(async move {
+            let space = node.space("ops").await.unwrap();
+            for _ in 0..2 {
+                let held = node
+                    .lock(&space, "github.main", Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let start = Instant::now();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                runs.lock()
+                    .unwrap()
+                    .push((start, Instant::now(), held.token()));
+                held.release().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut runs = runs.lock().unwrap().clone();
+    runs.sort_unstable();
+    assert_eq!(runs.len(), 6);
+    for pair in runs.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "overlap: {runs:?}");
+        assert!(pair[0].2 < pair[1].2, "tokens not increasing: {runs:?}");
+    }
+    for node in nodes {
+        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_is_mirrored_to_the_other_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = quorum(dir.path(), 3).await;
+    let spaces = [
+        nodes[0].space("ops").await.unwrap(),
+        nodes[2].space("ops").await.unwrap(),
+    ];
+    let held = nodes[0]
+        .lock(&spaces[0], "api.openai", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let want = LockHolder {
+        resource: "api.openai".into(),
+        token: held.token().get(),
+        holder: nodes[0].peer_id().to_string(),
+    };
+    let seen = spaces[1].set::<LockHolder>(LOCK_HOLDERS).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.members().await.unwrap() != [want.clone()] {
+        assert!(Instant::now() < deadline, "the holder never showed up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held.release().await.unwrap();
+    while !seen.members().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the holder never went away");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(spaces);
+    for node in nodes {
+        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinators_on_two_nodes_execute_a_shared_operation_once() {
+    use concord::coordinator::{COMPLETED, Coordinator, EXECUTION_QUEUE, Operation, Submitted};
+    use serde_json::{Value, json};
+
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = quorum(dir.path(), 3).await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let mut coordinators = Vec::new();
+    for node in &nodes[..2] {
+        let space = node.space("ops").await.unwrap();
+        let mut c = Coordinator::new(space.clone(), node.lease_backend())
+            .with_name(&node.peer_id().to_string());
+        let calls = Arc::clone(&calls);
+        c.register("deploy", move |_op, token| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.lock().unwrap().push(token.get());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(json!("deployed"))
+            }
+        });
+        coordinators.push((space, c));
+    }
+    let deploy = Operation {
+        id: "deploy-7".into(),
+        kind: "deploy".into(),
+        resource: Some("github.main".into()),
+        payload: Value::Null,
+    };
+    let [(space_a, a), (space_b, b)] = &coordinators[..] else {
+        unreachable!()
+    };
+    assert_eq!(a.submit(deploy).await.unwrap(), Submitted::Queued);
+    let queued = space_b.topic::<Operation>(EXECUTION_QUEUE).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queued.entries().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the queue never replicated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ran_a, ran_b) = tokio::join!(a.run_once(), b.run_once());
+    assert_eq!(ran_a.unwrap() + ran_b.unwrap(), 1);
+    assert_eq!(calls.lock().unwrap().len(), 1);
+    let completed = space_a.topic::<Value>(COMPLETED).unwrap();
+    assert_eq!(completed.entries().await.unwrap().len(), 1);
+    drop(coordinators);
+    for node in nodes {
+        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
+    }
+}

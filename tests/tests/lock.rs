@@ -1,0 +1,119 @@
+//! `concord lock` against a real `concord node` process: concurrent lock
+//! commands on one resource run their commands strictly one after another
+//! with increasing fencing tokens, the holder is mirrored in
+//! `coordination/lock_holders` while it runs, and the command's exit code is
+//! passed on.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::thread;
+
+use concord_tests::{Binary, Cluster, NodeProcess, spaces};
+use serde_json::Value;
+
+/// The CLI under test, built by cargo before these tests run.
+const CONCORD: Binary = Binary(env!("CARGO_BIN_EXE_concord-under-test"));
+
+const SPACE: &str = "team";
+const RESOURCE: &str = "github.main";
+
+/// `concord lock --data DIR team github.main -- sh -c SCRIPT`; returns its
+/// exit code and stderr.
+fn lock(node: &NodeProcess, script: &str) -> (Option<i32>, String) {
+    let out = CONCORD
+        .command()
+        .arg("lock")
+        .arg("--data")
+        .arg(node.dir())
+        .args([SPACE, RESOURCE, "--ttl", "2", "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One line per run: start and end (ns since the epoch) and the token.
+fn runs(log: &Path) -> Vec<(u128, u128, u64)> {
+    let mut runs: Vec<_> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    runs.sort_unstable();
+    runs
+}
+
+#[test]
+fn concurrent_locks_run_one_after_another_with_increasing_tokens() {
+    let cluster = Cluster::start(CONCORD, 1, |_| spaces(&[SPACE]));
+    let node = &cluster.nodes[0];
+    let log = cluster.root().join("runs.log");
+    // Longer than half the ttl, so each holder renews at least once.
+    let script = format!(
+        "s=$(date +%s%N); sleep 1.3; e=$(date +%s%N); echo \"$s $e $CONCORD_FENCING_TOKEN\" >> {}",
+        log.display()
+    );
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| lock(node, &script)))
+            .collect();
+        for handle in handles {
+            let (code, stderr) = handle.join().unwrap();
+            assert_eq!(code, Some(0), "{stderr}");
+        }
+    });
+    let runs = runs(&log);
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for pair in runs.windows(2) {
+        let (_, end, token) = pair[0];
+        let (start, _, next_token) = pair[1];
+        assert!(end <= start, "runs overlap: {runs:?}");
+        assert!(token < next_token, "tokens not increasing: {runs:?}");
+    }
+    // Every holder cleared its mirror entry on release.
+    assert_eq!(
+        node.get(SPACE, "coordination/lock_holders"),
+        Some(Value::Array(Vec::new()))
+    );
+}
+
+#[test]
+fn the_holder_is_mirrored_while_it_runs_and_the_exit_code_is_passed_on() {
+    let cluster = Cluster::start(CONCORD, 1, |_| spaces(&[SPACE]));
+    let node = &cluster.nodes[0];
+    let seen = cluster.root().join("holders.json");
+    let script = format!(
+        "{} get --json --data {} {SPACE} coordination/lock_holders > {}; \
+         test \"$CONCORD_RESOURCE\" = {RESOURCE} || exit 99; exit 7",
+        CONCORD.0,
+        node.dir().display(),
+        seen.display()
+    );
+    let (code, stderr) = lock(node, &script);
+    assert_eq!(code, Some(7), "{stderr}");
+    let holders: Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
+    let holders = holders.as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(holders[0]["resource"], RESOURCE);
+    assert_eq!(holders[0]["holder"], node.peer_id());
+    assert!(holders[0]["token"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn lock_without_a_command_or_a_node_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = CONCORD.run(&["lock", "--data", data, SPACE, RESOURCE, "--", "true"]);
+    assert!(out.err().contains("no node is running"));
+}
