@@ -1,0 +1,334 @@
+//! One simulated process: its disk, its (optional, while running) sync
+//! engine over a durable replica, its local clock, its incarnation, its
+//! inbox while paused, and its gossip de-duplication cache.
+//!
+//! It owns the life cycle of a process (start, clean stop, power loss,
+//! pause). It must never route messages or decide about the network, and it
+//! never reads a real clock: its `now` is a function of virtual time.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use concord_state::storage::{MemDisk, MemStorage};
+use concord_state::{
+    ActorId, Millis, Replica, ReplicaConfig, StateError, SubscribeOptions, SubscriptionId,
+    SyncPolicy,
+};
+use concord_sync::{Input, SyncConfig, SyncEngine};
+use serde::Serialize;
+
+use crate::check::CausalOrder;
+use crate::network::SeenCache;
+
+/// The single space every node replicates.
+pub const SPACE: &str = "netsim";
+
+/// A node's index, used as the engines' peer type.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The index into node tables.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// The actor id of a node's incarnation: node index and incarnation number,
+/// big-endian, padded to 16 bytes (DESIGN §5).
+pub fn actor_id(node: NodeId, incarnation: u32) -> ActorId {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(b"node");
+    bytes[4..8].copy_from_slice(&node.0.to_be_bytes());
+    bytes[8..12].copy_from_slice(&incarnation.to_be_bytes());
+    ActorId::from(&bytes[..])
+}
+
+/// Local time of a process: `EPOCH + offset + v * (1 + drift)` for virtual
+/// time `v`, never negative and never decreasing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalClock {
+    /// Constant offset from virtual time, in ms.
+    pub offset_ms: i64,
+    /// Rate error in parts per million (> -1,000,000).
+    pub drift_ppm: i64,
+}
+
+/// Local clocks start here, so that negative offsets stay positive.
+const EPOCH_MS: i128 = 1_000_000_000;
+
+impl LocalClock {
+    /// A perfect clock.
+    pub const EXACT: LocalClock = LocalClock {
+        offset_ms: 0,
+        drift_ppm: 0,
+    };
+
+    /// Local time at virtual time `v`.
+    pub fn local(&self, v: u64) -> Millis {
+        let v = i128::from(v);
+        let t =
+            EPOCH_MS + i128::from(self.offset_ms) + v + v * i128::from(self.drift_ppm) / 1_000_000;
+        Millis(u64::try_from(t.max(0)).unwrap_or(u64::MAX))
+    }
+
+    /// The earliest virtual time, not before `not_before`, at which local
+    /// time has reached `target`.
+    pub fn virtual_at(&self, target: Millis, not_before: u64) -> u64 {
+        if self.local(not_before) >= target {
+            return not_before;
+        }
+        let rate = 1_000_000 + i128::from(self.drift_ppm);
+        let want = i128::from(target.0) - EPOCH_MS - i128::from(self.offset_ms);
+        let mut v = u64::try_from((want * 1_000_000 / rate.max(1)).max(0)).unwrap_or(u64::MAX);
+        v = v.max(not_before);
+        while self.local(v) < target {
+            v += 1;
+        }
+        while v > not_before && self.local(v - 1) >= target {
+            v -= 1;
+        }
+        v
+    }
+}
+
+/// Whether a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Processing.
+    Up,
+    /// Frozen: nothing processed, timers deferred, frames queued.
+    Paused,
+    /// Crashed or stopped.
+    Down,
+}
+
+/// Something arriving at a node, processed now or queued while it is paused.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// A point-to-point frame.
+    Direct {
+        /// Sender.
+        from: NodeId,
+        /// The frame.
+        bytes: std::rc::Rc<[u8]>,
+    },
+    /// A gossip (broadcast) frame, relayed `hop` times so far.
+    Gossip {
+        /// The neighbour that relayed it.
+        from: NodeId,
+        /// The frame.
+        bytes: std::rc::Rc<[u8]>,
+        /// Message id for de-duplication.
+        id: u128,
+        /// Relay hops from the origin (1 = sent by the origin itself).
+        hop: u32,
+    },
+    /// A connection came up.
+    PeerUp(NodeId),
+    /// A connection went down.
+    PeerDown(NodeId),
+}
+
+/// What stopping a process left behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// The stopped incarnation's highest durable (acknowledged) sequence.
+    pub durable_seq: u64,
+    /// Unsynced bytes the disk lost.
+    pub lost_bytes: u64,
+}
+
+/// How a node's engine and replica are configured (same for every node).
+#[derive(Debug, Clone)]
+pub struct NodeSetup {
+    /// Sync engine settings.
+    pub sync: SyncConfig,
+    /// Replica fsync policy.
+    pub replica_sync: SyncPolicy,
+    /// The `*` subscriber's buffer.
+    pub subscriber_capacity: usize,
+}
+
+/// One simulated process.
+pub struct Node {
+    /// Its id.
+    pub id: NodeId,
+    /// Running, paused or down.
+    pub status: Status,
+    /// The engine while the process runs.
+    pub engine: Option<SyncEngine<NodeId>>,
+    /// The `*` subscription of the running process.
+    pub sub: Option<SubscriptionId>,
+    /// Its disk, which survives crashes.
+    pub disk: MemDisk,
+    /// Current incarnation (part of the actor id).
+    pub incarnation: u32,
+    /// Whether the last stop was unclean (the next start takes a new incarnation).
+    pub unclean: bool,
+    /// Its clock.
+    pub clock: LocalClock,
+    /// Virtual time of the pending engine timer, if one is scheduled.
+    pub timer_at: Option<u64>,
+    /// Inputs queued while paused.
+    pub inbox: VecDeque<Inbound>,
+    /// Gossip ids already seen.
+    pub seen: SeenCache,
+    /// Causal-order checker of its subscriber.
+    pub causal: CausalOrder,
+    /// Sum of its vector clock when last looked at.
+    pub clock_total: u64,
+    /// Writes issued by this node so far (all incarnations).
+    pub writes: u64,
+}
+
+impl Node {
+    /// A node that has not started yet.
+    pub fn new(id: NodeId, clock: LocalClock, seen_capacity: usize) -> Node {
+        Node {
+            id,
+            status: Status::Down,
+            engine: None,
+            sub: None,
+            disk: MemDisk::new(),
+            incarnation: 0,
+            unclean: false,
+            clock,
+            timer_at: None,
+            inbox: VecDeque::new(),
+            seen: SeenCache::new(seen_capacity),
+            causal: CausalOrder::default(),
+            clock_total: 0,
+            writes: 0,
+        }
+    }
+
+    /// The node's local time at virtual time `v`.
+    pub fn now(&self, v: u64) -> Millis {
+        self.clock.local(v)
+    }
+
+    /// The actor id of the current incarnation.
+    pub fn actor(&self) -> ActorId {
+        actor_id(self.id, self.incarnation)
+    }
+
+    /// Starts the process from its disk (a new incarnation after an unclean
+    /// stop) with an engine seeded by `seed`.
+    pub fn start(&mut self, setup: &NodeSetup, seed: u64) -> Result<(), StateError> {
+        if self.unclean {
+            self.incarnation += 1;
+            self.unclean = false;
+        }
+        let storage = MemStorage::new(self.disk.clone(), SPACE);
+        let config = ReplicaConfig {
+            sync: setup.replica_sync,
+            ..ReplicaConfig::default()
+        };
+        let mut replica = Replica::open(SPACE, self.actor(), Box::new(storage), config)?;
+        let sub = replica.subscribe(
+            "*",
+            SubscribeOptions::default().capacity(setup.subscriber_capacity),
+        )?;
+        self.clock_total = replica.vector_clock().total();
+        self.engine = Some(SyncEngine::new(setup.sync.clone(), replica, seed));
+        self.sub = Some(sub);
+        self.status = Status::Up;
+        self.timer_at = None;
+        self.causal = CausalOrder::default();
+        Ok(())
+    }
+
+    /// Stops the process. Clean: everything is flushed first. Unclean: the
+    /// disk loses what was not synced, except `keep(unsynced_bytes)` bytes
+    /// that made it anyway (possibly a torn record).
+    pub fn stop(
+        &mut self,
+        clean: bool,
+        mut keep: impl FnMut(u64) -> u64,
+    ) -> Result<Stopped, StateError> {
+        let mut stopped = Stopped::default();
+        let mut flushed = Ok(());
+        if let Some(mut engine) = self.engine.take() {
+            let replica = engine.replica_mut();
+            if clean {
+                flushed = replica.flush().map(|_| ());
+            }
+            stopped.durable_seq = replica.durable_seq();
+        }
+        // A failed flush makes the stop unclean: what reached the disk is unknown.
+        let clean = clean && flushed.is_ok();
+        if !clean {
+            let before = self.disk.unsynced_bytes(SPACE);
+            let mut kept = 0;
+            self.disk.crash_with(|_, n| {
+                kept = keep(n).min(n);
+                kept
+            });
+            stopped.lost_bytes = before.saturating_sub(kept);
+        }
+        self.unclean = !clean;
+        self.status = Status::Down;
+        self.sub = None;
+        self.timer_at = None;
+        self.inbox.clear();
+        self.seen.clear();
+        flushed.map(|()| stopped)
+    }
+
+    /// Feeds one input to the running engine at virtual time `v`.
+    pub fn handle(&mut self, v: u64, input: Input<NodeId>) {
+        let now = self.now(v);
+        if let Some(engine) = &mut self.engine {
+            engine.handle_input(now, input);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_clock_inverts() {
+        let clocks = [
+            LocalClock::EXACT,
+            LocalClock {
+                offset_ms: -30_000,
+                drift_ppm: 50_000,
+            },
+            LocalClock {
+                offset_ms: 12_345,
+                drift_ppm: -50_000,
+            },
+            LocalClock {
+                offset_ms: 7,
+                drift_ppm: -500_000,
+            },
+        ];
+        for c in clocks {
+            for v in [0u64, 1, 999, 10_000, 123_456] {
+                let local = c.local(v);
+                let back = c.virtual_at(local, 0);
+                assert!(back <= v, "{c:?} v={v} back={back}");
+                assert_eq!(c.local(back), local);
+                assert!(back == 0 || c.local(back - 1) < local);
+                assert!(c.local(v + 1) >= local);
+                assert_eq!(c.virtual_at(local, v + 5), v + 5);
+            }
+        }
+    }
+
+    #[test]
+    fn actor_ids_differ_by_incarnation() {
+        assert_ne!(actor_id(NodeId(1), 0), actor_id(NodeId(1), 1));
+        assert_ne!(actor_id(NodeId(1), 0), actor_id(NodeId(2), 0));
+    }
+}

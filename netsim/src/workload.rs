@@ -1,0 +1,89 @@
+//! The write workload: random operations on `LastValue` (last-write-wins
+//! and `reject`), `Topic`, `Counter` and `Set` channels, from a small pool of
+//! channel names so that concurrent writes collide.
+//!
+//! It owns the choice of operation and its application to one replica. It
+//! must never schedule anything or talk to the network.
+
+use concord_state::{ChannelSpec, Millis, Policy, Replica, StateError, WriteReceipt};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+/// The `LastValue` channel declared with the `reject` policy.
+pub const REJECT_CHANNEL: &str = "coordination/leader";
+
+/// One write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `put` on a `LastValue` channel.
+    Put(String, Value),
+    /// `append` on a `Topic`.
+    Append(String, Value),
+    /// `increment` on a `Counter`.
+    Increment(String, i64),
+    /// `set_add`.
+    SetAdd(String, Value),
+    /// `set_remove`.
+    SetRemove(String, Value),
+}
+
+impl Op {
+    /// Draws a random operation for `node`'s `n`-th write.
+    pub fn random(rng: &mut ChaCha8Rng, node: u32, n: u64) -> Op {
+        let value = json!({ "node": node, "n": n });
+        match rng.random_range(0..100) {
+            0..35 => Op::Put(format!("observation/lv{}", rng.random_range(0..4)), value),
+            35..45 => Op::Put(REJECT_CHANNEL.to_owned(), value),
+            45..70 => Op::Append(format!("intent/log{}", rng.random_range(0..2)), value),
+            70..85 => {
+                let delta = match rng.random_range(-3..=5) {
+                    0 => 1,
+                    d => d,
+                };
+                Op::Increment(format!("execution/count{}", rng.random_range(0..2)), delta)
+            }
+            _ => {
+                let path = format!("observation/set{}", rng.random_range(0..2));
+                let member = json!(format!("m{}", rng.random_range(0..8)));
+                if rng.random_bool(0.5) {
+                    Op::SetAdd(path, member)
+                } else {
+                    Op::SetRemove(path, member)
+                }
+            }
+        }
+    }
+
+    /// The channel written.
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Put(p, _)
+            | Op::Append(p, _)
+            | Op::Increment(p, _)
+            | Op::SetAdd(p, _)
+            | Op::SetRemove(p, _) => p,
+        }
+    }
+
+    /// Applies the operation; `None` when it changed nothing (removing an
+    /// absent member).
+    pub fn apply(
+        &self,
+        replica: &mut Replica,
+        now: Millis,
+    ) -> Result<Option<WriteReceipt>, StateError> {
+        match self {
+            Op::Put(p, v) => replica.put(now, p.as_str(), v).map(Some),
+            Op::Append(p, v) => replica.append(now, p.as_str(), v).map(|(_, r)| Some(r)),
+            Op::Increment(p, d) => replica.increment(now, p.as_str(), *d),
+            Op::SetAdd(p, m) => replica.set_add(now, p.as_str(), m).map(Some),
+            Op::SetRemove(p, m) => replica.set_remove(now, p.as_str(), m),
+        }
+    }
+}
+
+/// Declares [`REJECT_CHANNEL`] (done once, by node 0, at start).
+pub fn declare(replica: &mut Replica, now: Millis) -> Result<Option<WriteReceipt>, StateError> {
+    replica.declare(now, REJECT_CHANNEL, ChannelSpec::last_value(Policy::Reject))
+}
