@@ -135,12 +135,7 @@ pub trait LeaseBackend: Send + Sync {
         ttl: Millis,
         wait: Millis,
     ) -> BoxFuture<'_, Result<Lease, BackendError>> {
-        self.acquire_with(AcquireRequest {
-            resource,
-            ttl,
-            permits: Permits::MUTEX,
-            wait,
-        })
+        self.acquire_permit(resource, Permits::MUTEX, ttl, wait)
     }
 
     /// Acquires one of `permits` permits of `resource` (a counting
