@@ -21,6 +21,31 @@ pub(crate) struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
+/// A swarm with Concord's transports (TCP with nodelay and QUIC, noise,
+/// yamux) on tokio, idle connections kept for an hour. `tune` adjusts the
+/// swarm config further; errors come back as text for the caller's type.
+pub(crate) fn swarm<B: NetworkBehaviour>(
+    keypair: &identity::Keypair,
+    behaviour: impl FnOnce(&identity::Keypair) -> Result<B, BuildError>,
+    tune: impl FnOnce(libp2p::swarm::Config) -> libp2p::swarm::Config,
+) -> Result<libp2p::Swarm<B>, String> {
+    Ok(
+        libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .map_err(|e| e.to_string())?
+            .with_quic()
+            .with_behaviour(behaviour)
+            .map_err(|e| e.to_string())?
+            .with_swarm_config(|c| tune(c.with_idle_connection_timeout(Duration::from_secs(3600))))
+            .build(),
+    )
+}
+
 /// Gossipsub topic of a space's fast path.
 pub(crate) fn topic(space: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("concord/space/{space}"))

@@ -12,9 +12,7 @@ use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identity, mdns, noise, request_response, tcp, yamux,
-};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity, mdns, request_response};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -191,19 +189,8 @@ fn seed_for(peer: &PeerId, space: &str) -> u64 {
 pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
     let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     let mdns = config.mdns;
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| transport(&e))?
-        .with_quic()
-        .with_behaviour(|key| behaviour::build(key, mdns))
-        .map_err(|e| transport(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-        .build();
+    let mut swarm = behaviour::swarm(&config.keypair, |key| behaviour::build(key, mdns), |c| c)
+        .map_err(|e| transport(&e))?;
     for addr in &config.listen {
         swarm.listen_on(addr.clone()).map_err(|e| transport(&e))?;
     }

@@ -37,7 +37,7 @@ use futures::StreamExt;
 use libp2p::core::upgrade::Version;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{PeerId, Swarm, allow_block_list, noise, tcp, yamux};
+use libp2p::{PeerId, Swarm, allow_block_list};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -238,33 +238,24 @@ fn build_swarm(config: &QuorumConfig) -> Result<Swarm<LeaseBehaviour>, LeaseNetE
     // proposer long before this.
     let rpc_config =
         request_response::Config::default().with_request_timeout(Duration::from_secs(10));
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| transport(&e))?
-        .with_quic()
-        .with_behaviour(|_| LeaseBehaviour {
-            allowed: allow_block_list::Behaviour::default(),
-            rpc: request_response::Behaviour::with_codec(
-                LeaseCodec,
-                [(LEASE_PROTOCOL, request_response::ProtocolSupport::Full)],
-                rpc_config,
-            ),
-        })
-        .map_err(|e| transport(&e))?
-        .with_swarm_config(|c| {
-            c.with_idle_connection_timeout(Duration::from_secs(3600))
-                // Every peer of this swarm speaks `/concord/lease/1` (the
-                // allow-list admits configured lease peers only), so a
-                // request need not wait a round trip for the protocol to be
-                // confirmed before its bytes go out.
-                .with_substream_upgrade_protocol_override(Version::V1Lazy)
-        })
-        .build();
+    let mut swarm = crate::behaviour::swarm(
+        &config.keypair,
+        |_| {
+            Ok(LeaseBehaviour {
+                allowed: allow_block_list::Behaviour::default(),
+                rpc: request_response::Behaviour::with_codec(
+                    LeaseCodec,
+                    [(LEASE_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    rpc_config,
+                ),
+            })
+        },
+        // Every peer of this swarm speaks `/concord/lease/1` (the allow-list
+        // admits configured lease peers only), so a request need not wait a
+        // round trip for the protocol to be confirmed before its bytes go out.
+        |c| c.with_substream_upgrade_protocol_override(Version::V1Lazy),
+    )
+    .map_err(|e| transport(&e))?;
     swarm
         .listen_on(config.listen.clone())
         .map_err(|e| transport(&e))?;
