@@ -1,8 +1,9 @@
-//! `concord lock` against a real `concord node` process: concurrent lock
+//! `concord lock` against real `concord node` processes: concurrent lock
 //! commands on one resource run their commands strictly one after another
-//! with increasing fencing tokens, the holder is mirrored in
-//! `coordination/lock_holders` while it runs, and the command's exit code is
-//! passed on.
+//! with increasing fencing tokens — through one node, and through three
+//! nodes forming a lease quorum with `--lease-peer` (also with one lease
+//! peer down) — the holder is mirrored in `coordination/lock_holders` while
+//! it runs, and the command's exit code is passed on.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::thread;
 
 use concord_tests::{Binary, Cluster, NodeProcess, spaces};
 use serde_json::Value;
+use std::net::TcpListener;
 
 /// The CLI under test, built by cargo before these tests run.
 const CONCORD: Binary = Binary(env!("CARGO_BIN_EXE_concord-under-test"));
@@ -54,38 +56,103 @@ fn runs(log: &Path) -> Vec<(u128, u128, u64)> {
     runs
 }
 
-#[test]
-fn concurrent_locks_run_one_after_another_with_increasing_tokens() {
-    let cluster = Cluster::start(CONCORD, 1, |_| spaces(&[SPACE]));
-    let node = &cluster.nodes[0];
-    let log = cluster.root().join("runs.log");
+/// Runs one `concord lock` per node of `through` at once, each recording
+/// its run in `log`, and checks that the runs did not overlap and that the
+/// tokens increase in run order.
+fn serialized_locks(through: &[&NodeProcess], log: &Path) {
     // Longer than half the ttl, so each holder renews at least once.
     let script = format!(
         "s=$(date +%s%N); sleep 1.3; e=$(date +%s%N); echo \"$s $e $CONCORD_FENCING_TOKEN\" >> {}",
         log.display()
     );
     thread::scope(|scope| {
-        let handles: Vec<_> = (0..3)
-            .map(|_| scope.spawn(|| lock(node, &script)))
+        let handles: Vec<_> = through
+            .iter()
+            .map(|node| scope.spawn(|| lock(node, &script)))
             .collect();
         for handle in handles {
             let (code, stderr) = handle.join().unwrap();
             assert_eq!(code, Some(0), "{stderr}");
         }
     });
-    let runs = runs(&log);
-    assert_eq!(runs.len(), 3, "{runs:?}");
+    let runs = runs(log);
+    assert_eq!(runs.len(), through.len(), "{runs:?}");
     for pair in runs.windows(2) {
         let (_, end, token) = pair[0];
         let (start, _, next_token) = pair[1];
         assert!(end <= start, "runs overlap: {runs:?}");
         assert!(token < next_token, "tokens not increasing: {runs:?}");
     }
+}
+
+#[test]
+fn concurrent_locks_run_one_after_another_with_increasing_tokens() {
+    let cluster = Cluster::start(CONCORD, 1, |_| spaces(&[SPACE]));
+    let node = &cluster.nodes[0];
+    serialized_locks(&[node, node, node], &cluster.root().join("runs.log"));
     // Every holder cleared its mirror entry on release.
     assert_eq!(
         node.get(SPACE, "coordination/lock_holders"),
         Some(Value::Array(Vec::new()))
     );
+}
+
+/// A loopback TCP port that was free a moment ago (the lease swarm's
+/// address must be known to every lease peer before any of them starts).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn locks_through_three_lease_peers_are_serialized_even_with_one_down() {
+    let (root, dirs) = Cluster::dirs(3);
+    let members: Vec<String> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let id = CONCORD.run(&["id", "--data", dir.to_str().unwrap()]).ok();
+            let peer_id = id.trim().strip_prefix("peer_id=").unwrap().to_owned();
+            format!("{}=/ip4/127.0.0.1/tcp/{}/p2p/{peer_id}", i + 1, free_port())
+        })
+        .collect();
+    let mut cluster = Cluster::start_in(CONCORD, root, &dirs, |_| {
+        let mut args = spaces(&[SPACE]);
+        for member in &members {
+            args.extend(["--lease-peer".to_owned(), member.clone()]);
+        }
+        args.extend(["--lease-max-ttl".to_owned(), "5".to_owned()]);
+        args
+    });
+    let log = cluster.root().join("runs.log");
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    serialized_locks(&[a, b, c], &log);
+    // A majority (two of three) still grants, and tokens keep increasing.
+    cluster.nodes[2].terminate();
+    std::fs::remove_file(&log).unwrap();
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    serialized_locks(&[a, b, a], &log);
+}
+
+#[test]
+fn bad_lease_peer_arguments_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (arg, want) in [
+        ("/ip4/127.0.0.1/tcp/1", "expected NODE=MULTIADDR/p2p/PEERID"),
+        (
+            "0=/ip4/127.0.0.1/tcp/1/p2p/x",
+            "lease node id must be 1..=65535",
+        ),
+        ("1=/ip4/127.0.0.1/tcp/1", "must end in /p2p/PEERID"),
+        ("1=/ip4/127.0.0.1/tcp/1/p2p/nonsense", "bad peer id"),
+    ] {
+        let out = CONCORD.run(&["node", "--data", data, "--lease-peer", arg]);
+        assert!(out.err().contains(want), "{arg}: want {want:?}");
+    }
 }
 
 #[test]

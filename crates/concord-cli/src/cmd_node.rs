@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use concord::{Delivery, Multiaddr, Node, Origin, PeerId, Space};
+use concord::{Delivery, LeasePeer, Multiaddr, Node, NodeId, Origin, PeerId, Space};
 use concord_state::Replica;
 use futures::StreamExt;
 use serde::Serialize;
@@ -64,6 +64,41 @@ impl std::str::FromStr for Allow {
     }
 }
 
+/// `--lease-peer NODE=MULTIADDR/p2p/PEERID`: one member of the lease quorum,
+/// its lease id (1..=65535, unique in the set) and where its lease swarm
+/// listens, ending in its peer id.
+#[derive(Debug, Clone)]
+pub struct LeasePeerArg(LeasePeer);
+
+impl std::str::FromStr for LeasePeerArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (node, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected NODE=MULTIADDR/p2p/PEERID, got {s:?}"))?;
+        let node: u16 = node
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("lease node id must be 1..=65535, got {node:?}"))?;
+        let (addr, peer_id) = addr.rsplit_once("/p2p/").ok_or_else(|| {
+            format!("the lease peer address must end in /p2p/PEERID (see `concord id`), got {s:?}")
+        })?;
+        let addr: Multiaddr = addr
+            .parse()
+            .map_err(|e| format!("bad multiaddr {addr:?}: {e}"))?;
+        let peer_id: PeerId = peer_id
+            .parse()
+            .map_err(|e| format!("bad peer id {peer_id:?}: {e}"))?;
+        Ok(LeasePeerArg(LeasePeer {
+            node: NodeId(node),
+            peer_id,
+            addr,
+        }))
+    }
+}
+
 /// Options of `concord node`.
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
@@ -82,6 +117,15 @@ pub struct NodeArgs {
     /// Discover peers on the local network with mDNS.
     #[arg(long)]
     pub mdns: bool,
+    /// A member of the lease quorum, this node included:
+    /// `NODE=MULTIADDR/p2p/PEERID` (repeatable; the same list on every lease
+    /// peer). Without it the node is a lease quorum of its own.
+    #[arg(long, value_name = "NODE=ADDR")]
+    pub lease_peer: Vec<LeasePeerArg>,
+    /// Longest lease ttl granted, and the lease service's quiet period after
+    /// a restart; the same on every lease peer.
+    #[arg(long, value_name = "SECS")]
+    pub lease_max_ttl: Option<u64>,
 }
 
 /// What the node prints on stdout once it is ready.
@@ -89,6 +133,20 @@ pub struct NodeArgs {
 struct Startup {
     peer_id: String,
     listen: Vec<String>,
+}
+
+/// `concord id`: prints the peer id of the node in `data` (`peer_id=<id>`,
+/// or `{"peer_id": ...}` with `--json`), creating its identity if needed.
+pub fn id(data: &Path, json: bool) -> Result<()> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let peer_id = Node::peer_id_in(data)
+        .with_context(|| format!("loading the identity in {}", data.display()))?;
+    if json {
+        println!("{}", serde_json::json!({ "peer_id": peer_id.to_string() }));
+    } else {
+        println!("peer_id={peer_id}");
+    }
+    Ok(())
 }
 
 /// Runs a node in `data` until SIGINT or SIGTERM.
@@ -119,6 +177,12 @@ async fn serve(data: &Path, args: NodeArgs, json: bool) -> Result<()> {
     }
     for allow in args.allow {
         builder = builder.allow(&allow.space, allow.peers);
+    }
+    if !args.lease_peer.is_empty() {
+        builder = builder.lease_peers(args.lease_peer.into_iter().map(|p| p.0).collect());
+    }
+    if let Some(secs) = args.lease_max_ttl {
+        builder = builder.lease_max_ttl(Duration::from_secs(secs));
     }
     let node = builder
         .build()

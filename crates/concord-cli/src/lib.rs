@@ -48,6 +48,12 @@ enum Command {
         #[command(flatten)]
         args: cmd_node::NodeArgs,
     },
+    /// Print the node's peer id (creating its identity if DIR has none), e.g.
+    /// to list it in other nodes' `--lease-peer` or `--allow` before it starts.
+    Id {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Write a JSON value to a channel.
     Put {
         #[command(flatten)]
@@ -126,6 +132,7 @@ enum Command {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Node { common, args } => cmd_node::run(&common.data, args, common.json),
+        Command::Id { common } => cmd_node::id(&common.data, common.json),
         Command::Put {
             common,
             space,
