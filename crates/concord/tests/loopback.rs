@@ -1,6 +1,7 @@
 //! Real nodes on loopback inside one process: writes propagate, concurrent
 //! writes converge, subscriptions see remote events, a node that restarts
-//! catches up, and an allowlisted space refuses strangers.
+//! catches up, an allowlisted space refuses strangers, and nodes that only
+//! speak QUIC sync over it.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -178,4 +179,41 @@ async fn allowlisted_space_refuses_a_stranger() {
     for n in [a, b, c] {
         n.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sync_over_quic() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let quic: concord::Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
+    let a = Node::builder()
+        .data_dir(dirs[0].path())
+        .listen(quic.clone())
+        .build()
+        .await
+        .unwrap();
+    let a_addr = addr(&a).await;
+    assert!(a_addr.to_string().contains("/quic-v1"), "{a_addr}");
+    let b = Node::builder()
+        .data_dir(dirs[1].path())
+        .listen(quic)
+        .bootstrap(a_addr)
+        .build()
+        .await
+        .unwrap();
+    let (sa, sb) = (a.space("edge").await.unwrap(), b.space("edge").await.unwrap());
+    let mut events = sa.subscribe("observation/*").await.unwrap();
+    sb.put("observation/battery", json!(81)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap();
+    assert!(matches!(got, Some(Delivery::Event(e)) if e.new == Some(json!(81))));
+    sa.put("observation/mode", json!("eco")).await.unwrap();
+    eventually(|| async { sb.get("observation/mode").await.unwrap() == Some(json!("eco")) }).await;
+    // The only transport either node has is QUIC.
+    let peers = b.peers().await.unwrap();
+    assert_eq!(peers.len(), 1);
+    let via = peers[0].address.as_ref().unwrap().to_string();
+    assert!(via.contains("/quic-v1"), "{via}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
