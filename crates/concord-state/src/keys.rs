@@ -1,11 +1,17 @@
 //! The document layout of a space. This module owns how channels map onto
 //! automerge keys and how entries are encoded; it never applies policies.
 //!
-//! The document root holds one map per family, created by a *genesis change*
-//! that every replica builds byte for byte the same (fixed actor, time 0), so
-//! no two replicas ever create the family maps concurrently. Inside a family
-//! map every key is flat, so no channel ever needs a nested object whose
-//! concurrent creation would hide one side's writes:
+//! The document root holds one map per family, and each family map holds
+//! [`BUCKETS`] bucket maps (keys `00`, `01`, …), all created by a *genesis
+//! change* that every replica builds byte for byte the same (fixed actor,
+//! time 0), so no two replicas ever create them concurrently. A channel lives
+//! in one bucket, chosen by a hash of its name ([`bucket_of`]). Buckets exist
+//! for speed: automerge 0.12 applies a remote change to a map by walking that
+//! map's operations from its start up to the written key, so with one map
+//! per family every remote write would cost time in proportion to the whole
+//! history of the family; with buckets it mostly costs the history of its own
+//! channel. Inside a bucket every key is flat, so no channel ever needs a
+//! nested object whose concurrent creation would hide one side's writes:
 //!
 //! | key                        | value                                        |
 //! |----------------------------|----------------------------------------------|
@@ -26,7 +32,24 @@ use crate::{ChannelSpec, Hlc};
 /// The actor id of the genesis change shared by every space.
 pub(crate) const GENESIS_ACTOR: [u8; 16] = *b"concord-genesis\0";
 
-/// What a flat family-map key addresses.
+/// Bucket maps per family. Part of the document layout: every replica of
+/// a space must use the same number.
+pub(crate) const BUCKETS: usize = 32;
+
+/// The bucket holding the channel `name` (FNV-1a of the name).
+pub(crate) fn bucket_of(name: &str) -> usize {
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash as usize % BUCKETS
+}
+
+/// The key of bucket `i` inside its family map.
+pub(crate) fn bucket_key(i: usize) -> String {
+    format!("{i:02x}")
+}
+
+/// What a flat bucket-map key addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Slot<'a> {
     /// The channel's declaration.
@@ -121,6 +144,19 @@ pub(crate) fn encode_spec(spec: &ChannelSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_stable_and_spread_channels() {
+        // Part of the document layout: these must never change.
+        assert_eq!(bucket_of(""), 0x811c_9dc5 % BUCKETS);
+        assert_eq!(bucket_key(0), "00");
+        assert_eq!(bucket_key(BUCKETS - 1), format!("{:02x}", BUCKETS - 1));
+        let used: std::collections::HashSet<usize> = (0..64)
+            .map(|i| bucket_of(&format!("agent{i}.status")))
+            .collect();
+        assert!(used.len() > BUCKETS / 2, "{used:?}");
+        assert!(used.iter().all(|b| *b < BUCKETS));
+    }
 
     #[test]
     fn keys_round_trip() {

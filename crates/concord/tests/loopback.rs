@@ -200,7 +200,10 @@ async fn nodes_sync_over_quic() {
         .build()
         .await
         .unwrap();
-    let (sa, sb) = (a.space("edge").await.unwrap(), b.space("edge").await.unwrap());
+    let (sa, sb) = (
+        a.space("edge").await.unwrap(),
+        b.space("edge").await.unwrap(),
+    );
     let mut events = sa.subscribe("observation/*").await.unwrap();
     sb.put("observation/battery", json!(81)).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), events.next())

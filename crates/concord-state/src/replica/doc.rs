@@ -1,40 +1,115 @@
-//! Document helpers: the genesis change and conversions between automerge
-//! values and ours. Owns nothing but pure functions over a document.
+//! Document helpers: the genesis change, the [`Layout`] of the objects it
+//! creates, and conversions between automerge values and ours. Owns nothing
+//! but pure functions over a document.
+
+use std::collections::HashMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value, ValueRef};
+use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value, ValueRef, legacy};
 
-use crate::keys::GENESIS_ACTOR;
-use crate::{Family, StateError};
+use crate::keys::{self, GENESIS_ACTOR};
+use crate::{ChannelPath, Family, StateError};
 
-/// A document holding only the genesis change, writing as `actor`, and the
-/// ids of its family maps.
+/// The objects of a space's document: for each family, its
+/// [`keys::BUCKETS`] bucket maps (see [`keys`] for why), and the way back
+/// from an object to its family.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    buckets: [Vec<ObjId>; 4],
+    family_of: HashMap<ObjId, Family>,
+    legacy_family_of: HashMap<legacy::ObjectId, Family>,
+}
+
+impl Layout {
+    fn new(buckets: [Vec<ObjId>; 4]) -> Layout {
+        let mut family_of = HashMap::new();
+        let mut legacy_family_of = HashMap::new();
+        for family in Family::ALL {
+            for obj in &buckets[family as usize] {
+                family_of.insert(obj.clone(), family);
+                if let Some(id) = legacy_id(obj) {
+                    legacy_family_of.insert(id, family);
+                }
+            }
+        }
+        Layout {
+            buckets,
+            family_of,
+            legacy_family_of,
+        }
+    }
+
+    /// The map holding every key of the channel at `path`.
+    pub(crate) fn obj(&self, path: &ChannelPath) -> &ObjId {
+        &self.buckets[path.family() as usize][keys::bucket_of(path.name())]
+    }
+
+    /// The bucket maps of `family`, in bucket order.
+    pub(crate) fn family(&self, family: Family) -> &[ObjId] {
+        &self.buckets[family as usize]
+    }
+
+    /// The family whose bucket `obj` is, if it is one.
+    pub(crate) fn family_of(&self, obj: &ObjId) -> Option<Family> {
+        self.family_of.get(obj).copied()
+    }
+
+    /// Like [`Layout::family_of`] for the object ids of decoded changes.
+    pub(crate) fn family_of_legacy(&self, obj: &legacy::ObjectId) -> Option<Family> {
+        self.legacy_family_of.get(obj).copied()
+    }
+}
+
+/// The object id as decoded changes spell it.
+pub(crate) fn legacy_id(obj: &ObjId) -> Option<legacy::ObjectId> {
+    match obj {
+        ObjId::Id(ctr, actor, _) => Some(legacy::ObjectId::Id(legacy::OpId(*ctr, actor.clone()))),
+        ObjId::Root => None,
+    }
+}
+
+/// A document holding only the genesis change, writing as `actor`, and its
+/// layout.
 ///
 /// Every replica builds the genesis change byte for byte the same (fixed
 /// actor, seq 1, time 0, no message), so it has the same hash everywhere and
-/// the family maps are never created concurrently.
-pub(crate) fn genesis(actor: ActorId) -> (Automerge, [ObjId; 4]) {
+/// the family and bucket maps are never created concurrently. (Creating a
+/// map in a fresh transaction of an empty document cannot fail; the root
+/// fallback only keeps this function total.)
+pub(crate) fn genesis(actor: ActorId) -> (Automerge, Layout) {
     let mut doc = Automerge::new().with_actor(ActorId::from(&GENESIS_ACTOR[..]));
     let mut tx = doc.transaction();
-    let families = Family::ALL.map(|f| {
-        tx.put_object(ROOT, f.as_str(), ObjType::Map)
-            .unwrap_or(ObjId::Root)
-    });
-    tx.commit_with(CommitOptions::default().with_time(0));
-    doc.set_actor(actor);
-    (doc, families)
-}
-
-/// The family maps of a loaded document.
-pub(crate) fn families(doc: &Automerge) -> Result<[ObjId; 4], StateError> {
-    let mut out = [ObjId::Root, ObjId::Root, ObjId::Root, ObjId::Root];
-    for (slot, family) in out.iter_mut().zip(Family::ALL) {
-        match doc.get(ROOT, family.as_str())? {
-            Some((Value::Object(ObjType::Map), id)) => *slot = id,
-            _ => return Err(StateError::NotASpace(format!("no {family} map"))),
+    let mut buckets: [Vec<ObjId>; 4] = Default::default();
+    for family in Family::ALL {
+        let map = tx
+            .put_object(ROOT, family.as_str(), ObjType::Map)
+            .unwrap_or(ObjId::Root);
+        for bucket in 0..keys::BUCKETS {
+            let obj = tx
+                .put_object(&map, keys::bucket_key(bucket), ObjType::Map)
+                .unwrap_or(ObjId::Root);
+            buckets[family as usize].push(obj);
         }
     }
-    Ok(out)
+    tx.commit_with(CommitOptions::default().with_time(0));
+    doc.set_actor(actor);
+    (doc, Layout::new(buckets))
+}
+
+/// The layout of a loaded document.
+pub(crate) fn layout(doc: &Automerge) -> Result<Layout, StateError> {
+    let map_at = |obj: &ObjId, key: &str| match doc.get(obj, key) {
+        Ok(Some((Value::Object(ObjType::Map), id))) => Ok(id),
+        _ => Err(StateError::NotASpace(format!("no {key} map"))),
+    };
+    let mut buckets: [Vec<ObjId>; 4] = Default::default();
+    for family in Family::ALL {
+        let map = map_at(&ROOT, family.as_str())?;
+        for bucket in 0..keys::BUCKETS {
+            buckets[family as usize].push(map_at(&map, &keys::bucket_key(bucket))?);
+        }
+    }
+    Ok(Layout::new(buckets))
 }
 
 /// The string inside a scalar value, if it is one.

@@ -83,9 +83,7 @@ impl Replica {
         wants: &dyn Fn(&ChannelPath) -> bool,
     ) -> Result<Vec<Event>, StateError> {
         let keys = patches.iter().filter_map(|patch| {
-            let family = Family::ALL
-                .into_iter()
-                .find(|f| self.family_obj(*f) == &patch.obj)?;
+            let family = self.layout.family_of(&patch.obj)?;
             let key = match &patch.action {
                 PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => key.as_str(),
                 PatchAction::Increment {
@@ -108,22 +106,12 @@ impl Replica {
         change: &automerge::Change,
         wants: &dyn Fn(&ChannelPath) -> bool,
     ) -> Vec<Touched> {
-        let families: Vec<(Family, automerge::legacy::ObjectId)> = Family::ALL
-            .into_iter()
-            .filter_map(|f| match self.family_obj(f) {
-                automerge::ObjId::Id(ctr, actor, _) => Some((
-                    f,
-                    automerge::legacy::ObjectId::Id(automerge::legacy::OpId(*ctr, actor.clone())),
-                )),
-                automerge::ObjId::Root => None,
-            })
-            .collect();
         let ops = change.decode().operations;
         let keys = ops.iter().filter_map(|op| {
             let automerge::legacy::Key::Map(key) = &op.key else {
                 return None;
             };
-            let family = families.iter().find(|(_, id)| id == &op.obj)?.0;
+            let family = self.layout.family_of_legacy(&op.obj)?;
             Some((family, key.as_str()))
         });
         touched(keys, wants)

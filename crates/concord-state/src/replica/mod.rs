@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use crate::storage::{Storage, TornTail};
 use crate::subscription::Subscriptions;
-use crate::{ChannelPath, ChannelSpec, Family, Hlc, HlcClock, MergeFn, StateError, VectorClock};
+use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, StateError, VectorClock};
 
 pub use apply::ApplyOutcome;
 pub use read::HistoryEntry;
@@ -132,7 +132,7 @@ pub struct Stats {
 pub struct Replica {
     space: String,
     doc: Automerge,
-    families: [ObjId; 4],
+    layout: doc::Layout,
     actor: ActorId,
     actor_hex: String,
     hlc: HlcClock,
@@ -165,9 +165,8 @@ impl std::fmt::Debug for Replica {
 impl Replica {
     /// An in-memory replica of `space` writing as `actor` (nothing is durable).
     pub fn new(space: &str, actor: ActorId) -> Replica {
-        let (doc, families) = doc::genesis(actor.clone());
-        let mut r =
-            Replica::from_parts(space, doc, families, actor, None, ReplicaConfig::default());
+        let (doc, layout) = doc::genesis(actor.clone());
+        let mut r = Replica::from_parts(space, doc, layout, actor, None, ReplicaConfig::default());
         r.reindex();
         r
     }
@@ -207,7 +206,7 @@ impl Replica {
             storage.sync()?;
         }
         doc.set_actor(actor.clone());
-        let families = doc::families(&doc)?;
+        let layout = doc::layout(&doc)?;
         if let Some(t) = &recovered.torn_tail {
             warn!(
                 space,
@@ -216,7 +215,7 @@ impl Replica {
                 "dropped torn log tail"
             );
         }
-        let mut r = Replica::from_parts(space, doc, families, actor, Some(storage), config);
+        let mut r = Replica::from_parts(space, doc, layout, actor, Some(storage), config);
         r.recovered_torn_tail = recovered.torn_tail;
         r.reindex();
         r.durable_seq = r.clock.get(&r.actor);
@@ -227,7 +226,7 @@ impl Replica {
     fn from_parts(
         space: &str,
         doc: Automerge,
-        families: [ObjId; 4],
+        layout: doc::Layout,
         actor: ActorId,
         storage: Option<Box<dyn Storage>>,
         config: ReplicaConfig,
@@ -235,7 +234,7 @@ impl Replica {
         Replica {
             space: space.to_owned(),
             doc,
-            families,
+            layout,
             actor_hex: actor.to_hex_string(),
             actor,
             hlc: HlcClock::new(),
@@ -362,8 +361,9 @@ impl Replica {
         }
     }
 
-    fn family_obj(&self, family: Family) -> &ObjId {
-        &self.families[family as usize]
+    /// The map holding every key of the channel at `path`.
+    fn channel_obj(&self, path: &ChannelPath) -> &ObjId {
+        self.layout.obj(path)
     }
 
     /// Records a change now held by the document (local or remote) in the

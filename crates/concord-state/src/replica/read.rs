@@ -36,10 +36,7 @@ impl Replica {
     }
 
     pub(crate) fn spec_of(&self, path: &ChannelPath) -> Option<ChannelSpec> {
-        let (v, _) = self
-            .doc
-            .get(self.family_obj(path.family()), path.name())
-            .ok()??;
+        let (v, _) = self.doc.get(self.channel_obj(path), path.name()).ok()??;
         serde_json::from_str(as_str(&v)?).ok()
     }
 
@@ -47,16 +44,19 @@ impl Replica {
     pub fn channels(&self) -> Vec<(ChannelPath, ChannelSpec)> {
         let mut out = Vec::new();
         for family in Family::ALL {
-            for item in self.doc.map_range(self.family_obj(family), ..) {
-                if let (Some((name, Slot::Meta)), Some(s)) =
-                    (keys::parse_key(&item.key), ref_str(&item.value))
-                    && let (Ok(path), Ok(spec)) =
-                        (ChannelPath::new(family, name), serde_json::from_str(s))
-                {
-                    out.push((path, spec));
+            for bucket in self.layout.family(family) {
+                for item in self.doc.map_range(bucket, ..) {
+                    if let (Some((name, Slot::Meta)), Some(s)) =
+                        (keys::parse_key(&item.key), ref_str(&item.value))
+                        && let (Ok(path), Ok(spec)) =
+                            (ChannelPath::new(family, name), serde_json::from_str(s))
+                    {
+                        out.push((path, spec));
+                    }
                 }
             }
         }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
@@ -139,10 +139,9 @@ impl Replica {
     /// (then actor) order, including overwritten and expired ones.
     pub fn history(&self, path: impl IntoChannelPath) -> Result<Vec<HistoryEntry>, StateError> {
         let path = path.into_path()?;
-        let automerge::ObjId::Id(ctr, fam_actor, _) = self.family_obj(path.family()) else {
+        let Some(bucket) = super::doc::legacy_id(self.channel_obj(&path)) else {
             return Ok(Vec::new());
         };
-        let fam = legacy::ObjectId::Id(legacy::OpId(*ctr, fam_actor.clone()));
         let mut changes = self.doc.get_changes(&[]);
         changes.sort_by_key(|c| c.start_op());
         let mut out = Vec::new();
@@ -152,7 +151,7 @@ impl Replica {
                 let legacy::Key::Map(key) = &op.key else {
                     continue;
                 };
-                if op.obj != fam {
+                if op.obj != bucket {
                     continue;
                 }
                 let Some((name, slot)) = keys::parse_key(key) else {
@@ -205,11 +204,11 @@ impl Replica {
         spec: &ChannelSpec,
         heads: Option<&[ChangeHash]>,
     ) -> Result<Resolution, StateError> {
-        let fam = self.family_obj(path.family());
+        let obj = self.channel_obj(path);
         let key = keys::register_key(path.name());
         let all = match heads {
-            None => self.doc.get_all(fam, key.as_str())?,
-            Some(h) => self.doc.get_all_at(fam, key.as_str(), h)?,
+            None => self.doc.get_all(obj, key.as_str())?,
+            Some(h) => self.doc.get_all_at(obj, key.as_str(), h)?,
         };
         let candidates = all
             .iter()
@@ -238,17 +237,17 @@ impl Replica {
         path: &ChannelPath,
         heads: Option<&[ChangeHash]>,
     ) -> Result<Vec<(String, Value)>, StateError> {
-        let fam = self.family_obj(path.family());
+        let obj = self.channel_obj(path);
         let range = keys::slot_range(path.name(), 'e');
         let items: Vec<(String, Option<String>)> = match heads {
             None => self
                 .doc
-                .map_range(fam, range)
+                .map_range(obj, range)
                 .map(|i| (i.key.to_string(), ref_str(&i.value).map(str::to_owned)))
                 .collect(),
             Some(h) => self
                 .doc
-                .map_range_at(fam, range, h)
+                .map_range_at(obj, range, h)
                 .map(|i| (i.key.to_string(), ref_str(&i.value).map(str::to_owned)))
                 .collect(),
         };
@@ -270,11 +269,11 @@ impl Replica {
         id: &str,
         heads: Option<&[ChangeHash]>,
     ) -> Result<Option<Value>, StateError> {
-        let fam = self.family_obj(path.family());
+        let obj = self.channel_obj(path);
         let key = keys::entry_key(path.name(), id);
         let got = match heads {
-            None => self.doc.get(fam, key.as_str())?,
-            Some(h) => self.doc.get_at(fam, key.as_str(), h)?,
+            None => self.doc.get(obj, key.as_str())?,
+            Some(h) => self.doc.get_at(obj, key.as_str(), h)?,
         };
         Ok(got
             .and_then(|(v, _)| serde_json::from_str::<Envelope>(as_str(&v)?).ok())
@@ -287,17 +286,17 @@ impl Replica {
         path: &ChannelPath,
         heads: Option<&[ChangeHash]>,
     ) -> Result<i64, StateError> {
-        let fam = self.family_obj(path.family());
+        let obj = self.channel_obj(path);
         let range = keys::slot_range(path.name(), 'c');
         let sum = match heads {
             None => self
                 .doc
-                .map_range(fam, range)
+                .map_range(obj, range)
                 .filter_map(|i| ref_int(&i.value))
                 .fold(0i64, i64::saturating_add),
             Some(h) => self
                 .doc
-                .map_range_at(fam, range, h)
+                .map_range_at(obj, range, h)
                 .filter_map(|i| ref_int(&i.value))
                 .fold(0i64, i64::saturating_add),
         };
@@ -310,26 +309,26 @@ impl Replica {
         key: &str,
         heads: Option<&[ChangeHash]>,
     ) -> Result<bool, StateError> {
-        let fam = self.family_obj(path.family());
+        let obj = self.channel_obj(path);
         Ok(match heads {
-            None => self.doc.get(fam, key)?,
-            Some(h) => self.doc.get_at(fam, key, h)?,
+            None => self.doc.get(obj, key)?,
+            Some(h) => self.doc.get_at(obj, key, h)?,
         }
         .is_some())
     }
 
     fn members_at(&self, path: &ChannelPath, heads: Option<&[ChangeHash]>) -> Vec<Value> {
-        let fam = self.family_obj(path.family());
+        let obj = self.channel_obj(path);
         let range = keys::slot_range(path.name(), 's');
         let names: Vec<String> = match heads {
             None => self
                 .doc
-                .map_range(fam, range)
+                .map_range(obj, range)
                 .map(|i| i.key.to_string())
                 .collect(),
             Some(h) => self
                 .doc
-                .map_range_at(fam, range, h)
+                .map_range_at(obj, range, h)
                 .map(|i| i.key.to_string())
                 .collect(),
         };

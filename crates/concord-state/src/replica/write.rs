@@ -161,7 +161,7 @@ impl Replica {
         let key = keys::register_key(path.name());
         if self
             .doc
-            .get(self.family_obj(path.family()), key.as_str())?
+            .get(self.channel_obj(&path), key.as_str())?
             .is_none()
         {
             return Ok(None);
@@ -251,7 +251,7 @@ impl Replica {
         let key = keys::contribution_key(path.name(), &self.actor_hex);
         let mine = self
             .doc
-            .get(self.family_obj(path.family()), key.as_str())?
+            .get(self.channel_obj(&path), key.as_str())?
             .and_then(|(v, _)| super::doc::as_int(&v))
             .unwrap_or(0);
         let hlc = self.hlc.tick(now);
@@ -341,8 +341,8 @@ impl Replica {
         if !expired.is_empty() {
             let hlc = self.hlc.tick(now);
             let mut tx = self.doc.transaction();
-            for (family, key) in &expired {
-                tx.delete(&self.families[*family as usize], key.as_str())?;
+            for (obj, key) in &expired {
+                tx.delete(obj, key.as_str())?;
             }
             let hash = commit_tx(tx, now, hlc);
             self.record_local_commit(hash, hlc)?;
@@ -358,11 +358,12 @@ impl Replica {
         Ok(report)
     }
 
-    fn expired_keys(&self) -> Result<Vec<(Family, String)>, StateError> {
+    /// Every register and topic entry whose live values have all expired,
+    /// with the map holding it.
+    fn expired_keys(&self) -> Result<Vec<(automerge::ObjId, String)>, StateError> {
         let now = self.now.0;
         let mut out = Vec::new();
-        for family in Family::ALL {
-            let fam = self.family_obj(family);
+        for fam in Family::ALL.iter().flat_map(|f| self.layout.family(*f)) {
             for item in self.doc.map_range(fam, ..) {
                 let expired = match keys::parse_key(&item.key) {
                     Some((_, Slot::Register | Slot::Entry(_))) => {
@@ -377,7 +378,7 @@ impl Replica {
                     _ => false,
                 };
                 if expired {
-                    out.push((family, item.key.into_owned()));
+                    out.push((fam.clone(), item.key.into_owned()));
                 }
             }
         }
@@ -437,7 +438,7 @@ impl Replica {
             &automerge::ObjId,
         ) -> Result<(), automerge::AutomergeError>,
     ) -> Result<WriteReceipt, StateError> {
-        let fam = self.family_obj(path.family()).clone();
+        let fam = self.channel_obj(path).clone();
         let mut tx = self.doc.transaction();
         if let Some(spec) = declare {
             tx.put(&fam, path.name(), keys::encode_spec(spec))?;
