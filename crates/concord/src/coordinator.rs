@@ -788,8 +788,7 @@ impl Coordinator {
 
     /// Calls [`Coordinator::run_once`] every `every` until it fails.
     ///
-    /// Typically spawned for the life of the node; here it runs for a
-    /// moment only:
+    /// Typically spawned for the life of the node:
     ///
     /// ```
     /// # async fn example() -> anyhow::Result<()> {
@@ -812,9 +811,15 @@ impl Coordinator {
     /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend());
     /// coordinator.register("deploy", |_, _| async { Ok(serde_json::Value::Null) });
     /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
-    /// let polling = coordinator.run(Duration::from_millis(20));
-    /// let _ = tokio::time::timeout(Duration::from_millis(300), polling).await;
-    /// assert_eq!(space.topic::<Outcome>(COMPLETED)?.entries().await?.len(), 1);
+    /// let task = tokio::spawn(async move { coordinator.run(Duration::from_millis(20)).await });
+    /// let completed = space.topic::<Outcome>(COMPLETED)?;
+    /// # for _ in 0..500 {
+    /// #     if !completed.entries().await?.is_empty() { break }
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// # }
+    /// // ... soon after:
+    /// assert_eq!(completed.entries().await?[0].1.id, "deploy-1");
+    /// task.abort();
     /// # node.shutdown().await?;
     /// # Ok(()) }
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
