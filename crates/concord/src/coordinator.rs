@@ -285,7 +285,11 @@ pub struct Outcome {
 /// use concord::coordinator::{Coordinator, ERRORS, Failure, RetryPolicy};
 /// use std::time::Duration;
 ///
-/// let retry = RetryPolicy { max_attempts: 2, base_backoff: Duration::from_millis(1), ..RetryPolicy::default() };
+/// let retry = RetryPolicy {
+///     max_attempts: 2,
+///     base_backoff: Duration::from_millis(1),
+///     ..RetryPolicy::default()
+/// };
 /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend()).with_retry(retry);
 /// coordinator.register("deploy", |_, _| async { Err("quota exceeded".to_owned()) });
 /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
@@ -410,7 +414,12 @@ impl RetryPolicy {
 /// let echo: Executor = Arc::new(|op: Operation, token: FencingToken| {
 ///     async move { Ok(serde_json::json!({"id": op.id, "token": token.get()})) }.boxed()
 /// });
-/// let op = Operation { id: "op-1".into(), kind: "echo".into(), resource: None, payload: Default::default() };
+/// let op = Operation {
+///     id: "op-1".into(),
+///     kind: "echo".into(),
+///     resource: None,
+///     payload: Default::default(),
+/// };
 /// let result = futures::executor::block_on(echo(op, FencingToken::new(7)));
 /// assert_eq!(result.unwrap()["token"], 7);
 /// ```
@@ -535,7 +544,8 @@ impl Coordinator {
     /// # };
     /// use concord::coordinator::{COMPLETED, Coordinator, Outcome};
     ///
-    /// let coordinator = Coordinator::new(space.clone(), node.lease_backend()).with_name("planner");
+    /// let coordinator = Coordinator::new(space.clone(), node.lease_backend())
+    ///     .with_name("planner");
     /// coordinator.submit(op("note-1", None)).await?;
     /// let (_, outcome) = space.topic::<Outcome>(COMPLETED)?.entries().await?.remove(0);
     /// assert_eq!(outcome.by, "planner");
@@ -606,8 +616,12 @@ impl Coordinator {
     /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use std::time::Duration;
     ///
-    /// let retry = RetryPolicy { max_attempts: 3, base_backoff: Duration::from_millis(1), ..RetryPolicy::default() };
-    /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend()).with_retry(retry);
+    /// let retry = RetryPolicy {
+    ///     base_backoff: Duration::from_millis(1),
+    ///     ..RetryPolicy::default() // 3 attempts
+    /// };
+    /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend())
+    ///     .with_retry(retry);
     /// let calls = AtomicU32::new(0);
     /// coordinator.register("deploy", move |_, _| {
     ///     let flaky = calls.fetch_add(1, Ordering::SeqCst) == 0; // the first attempt fails

@@ -161,12 +161,14 @@ impl HeldLock {
     /// #     .build()
     /// #     .await?;
     /// # let space = node.space("team").await?;
-    /// use concord::HeldLock;
+    /// use concord::{HeldLock, LOCK_HOLDERS, LockHolder};
     /// use std::time::Duration;
     ///
+    /// let backend = node.lease_backend();
     /// let ttl = Duration::from_secs(10);
-    /// let lock = HeldLock::acquire(node.lease_backend(), &space, "prod-db", ttl, "migrator").await?;
-    /// assert_eq!(lock.lease().resource.as_str(), "prod-db");
+    /// let lock = HeldLock::acquire(backend, &space, "prod-db", ttl, "migrator").await?;
+    /// let holders = space.set::<LockHolder>(LOCK_HOLDERS)?.members().await?;
+    /// assert_eq!(holders[0].holder, "migrator");
     /// lock.release().await?;
     /// # node.shutdown().await?;
     /// # Ok(()) }
@@ -341,9 +343,9 @@ impl HeldLock {
     ///
     /// let lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
     /// lock.release().await?;
-    /// let wait = Duration::from_secs(5);
-    /// let again = tokio::time::timeout(wait, node.lock(&space, "prod-db", Duration::from_secs(10)));
-    /// again.await??.release().await?;
+    /// let again = node.lock(&space, "prod-db", Duration::from_secs(10));
+    /// let again = tokio::time::timeout(Duration::from_secs(5), again).await??;
+    /// again.release().await?;
     /// # node.shutdown().await?;
     /// # Ok(()) }
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
