@@ -44,6 +44,28 @@ impl Channel {
 }
 
 /// A register holding one `T`.
+///
+/// Any serde type can be stored; it crosses the network as JSON.
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// # let space = node.space("team").await?;
+/// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// struct Build { commit: String, green: bool }
+///
+/// let latest = space.last_value::<Build>("observation/ci.latest")?;
+/// latest.set(&Build { commit: "4f2a9c1".into(), green: true }).await?;
+/// assert!(latest.get().await?.is_some_and(|b| b.green));
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct LastValue<T> {
     channel: Channel,
@@ -59,6 +81,28 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> LastValue<T> {
     }
 
     /// Writes the value.
+    ///
+    /// The write replaces the previous value (under the channel's policy,
+    /// last write wins by default).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let status = space.last_value::<String>("observation/ci.status")?;
+    /// status.set(&"red".to_owned()).await?;
+    /// let receipt = status.set(&"green".to_owned()).await?;
+    /// assert!(receipt.seq > 0);
+    /// assert_eq!(status.get().await?.as_deref(), Some("green"));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn set(&self, value: &T) -> Result<WriteReceipt, Error> {
         let json = to_json(value)?;
         self.channel
@@ -67,12 +111,53 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> LastValue<T> {
     }
 
     /// Reads the visible value.
+    ///
+    /// `None` until something was written.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let owner = space.last_value::<String>("coordination/owner")?;
+    /// assert_eq!(owner.get().await?, None);
+    /// owner.set(&"agent-7".to_owned()).await?;
+    /// assert_eq!(owner.get().await?.as_deref(), Some("agent-7"));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn get(&self) -> Result<Option<T>, Error> {
         self.channel.run(|r, path| r.get_as::<T>(path)).await
     }
 }
 
 /// An append-only log of `T` entries.
+///
+/// Concurrent appends by different nodes never overwrite each other.
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// # let space = node.space("team").await?;
+/// let proposals = space.topic::<String>("intent/proposals")?;
+/// proposals.append(&"bump tokio".to_owned()).await?;
+/// proposals.append(&"drop the cache".to_owned()).await?;
+/// let entries: Vec<String> = proposals.entries().await?.into_iter().map(|(_, v)| v).collect();
+/// assert_eq!(entries, ["bump tokio", "drop the cache"]);
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Topic<T> {
     channel: Channel,
@@ -88,6 +173,24 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Topic<T> {
     }
 
     /// Appends an entry; returns its id (ids sort in causal-then-clock order).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let log = space.topic::<u32>("execution/exit_codes")?;
+    /// let first = log.append(&0).await?;
+    /// let second = log.append(&1).await?;
+    /// assert!(first < second);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn append(&self, value: &T) -> Result<String, Error> {
         let json = to_json(value)?;
         self.channel
@@ -96,6 +199,26 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Topic<T> {
     }
 
     /// All visible entries as `(id, value)`.
+    ///
+    /// In id order; empty for a channel never written.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let log = space.topic::<String>("execution/log")?;
+    /// assert!(log.entries().await?.is_empty());
+    /// let id = log.append(&"deployed".to_owned()).await?;
+    /// assert_eq!(log.entries().await?, [(id, "deployed".to_owned())]);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn entries(&self) -> Result<Vec<(String, T)>, Error> {
         let raw = self.channel.run(|r, path| r.topic_entries(path)).await?;
         raw.into_iter()
@@ -105,6 +228,24 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Topic<T> {
 }
 
 /// A counter whose concurrent increments add up.
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// # let space = node.space("team").await?;
+/// let retries = space.counter("observation/retries")?;
+/// retries.add(1).await?;
+/// retries.add(1).await?;
+/// assert_eq!(retries.value().await?, 2);
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Counter {
     channel: Channel,
@@ -118,6 +259,26 @@ impl Counter {
     }
 
     /// Adds `delta`.
+    ///
+    /// `delta` may be negative.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let slots = space.counter("coordination/free_slots")?;
+    /// slots.add(4).await?;
+    /// slots.add(-1).await?;
+    /// assert_eq!(slots.value().await?, 3);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn add(&self, delta: i64) -> Result<(), Error> {
         self.channel
             .run(move |r, path| r.increment(wall_clock(), path, delta).map(|_| ()))
@@ -125,12 +286,53 @@ impl Counter {
     }
 
     /// The total.
+    ///
+    /// 0 for a counter never written.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let builds = space.counter("observation/builds")?;
+    /// assert_eq!(builds.value().await?, 0);
+    /// builds.add(5).await?;
+    /// assert_eq!(builds.value().await?, 5);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn value(&self) -> Result<i64, Error> {
         self.channel.run(|r, path| r.counter(path)).await
     }
 }
 
 /// An add-wins set of `T`.
+///
+/// An insert concurrent with a remove of the same member wins.
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// # let space = node.space("team").await?;
+/// let online = space.set::<String>("observation/agents_online")?;
+/// online.insert(&"planner".to_owned()).await?;
+/// online.insert(&"coder".to_owned()).await?;
+/// online.remove(&"planner".to_owned()).await?;
+/// assert_eq!(online.members().await?, ["coder"]);
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct SetChannel<T> {
     channel: Channel,
@@ -146,6 +348,26 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> SetChannel<T> {
     }
 
     /// Adds a member.
+    ///
+    /// Inserting a member twice keeps one copy.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let tags = space.set::<String>("observation/tags")?;
+    /// tags.insert(&"urgent".to_owned()).await?;
+    /// tags.insert(&"urgent".to_owned()).await?;
+    /// assert_eq!(tags.members().await?.len(), 1);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn insert(&self, member: &T) -> Result<(), Error> {
         let json = to_json(member)?;
         self.channel
@@ -154,6 +376,25 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> SetChannel<T> {
     }
 
     /// Removes a member (no-op if absent).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let tags = space.set::<String>("observation/tags")?;
+    /// tags.insert(&"wip".to_owned()).await?;
+    /// tags.remove(&"wip".to_owned()).await?;
+    /// tags.remove(&"never-added".to_owned()).await?;
+    /// assert!(tags.members().await?.is_empty());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn remove(&self, member: &T) -> Result<(), Error> {
         let json = to_json(member)?;
         self.channel
@@ -162,6 +403,27 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> SetChannel<T> {
     }
 
     /// The members.
+    ///
+    /// In canonical JSON order, whatever the insertion order.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let ports = space.set::<u16>("coordination/ports")?;
+    /// for port in [8080, 443, 80] {
+    ///     ports.insert(&port).await?;
+    /// }
+    /// assert_eq!(ports.members().await?.len(), 3);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn members(&self) -> Result<Vec<T>, Error> {
         let raw = self.channel.run(|r, path| r.set_members(path)).await?;
         raw.into_iter().map(from_json).collect()

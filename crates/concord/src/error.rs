@@ -1,6 +1,26 @@
 //! The facade's error type: everything a node operation can fail with.
 
 /// Errors of the Concord facade.
+///
+/// Match on the variants a caller can act on; the enum is
+/// `#[non_exhaustive]`, so keep a catch-all arm.
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder().data_dir(dir.path()).build().await?;
+/// use concord::Error;
+///
+/// let space = match node.space("team/alpha").await {
+///     Ok(space) => space,
+///     Err(Error::SpaceName(name)) => node.space(&name.replace('/', "-")).await?,
+///     Err(other) => return Err(other.into()),
+/// };
+/// assert_eq!(space.name(), "team-alpha");
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -21,6 +21,28 @@ use crate::{Error, Space};
 
 /// The `Set` channel mirroring current lock holders, one [`LockHolder`]
 /// per held lease (informational only).
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// # let space = node.space("team").await?;
+/// use concord::{LOCK_HOLDERS, LockHolder};
+/// use std::time::Duration;
+///
+/// let lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+/// let holders = space.set::<LockHolder>(LOCK_HOLDERS)?.members().await?;
+/// assert_eq!(holders[0].resource, "prod-db");
+/// lock.release().await?;
+/// assert!(space.set::<LockHolder>(LOCK_HOLDERS)?.members().await?.is_empty());
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 pub const LOCK_HOLDERS: &str = "coordination/lock_holders";
 
 /// How long one acquire attempt waits before [`HeldLock`] asks again;
@@ -28,6 +50,31 @@ pub const LOCK_HOLDERS: &str = "coordination/lock_holders";
 const BUSY_WAIT: Millis = Millis(10_000);
 
 /// One entry of [`LOCK_HOLDERS`].
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// # let space = node.space("team").await?;
+/// use concord::{LOCK_HOLDERS, LockHolder};
+/// use std::time::Duration;
+///
+/// let lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+/// let expected = LockHolder {
+///     resource: "prod-db".into(),
+///     token: lock.token().get(),
+///     holder: node.peer_id().to_string(),
+/// };
+/// assert_eq!(space.set::<LockHolder>(LOCK_HOLDERS)?.members().await?, [expected]);
+/// lock.release().await?;
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     /// The resource.
@@ -40,6 +87,26 @@ pub struct LockHolder {
 
 /// A lease this node holds. Renew it before it expires; release it when
 /// done (dropping it without releasing lets the lease run out at its ttl).
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// # let space = node.space("team").await?;
+/// use std::time::Duration;
+///
+/// let mut lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+/// // ... act on the resource, passing `lock.token()` along ...
+/// lock.renew().await?; // before the ttl runs out, if the work takes longer
+/// lock.release().await?;
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 pub struct HeldLock {
     backend: Arc<dyn LeaseBackend>,
     lease: Lease,
@@ -81,6 +148,32 @@ impl HeldLock {
     /// An invalid resource name, a ttl above the service's maximum, or a
     /// backend failure other than the resource being busy (no quorum
     /// reachable, a restarted lease peer still in its quiet period).
+    ///
+    /// [`crate::Node::lock`] is this with the node's own backend and peer
+    /// id; call it directly to use another backend or holder name:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use concord::{HeldLock, LOCK_HOLDERS, LockHolder};
+    /// use std::time::Duration;
+    ///
+    /// let backend = node.lease_backend();
+    /// let ttl = Duration::from_secs(10);
+    /// let lock = HeldLock::acquire(backend, &space, "prod-db", ttl, "migrator").await?;
+    /// let holders = space.set::<LockHolder>(LOCK_HOLDERS)?.members().await?;
+    /// assert_eq!(holders[0].holder, "migrator");
+    /// lock.release().await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn acquire(
         backend: Arc<dyn LeaseBackend>,
         space: &Space,
@@ -116,16 +209,80 @@ impl HeldLock {
     }
 
     /// The fencing token: pass it to whatever acts under the lock.
+    ///
+    /// Each grant of a resource has a higher token than the last, so the
+    /// external system can refuse a stale holder.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let first = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+    /// let old = first.token();
+    /// first.release().await?;
+    /// let second = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+    /// assert!(second.token() > old);
+    /// second.release().await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn token(&self) -> FencingToken {
         self.lease.token
     }
 
     /// The lease as the backend granted (or last renewed) it.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+    /// assert_eq!(lock.lease().token, lock.token());
+    /// assert!(lock.lease().expires > node.lease_backend().now());
+    /// lock.release().await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn lease(&self) -> &Lease {
         &self.lease
     }
 
     /// The ttl it was taken with; renewals extend it by as much.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+    /// assert_eq!(lock.ttl(), Duration::from_secs(10));
+    /// lock.release().await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl.0)
     }
@@ -135,6 +292,27 @@ impl HeldLock {
     /// # Errors
     /// The lease already ended or the lease service is unreachable: the
     /// lock must be considered lost.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let mut lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+    /// let token = lock.token();
+    /// lock.renew().await?;
+    /// assert_eq!(lock.token(), token);
+    /// lock.release().await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn renew(&mut self) -> Result<(), Error> {
         self.lease = self
             .backend
@@ -149,6 +327,29 @@ impl HeldLock {
     /// # Errors
     /// The lease service did not confirm the release (the lease then ends
     /// at its expiry anyway).
+    ///
+    /// The resource is free again at once:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+    /// lock.release().await?;
+    /// let again = node.lock(&space, "prod-db", Duration::from_secs(10));
+    /// let again = tokio::time::timeout(Duration::from_secs(5), again).await??;
+    /// again.release().await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn release(self) -> Result<(), Error> {
         if let Err(e) = self.holders.remove(&self.entry).await {
             tracing::warn!(error = %e, resource = %self.entry.resource, "could not clear the lock mirror");

@@ -22,6 +22,21 @@ use crate::{Error, Space};
 const SOLO_LEASE_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 
 /// Configures and starts a [`Node`].
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// let node = concord::Node::builder()
+///     .data_dir(dir.path())
+///     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+///     .build()
+///     .await?;
+/// let space = node.space("team").await?;
+/// space.counter("observation/builds")?.add(1).await?;
+/// node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 #[derive(Debug, Default)]
 pub struct NodeBuilder {
     data_dir: Option<PathBuf>,
@@ -36,36 +51,138 @@ pub struct NodeBuilder {
 
 impl NodeBuilder {
     /// Where the node keeps its identity and spaces (required).
+    ///
+    /// The same directory gives the same identity on every start:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// let node = concord::Node::builder().data_dir(dir.path()).build().await?;
+    /// assert_eq!(node.peer_id(), concord::Node::peer_id_in(dir.path())?);
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
     }
 
     /// Adds a listen address, e.g. `/ip4/127.0.0.1/tcp/0` (port chosen by the OS).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let node = concord::Node::builder()
+    ///     .data_dir(dir.path())
+    ///     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    ///     .build()
+    ///     .await?;
+    /// let addrs = node.wait_listening(std::time::Duration::from_secs(5)).await?;
+    /// assert!(addrs[0].to_string().starts_with("/ip4/127.0.0.1/tcp/"));
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn listen(mut self, addr: Multiaddr) -> Self {
         self.listen.push(addr);
         self
     }
 
     /// Adds a bootstrap peer address, dialed at start and redialed with backoff.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// use concord::Node;
+    /// use std::time::Duration;
+    /// # let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    ///
+    /// let local = "/ip4/127.0.0.1/tcp/0".parse()?;
+    /// let a = Node::builder().data_dir(dir_a.path()).listen(local).build().await?;
+    /// let a_addr = a.wait_listening(Duration::from_secs(5)).await?[0].clone();
+    /// let b = Node::builder().data_dir(dir_b.path()).bootstrap(a_addr).build().await?;
+    /// # for _ in 0..500 {
+    /// #     if !b.peers().await?.is_empty() { break }
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// # }
+    /// // ... once connected:
+    /// assert_eq!(b.peers().await?[0].peer_id, a.peer_id());
+    /// b.shutdown().await?;
+    /// a.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
         self.bootstrap.push(addr);
         self
     }
 
     /// Enables mDNS discovery on the local network (offline edge deployments).
+    ///
+    /// Nodes on the same network segment then find each other without any
+    /// bootstrap address:
+    ///
+    /// ```no_run
+    /// # async fn example() -> anyhow::Result<()> {
+    /// let node = concord::Node::builder()
+    ///     .data_dir("/var/lib/agent-1")
+    ///     .listen("/ip4/0.0.0.0/tcp/0".parse()?)
+    ///     .mdns(true)
+    ///     .build()
+    ///     .await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn mdns(mut self, on: bool) -> Self {
         self.mdns = on;
         self
     }
 
     /// Overrides the sync engine settings (heartbeat, bounds).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// use concord_sync::SyncConfig;
+    ///
+    /// let fast = SyncConfig { heartbeat_ms: 200, jitter_ms: 50, ..SyncConfig::default() };
+    /// let node = concord::Node::builder()
+    ///     .data_dir(dir.path())
+    ///     .sync_config(fast)
+    ///     .build()
+    ///     .await?;
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn sync_config(mut self, config: SyncConfig) -> Self {
         self.sync = Some(config);
         self
     }
 
     /// Restricts `space` to these peers: any other peer can neither read nor write it.
+    ///
+    /// Peer ids can be learned before the first start with
+    /// [`Node::peer_id_in`]. Local access is unaffected:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let (dir, teammate_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    /// use concord::Node;
+    ///
+    /// let teammate = Node::peer_id_in(teammate_dir.path())?;
+    /// let node = Node::builder()
+    ///     .data_dir(dir.path())
+    ///     .allow("secret", [teammate])
+    ///     .build()
+    ///     .await?;
+    /// let secret = node.space("secret").await?;
+    /// secret.put("observation/plan", serde_json::json!("members only")).await?;
+    /// assert!(secret.get("observation/plan").await?.is_some());
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn allow(mut self, space: &str, peers: impl IntoIterator<Item = PeerId>) -> Self {
         self.allowlists
             .entry(space.to_owned())
@@ -85,6 +202,27 @@ impl NodeBuilder {
     /// after a restart from a non-empty one the node grants no lease for
     /// the maximum ttl ([`NodeBuilder::lease_max_ttl`]), the quiet period that keeps leases granted
     /// before the restart exclusive.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// use concord::{LeasePeer, Node, NodeId};
+    /// use std::time::Duration;
+    ///
+    /// // A one-member list; a real deployment lists several nodes at fixed addresses.
+    /// let me = LeasePeer {
+    ///     node: NodeId(1),
+    ///     peer_id: Node::peer_id_in(dir.path())?,
+    ///     addr: "/ip4/127.0.0.1/tcp/0".parse()?,
+    /// };
+    /// let node = Node::builder().data_dir(dir.path()).lease_peers(vec![me]).build().await?;
+    /// let space = node.space("team").await?;
+    /// let lock = node.lock(&space, "deploy", Duration::from_secs(5)).await?;
+    /// lock.release().await?;
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn lease_peers(mut self, peers: Vec<LeasePeer>) -> Self {
         self.lease_peers = Some(peers);
         self
@@ -93,6 +231,25 @@ impl NodeBuilder {
     /// The longest lease ttl the lease service grants, which is also its
     /// quiet period after a restart (default 60 s). Must be the same on
     /// every lease peer.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    ///
+    /// let node = concord::Node::builder()
+    ///     .data_dir(dir.path())
+    ///     .lease_max_ttl(Duration::from_secs(10))
+    ///     .build()
+    ///     .await?;
+    /// let space = node.space("team").await?;
+    /// // A longer lease is refused.
+    /// let refused = node.lock(&space, "deploy", Duration::from_secs(30)).await;
+    /// assert!(matches!(refused, Err(concord::Error::Lease { .. })));
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn lease_max_ttl(mut self, max_ttl: Duration) -> Self {
         self.lease_max_ttl = Some(max_ttl);
         self
@@ -100,6 +257,24 @@ impl NodeBuilder {
 
     /// Loads the identity, starts the network driver and the lease service
     /// (see [`NodeBuilder::lease_peers`]) and returns the node.
+    ///
+    /// # Errors
+    /// [`Error::NoDataDir`] without [`NodeBuilder::data_dir`]; otherwise the
+    /// identity, the network driver or the lease service could not start.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// use concord::{Error, Node};
+    ///
+    /// let missing = Node::builder().build().await;
+    /// assert!(matches!(missing, Err(Error::NoDataDir)));
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn build(self) -> Result<Node, Error> {
         let dir = self.data_dir.ok_or(Error::NoDataDir)?;
         let identity = NodeIdentity::load(&dir)?;
@@ -163,6 +338,26 @@ fn start_lease(
 }
 
 /// One agent process: identity, durable spaces, and the network driver.
+///
+/// What a node writes survives a restart from the same data directory:
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// use concord::Node;
+/// use serde_json::json;
+///
+/// let dir = tempfile::tempdir()?;
+/// let node = Node::builder().data_dir(dir.path()).build().await?;
+/// node.space("team").await?.put("observation/ci", json!("green")).await?;
+/// node.shutdown().await?;
+///
+/// let node = Node::builder().data_dir(dir.path()).build().await?;
+/// let ci = node.space("team").await?.get("observation/ci").await?;
+/// assert_eq!(ci, Some(json!("green")));
+/// node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 pub struct Node {
     net: NetHandle,
     identity: NodeIdentity,
@@ -192,6 +387,15 @@ fn valid_space_name(name: &str) -> bool {
 
 impl Node {
     /// A builder.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// let node = concord::Node::builder().data_dir(dir.path()).build().await?;
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn builder() -> NodeBuilder {
         NodeBuilder::default()
     }
@@ -199,6 +403,19 @@ impl Node {
     /// The peer id of the node whose data directory is `dir`, creating its
     /// identity if it has none yet: what to put in the [`LeasePeer`] lists
     /// of [`NodeBuilder::lease_peers`] before the first start.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// use concord::Node;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let peer_id = Node::peer_id_in(dir.path())?; // creates the identity
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// assert_eq!(node.peer_id(), peer_id);
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn peer_id_in(dir: impl AsRef<std::path::Path>) -> Result<PeerId, Error> {
         Ok(crate::identity::load_keypair(dir.as_ref())?
             .public()
@@ -206,26 +423,111 @@ impl Node {
     }
 
     /// This node's libp2p identity.
+    ///
+    /// It is stored in the data directory, so it survives restarts:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// use concord::Node;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// let id = node.peer_id();
+    /// node.shutdown().await?;
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// assert_eq!(node.peer_id(), id);
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn peer_id(&self) -> PeerId {
         self.net.peer_id()
     }
 
     /// The automerge actor id this node writes as (identity + incarnation).
+    ///
+    /// A clean restart keeps it:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// use concord::Node;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// let actor = node.actor().clone();
+    /// node.shutdown().await?;
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// assert_eq!(node.actor(), &actor);
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn actor(&self) -> &ActorId {
         &self.actor
     }
 
     /// The incarnation number (bumped after every unclean shutdown).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// use concord::Node;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// assert_eq!(node.incarnation(), 0);
+    /// node.shutdown().await?; // clean: the next start keeps incarnation 0
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// assert_eq!(node.incarnation(), 0);
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn incarnation(&self) -> u32 {
         self.identity.incarnation
     }
 
     /// The network handle (for advanced use).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// let net = node.net().clone();
+    /// assert_eq!(net.peer_id(), node.peer_id());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn net(&self) -> &NetHandle {
         &self.net
     }
 
     /// Joins `name` (opening its storage on first use) and returns a handle.
+    ///
+    /// # Errors
+    /// [`Error::SpaceName`] unless `name` is 1 to 64 ASCII letters, digits,
+    /// `.`, `_` or `-` (not starting with `.`); otherwise its storage could
+    /// not be opened.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// let space = node.space("release-2.1").await?;
+    /// assert_eq!(space.name(), "release-2.1");
+    /// assert!(matches!(node.space("no spaces").await, Err(concord::Error::SpaceName(_))));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn space(&self, name: &str) -> Result<Space, Error> {
         if !valid_space_name(name) {
             return Err(Error::SpaceName(name.to_owned()));
@@ -260,11 +562,43 @@ impl Node {
     }
 
     /// Addresses the node listens on (may be empty right after start).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// node.wait_listening(std::time::Duration::from_secs(5)).await?;
+    /// let addrs = node.listen_addrs().await?;
+    /// assert!(addrs.iter().all(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/")));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
         Ok(self.net.listen_addrs().await?)
     }
 
     /// Waits until the node listens on at least one address, up to `timeout`.
+    /// Returns the addresses, empty if `timeout` passed first.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// let addrs = node.wait_listening(std::time::Duration::from_secs(5)).await?;
+    /// assert!(!addrs.is_empty());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn wait_listening(
         &self,
         timeout: std::time::Duration,
@@ -280,11 +614,48 @@ impl Node {
     }
 
     /// Connected peers.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// // A node that dialed nobody and was dialed by nobody is alone.
+    /// assert!(node.peers().await?.is_empty());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
         Ok(self.net.peers().await?)
     }
 
     /// Dials a peer.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// use concord::Node;
+    /// use std::time::Duration;
+    /// # let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    ///
+    /// let local = "/ip4/127.0.0.1/tcp/0".parse()?;
+    /// let a = Node::builder().data_dir(dir_a.path()).listen(local).build().await?;
+    /// let b = Node::builder().data_dir(dir_b.path()).build().await?;
+    /// b.dial(a.wait_listening(Duration::from_secs(5)).await?[0].clone()).await?;
+    /// # for _ in 0..500 {
+    /// #     if !a.peers().await?.is_empty() { break }
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// # }
+    /// // ... once connected:
+    /// assert_eq!(a.peers().await?[0].peer_id, b.peer_id());
+    /// b.shutdown().await?;
+    /// a.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
         Ok(self.net.dial(addr).await?)
     }
@@ -292,6 +663,28 @@ impl Node {
     /// The node's lease service (see [`NodeBuilder::lease_peers`]). It
     /// stops at [`Node::shutdown`], or when the last clone of this handle
     /// is dropped if one outlives the node.
+    ///
+    /// Most code takes leases through [`Node::lock`]; the backend itself
+    /// serves [`crate::coordinator::Coordinator::new`] and direct use:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// use concord::{Millis, Resource};
+    ///
+    /// let backend = node.lease_backend();
+    /// let lease = backend.acquire(Resource::new("db")?, Millis(5_000), Millis(1_000)).await?;
+    /// assert!(lease.expires > backend.now());
+    /// backend.release(lease).await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn lease_backend(&self) -> Arc<dyn LeaseBackend> {
         Arc::clone(&self.lease) as Arc<dyn LeaseBackend>
     }
@@ -299,6 +692,31 @@ impl Node {
     /// Takes the lock on `resource` for `ttl`, waiting as long as others
     /// hold it, and mirrors the holder into `space`'s
     /// [`crate::LOCK_HOLDERS`] (see [`HeldLock`]).
+    ///
+    /// # Errors
+    /// An invalid resource name, a ttl above
+    /// [`NodeBuilder::lease_max_ttl`], or the lease service failing (see
+    /// [`HeldLock::acquire`]).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+    /// run_migration(lock.token().get()); // pass the fencing token along
+    /// lock.release().await?;
+    /// # fn run_migration(_token: u64) {}
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn lock(
         &self,
         space: &Space,
@@ -318,6 +736,21 @@ impl Node {
     /// Flushes every space to disk, stops the network and the lease service
     /// and records a clean shutdown (the next start keeps this incarnation).
     /// Leases still held are not released; they expire.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// use concord::Node;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// node.shutdown().await?;
+    /// // The next start sees the clean shutdown and keeps the actor id.
+    /// let node = Node::builder().data_dir(dir.path()).build().await?;
+    /// assert_eq!(node.incarnation(), 0);
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn shutdown(self) -> Result<(), Error> {
         if let Some(lease) = Arc::into_inner(self.lease) {
             lease.shutdown().await;

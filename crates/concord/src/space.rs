@@ -15,6 +15,28 @@ use crate::channels::{Counter, LastValue, SetChannel, Topic};
 pub const SUBSCRIPTION_CAPACITY: usize = 256;
 
 /// A replicated space on a node. Cheap to clone.
+///
+/// Every clone is a handle to the same replica:
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// # let space = node.space("team").await?;
+/// use serde_json::json;
+///
+/// let space = node.space("team").await?;
+/// let same = space.clone();
+/// space.put("observation/ci", json!("green")).await?;
+/// assert_eq!(same.get("observation/ci").await?, Some(json!("green")));
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Space {
     net: NetHandle,
@@ -30,11 +52,48 @@ impl Space {
     }
 
     /// The space's name.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// assert_eq!(node.space("release").await?.name(), "release");
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Runs `f` on the replica; changes it commits are pushed to peers at once.
+    ///
+    /// The escape hatch to every [`concord_state::Replica`] operation the
+    /// handles do not offer, such as reading a channel's declaration:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use concord::{ChannelSpec, Policy};
+    ///
+    /// space.put("observation/ci", serde_json::json!("green")).await?;
+    /// let spec = space.with(|r| r.spec("observation/ci")).await??;
+    /// assert_eq!(spec, Some(ChannelSpec::last_value(Policy::LastWriteWins)));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn with<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Replica) -> R + Send + 'static,
@@ -51,6 +110,31 @@ impl Space {
     }
 
     /// Declares a channel's kind and policy.
+    ///
+    /// Writing an undeclared channel declares it with the written kind (a
+    /// `LastValue` as `last_write_wins`); declare first for another policy:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use concord::{ChannelSpec, Error, Policy};
+    /// use serde_json::json;
+    ///
+    /// let first_wins = ChannelSpec::last_value(Policy::FirstWriteWins);
+    /// space.declare("coordination/leader", first_wins).await?;
+    /// space.put("coordination/leader", json!("agent-a")).await?;
+    /// let second = space.put("coordination/leader", json!("agent-b")).await;
+    /// assert!(matches!(second, Err(Error::State(_))));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn declare(&self, path: &str, spec: ChannelSpec) -> Result<(), Error> {
         let path = path.to_owned();
         self.run(move |r| r.declare(wall_clock(), path.as_str(), spec).map(|_| ()))
@@ -58,6 +142,26 @@ impl Space {
     }
 
     /// Writes a JSON value to a `LastValue` channel.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use serde_json::json;
+    ///
+    /// let receipt = space.put("observation/ci", json!({"status": "green"})).await?;
+    /// let again = space.put("observation/ci", json!({"status": "red"})).await?;
+    /// assert!(again.seq > receipt.seq);
+    /// assert_eq!(space.get("observation/ci").await?, Some(json!({"status": "red"})));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn put(&self, path: &str, value: Value) -> Result<WriteReceipt, Error> {
         let path = path.to_owned();
         self.run(move |r| r.put(wall_clock(), path.as_str(), &value))
@@ -65,12 +169,48 @@ impl Space {
     }
 
     /// The visible value of any channel as JSON (see `Replica::get`).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use serde_json::json;
+    ///
+    /// assert_eq!(space.get("observation/unknown").await?, None);
+    /// space.counter("observation/builds")?.add(3).await?;
+    /// assert_eq!(space.get("observation/builds").await?, Some(json!(3)));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn get(&self, path: &str) -> Result<Option<Value>, Error> {
         let path = path.to_owned();
         self.run(move |r| r.get(path.as_str())).await
     }
 
     /// A typed handle to a `LastValue` channel.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let status = space.last_value::<String>("observation/ci.status")?;
+    /// status.set(&"green".to_owned()).await?;
+    /// assert_eq!(status.get().await?.as_deref(), Some("green"));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn last_value<T: Serialize + DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
@@ -79,6 +219,23 @@ impl Space {
     }
 
     /// A typed handle to a `Topic` channel.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let log = space.topic::<String>("execution/log")?;
+    /// log.append(&"build started".to_owned()).await?;
+    /// assert_eq!(log.entries().await?.len(), 1);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn topic<T: Serialize + DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
@@ -87,11 +244,45 @@ impl Space {
     }
 
     /// A handle to a `Counter` channel.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let builds = space.counter("observation/builds")?;
+    /// builds.add(2).await?;
+    /// assert_eq!(builds.value().await?, 2);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn counter(&self, path: &str) -> Result<Counter, Error> {
         Counter::new(self.clone(), path)
     }
 
     /// A typed handle to a `Set` channel.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let reviewers = space.set::<String>("coordination/reviewers")?;
+    /// reviewers.insert(&"alice".to_owned()).await?;
+    /// assert_eq!(reviewers.members().await?, ["alice"]);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn set<T: Serialize + DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
@@ -100,6 +291,31 @@ impl Space {
     }
 
     /// A stream of events on channels matching the glob `pattern`.
+    ///
+    /// Local writes are delivered as well as those replicated from peers.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use concord::{Delivery, Origin};
+    /// use futures::StreamExt;
+    /// use serde_json::json;
+    ///
+    /// let mut events = space.subscribe("observation/*").await?;
+    /// space.put("observation/ci", json!("green")).await?;
+    /// let Some(Delivery::Event(event)) = events.next().await else { panic!("no event") };
+    /// assert_eq!((event.path.as_str(), event.new), ("observation/ci", Some(json!("green"))));
+    /// assert_eq!(event.origin, Origin::Local);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, Error> {
         Ok(self
             .net
@@ -108,16 +324,87 @@ impl Space {
     }
 
     /// The replica's vector clock.
+    ///
+    /// Every committed change advances it; two replicas holding the same
+    /// changes have equal clocks.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let before = space.vector_clock().await?;
+    /// space.put("observation/ci", serde_json::json!("green")).await?;
+    /// let after = space.vector_clock().await?;
+    /// assert_eq!(after.total(), before.total() + 1);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn vector_clock(&self) -> Result<VectorClock, Error> {
         self.with(|r| r.vector_clock().clone()).await
     }
 
     /// Unresolved conflicts on `reject` channels.
+    ///
+    /// Here a second, in-memory replica stands in for a peer that writes
+    /// concurrently with this node:
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use concord::{ChannelSpec, Policy, VectorClock};
+    /// use concord_state::{ActorId, Replica};
+    /// use serde_json::json;
+    ///
+    /// space.declare("coordination/leader", ChannelSpec::last_value(Policy::Reject)).await?;
+    /// let mut peer = Replica::new("team", ActorId::from(&[7u8; 16][..]));
+    /// let ours = space.with(|r| r.changes_since(&VectorClock::new())).await?;
+    /// peer.apply_changes(concord_net::wall_clock(), ours)?;
+    /// peer.put(concord_net::wall_clock(), "coordination/leader", &json!("agent-b"))?;
+    /// space.put("coordination/leader", json!("agent-a")).await?;
+    /// let theirs = peer.changes_since(&VectorClock::new());
+    /// space.with(move |r| r.apply_changes(concord_net::wall_clock(), theirs)).await??;
+    /// let conflicts = space.conflicts().await?;
+    /// assert_eq!(conflicts[0].path, "coordination/leader");
+    /// assert_eq!(conflicts[0].candidates.len(), 2);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, Error> {
         self.with(|r| r.conflicts()).await
     }
 
     /// Peers connected to this node.
+    ///
+    /// The same list as [`crate::Node::peers`]: connections belong to the
+    /// node, not to one space.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// assert!(space.peers().await?.is_empty());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
         Ok(self.net.peers().await?)
     }
