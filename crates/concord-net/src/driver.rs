@@ -566,7 +566,9 @@ impl Driver {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
                 if let Some(space) = space {
-                    let from = message.source.unwrap_or(propagation_source);
+                    // Anonymous messages: the peer that handed us the frame
+                    // (and validated it before relaying) answers for it.
+                    let from = propagation_source;
                     self.input(
                         &space,
                         wall_clock(),
