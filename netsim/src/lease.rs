@@ -212,7 +212,7 @@ impl LeaseNode {
     }
 
     /// Writes `persist` to the disk (not yet durable), compacting the log
-    /// every [`COMPACT_EVERY`] records.
+    /// every `COMPACT_EVERY` (64) records.
     ///
     /// # Errors
     /// A storage failure.

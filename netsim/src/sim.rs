@@ -1,6 +1,7 @@
 //! The discrete-event loop: a queue of events ordered by (virtual time,
 //! sequence number), dispatched one at a time to the nodes, the network and
-//! the fault plan, with the per-step checks after every engine input.
+//! the fault plan, with the per-step checks after every engine input. The
+//! lease machines of each node are driven from the same loop (`sim/lease.rs`).
 //!
 //! It owns virtual time and the order of everything. It must never read a
 //! wall clock, use threads, or let hash-map iteration order reach the
