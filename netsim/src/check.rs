@@ -1,6 +1,7 @@
 //! Checkers: causal order of subscriber events (per step), the registry of
-//! acknowledged writes and the lost-write check, and the final convergence
-//! check (heads, vector clocks, every channel's value, conflicts).
+//! acknowledged writes and the lost-write check, the final convergence
+//! check (heads, vector clocks, every channel's value, conflicts), and lease
+//! safety with its model of fenced external systems ([`LeaseCheck`]).
 //!
 //! It owns the definition of each violation and only *reads* replicas. It
 //! must never modify a replica or an engine, and never decide what the
@@ -29,6 +30,9 @@ pub struct Violations {
     pub protocol: u64,
     /// Storage failures (start, stop, flush) and an exhausted event budget.
     pub errors: u64,
+    /// Lease safety: overlapping holders, fencing tokens out of order, and
+    /// fenced writes wrongly accepted or refused (see [`LeaseCheck`]).
+    pub lease: u64,
 }
 
 /// A violation found during the run (convergence and lost writes are only
@@ -43,6 +47,8 @@ pub enum Kind {
     Protocol,
     /// See [`Violations::errors`].
     Errors,
+    /// See [`Violations::lease`].
+    Lease,
 }
 
 impl Violations {
@@ -54,6 +60,7 @@ impl Violations {
             + self.bounds
             + self.protocol
             + self.errors
+            + self.lease
     }
 
     /// Counts one violation of `kind`.
@@ -63,6 +70,7 @@ impl Violations {
             Kind::Bounds => &mut self.bounds,
             Kind::Protocol => &mut self.protocol,
             Kind::Errors => &mut self.errors,
+            Kind::Lease => &mut self.lease,
         };
         *slot += 1;
     }
@@ -221,6 +229,212 @@ impl WriteLog {
     }
 }
 
+/// Names one grant (one `Acquired`, with its renewals) in [`LeaseCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GrantId(pub u64);
+
+/// A grant whose validity may not have ended yet.
+#[derive(Debug, Clone, Copy)]
+struct LiveGrant {
+    id: GrantId,
+    node: NodeId,
+    token: u64,
+    /// Virtual time the holder learnt of it.
+    start: u64,
+    /// Virtual time (exclusive) its holder stops believing in it: its local
+    /// end of validity mapped through its clock, cut short by a release or
+    /// a crash.
+    end: u64,
+}
+
+/// One resource as the checker sees it.
+#[derive(Debug, Default)]
+struct ResourceLog {
+    permits: u32,
+    live: Vec<LiveGrant>,
+    /// Token of the grant that started last.
+    latest: Option<u64>,
+    /// Highest token of any grant started so far.
+    max_token: u64,
+    /// The fenced external system: the highest token it has seen.
+    highest_seen: u64,
+}
+
+/// What the fenced external system made of one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The system took the write (its token was at least every token seen).
+    pub accepted: bool,
+    /// A newer grant of the resource had started: the writer is stale.
+    pub stale: bool,
+}
+
+/// Lease safety, checked online in virtual (simulated real) time.
+///
+/// * **Overlap.** A grant's validity is what its holder believes: from the
+///   moment it learns of the grant until its local end of validity, mapped
+///   back to virtual time through its clock (extended by renewals, cut
+///   short by a release or a crash). When a grant starts, fewer than
+///   `permits` other grants of the resource may still be valid. (The number
+///   of valid grants peaks at some grant's start, so checking at starts is
+///   checking always.)
+/// * **Tokens.** A mutex's tokens strictly increase in grant order. For any
+///   resource, a grant's token exceeds every token granted before it was
+///   requested, and differs from every token still valid.
+/// * **Fencing.** Each mutex guards a model external system that accepts a
+///   write only if its token is at least the highest it has seen. A holder
+///   writes once as it acquires (so the system learns the new token at
+///   once) and then repeatedly, checking its lease before each write, which
+///   lands a little later (or, if the process is paused meanwhile, after it
+///   resumes). A write accepted from a *stale* holder (a newer grant of the
+///   resource has started) is a violation; so is a refused write from a
+///   holder that is not stale (tokens out of order). A write from a holder
+///   whose lease ended but that nobody superseded is accepted: the resource
+///   was free, so fencing neither can nor needs to refuse it. Callers count
+///   it as a late write.
+///
+/// It keeps only grants that may still be valid, so it stays small however
+/// long the run.
+#[derive(Debug, Default)]
+pub struct LeaseCheck {
+    resources: Vec<ResourceLog>,
+    next_id: u64,
+}
+
+impl LeaseCheck {
+    /// A checker for resources with these permit counts.
+    pub fn new(permits: impl IntoIterator<Item = u32>) -> LeaseCheck {
+        LeaseCheck {
+            resources: permits
+                .into_iter()
+                .map(|permits| ResourceLog {
+                    permits,
+                    ..ResourceLog::default()
+                })
+                .collect(),
+            next_id: 0,
+        }
+    }
+
+    /// Highest token of any grant of `resource` started so far: a request
+    /// made now must get a higher one.
+    pub fn token_floor(&self, resource: usize) -> u64 {
+        self.resources.get(resource).map_or(0, |r| r.max_token)
+    }
+
+    /// Records a grant of `resource` to `node` with `token`, valid over
+    /// `[start, end)`, requested when the floor was `token_floor`; returns
+    /// its id and the violations it reveals.
+    pub fn grant(
+        &mut self,
+        resource: usize,
+        node: NodeId,
+        token: u64,
+        token_floor: u64,
+        (start, end): (u64, u64),
+    ) -> (GrantId, Vec<String>) {
+        let id = GrantId(self.next_id);
+        self.next_id += 1;
+        let mut found = Vec::new();
+        let Some(r) = self.resources.get_mut(resource) else {
+            return (id, vec![format!("grant of unknown resource {resource}")]);
+        };
+        r.live.retain(|g| g.end > start);
+        if r.live.len() >= r.permits as usize {
+            let holders: Vec<String> = r
+                .live
+                .iter()
+                .map(|g| format!("{:?} token {} until {}", g.node, g.token, g.end))
+                .collect();
+            found.push(format!(
+                "overlap: resource {resource} ({} permits) granted to {node:?} with token {token} while held by {}",
+                r.permits,
+                holders.join(", ")
+            ));
+        }
+        if r.permits == 1 && r.latest.is_some_and(|t| t >= token) {
+            found.push(format!(
+                "tokens: mutex {resource} granted token {token} after token {}",
+                r.latest.unwrap_or_default()
+            ));
+        }
+        if token <= token_floor {
+            found.push(format!(
+                "tokens: resource {resource} granted token {token}, not above {token_floor} granted before the request"
+            ));
+        }
+        if r.live.iter().any(|g| g.token == token) {
+            found.push(format!(
+                "tokens: resource {resource} granted token {token} twice"
+            ));
+        }
+        r.live.push(LiveGrant {
+            id,
+            node,
+            token,
+            start,
+            end,
+        });
+        r.latest = Some(token);
+        r.max_token = r.max_token.max(token);
+        (id, found)
+    }
+
+    /// A renewal: the grant is valid until `end` now, if that is later.
+    pub fn extend(&mut self, resource: usize, id: GrantId, end: u64) {
+        if let Some(g) = self.live_mut(resource, id) {
+            g.end = g.end.max(end);
+        }
+    }
+
+    /// The holder stopped believing in the grant at `at` (release, crash).
+    pub fn end(&mut self, resource: usize, id: GrantId, at: u64) {
+        if let Some(g) = self.live_mut(resource, id) {
+            g.end = g.end.min(at).max(g.start);
+        }
+    }
+
+    fn live_mut(&mut self, resource: usize, id: GrantId) -> Option<&mut LiveGrant> {
+        self.resources
+            .get_mut(resource)?
+            .live
+            .iter_mut()
+            .find(|g| g.id == id)
+    }
+
+    /// A write with `token` reaches the external system of `resource`;
+    /// returns what the system did and the violation it reveals, if any.
+    pub fn write(&mut self, resource: usize, token: u64) -> (WriteOutcome, Option<String>) {
+        let Some(r) = self.resources.get_mut(resource) else {
+            let outcome = WriteOutcome {
+                accepted: false,
+                stale: false,
+            };
+            return (
+                outcome,
+                Some(format!("write to unknown resource {resource}")),
+            );
+        };
+        let stale = r.latest != Some(token);
+        let accepted = token >= r.highest_seen;
+        if accepted {
+            r.highest_seen = token;
+        }
+        let violation = match (accepted, stale) {
+            (true, true) => Some(format!(
+                "fencing: resource {resource} accepted a write with token {token} from a stale holder (latest grant {})",
+                r.latest.unwrap_or_default()
+            )),
+            (false, false) => Some(format!(
+                "fencing: resource {resource} refused the current holder's token {token} (seen {})",
+                r.highest_seen
+            )),
+            _ => None,
+        };
+        (WriteOutcome { accepted, stale }, violation)
+    }
+}
+
 /// What the final convergence check compares: everything a reader can see.
 #[derive(Debug, PartialEq)]
 struct Visible {
@@ -289,6 +503,47 @@ mod tests {
         let mut bad = CausalOrder::default();
         assert!(bad.observe(&a, &pos(&second)));
         assert!(!bad.observe(&a, &pos(&first)));
+    }
+
+    #[test]
+    fn lease_check_finds_overlaps_and_stale_writes() {
+        let mut c = LeaseCheck::new([1, 2]);
+        let (a, v) = c.grant(0, NodeId(0), 10, 0, (0, 100));
+        assert!(v.is_empty());
+        assert_eq!(
+            c.write(0, 10).0,
+            WriteOutcome {
+                accepted: true,
+                stale: false
+            }
+        );
+        // An overlapping grant.
+        let (_, v) = c.grant(0, NodeId(1), 20, 10, (50, 150));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].starts_with("overlap"));
+        // The new holder writes; the older one is stale now: refused.
+        assert!(c.write(0, 20).1.is_none());
+        let (out, v) = c.write(0, 10);
+        assert_eq!(
+            out,
+            WriteOutcome {
+                accepted: false,
+                stale: true
+            }
+        );
+        assert!(v.is_none());
+        // Ending early, renewing, and order of tokens.
+        c.extend(0, a, 500);
+        c.end(0, a, 60);
+        let (_, v) = c.grant(0, NodeId(2), 15, 0, (200, 300));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].starts_with("tokens"), "{v:?}");
+        // A semaphore allows two holders, not three.
+        assert!(c.grant(1, NodeId(0), 5, 0, (0, 10)).1.is_empty());
+        assert!(c.grant(1, NodeId(1), 6, 0, (1, 10)).1.is_empty());
+        assert_eq!(c.grant(1, NodeId(2), 7, 0, (2, 10)).1.len(), 1);
+        assert!(c.grant(1, NodeId(2), 8, 7, (10, 20)).1.is_empty());
+        assert_eq!(c.token_floor(1), 8);
     }
 
     #[test]

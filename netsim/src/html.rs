@@ -1,6 +1,7 @@
 //! `report.html`: a self-contained page with an inline SVG timeline (nodes
-//! as lanes, messages as lines, partitions shaded, crashes, restarts, pauses
-//! and disconnections marked, writes as dots) and the convergence curve.
+//! as lanes, messages as lines, partitions shaded, crashes, restarts, pauses,
+//! disconnections and held leases marked, writes as dots, fenced writes
+//! refused as red dots) and the convergence curve.
 //!
 //! It owns the picture only. It must never read anything but the report,
 //! and it bounds its output: at most [`MAX_LANES`] lanes and
@@ -94,23 +95,21 @@ pub fn render(report: &Report) -> String {
 /// Intervals `[from, to)` opened by `open` events and closed by `close` events, per lane.
 fn intervals(
     report: &Report,
-    open: impl Fn(&Fault) -> Option<u32>,
-    close: impl Fn(&Fault) -> Option<u32>,
+    open: impl Fn(&TraceEvent) -> Option<u32>,
+    close: impl Fn(&TraceEvent) -> Option<u32>,
 ) -> Vec<(u32, u64, u64)> {
     let mut started: Vec<(u32, u64)> = Vec::new();
     let mut out = Vec::new();
     for r in &report.records {
-        let TraceEvent::Fault { fault } = &r.e else {
-            continue;
-        };
+        let event = &r.e;
         // Close first: a new partition ends the previous one.
-        if let Some(lane) = close(fault)
+        if let Some(lane) = close(event)
             && let Some(i) = started.iter().position(|(l, _)| *l == lane)
         {
             let (_, from) = started.remove(i);
             out.push((lane, from, r.t));
         }
-        if let Some(lane) = open(fault) {
+        if let Some(lane) = open(event) {
             started.push((lane, r.t));
         }
     }
@@ -132,8 +131,8 @@ fn timeline(report: &Report, axis: &Axis) -> String {
     // Partitions: one band across every lane (u32::MAX marks "all lanes").
     let partitions = intervals(
         report,
-        |f| matches!(f, Fault::Partition(_)).then_some(u32::MAX),
-        |f| matches!(f, Fault::Heal | Fault::Partition(_)).then_some(u32::MAX),
+        |e| matches!(fault(e), Some(Fault::Partition(_))).then_some(u32::MAX),
+        |e| matches!(fault(e), Some(Fault::Heal | Fault::Partition(_))).then_some(u32::MAX),
     );
     for (_, from, to) in partitions {
         let (x0, x1) = (axis.x(from), axis.x(to));
@@ -155,12 +154,16 @@ fn timeline(report: &Report, axis: &Axis) -> String {
     }
     let bars = [
         (
-            intervals(report, |f| pause_of(f, true), |f| pause_of(f, false)),
+            intervals(report, |e| pause_of(e, true), |e| pause_of(e, false)),
             "#f5a623",
         ),
         (
-            intervals(report, |f| offline_of(f, true), |f| offline_of(f, false)),
+            intervals(report, |e| offline_of(e, true), |e| offline_of(e, false)),
             "#999",
+        ),
+        (
+            intervals(report, |e| lease_of(e, true), |e| lease_of(e, false)),
+            "#2a2",
         ),
     ];
     for (spans, colour) in bars {
@@ -195,6 +198,18 @@ fn timeline(report: &Report, axis: &Axis) -> String {
                     axis.y(*node) + 4.0
                 );
             }
+            TraceEvent::FencedWrite {
+                node,
+                accepted: false,
+                ..
+            } if axis.shown(*node) => {
+                let _ = write!(
+                    svg,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#e00\"><title>fenced write refused</title></circle>",
+                    axis.x(r.t),
+                    axis.y(*node)
+                );
+            }
             TraceEvent::Write { node, .. } if axis.shown(*node) => {
                 let _ = write!(
                     svg,
@@ -211,18 +226,36 @@ fn timeline(report: &Report, axis: &Axis) -> String {
     svg
 }
 
-fn pause_of(f: &Fault, open: bool) -> Option<u32> {
-    match f {
+fn fault(e: &TraceEvent) -> Option<&Fault> {
+    match e {
+        TraceEvent::Fault { fault } => Some(fault),
+        _ => None,
+    }
+}
+
+fn pause_of(e: &TraceEvent, open: bool) -> Option<u32> {
+    match fault(e)? {
         Fault::Pause(n) if open => Some(*n),
         Fault::Resume(n) if !open => Some(*n),
         _ => None,
     }
 }
 
-fn offline_of(f: &Fault, open: bool) -> Option<u32> {
-    match f {
+fn offline_of(e: &TraceEvent, open: bool) -> Option<u32> {
+    match fault(e)? {
         Fault::Disconnect(n) if open => Some(*n),
         Fault::Reconnect(n) if !open => Some(*n),
+        _ => None,
+    }
+}
+
+/// A lease held from `acquired` until `released`, `expired` or a crash.
+fn lease_of(e: &TraceEvent, open: bool) -> Option<u32> {
+    match e {
+        TraceEvent::Lease { node, what, .. } if open == (*what == "acquired") => {
+            (open || matches!(*what, "released" | "expired")).then_some(*node)
+        }
+        TraceEvent::Crash { node, .. } if !open => Some(*node),
         _ => None,
     }
 }

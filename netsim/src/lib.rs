@@ -26,15 +26,31 @@
 //!   and drift (each node's `now` is an affine function of virtual time).
 //! * **Workload** ([`workload`]): random writes to `LastValue` (LWW and
 //!   `reject`), `Topic`, `Counter` and `Set` channels.
+//! * **Leases** ([`lease`], for the `lease-*` scenarios, see [`LeasePlan`]):
+//!   the first nodes also run the real concord-lease acceptor (the lease
+//!   peers) and proposer, on their own skewed, drifting clock, exchanging
+//!   lease messages point-to-point over the same faulty network. An
+//!   acceptor's state goes to the node's simulated disk and is durable only
+//!   after a simulated fsync (a power loss drops it); a restarted acceptor
+//!   recovers it and sits out its quiet period. Each proposer's application
+//!   races for a few resources, holds for a while (renewing), writes to a
+//!   fenced external system with its token, then releases or lets the lease
+//!   expire.
 //! * **Checkers** ([`check`]): convergence (heads, clocks, values,
 //!   conflicts), causal order of every node's `*` subscriber (per step),
 //!   lost acknowledged writes, bounded queues (engine transmits, pending
-//!   changes, subscriber lag; per step), protocol errors, storage errors.
+//!   changes, subscriber lag; per step), protocol errors, storage errors,
+//!   and lease safety ([`check::LeaseCheck`]): no more holders than permits
+//!   with overlapping validity in virtual time, fencing tokens increasing in
+//!   grant order, and fenced external systems refusing every stale holder.
 //!   A panic is caught by the binary's `--sweep` and reported as a failure.
 //! * **Scenarios** ([`scenario`]): `steady`, `partition-heal`,
-//!   `flaky-links`, `crash-restart`, `clock-skew`, `offline-edge`, `scale`
-//!   and `chaos` (all faults at once). A [`Plan`] is fully concrete and can
-//!   be edited before [`run_plan`].
+//!   `flaky-links`, `crash-restart`, `clock-skew`, `offline-edge`, `scale`,
+//!   `chaos` (all faults at once), and with leases `lease-contention`,
+//!   `lease-partition`, `lease-pause` and `lease-skew` (drift at the
+//!   configured bound); `lease-skew-beyond` drifts past the bound and is
+//!   expected to fail. A [`Plan`] is fully concrete and can be edited
+//!   before [`run_plan`].
 //! * **Output** ([`report`], [`html`], [`trace`]): a summary (human or one
 //!   JSON object), `trace_hash` (SHA-256 of every trace line), and on request
 //!   `trace.json` plus `report.html` (SVG timeline and convergence curve).
@@ -58,6 +74,7 @@
 
 pub mod check;
 pub mod html;
+pub mod lease;
 pub mod network;
 pub mod node;
 pub mod progress;
@@ -68,10 +85,10 @@ pub mod trace;
 pub mod workload;
 
 pub use check::Violations;
-pub use report::{Counters, Report};
+pub use report::{Counters, LeaseCounters, Report};
 pub use scenario::{
-    ClockSpread, DEFAULT_MESH_DEGREE, Fault, FaultAt, LinkParams, Plan, Scenario, ScenarioConfig,
-    Workload,
+    ClockSpread, DEFAULT_DRIFT_BOUND_PPM, DEFAULT_MESH_DEGREE, Fault, FaultAt, LeasePlan,
+    LeaseResource, LinkParams, Plan, Scenario, ScenarioConfig, Workload,
 };
 
 /// Runs a scenario and reports.

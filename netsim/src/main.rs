@@ -13,20 +13,22 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use netsim::{DEFAULT_MESH_DEGREE, Report, Scenario, ScenarioConfig};
+use netsim::{DEFAULT_MESH_DEGREE, LeaseCounters, Report, Scenario, ScenarioConfig};
 
 /// Deterministic simulator of Concord peers on a virtual network.
 #[derive(Debug, Parser)]
 #[command(name = "netsim", version)]
 struct Args {
-    /// Number of peers (default: 20, or 1000 for `scale`).
+    /// Number of peers (default: 20, 1000 for `scale`, 7 for `lease-*`).
     #[arg(long)]
     peers: Option<usize>,
     /// The seed of the run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Scenario: steady, partition-heal, flaky-links, crash-restart,
-    /// clock-skew, offline-edge, scale, chaos.
+    /// clock-skew, offline-edge, scale, chaos, lease-contention,
+    /// lease-partition, lease-pause, lease-skew, or lease-skew-beyond (built
+    /// to fail: clocks drift beyond the lease drift bound).
     #[arg(long, default_value = "steady")]
     scenario: Scenario,
     /// Length of the write phase in virtual seconds (scenario default if absent).
@@ -138,23 +140,31 @@ fn run_caught(cfg: &ScenarioConfig) -> Result<Report, String> {
 fn sweep(args: &Args) -> anyhow::Result<bool> {
     let seeds = args.seeds.clone().context("--sweep needs --seeds A..B")?;
     let (mut passed, mut failed) = (0u64, 0u64);
+    let mut lease = LeaseCounters::default();
+    let mut lease_failures = 0u64;
     let started = Instant::now();
     for seed in seeds {
         let cfg = args.config(seed);
-        match run_caught(&cfg) {
+        let outcome = run_caught(&cfg);
+        if let Ok(report) = &outcome {
+            add_lease(&mut lease, &report.counters.lease);
+            lease_failures += u64::from(report.violations.lease > 0);
+        }
+        match outcome {
             Ok(report) if report.passed() => passed += 1,
             Ok(report) => {
                 failed += 1;
                 let v = &report.violations;
                 println!(
-                    "FAIL seed={seed} converged={} convergence={} causality={} lost_writes={} bounds={} protocol={} errors={}",
+                    "FAIL seed={seed} converged={} convergence={} causality={} lost_writes={} bounds={} protocol={} errors={} lease={}",
                     report.converged,
                     v.convergence,
                     v.causality,
                     v.lost_writes,
                     v.bounds,
                     v.protocol,
-                    v.errors
+                    v.errors,
+                    v.lease
                 );
                 for f in report.failures.iter().take(5) {
                     println!("    {f}");
@@ -169,6 +179,25 @@ fn sweep(args: &Args) -> anyhow::Result<bool> {
         }
     }
     eprintln!("sweep took {:.1} s", started.elapsed().as_secs_f64());
+    if args.scenario.has_leases() {
+        println!(
+            "leases: {} grants, {} renewals, {} writes accepted, {} stale writes rejected, {} late writes accepted; {lease_failures} runs with lease violations",
+            lease.grants,
+            lease.renewals,
+            lease.writes_accepted,
+            lease.stale_writes_rejected,
+            lease.late_writes_accepted
+        );
+    }
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
+}
+
+/// Adds the lease counters of one run to a sweep's totals.
+fn add_lease(total: &mut LeaseCounters, run: &LeaseCounters) {
+    total.grants += run.grants;
+    total.renewals += run.renewals;
+    total.writes_accepted += run.writes_accepted;
+    total.stale_writes_rejected += run.stale_writes_rejected;
+    total.late_writes_accepted += run.late_writes_accepted;
 }

@@ -131,6 +131,17 @@ pub enum Inbound {
         /// Relay hops from the origin (1 = sent by the origin itself).
         hop: u32,
     },
+    /// A lease message (point-to-point, JSON as concord-net sends it).
+    Lease {
+        /// Sender.
+        from: NodeId,
+        /// The encoded message.
+        bytes: std::rc::Rc<[u8]>,
+        /// Its frame name in the trace.
+        frame: &'static str,
+    },
+    /// Lease work of the process itself (waits while it is paused).
+    LeaseLocal(crate::lease::LeaseLocal),
     /// A connection came up.
     PeerUp(NodeId),
     /// A connection went down.
@@ -266,13 +277,13 @@ impl Node {
         // A failed flush makes the stop unclean: what reached the disk is unknown.
         let clean = clean && flushed.is_ok();
         if !clean {
-            let before = self.disk.unsynced_bytes(SPACE);
-            let mut kept = 0;
+            let mut lost = 0;
             self.disk.crash_with(|_, n| {
-                kept = keep(n).min(n);
+                let kept = keep(n).min(n);
+                lost += n - kept;
                 kept
             });
-            stopped.lost_bytes = before.saturating_sub(kept);
+            stopped.lost_bytes = lost;
         }
         self.unclean = !clean;
         self.status = Status::Down;

@@ -50,6 +50,37 @@ pub struct Counters {
     pub acked_writes: u64,
     /// Diameter of the gossip mesh (`None` if disconnected).
     pub mesh_diameter: Option<u32>,
+    /// What the lease machines and their applications did.
+    pub lease: LeaseCounters,
+}
+
+/// What the lease machines and their applications did, in numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LeaseCounters {
+    /// Leases acquired.
+    pub grants: u64,
+    /// Successful renewals.
+    pub renewals: u64,
+    /// Leases released by their holder.
+    pub released: u64,
+    /// Leases that ran out (not renewed, or abandoned).
+    pub expired: u64,
+    /// Acquisitions given up.
+    pub denied: u64,
+    /// Writes the fenced external systems accepted.
+    pub writes_accepted: u64,
+    /// Writes of stale holders (superseded by a newer grant) they refused.
+    pub stale_writes_rejected: u64,
+    /// Accepted writes that landed after their holder's lease ended but
+    /// before anyone else acquired the resource (harmless; see
+    /// [`crate::check::LeaseCheck`]).
+    pub late_writes_accepted: u64,
+    /// Lease messages put on links (also counted in `messages`).
+    pub messages: u64,
+    /// Acceptor states made durable (simulated fsyncs completed).
+    pub persisted: u64,
+    /// Acceptors restarted from their disk.
+    pub acceptor_restarts: u64,
 }
 
 impl Counters {
@@ -174,10 +205,30 @@ impl Report {
             "  dropped:      loss {}, partition {}, offline {}, down {}, inbox {}",
             c.dropped_loss, c.dropped_partition, c.dropped_offline, c.dropped_down, c.dropped_inbox
         );
+        if self.plan.lease.is_some() {
+            let l = &c.lease;
+            let _ = writeln!(
+                s,
+                "  leases:       {} grants, {} renewals, {} released, {} expired, {} denied, {} messages, {} persisted, {} acceptor restarts",
+                l.grants,
+                l.renewals,
+                l.released,
+                l.expired,
+                l.denied,
+                l.messages,
+                l.persisted,
+                l.acceptor_restarts
+            );
+            let _ = writeln!(
+                s,
+                "  fencing:      {} writes accepted, {} stale writes rejected, {} late writes accepted",
+                l.writes_accepted, l.stale_writes_rejected, l.late_writes_accepted
+            );
+        }
         let _ = writeln!(
             s,
-            "  violations:   convergence {}, causality {}, lost_writes {}, bounds {}, protocol {}, errors {}",
-            v.convergence, v.causality, v.lost_writes, v.bounds, v.protocol, v.errors
+            "  violations:   convergence {}, causality {}, lost_writes {}, bounds {}, protocol {}, errors {}, lease {}",
+            v.convergence, v.causality, v.lost_writes, v.bounds, v.protocol, v.errors, v.lease
         );
         for f in &self.failures {
             let _ = writeln!(s, "    - {f}");

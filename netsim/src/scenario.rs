@@ -49,11 +49,26 @@ pub enum Scenario {
     Scale,
     /// Everything at once: partitions, lossy links, crashes, skew, pauses.
     Chaos,
+    /// Lease peers race for two mutexes and a semaphore, hold for a random
+    /// while, write to fenced external systems, release or let expire; lossy
+    /// links and a crash.
+    LeaseContention,
+    /// Lease contention while partitions split the peers, then heal.
+    LeasePartition,
+    /// Lease holders are paused past their lease mid-write, then resume and
+    /// write with their stale token.
+    LeasePause,
+    /// Lease contention with every clock skewed and drifting at the edge of
+    /// the configured drift bound.
+    LeaseSkew,
+    /// Like `lease-skew`, but clocks drift 30 times beyond the configured
+    /// bound: built to fail, the lease checker must catch overlaps.
+    LeaseSkewBeyond,
 }
 
 impl Scenario {
-    /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 8] = [
+    /// Every scenario whose runs must pass, in a fixed order.
+    pub const ALL: [Scenario; 12] = [
         Scenario::Steady,
         Scenario::PartitionHeal,
         Scenario::FlakyLinks,
@@ -62,7 +77,15 @@ impl Scenario {
         Scenario::OfflineEdge,
         Scenario::Scale,
         Scenario::Chaos,
+        Scenario::LeaseContention,
+        Scenario::LeasePartition,
+        Scenario::LeasePause,
+        Scenario::LeaseSkew,
     ];
+
+    /// Scenarios that break an assumption on purpose: their runs are
+    /// expected to fail, showing that a checker catches the breakage.
+    pub const BROKEN: [Scenario; 1] = [Scenario::LeaseSkewBeyond];
 
     /// The scenario's command-line name.
     pub fn name(self) -> &'static str {
@@ -75,13 +98,31 @@ impl Scenario {
             Scenario::OfflineEdge => "offline-edge",
             Scenario::Scale => "scale",
             Scenario::Chaos => "chaos",
+            Scenario::LeaseContention => "lease-contention",
+            Scenario::LeasePartition => "lease-partition",
+            Scenario::LeasePause => "lease-pause",
+            Scenario::LeaseSkew => "lease-skew",
+            Scenario::LeaseSkewBeyond => "lease-skew-beyond",
         }
+    }
+
+    /// Whether the scenario runs lease acceptors and proposers.
+    pub fn has_leases(self) -> bool {
+        matches!(
+            self,
+            Scenario::LeaseContention
+                | Scenario::LeasePartition
+                | Scenario::LeasePause
+                | Scenario::LeaseSkew
+                | Scenario::LeaseSkewBeyond
+        )
     }
 
     /// Peers used when the caller does not say.
     pub fn default_peers(self) -> usize {
         match self {
             Scenario::Scale => 1000,
+            s if s.has_leases() => 7,
             _ => 20,
         }
     }
@@ -93,6 +134,11 @@ impl Scenario {
             Scenario::PartitionHeal | Scenario::CrashRestart | Scenario::Chaos => 20,
             Scenario::OfflineEdge => 30,
             Scenario::Scale => 2,
+            Scenario::LeaseContention
+            | Scenario::LeasePartition
+            | Scenario::LeasePause
+            | Scenario::LeaseSkew
+            | Scenario::LeaseSkewBeyond => 20,
         }
     }
 }
@@ -109,7 +155,11 @@ pub struct UnknownScenario(pub String);
 
 impl fmt::Display for UnknownScenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        let names: Vec<&str> = Scenario::ALL
+            .iter()
+            .chain(&Scenario::BROKEN)
+            .map(|s| s.name())
+            .collect();
         write!(
             f,
             "unknown scenario {:?} (one of: {})",
@@ -127,6 +177,7 @@ impl FromStr for Scenario {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Scenario::ALL
             .into_iter()
+            .chain(Scenario::BROKEN)
             .find(|sc| sc.name() == s)
             .ok_or_else(|| UnknownScenario(s.to_owned()))
     }
@@ -217,6 +268,28 @@ impl ScenarioConfig {
                 plan.add_skew(10_000, 20_000);
                 plan.add_pauses(&mut rng, (n / 10).max(1));
             }
+            Scenario::LeaseContention => {
+                plan.add_leases(LeasePlan::contention(n));
+                plan.add_flaky_links(20_000, 20_000, 20);
+                plan.add_crashes(&mut rng);
+            }
+            Scenario::LeasePartition => {
+                plan.add_leases(LeasePlan::contention(n));
+                plan.add_partitions(&mut rng);
+            }
+            Scenario::LeasePause => {
+                plan.add_leases(LeasePlan::pause(n));
+                plan.add_lease_pauses(&mut rng);
+            }
+            Scenario::LeaseSkew => {
+                plan.add_leases(LeasePlan::contention(n));
+                plan.add_flaky_links(10_000, 10_000, 10);
+                plan.add_extreme_skew(30_000, DEFAULT_DRIFT_BOUND_PPM);
+            }
+            Scenario::LeaseSkewBeyond => {
+                plan.add_leases(LeasePlan::contention(n));
+                plan.add_extreme_skew(30_000, 30 * DEFAULT_DRIFT_BOUND_PPM);
+            }
         }
         plan.faults.sort_by_key(|f| f.at_ms);
         plan
@@ -246,6 +319,10 @@ pub struct ClockSpread {
     pub max_skew_ms: u64,
     /// Each node's rate error is uniform in `[-max_drift_ppm, max_drift_ppm]`.
     pub max_drift_ppm: u32,
+    /// Rate errors sit at the edges instead: `+max_drift_ppm` or
+    /// `-max_drift_ppm`, each with probability one half (the worst case for
+    /// leases: fast acceptors, slow holders).
+    pub extreme: bool,
 }
 
 /// Who writes, how often, and when.
@@ -345,6 +422,9 @@ pub struct Plan {
     pub seen_capacity: usize,
     /// Keep every trace record (for reports).
     pub record: bool,
+    /// Lease acceptors, proposers and their workload, if the scenario has
+    /// leases.
+    pub lease: Option<LeasePlan>,
 }
 
 impl Plan {
@@ -369,6 +449,7 @@ impl Plan {
             clocks: ClockSpread {
                 max_skew_ms: 0,
                 max_drift_ppm: 0,
+                extreme: false,
             },
             workload: Workload {
                 writers: cfg.peers,
@@ -384,6 +465,7 @@ impl Plan {
             inbox_capacity: 10_000,
             seen_capacity: 4_096,
             record: cfg.record,
+            lease: None,
         }
     }
 
@@ -441,7 +523,48 @@ impl Plan {
         self.clocks = ClockSpread {
             max_skew_ms,
             max_drift_ppm,
+            extreme: false,
         };
+    }
+
+    /// Clock offsets up to `max_skew_ms` and every rate error at
+    /// `+max_drift_ppm` or `-max_drift_ppm`.
+    fn add_extreme_skew(&mut self, max_skew_ms: u64, max_drift_ppm: u32) {
+        self.clocks = ClockSpread {
+            max_skew_ms,
+            max_drift_ppm,
+            extreme: true,
+        };
+    }
+
+    /// Lease machines and their workload, active during the write phase.
+    fn add_leases(&mut self, mut lease: LeasePlan) {
+        lease.start_ms = self.workload.start_ms;
+        lease.end_ms = self.workload.end_ms;
+        self.lease = Some(lease);
+    }
+
+    /// Two pauses of every lease proposer, 1–4 s each (several times the
+    /// longest ttl), starting at a random time in each half of the write
+    /// phase (a pause that outlasts the next start absorbs it).
+    fn add_lease_pauses(&mut self, rng: &mut ChaCha8Rng) {
+        let proposers = self.lease.as_ref().map_or(0, |l| l.proposers);
+        let (start, span) = (self.workload.start_ms, self.write_span());
+        let half = (span / 2).max(1);
+        for node in 0..proposers.min(self.peers) as u32 {
+            for first in [start, start + half] {
+                let at_ms = first + rng.random_range(0..half);
+                let len = rng.random_range(1_000..=4_000);
+                self.faults.push(FaultAt {
+                    at_ms,
+                    fault: Fault::Pause(node),
+                });
+                self.faults.push(FaultAt {
+                    at_ms: at_ms + len,
+                    fault: Fault::Resume(node),
+                });
+            }
+        }
     }
 
     /// One random node disconnected from 1 s into the write phase until 2 s
@@ -484,6 +607,129 @@ impl Plan {
     /// Time of the last fault (0 if none).
     pub fn last_fault_ms(&self) -> u64 {
         self.faults.iter().map(|f| f.at_ms).max().unwrap_or(0)
+    }
+}
+
+/// The drift bound lease proposers are configured with (concord-lease's
+/// default, 10,000 ppm = 1 %).
+pub const DEFAULT_DRIFT_BOUND_PPM: u32 = concord_lease::DriftBound::DEFAULT.ppm();
+
+/// One leased resource: its name and its number of permits (1: a mutex,
+/// guarding a fenced external system; more: a semaphore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseResource {
+    /// The resource name.
+    pub name: String,
+    /// Holders allowed at once.
+    pub permits: u32,
+}
+
+/// Lease peers and what their applications do (DESIGN §4): the first
+/// `acceptors` nodes run an acceptor, the first `proposers` nodes a proposer
+/// driven by a random workload. Ranges are inclusive, in ms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeasePlan {
+    /// Nodes `0..acceptors` are the configured lease peers (acceptors).
+    pub acceptors: usize,
+    /// Nodes `0..proposers` run a proposer and an application.
+    pub proposers: usize,
+    /// The resources applications race for.
+    pub resources: Vec<LeaseResource>,
+    /// The drift bound proposers assume, in ppm.
+    pub drift_bound_ppm: u32,
+    /// Longest ttl (acceptors' `max_ttl`, hence their quiet period).
+    pub max_ttl_ms: u64,
+    /// Ttl of an acquisition or renewal.
+    pub ttl_ms: (u64, u64),
+    /// How long an application keeps trying to acquire.
+    pub wait_ms: (u64, u64),
+    /// How long an application wants to hold a lease (renewing meanwhile).
+    pub hold_ms: (u64, u64),
+    /// Pause between two requests of one application.
+    pub idle_ms: (u64, u64),
+    /// Probability (ppm) that a holder renews while it holds.
+    pub renew_ppm: u32,
+    /// Probability (ppm) that a holder walks away at the end of its hold
+    /// without releasing: the lease expires.
+    pub abandon_ppm: u32,
+    /// A holder renews when this much of its validity is left.
+    pub renew_lead_ms: (u64, u64),
+    /// Work between checking the lease and the write it guards landing at
+    /// the external system (the write is not checked again).
+    pub work_ms: (u64, u64),
+    /// Gap between two writes of one holder.
+    pub write_gap_ms: (u64, u64),
+    /// How long an acceptor's fsync takes.
+    pub fsync_ms: (u64, u64),
+    /// Proposers' round timeout.
+    pub round_timeout_ms: u64,
+    /// Proposers' retry backoff base.
+    pub retry_backoff_ms: u64,
+    /// Applications start requesting leases at this virtual time.
+    pub start_ms: u64,
+    /// And make no new request from this virtual time on.
+    pub end_ms: u64,
+}
+
+impl LeasePlan {
+    /// Five acceptors (all nodes if fewer), up to 16 proposers, two mutexes
+    /// and a 3-permit semaphore; short leases, so holders change often.
+    pub fn contention(peers: usize) -> LeasePlan {
+        let resource = |name: &str, permits| LeaseResource {
+            name: name.to_owned(),
+            permits,
+        };
+        LeasePlan {
+            acceptors: peers.min(5),
+            proposers: peers.min(16),
+            resources: vec![
+                resource("deploy", 1),
+                resource("db.migrate", 1),
+                resource("api.quota", 3),
+            ],
+            drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
+            max_ttl_ms: 1_000,
+            ttl_ms: (150, 1_000),
+            wait_ms: (0, 2_000),
+            hold_ms: (20, 1_500),
+            idle_ms: (0, 300),
+            renew_ppm: 600_000,
+            abandon_ppm: 200_000,
+            renew_lead_ms: (20, 200),
+            work_ms: (0, 100),
+            write_gap_ms: (5, 100),
+            fsync_ms: (0, 3),
+            round_timeout_ms: 150,
+            retry_backoff_ms: 30,
+            start_ms: 0,
+            end_ms: 0,
+        }
+    }
+
+    /// Contention on two mutexes with long work between the lease check
+    /// and the write, so that a pause often catches a holder mid-write.
+    pub fn pause(peers: usize) -> LeasePlan {
+        LeasePlan {
+            resources: LeasePlan::contention(peers)
+                .resources
+                .into_iter()
+                .filter(|r| r.permits == 1)
+                .collect(),
+            hold_ms: (200, 2_000),
+            work_ms: (20, 200),
+            write_gap_ms: (0, 20),
+            ..LeasePlan::contention(peers)
+        }
+    }
+
+    /// Whether node `i` runs an acceptor.
+    pub fn is_acceptor(&self, i: usize) -> bool {
+        i < self.acceptors
+    }
+
+    /// Whether node `i` runs a proposer.
+    pub fn is_proposer(&self, i: usize) -> bool {
+        i < self.proposers
     }
 }
 

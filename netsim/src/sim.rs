@@ -1,6 +1,7 @@
 //! The discrete-event loop: a queue of events ordered by (virtual time,
 //! sequence number), dispatched one at a time to the nodes, the network and
-//! the fault plan, with the per-step checks after every engine input.
+//! the fault plan, with the per-step checks after every engine input. The
+//! lease machines of each node are driven from the same loop (`sim/lease.rs`).
 //!
 //! It owns virtual time and the order of everything. It must never read a
 //! wall clock, use threads, or let hash-map iteration order reach the
@@ -18,6 +19,7 @@ use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 
 use crate::check::{self, Kind, Violations, WriteLog};
+use crate::lease::LeaseNode;
 use crate::network::{DropReason, Mesh, Network, message_id};
 use crate::node::{Inbound, LocalClock, Node, NodeId, NodeSetup, Status};
 use crate::progress::Progress;
@@ -26,10 +28,13 @@ use crate::scenario::{Fault, Plan, stream_rng};
 use crate::trace::{Trace, TraceEvent};
 use crate::workload::{self, Op};
 
+mod lease;
+
 /// RNG streams (the plan uses stream 0).
 const NET_STREAM: u64 = 1;
 const WORK_STREAM: u64 = 2;
 const NODE_STREAM: u64 = 3;
+const LEASE_STREAM: u64 = 4;
 
 /// Safety valve: a run stops (and fails) after this many events.
 const MAX_EVENTS: u64 = 200_000_000;
@@ -51,6 +56,7 @@ enum Event {
     Flush(NodeId),
     Fault(usize),
     Redial(NodeId, NodeId),
+    Lease(lease::Scheduled),
 }
 
 struct Scheduled {
@@ -103,6 +109,11 @@ pub struct Sim {
     last_disturbance: u64,
     quiet_start: u64,
     end_at: Option<u64>,
+    /// Every node's lease machines (empty when the plan has no leases).
+    leases: Vec<LeaseNode>,
+    lease_resources: Vec<(concord_lease::Resource, concord_lease::Permits)>,
+    lease_check: check::LeaseCheck,
+    lease_rng: ChaCha8Rng,
 }
 
 impl Sim {
@@ -129,6 +140,7 @@ impl Sim {
             subscriber_capacity: plan.subscriber_capacity,
         };
         let quiet_start = plan.workload.end_ms.max(plan.last_fault_ms());
+        let plan_seed = plan.seed;
         Sim {
             trace: Trace::new(plan.record),
             work_rng: stream_rng(plan.seed, WORK_STREAM),
@@ -150,6 +162,10 @@ impl Sim {
             last_disturbance: 0,
             quiet_start,
             end_at: None,
+            leases: Vec::new(),
+            lease_resources: Vec::new(),
+            lease_check: check::LeaseCheck::default(),
+            lease_rng: stream_rng(plan_seed, LEASE_STREAM),
         }
     }
 
@@ -210,6 +226,7 @@ impl Sim {
         for i in 0..self.plan.faults.len() {
             self.schedule(self.plan.faults[i].at_ms, Event::Fault(i));
         }
+        self.lease_boot();
         for i in 0..self.nodes.len() {
             self.start(NodeId(i as u32));
         }
@@ -249,6 +266,7 @@ impl Sim {
                 self.fault(fault);
             }
             Event::Redial(a, b) => self.connect(a, b),
+            Event::Lease(event) => self.lease_dispatch(event),
         }
     }
 
@@ -285,6 +303,7 @@ impl Sim {
             self.connect(id, peer);
         }
         self.after_input(id);
+        self.lease_start(id);
     }
 
     /// Brings the connection between `a` and `b` up on both sides, if both
@@ -303,6 +322,7 @@ impl Sim {
         if self.nodes[id.index()].status == Status::Down {
             return;
         }
+        self.lease_stop(id, clean);
         let node = &mut self.nodes[id.index()];
         let (incarnation, actor) = (node.incarnation, node.actor());
         let rng = &mut self.node_rng;
@@ -378,6 +398,8 @@ impl Sim {
                     },
                 );
             }
+            Inbound::Lease { from, bytes, .. } => self.lease_message(id, from, &bytes),
+            Inbound::LeaseLocal(work) => self.lease_local(id, work),
             Inbound::PeerUp(peer) | Inbound::PeerDown(peer) => {
                 let up = matches!(msg, Inbound::PeerUp(_));
                 self.trace.record(
@@ -574,15 +596,15 @@ impl Sim {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: Inbound) {
-        let (bytes, hop) = match &msg {
-            Inbound::Direct { bytes, .. } => (bytes, None),
-            Inbound::Gossip { bytes, hop, .. } => (bytes, Some(*hop)),
-            Inbound::PeerUp(_) | Inbound::PeerDown(_) => return,
+        let (bytes, hop, frame) = match &msg {
+            Inbound::Direct { bytes, .. } => (bytes, None, frame_name(bytes)),
+            Inbound::Gossip { bytes, hop, .. } => (bytes, Some(*hop), frame_name(bytes)),
+            Inbound::Lease { bytes, frame, .. } => (bytes, None, *frame),
+            Inbound::LeaseLocal(_) | Inbound::PeerUp(_) | Inbound::PeerDown(_) => return,
         };
         let len = bytes.len();
         self.counters.messages += 1;
         self.counters.bytes += len as u64;
-        let frame = frame_name(bytes);
         self.trace.record(
             self.now,
             TraceEvent::Send {
@@ -634,14 +656,17 @@ impl Sim {
     }
 
     fn arrive(&mut self, to: NodeId, sent_at: u64, msg: Inbound) {
-        let (from, bytes, hop) = match &msg {
-            Inbound::Direct { from, bytes } => (*from, bytes, None),
+        let (from, bytes, hop, frame) = match &msg {
+            Inbound::Direct { from, bytes } => (*from, bytes, None, frame_name(bytes)),
             Inbound::Gossip {
                 from, bytes, hop, ..
-            } => (*from, bytes, Some(*hop)),
-            Inbound::PeerUp(_) | Inbound::PeerDown(_) => return self.inbound(to, msg),
+            } => (*from, bytes, Some(*hop), frame_name(bytes)),
+            Inbound::Lease { from, bytes, frame } => (*from, bytes, None, *frame),
+            Inbound::LeaseLocal(_) | Inbound::PeerUp(_) | Inbound::PeerDown(_) => {
+                return self.inbound(to, msg);
+            }
         };
-        let (len, frame) = (bytes.len(), frame_name(bytes));
+        let len = bytes.len();
         let node = &self.nodes[to.index()];
         // A partition or disconnection also cuts messages in flight.
         let blocked = self.net.blocked(from, to).or(match node.status {
@@ -823,6 +848,7 @@ impl Sim {
             self.process(id, msg);
         }
         self.feed(id, Input::Tick);
+        self.lease_resume(id);
     }
 
     // ----- end ---------------------------------------------------------
@@ -913,6 +939,8 @@ fn draw_clock(rng: &mut ChaCha8Rng, plan: &Plan) -> LocalClock {
         },
         drift_ppm: if drift == 0 {
             0
+        } else if plan.clocks.extreme {
+            if rng.random_bool(0.5) { drift } else { -drift }
         } else {
             rng.random_range(-drift..=drift)
         },

@@ -156,6 +156,44 @@ pub enum TraceEvent {
         /// `in-sync`, `behind`, `ahead`, `applied`, `error`, `disconnect`.
         what: &'static str,
     },
+    /// The application of a lease proposer learnt something: `acquired`,
+    /// `renewed`, `renew-failed`, `denied`, `expired` or `released`.
+    Lease {
+        /// The node.
+        node: u32,
+        /// The resource.
+        resource: String,
+        /// What happened.
+        what: &'static str,
+        /// The fencing token, if known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<u64>,
+        /// End of validity in virtual time, for grants and renewals.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
+    },
+    /// A write under a lease reached the resource's fenced external system.
+    FencedWrite {
+        /// The writing node.
+        node: u32,
+        /// The resource.
+        resource: String,
+        /// The token it carried.
+        token: u64,
+        /// Whether the holder's lease was valid when it landed.
+        valid: bool,
+        /// Whether a newer grant had superseded the holder.
+        stale: bool,
+        /// Whether the system accepted it.
+        accepted: bool,
+    },
+    /// An acceptor's state of this version became durable.
+    LeaseDurable {
+        /// The node.
+        node: u32,
+        /// The version.
+        version: u64,
+    },
     /// A checker found a violation.
     Violation {
         /// The node concerned.

@@ -41,7 +41,7 @@ fn json_summary_has_the_documented_fields() {
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {out}");
     }
-    for key in ["convergence", "causality", "lost_writes"] {
+    for key in ["convergence", "causality", "lost_writes", "lease"] {
         assert_eq!(v["violations"][key], 0, "{out}");
     }
     assert_eq!(v["scenario"], "steady");
@@ -90,6 +90,52 @@ fn sweep_counts_passes() {
 }
 
 #[test]
+fn lease_scenario_json_has_lease_counters() {
+    let (ok, out) = netsim(&[
+        "--peers",
+        "5",
+        "--seed",
+        "2",
+        "--scenario",
+        "lease-contention",
+        "--duration",
+        "3",
+        "--json",
+    ]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["violations"]["lease"], 0, "{out}");
+    let lease = &v["counters"]["lease"];
+    for key in [
+        "grants",
+        "renewals",
+        "writes_accepted",
+        "stale_writes_rejected",
+    ] {
+        assert!(lease[key].is_u64(), "missing lease.{key} in {out}");
+    }
+    assert!(lease["grants"].as_u64() > Some(0), "{out}");
+}
+
+#[test]
+fn sweep_of_the_beyond_bound_scenario_fails() {
+    let (ok, out) = netsim(&[
+        "--sweep",
+        "--seeds",
+        "1..3",
+        "--scenario",
+        "lease-skew-beyond",
+        "--peers",
+        "5",
+        "--duration",
+        "6",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("lease="), "{out}");
+    assert!(out.contains("runs with lease violations"), "{out}");
+}
+
+#[test]
 fn unknown_scenario_is_an_error() {
     let (ok, _) = netsim(&["--scenario", "nope"]);
     assert!(!ok);
@@ -97,23 +143,25 @@ fn unknown_scenario_is_an_error() {
 
 #[test]
 fn same_arguments_same_hash_across_processes() {
-    let args = [
-        "--peers",
-        "6",
-        "--seed",
-        "3",
-        "--scenario",
-        "chaos",
-        "--duration",
-        "3",
-        "--json",
-    ];
-    let hash = |out: String| {
-        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-        v["trace_hash"].as_str().map(str::to_owned)
-    };
-    let (_, a) = netsim(&args);
-    let (_, b) = netsim(&args);
-    assert!(hash(a.clone()).is_some());
-    assert_eq!(hash(a), hash(b));
+    for scenario in ["chaos", "lease-pause"] {
+        let args = [
+            "--peers",
+            "6",
+            "--seed",
+            "3",
+            "--scenario",
+            scenario,
+            "--duration",
+            "3",
+            "--json",
+        ];
+        let hash = |out: String| {
+            let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+            v["trace_hash"].as_str().map(str::to_owned)
+        };
+        let (_, a) = netsim(&args);
+        let (_, b) = netsim(&args);
+        assert!(hash(a.clone()).is_some(), "{scenario}");
+        assert_eq!(hash(a), hash(b), "{scenario}");
+    }
 }
