@@ -131,11 +131,18 @@ pub struct NodeProcess {
     peer_id: String,
     listen: Vec<String>,
     starts: usize,
+    netns: Option<String>,
 }
 
 impl NodeProcess {
     /// Starts `concord node --data DIR ARGS...` and waits for its startup lines.
     pub fn start(bin: Binary, dir: &Path, args: &[String]) -> NodeProcess {
+        NodeProcess::start_in(bin, dir, args, None)
+    }
+
+    /// Like [`NodeProcess::start`], inside network namespace `netns` if given
+    /// (`ip netns exec NETNS concord node ...`; see [`NetnsPair`]).
+    pub fn start_in(bin: Binary, dir: &Path, args: &[String], netns: Option<&str>) -> NodeProcess {
         let mut node = NodeProcess {
             bin,
             dir: dir.to_owned(),
@@ -144,6 +151,7 @@ impl NodeProcess {
             peer_id: String::new(),
             listen: Vec::new(),
             starts: 0,
+            netns: netns.map(str::to_owned),
         };
         node.launch();
         node
@@ -157,9 +165,17 @@ impl NodeProcess {
         assert!(self.process.is_none(), "node already running");
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).expect("creating the node's log");
+        // `ip netns exec` execs the program: the child is the node itself.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, self.bin.0]);
+                c
+            }
+            None => self.bin.command(),
+        };
         let mut process = Guarded::spawn(
-            self.bin
-                .command()
+            command
                 .arg("node")
                 .arg("--data")
                 .arg(&self.dir)
@@ -376,4 +392,66 @@ pub fn spaces(names: &[&str]) -> Vec<String> {
         .iter()
         .flat_map(|n| ["--space".to_owned(), (*n).to_owned()])
         .collect()
+}
+
+/// Two fresh network namespaces joined by a veth pair (addresses
+/// `198.18.77.1/24` and `198.18.77.2/24`, from the range reserved for
+/// benchmarking test networks), each with its loopback up: two hosts on one
+/// private link, for what loopback cannot show (mDNS ignores loopback
+/// interfaces). Dropping it deletes both namespaces, which removes the link.
+#[derive(Debug)]
+pub struct NetnsPair {
+    /// The namespaces' names.
+    pub names: [String; 2],
+}
+
+impl NetnsPair {
+    /// Creates the pair; `Err` with the reason where namespaces cannot be
+    /// made (not root, no `ip`, no kernel support).
+    pub fn create() -> Result<NetnsPair, String> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}x{n}", std::process::id());
+        let names = [format!("ccA{tag}"), format!("ccB{tag}")];
+        let veth = [format!("cva{tag}"), format!("cvb{tag}")];
+        let pair = NetnsPair { names };
+        let [a, b] = &pair.names;
+        let steps: [&[&str]; 11] = [
+            &["netns", "add", a],
+            &["netns", "add", b],
+            &[
+                "link", "add", &veth[0], "type", "veth", "peer", "name", &veth[1],
+            ],
+            &["link", "set", &veth[0], "netns", a],
+            &["link", "set", &veth[1], "netns", b],
+            &["-n", a, "addr", "add", "198.18.77.1/24", "dev", &veth[0]],
+            &["-n", b, "addr", "add", "198.18.77.2/24", "dev", &veth[1]],
+            &["-n", a, "link", "set", &veth[0], "up"],
+            &["-n", b, "link", "set", &veth[1], "up"],
+            &["-n", a, "link", "set", "lo", "up"],
+            &["-n", b, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            let out = Command::new("ip")
+                .args(step)
+                .output()
+                .map_err(|e| format!("running ip: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip {}: {}",
+                    step.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(pair)
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
 }
