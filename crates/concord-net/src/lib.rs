@@ -16,6 +16,8 @@ mod behaviour;
 mod codec;
 mod driver;
 mod handle;
+#[cfg(test)]
+mod hostile_tests;
 pub mod lease;
 
 pub use driver::{NetConfig, NetError, SpaceOptions, spawn, wall_clock};
