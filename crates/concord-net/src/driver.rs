@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use concord_state::{Delivery, Millis, Replica, StateError, SubscribeOptions, SubscriptionId};
 use concord_sync::wire::Frame;
 use concord_sync::{Destination, Input, SyncConfig, SyncEngine, SyncEvent};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -24,6 +24,10 @@ pub const COMMAND_QUEUE: usize = 256;
 
 /// Longest wait between redials of a bootstrap address.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Most swarm events handled inline after a local commit, before its fsync
+/// (see [`Driver::kick`]); the rest wait for the main loop.
+const MAX_KICK_EVENTS: usize = 16;
 
 /// Errors of the network layer.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +89,12 @@ pub struct SpaceOptions {
     pub allowlist: Option<BTreeSet<PeerId>>,
 }
 
-pub(crate) type Job = Box<dyn FnOnce(Option<&mut Replica>) + Send>;
+/// Work for a space's replica, run inside the driver; it returns how to
+/// answer once the replica is flushed (see [`Command::With`]).
+pub(crate) type Job = Box<dyn FnOnce(Option<&mut Replica>) -> Finish + Send>;
+
+/// Answers a [`Job`]'s caller with the outcome of the flush that followed it.
+pub(crate) type Finish = Box<dyn FnOnce(Result<(), NetError>) + Send>;
 
 pub(crate) enum Command {
     OpenSpace {
@@ -93,10 +102,11 @@ pub(crate) enum Command {
         options: SpaceOptions,
         reply: oneshot::Sender<Result<(), NetError>>,
     },
-    With {
-        space: String,
-        job: Job,
-    },
+    /// Runs a job on a replica, broadcasts what it committed, lets the swarm
+    /// hand the frames to the connection tasks, then fsyncs and answers: the
+    /// gossip leaves while the fsync runs (DESIGN §5), and the caller hears
+    /// back only once its writes are durable.
+    With { space: String, job: Job },
     Subscribe {
         space: String,
         pattern: String,
@@ -245,6 +255,31 @@ impl Driver {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = tick.tick() => self.on_tick(),
             }
+            self.flush_all();
+        }
+    }
+
+    /// Fsyncs every space's unsynced changes (remote ones, mostly: replicas
+    /// here defer syncing to their owner, see `concord::Node`).
+    fn flush_all(&mut self) {
+        for (name, state) in &mut self.spaces {
+            if let Err(error) = state.engine.replica_mut().flush() {
+                warn!(space = %name, %error, "flushing the replica failed");
+            }
+        }
+    }
+
+    /// Polls the swarm without waiting, handling what is ready: gossipsub
+    /// hands freshly published frames to the connection tasks only when the
+    /// swarm is polled, and those tasks then send them while this task
+    /// fsyncs. (The main loop polls the swarm again, with its real waker,
+    /// before it sleeps.)
+    fn kick(&mut self) {
+        for _ in 0..MAX_KICK_EVENTS {
+            match self.swarm.next().now_or_never() {
+                Some(Some(event)) => self.on_swarm_event(event),
+                _ => return,
+            }
         }
     }
 
@@ -377,11 +412,17 @@ impl Driver {
                 let _ = reply.send(self.open_space(*replica, options));
             }
             Command::With { space, job } => {
-                match self.spaces.get_mut(&space) {
+                let finish = match self.spaces.get_mut(&space) {
                     Some(state) => job(Some(state.engine.replica_mut())),
                     None => job(None),
-                }
+                };
                 self.input(&space, wall_clock(), Input::LocalCommit);
+                self.kick();
+                let flushed = match self.spaces.get_mut(&space) {
+                    Some(state) => state.engine.replica_mut().flush().map(|_| ()),
+                    None => Ok(()),
+                };
+                finish(flushed.map_err(NetError::from));
             }
             Command::Subscribe {
                 space,

@@ -9,7 +9,7 @@ use futures::Stream;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{Command, NetError, SpaceOptions};
+use crate::driver::{Command, Finish, NetError, SpaceOptions};
 
 /// A connected peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,11 @@ impl NetHandle {
     }
 
     /// Runs `f` on a space's replica inside the driver, then pushes any
-    /// changes it committed to peers at once (the fast path).
+    /// changes it committed to peers at once (the fast path) and flushes the
+    /// replica's storage; returns once the flush is done, so whatever `f`
+    /// wrote is durable by then (an error if the flush failed). The push and
+    /// the fsync overlap: peers may hold a change before it is on this
+    /// node's disk, which incarnations make safe (DESIGN §5).
     pub async fn with_replica<R: Send + 'static>(
         &self,
         space: &str,
@@ -82,12 +86,14 @@ impl NetHandle {
     ) -> Result<R, NetError> {
         let (reply, rx) = oneshot::channel();
         let space_name = space.to_owned();
-        let job = Box::new(move |replica: Option<&mut Replica>| {
+        let job = Box::new(move |replica: Option<&mut Replica>| -> Finish {
             let result = match replica {
                 Some(r) => Ok(f(r)),
                 None => Err(NetError::UnknownSpace(space_name)),
             };
-            let _ = reply.send(result);
+            Box::new(move |flushed: Result<(), NetError>| {
+                let _ = reply.send(flushed.and(result));
+            })
         });
         self.tx
             .send(Command::With {

@@ -10,7 +10,7 @@ use concord_net::lease::{LeasePeer, QuorumConfig, QuorumLeaseBackend};
 
 use concord_net::{Multiaddr, NetConfig, NetHandle, PeerId, PeerInfo, SpaceOptions};
 use concord_state::storage::FileStorage;
-use concord_state::{ActorId, Replica, ReplicaConfig};
+use concord_state::{ActorId, Replica, ReplicaConfig, SyncPolicy};
 use concord_sync::SyncConfig;
 
 use crate::identity::NodeIdentity;
@@ -20,6 +20,11 @@ use crate::{Error, Space};
 /// Where the default single-member lease quorum listens: loopback, a port
 /// chosen by the OS (nobody else dials it).
 const SOLO_LEASE_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// Most local or remote changes a space's replica holds unsynced before it
+/// fsyncs on its own; the driver normally flushes long before (after every
+/// command and every network event).
+const MAX_UNSYNCED_CHANGES: usize = 64;
 
 /// Configures and starts a [`Node`].
 ///
@@ -542,7 +547,15 @@ impl Node {
                         name,
                         self.actor.clone(),
                         Box::new(storage),
-                        ReplicaConfig::default(),
+                        ReplicaConfig {
+                            // The network driver fsyncs after each command,
+                            // while the command's gossip is on its way
+                            // (DESIGN §5); the bound only caps a burst.
+                            sync: SyncPolicy::Batched {
+                                max_unsynced: MAX_UNSYNCED_CHANGES,
+                            },
+                            ..ReplicaConfig::default()
+                        },
                     )
                 })?;
             if let Some(t) = replica.recovered_torn_tail() {

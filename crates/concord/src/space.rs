@@ -164,8 +164,12 @@ impl Space {
     /// ```
     pub async fn put(&self, path: &str, value: Value) -> Result<WriteReceipt, Error> {
         let path = path.to_owned();
-        self.run(move |r| r.put(wall_clock(), path.as_str(), &value))
-            .await
+        let mut receipt = self
+            .run(move |r| r.put(wall_clock(), path.as_str(), &value))
+            .await?;
+        // The driver answers only after flushing the replica to disk.
+        receipt.durable = true;
+        Ok(receipt)
     }
 
     /// The visible value of any channel as JSON (see `Replica::get`).
