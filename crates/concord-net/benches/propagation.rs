@@ -13,7 +13,8 @@
 use std::time::{Duration, Instant};
 
 use concord_net::{NetConfig, NetHandle, SpaceOptions, identity};
-use concord_state::{ActorId, Delivery, Millis, Replica};
+use concord_state::storage::FileStorage;
+use concord_state::{ActorId, Delivery, Millis, Replica, ReplicaConfig, SyncPolicy};
 use concord_sync::wire;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
@@ -23,16 +24,31 @@ use tokio::sync::mpsc;
 const SAMPLES: usize = 300;
 const SUSTAINED_PER_NODE: usize = 500;
 
-async fn concord_node(boot: Option<Multiaddr>, actor: u8) -> (NetHandle, Multiaddr) {
+/// A node as `concord::Node` runs one: the space on disk (`FileStorage` in
+/// `dir`), syncing deferred to the driver, which fsyncs every write while
+/// its gossip is on the way and answers after the fsync.
+async fn concord_node(
+    boot: Option<Multiaddr>,
+    actor: u8,
+    dir: &std::path::Path,
+) -> (NetHandle, Multiaddr) {
     let mut config = NetConfig::new(identity::Keypair::generate_ed25519());
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
     config.bootstrap = boot.into_iter().collect();
     let handle = concord_net::spawn(config).expect("spawn");
+    let storage = FileStorage::open(dir).expect("storage");
+    let replica = Replica::open(
+        "bench",
+        ActorId::from(&[actor; 16][..]),
+        Box::new(storage),
+        ReplicaConfig {
+            sync: SyncPolicy::Batched { max_unsynced: 64 },
+            ..ReplicaConfig::default()
+        },
+    )
+    .expect("replica");
     handle
-        .open_space(
-            Replica::new("bench", ActorId::from(&[actor; 16][..])),
-            SpaceOptions::default(),
-        )
+        .open_space(replica, SpaceOptions::default())
         .await
         .expect("open");
     let addr = loop {
@@ -58,12 +74,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct ConcordRig {
     nodes: [NetHandle; 3],
     events: concord_net::Subscription,
+    _dirs: tempfile::TempDir,
 }
 
 async fn concord_rig() -> (ConcordRig, usize) {
-    let (a, a_addr) = concord_node(None, 1).await;
-    let (b, _) = concord_node(Some(a_addr.clone()), 2).await;
-    let (c, _) = concord_node(Some(a_addr), 3).await;
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let (a, a_addr) = concord_node(None, 1, &dirs.path().join("a")).await;
+    let (b, _) = concord_node(Some(a_addr.clone()), 2, &dirs.path().join("b")).await;
+    let (c, _) = concord_node(Some(a_addr), 3, &dirs.path().join("c")).await;
     for h in [&a, &b, &c] {
         while h.peers().await.expect("peers").is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -94,29 +112,34 @@ async fn concord_rig() -> (ConcordRig, usize) {
         ConcordRig {
             nodes: [a, b, c],
             events,
+            _dirs: dirs,
         },
         frame_len,
     )
 }
 
-/// One put on node 0 until node 1's subscription shows it.
+/// One put on node 0 until node 1's subscription shows it (the put's own
+/// answer, which waits for node 0's fsync, is awaited alongside).
 async fn concord_sample(rig: &mut ConcordRig, i: usize) -> Duration {
     let t0 = Instant::now();
-    rig.nodes[0]
-        .with_replica("bench", move |r| {
-            r.put(concord_net::wall_clock(), "observation/lat", &(i as u64))
-        })
-        .await
-        .expect("with")
-        .expect("put");
-    loop {
-        match rig.events.next().await {
-            Some(Delivery::Event(e)) if e.new == Some(serde_json::json!(i as u64)) => break,
-            Some(_) => continue,
-            None => panic!("subscription ended"),
+    let put = rig.nodes[0].with_replica("bench", move |r| {
+        r.put(concord_net::wall_clock(), "observation/lat", &(i as u64))
+    });
+    let events = &mut rig.events;
+    let seen = async move {
+        loop {
+            match events.next().await {
+                Some(Delivery::Event(e)) if e.new == Some(serde_json::json!(i as u64)) => {
+                    return t0.elapsed();
+                }
+                Some(_) => continue,
+                None => panic!("subscription ended"),
+            }
         }
-    }
-    t0.elapsed()
+    };
+    let (acked, latency) = tokio::join!(put, seen);
+    acked.expect("with").expect("put");
+    latency
 }
 
 /// Every node writes concurrently until all clocks agree; returns writes/s.
