@@ -259,9 +259,19 @@ impl Driver {
         }
     }
 
-    /// Fsyncs every space's unsynced changes (remote ones, mostly: replicas
-    /// here defer syncing to their owner, see `concord::Node`).
+    /// Fsyncs every space's unsynced changes (received ones, mostly:
+    /// replicas here may defer syncing to their owner, see `concord::Node`),
+    /// after letting the swarm send what is queued (relayed gossip must not
+    /// wait for this node's disk).
     fn flush_all(&mut self) {
+        if self
+            .spaces
+            .values()
+            .all(|s| s.engine.replica().unsynced() == 0)
+        {
+            return;
+        }
+        self.kick();
         for (name, state) in &mut self.spaces {
             if let Err(error) = state.engine.replica_mut().flush() {
                 warn!(space = %name, %error, "flushing the replica failed");

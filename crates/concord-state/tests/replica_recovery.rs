@@ -65,7 +65,9 @@ fn batched_policy_acknowledges_only_after_sync() {
         .collect();
     assert_eq!(durable, [false, false, true, false]);
     assert_eq!(r.durable_seq(), 3);
+    assert_eq!(r.unsynced(), 1);
     assert_eq!(r.flush().unwrap(), 4);
+    assert_eq!(r.unsynced(), 0);
 }
 
 #[test]

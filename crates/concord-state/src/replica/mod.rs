@@ -348,6 +348,16 @@ impl Replica {
         Ok(self.durable_seq)
     }
 
+    /// Changes appended to storage but not yet synced (always 0 without
+    /// storage): what the next [`Replica::flush`] would make durable.
+    pub fn unsynced(&self) -> usize {
+        if self.storage.is_some() {
+            self.unsynced
+        } else {
+            0
+        }
+    }
+
     /// Counters describing this replica.
     pub fn stats(&self) -> Stats {
         Stats {
