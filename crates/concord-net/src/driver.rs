@@ -3,6 +3,7 @@
 //! Never decides what to send: that is the engine's job.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use concord_state::{Delivery, Millis, Replica, StateError, SubscribeOptions, SubscriptionId};
@@ -29,6 +30,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// (see [`Driver::kick`]); the rest wait for the main loop.
 const MAX_KICK_EVENTS: usize = 16;
 
+/// Most queued write commands committed together under one fsync (group
+/// commit, see [`Driver::on_received`]).
+pub const MAX_GROUP_COMMIT: usize = 64;
+
 /// Errors of the network layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -48,6 +53,10 @@ pub enum NetError {
     /// The replica refused an operation.
     #[error(transparent)]
     State(#[from] StateError),
+    /// Writing a space's changes to its storage failed: the writes of the
+    /// command are not known to be durable.
+    #[error("flushing space storage: {0}")]
+    Flush(String),
 }
 
 /// How to run the network driver.
@@ -241,21 +250,107 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(Command::Shutdown { reply }) => {
-                        let _ = reply.send(self.shutdown());
+                cmd = commands.recv() => {
+                    if self.on_received(cmd, &mut commands).is_break() {
                         return;
                     }
-                    Some(cmd) => self.on_command(cmd),
-                    None => {
-                        let _ = self.shutdown();
-                        return;
-                    }
-                },
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = tick.tick() => self.on_tick(),
             }
             self.flush_all();
+        }
+    }
+
+    /// Handles a command from the queue (`None`: every handle is gone);
+    /// `Break` when the driver must stop.
+    ///
+    /// Write commands ([`Command::With`]) are committed in groups: the jobs
+    /// of every `With` already queued behind the first (up to
+    /// [`MAX_GROUP_COMMIT`]) run and broadcast one after another, the swarm
+    /// takes their frames, then each touched space is fsynced once and every
+    /// caller is answered. Concurrent writers share fsyncs; a lone writer
+    /// waits for nothing extra.
+    fn on_received(
+        &mut self,
+        mut cmd: Option<Command>,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> ControlFlow<()> {
+        loop {
+            match cmd {
+                None => {
+                    let _ = self.shutdown();
+                    return ControlFlow::Break(());
+                }
+                Some(Command::Shutdown { reply }) => {
+                    let _ = reply.send(self.shutdown());
+                    return ControlFlow::Break(());
+                }
+                Some(Command::With { space, job }) => {
+                    let mut group = vec![self.run_job(space, job)];
+                    let mut after = None;
+                    while group.len() < MAX_GROUP_COMMIT {
+                        match commands.try_recv() {
+                            Ok(Command::With { space, job }) => {
+                                group.push(self.run_job(space, job))
+                            }
+                            Ok(other) => {
+                                after = Some(Some(other));
+                                break;
+                            }
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                after = Some(None);
+                                break;
+                            }
+                        }
+                    }
+                    self.kick();
+                    self.finish_group(group);
+                    match after {
+                        None => return ControlFlow::Continue(()),
+                        Some(next) => cmd = next,
+                    }
+                }
+                Some(other) => {
+                    self.on_command(other);
+                    return ControlFlow::Continue(());
+                }
+            }
+        }
+    }
+
+    /// Runs a write job on its space's replica and broadcasts what it
+    /// committed; the answer waits for [`Driver::finish_group`].
+    fn run_job(&mut self, space: String, job: Job) -> (String, Finish) {
+        let finish = match self.spaces.get_mut(&space) {
+            Some(state) => job(Some(state.engine.replica_mut())),
+            None => job(None),
+        };
+        self.input(&space, wall_clock(), Input::LocalCommit);
+        (space, finish)
+    }
+
+    /// Fsyncs each space the group wrote, once, then answers every job.
+    fn finish_group(&mut self, group: Vec<(String, Finish)>) {
+        let mut flushed: HashMap<String, Result<(), String>> = HashMap::new();
+        for (space, _) in &group {
+            if !flushed.contains_key(space) {
+                let result = match self.spaces.get_mut(space) {
+                    Some(state) => state
+                        .engine
+                        .replica_mut()
+                        .flush()
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                };
+                flushed.insert(space.clone(), result);
+            }
+        }
+        for (space, finish) in group {
+            let result = flushed.get(&space).cloned().unwrap_or(Ok(()));
+            finish(result.map_err(NetError::Flush));
         }
     }
 
@@ -421,19 +516,6 @@ impl Driver {
             } => {
                 let _ = reply.send(self.open_space(*replica, options));
             }
-            Command::With { space, job } => {
-                let finish = match self.spaces.get_mut(&space) {
-                    Some(state) => job(Some(state.engine.replica_mut())),
-                    None => job(None),
-                };
-                self.input(&space, wall_clock(), Input::LocalCommit);
-                self.kick();
-                let flushed = match self.spaces.get_mut(&space) {
-                    Some(state) => state.engine.replica_mut().flush().map(|_| ()),
-                    None => Ok(()),
-                };
-                finish(flushed.map_err(NetError::from));
-            }
             Command::Subscribe {
                 space,
                 pattern,
@@ -480,7 +562,8 @@ impl Driver {
                     .map_err(|e| NetError::Transport(e.to_string()));
                 let _ = reply.send(result);
             }
-            Command::Shutdown { .. } => {}
+            // Both are handled by `on_received`, which never passes them here.
+            Command::With { .. } | Command::Shutdown { .. } => {}
         }
     }
 

@@ -2,12 +2,16 @@
 //! when the replica defers syncing to its owner (`SyncPolicy::Batched`, as
 //! `concord::Node` opens spaces): a write it acknowledged survives a power
 //! loss. Changes received from peers are flushed too, without any command.
+//! Concurrent writers share fsyncs (group commit).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use concord_net::{NetConfig, NetHandle, SpaceOptions, identity};
-use concord_state::storage::{MemDisk, MemStorage};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use concord_state::storage::{MemDisk, MemStorage, Recovered, Storage, StorageError};
 use concord_state::{ActorId, Delivery, Millis, Replica, ReplicaConfig, SyncPolicy};
 use futures::StreamExt;
 
@@ -104,4 +108,85 @@ async fn changes_from_peers_are_flushed_without_a_command() {
     );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// A simulated disk that counts its fsyncs.
+struct Counting {
+    inner: MemStorage,
+    syncs: Arc<AtomicUsize>,
+}
+
+impl Storage for Counting {
+    fn load(&mut self) -> Result<Recovered, StorageError> {
+        self.inner.load()
+    }
+    fn append(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.inner.append(record)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync()
+    }
+    fn compact(&mut self, snapshot: &[u8]) -> Result<(), StorageError> {
+        self.inner.compact(snapshot)
+    }
+    fn bytes_on_disk(&self) -> u64 {
+        self.inner.bytes_on_disk()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_fsyncs_and_every_write_is_durable() {
+    let disk = MemDisk::new();
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let storage = Counting {
+        inner: MemStorage::new(disk.clone(), SPACE),
+        syncs: syncs.clone(),
+    };
+    let replica = Replica::open(
+        SPACE,
+        ActorId::from(&[1u8; 16][..]),
+        Box::new(storage),
+        deferred(),
+    )
+    .unwrap();
+    let mut config = NetConfig::new(identity::Keypair::generate_ed25519());
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    let node = concord_net::spawn(config).unwrap();
+    node.open_space(replica, SpaceOptions::default())
+        .await
+        .unwrap();
+    let before = syncs.load(Ordering::SeqCst);
+    const WRITERS: u64 = 16;
+    const EACH: u64 = 20;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let path = format!("observation/w{w}");
+                    node.with_replica(SPACE, move |r| r.put(Millis(1), path.as_str(), &i))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let fsyncs = syncs.load(Ordering::SeqCst) - before;
+    let writes = (WRITERS * EACH) as usize;
+    assert!(
+        fsyncs < writes,
+        "{fsyncs} fsyncs for {writes} writes: no group commit"
+    );
+    disk.crash();
+    let recovered = open(&disk, 1);
+    for w in 0..WRITERS {
+        let value = recovered.get(format!("observation/w{w}").as_str()).unwrap();
+        assert_eq!(value, Some(serde_json::json!(EACH - 1)));
+    }
+    node.shutdown().await.unwrap();
 }
