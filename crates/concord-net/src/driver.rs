@@ -249,15 +249,36 @@ impl Driver {
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                cmd = commands.recv() => {
-                    if self.on_received(cmd, &mut commands).is_break() {
-                        return;
-                    }
+            let group = tokio::select! {
+                cmd = commands.recv() => match self.on_received(cmd, &mut commands) {
+                    ControlFlow::Break(()) => return,
+                    ControlFlow::Continue(group) => group,
+                },
+                event = self.swarm.select_next_some() => {
+                    self.on_swarm_event(event);
+                    Vec::new()
                 }
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    self.on_tick();
+                    Vec::new()
+                }
+            };
+            if group.is_empty()
+                && self
+                    .spaces
+                    .values()
+                    .all(|s| s.engine.replica().unsynced() == 0)
+            {
+                continue;
             }
+            // Before blocking on fsync, let the tasks just woken run: the
+            // connection tasks holding the new frames, the subscribers
+            // holding new events. Tokio keeps a task woken from a worker in
+            // that worker's LIFO slot, which no other worker may take, so
+            // without this they would wait for the fsync.
+            self.kick();
+            tokio::task::yield_now().await;
+            self.finish_group(group);
             self.flush_all();
         }
     }
@@ -271,11 +292,12 @@ impl Driver {
     /// takes their frames, then each touched space is fsynced once and every
     /// caller is answered. Concurrent writers share fsyncs; a lone writer
     /// waits for nothing extra.
+    /// Returns the group of writes still to flush and answer.
     fn on_received(
         &mut self,
         mut cmd: Option<Command>,
         commands: &mut mpsc::Receiver<Command>,
-    ) -> ControlFlow<()> {
+    ) -> ControlFlow<(), Vec<(String, Finish)>> {
         loop {
             match cmd {
                 None => {
@@ -305,16 +327,19 @@ impl Driver {
                             }
                         }
                     }
-                    self.kick();
-                    self.finish_group(group);
                     match after {
-                        None => return ControlFlow::Continue(()),
-                        Some(next) => cmd = next,
+                        None => return ControlFlow::Continue(group),
+                        Some(next) => {
+                            // Answer the group before what follows it.
+                            self.kick();
+                            self.finish_group(group);
+                            cmd = next;
+                        }
                     }
                 }
                 Some(other) => {
                     self.on_command(other);
-                    return ControlFlow::Continue(());
+                    return ControlFlow::Continue(Vec::new());
                 }
             }
         }
@@ -355,18 +380,8 @@ impl Driver {
     }
 
     /// Fsyncs every space's unsynced changes (received ones, mostly:
-    /// replicas here may defer syncing to their owner, see `concord::Node`),
-    /// after letting the swarm send what is queued (relayed gossip must not
-    /// wait for this node's disk).
+    /// replicas here may defer syncing to their owner, see `concord::Node`).
     fn flush_all(&mut self) {
-        if self
-            .spaces
-            .values()
-            .all(|s| s.engine.replica().unsynced() == 0)
-        {
-            return;
-        }
-        self.kick();
         for (name, state) in &mut self.spaces {
             if let Err(error) = state.engine.replica_mut().flush() {
                 warn!(space = %name, %error, "flushing the replica failed");
