@@ -144,6 +144,16 @@ async fn concord_sample(rig: &mut ConcordRig, i: usize) -> Duration {
     latency
 }
 
+/// Waits until every Concord node has finished the previous sample's
+/// trailing work (receivers fsync after delivering the event), so that it
+/// never lands inside a baseline's measurement: a no-op command is answered
+/// only after its node's pending flush.
+async fn settle(rig: &ConcordRig) {
+    for node in &rig.nodes {
+        node.with_replica("bench", |_| ()).await.expect("settle");
+    }
+}
+
 /// Every node writes with [`SUSTAINED_WRITERS`] concurrent writers (each
 /// waiting for its acknowledgement, i.e. its fsync) until all clocks agree;
 /// returns writes/s across the three nodes.
@@ -323,6 +333,7 @@ fn main() {
         let (mut ours, mut signed, mut anonymous) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..SAMPLES {
             ours.push(concord_sample(&mut concord, i).await);
+            settle(&concord).await;
             signed.push(raw_sample(&mut signed_rig, i, frame_len).await);
             anonymous.push(raw_sample(&mut anonymous_rig, i, frame_len).await);
         }
