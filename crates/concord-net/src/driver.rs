@@ -59,6 +59,17 @@ pub enum NetError {
     Flush(String),
 }
 
+/// Runs `f`, which blocks on the disk. On a multi-thread runtime tokio is
+/// told first (`block_in_place`), so it hands this worker's other tasks to
+/// another thread instead of letting them wait for the fsync; elsewhere `f`
+/// just runs.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// How to run the network driver.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -278,8 +289,10 @@ impl Driver {
             // without this they would wait for the fsync.
             self.kick();
             tokio::task::yield_now().await;
-            self.finish_group(group);
-            self.flush_all();
+            blocking(|| {
+                self.finish_group(group);
+                self.flush_all();
+            });
         }
     }
 
