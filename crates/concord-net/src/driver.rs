@@ -30,8 +30,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// (see [`Driver::kick`]); the rest wait for the main loop.
 const MAX_KICK_EVENTS: usize = 16;
 
-/// Most queued write commands committed together under one fsync (group
-/// commit, see [`Driver::on_received`]).
+/// Most queued write commands ([`NetHandle::with_replica`] calls) committed
+/// together: their writes run and are broadcast one after another, then each
+/// space they wrote is fsynced once and all of them are answered (group
+/// commit).
 pub const MAX_GROUP_COMMIT: usize = 64;
 
 /// Errors of the network layer.

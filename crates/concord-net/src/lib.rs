@@ -20,6 +20,8 @@ mod handle;
 mod hostile_tests;
 pub mod lease;
 
-pub use driver::{NetConfig, NetError, SpaceOptions, spawn, wall_clock};
+pub use driver::{
+    COMMAND_QUEUE, MAX_GROUP_COMMIT, NetConfig, NetError, SpaceOptions, spawn, wall_clock,
+};
 pub use handle::{NetHandle, PeerInfo, Subscription};
 pub use libp2p::{Multiaddr, PeerId, identity};
