@@ -261,20 +261,26 @@ impl Driver {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A command taken from the queue while gathering a write group,
+        // handled once that group is answered.
+        let mut next = None;
         loop {
-            let group = tokio::select! {
-                cmd = commands.recv() => match self.on_received(cmd, &mut commands) {
-                    ControlFlow::Break(()) => return,
-                    ControlFlow::Continue(group) => group,
+            let flow = match next.take() {
+                Some(cmd) => self.on_received(Some(cmd), &mut commands, &mut next),
+                None => tokio::select! {
+                    cmd = commands.recv() => self.on_received(cmd, &mut commands, &mut next),
+                    event = self.swarm.select_next_some() => {
+                        self.on_swarm_event(event);
+                        ControlFlow::Continue(Vec::new())
+                    }
+                    _ = tick.tick() => {
+                        self.on_tick();
+                        ControlFlow::Continue(Vec::new())
+                    }
                 },
-                event = self.swarm.select_next_some() => {
-                    self.on_swarm_event(event);
-                    Vec::new()
-                }
-                _ = tick.tick() => {
-                    self.on_tick();
-                    Vec::new()
-                }
+            };
+            let ControlFlow::Continue(group) = flow else {
+                return;
             };
             if group.is_empty()
                 && self
@@ -291,77 +297,66 @@ impl Driver {
             // without this they would wait for the fsync.
             self.kick();
             tokio::task::yield_now().await;
-            blocking(|| {
-                self.finish_group(group);
-                self.flush_all();
-            });
+            let failed = blocking(|| self.flush_all());
+            for (space, finish) in group {
+                let result = match failed.get(&space) {
+                    Some(error) => Err(NetError::Flush(error.clone())),
+                    None => Ok(()),
+                };
+                finish(result);
+            }
         }
     }
 
     /// Handles a command from the queue (`None`: every handle is gone);
-    /// `Break` when the driver must stop.
+    /// `Break` when the driver must stop, else the writes still to flush
+    /// and answer.
     ///
     /// Write commands ([`Command::With`]) are committed in groups: the jobs
     /// of every `With` already queued behind the first (up to
-    /// [`MAX_GROUP_COMMIT`]) run and broadcast one after another, the swarm
-    /// takes their frames, then each touched space is fsynced once and every
-    /// caller is answered. Concurrent writers share fsyncs; a lone writer
-    /// waits for nothing extra.
-    /// Returns the group of writes still to flush and answer.
+    /// [`MAX_GROUP_COMMIT`]) run and broadcast one after another; the main
+    /// loop then fsyncs each space once and answers every caller. Concurrent
+    /// writers share fsyncs; a lone writer waits for nothing extra. A
+    /// command of another kind met while gathering goes to `next`.
     fn on_received(
         &mut self,
-        mut cmd: Option<Command>,
+        cmd: Option<Command>,
         commands: &mut mpsc::Receiver<Command>,
+        next: &mut Option<Command>,
     ) -> ControlFlow<(), Vec<(String, Finish)>> {
-        loop {
-            match cmd {
-                None => {
-                    let _ = self.shutdown();
-                    return ControlFlow::Break(());
-                }
-                Some(Command::Shutdown { reply }) => {
-                    let _ = reply.send(self.shutdown());
-                    return ControlFlow::Break(());
-                }
-                Some(Command::With { space, job }) => {
-                    let mut group = vec![self.run_job(space, job)];
-                    let mut after = None;
-                    while group.len() < MAX_GROUP_COMMIT {
-                        match commands.try_recv() {
-                            Ok(Command::With { space, job }) => {
-                                group.push(self.run_job(space, job))
-                            }
-                            Ok(other) => {
-                                after = Some(Some(other));
-                                break;
-                            }
-                            Err(mpsc::error::TryRecvError::Empty) => break,
-                            Err(mpsc::error::TryRecvError::Disconnected) => {
-                                after = Some(None);
-                                break;
-                            }
+        match cmd {
+            None => {
+                let _ = self.shutdown();
+                ControlFlow::Break(())
+            }
+            Some(Command::Shutdown { reply }) => {
+                let _ = reply.send(self.shutdown());
+                ControlFlow::Break(())
+            }
+            Some(Command::With { space, job }) => {
+                let mut group = vec![self.run_job(space, job)];
+                while group.len() < MAX_GROUP_COMMIT {
+                    match commands.try_recv() {
+                        Ok(Command::With { space, job }) => group.push(self.run_job(space, job)),
+                        Ok(other) => {
+                            *next = Some(other);
+                            break;
                         }
-                    }
-                    match after {
-                        None => return ControlFlow::Continue(group),
-                        Some(next) => {
-                            // Answer the group before what follows it.
-                            self.kick();
-                            self.finish_group(group);
-                            cmd = next;
-                        }
+                        // Empty, or closed: `recv` reports the latter next.
+                        Err(_) => break,
                     }
                 }
-                Some(other) => {
-                    self.on_command(other);
-                    return ControlFlow::Continue(Vec::new());
-                }
+                ControlFlow::Continue(group)
+            }
+            Some(other) => {
+                self.on_command(other);
+                ControlFlow::Continue(Vec::new())
             }
         }
     }
 
     /// Runs a write job on its space's replica and broadcasts what it
-    /// committed; the answer waits for [`Driver::finish_group`].
+    /// committed; the main loop answers after the fsync.
     fn run_job(&mut self, space: String, job: Job) -> (String, Finish) {
         let finish = match self.spaces.get_mut(&space) {
             Some(state) => job(Some(state.engine.replica_mut())),
@@ -371,37 +366,18 @@ impl Driver {
         (space, finish)
     }
 
-    /// Fsyncs each space the group wrote, once, then answers every job.
-    fn finish_group(&mut self, group: Vec<(String, Finish)>) {
-        let mut flushed: HashMap<String, Result<(), String>> = HashMap::new();
-        for (space, _) in &group {
-            if !flushed.contains_key(space) {
-                let result = match self.spaces.get_mut(space) {
-                    Some(state) => state
-                        .engine
-                        .replica_mut()
-                        .flush()
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    None => Ok(()),
-                };
-                flushed.insert(space.clone(), result);
-            }
-        }
-        for (space, finish) in group {
-            let result = flushed.get(&space).cloned().unwrap_or(Ok(()));
-            finish(result.map_err(NetError::Flush));
-        }
-    }
-
-    /// Fsyncs every space's unsynced changes (received ones, mostly:
-    /// replicas here may defer syncing to their owner, see `concord::Node`).
-    fn flush_all(&mut self) {
+    /// Fsyncs every space's unsynced changes (replicas here may defer
+    /// syncing to their owner, see `concord::Node`); returns the spaces
+    /// whose flush failed, with the error (also logged).
+    fn flush_all(&mut self) -> HashMap<String, String> {
+        let mut failed = HashMap::new();
         for (name, state) in &mut self.spaces {
             if let Err(error) = state.engine.replica_mut().flush() {
                 warn!(space = %name, %error, "flushing the replica failed");
+                failed.insert(name.clone(), error.to_string());
             }
         }
+        failed
     }
 
     /// Polls the swarm without waiting, handling what is ready: gossipsub
