@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use concord_state::{Delivery, Millis, Replica, StateError, SubscribeOptions, SubscriptionId};
+use concord_state::{
+    Delivery, FlushOutcome, Millis, Replica, StateError, SubscribeOptions, SubscriptionId,
+};
 use concord_sync::wire::Frame;
 use concord_sync::{Destination, Input, SyncConfig, SyncEngine, SyncEvent};
 use futures::{FutureExt, StreamExt};
@@ -32,8 +34,8 @@ const MAX_KICK_EVENTS: usize = 16;
 
 /// Most queued write commands ([`NetHandle::with_replica`] calls) committed
 /// together: their writes run and are broadcast one after another, then each
-/// space they wrote is fsynced once and all of them are answered (group
-/// commit).
+/// space they wrote is fsynced once, off the driver task, and all of them
+/// are answered (group commit).
 pub const MAX_GROUP_COMMIT: usize = 64;
 
 /// Errors of the network layer.
@@ -59,17 +61,6 @@ pub enum NetError {
     /// command are not known to be durable.
     #[error("flushing space storage: {0}")]
     Flush(String),
-}
-
-/// Runs `f`, which blocks on the disk. On a multi-thread runtime tokio is
-/// told first (`block_in_place`), so it hands this worker's other tasks to
-/// another thread instead of letting them wait for the fsync; elsewhere `f`
-/// just runs.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }
 
 /// How to run the network driver.
@@ -125,10 +116,14 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), NetError>>,
     },
     /// Runs a job on a replica, broadcasts what it committed, lets the swarm
-    /// hand the frames to the connection tasks, then fsyncs and answers: the
-    /// gossip leaves while the fsync runs (DESIGN §5), and the caller hears
-    /// back only once its writes are durable.
-    With { space: String, job: Job },
+    /// hand the frames to the connection tasks, then fsyncs (on a blocking
+    /// thread) and answers: the gossip leaves while the fsync runs (DESIGN
+    /// §5), the driver goes on meanwhile, and the caller hears back only
+    /// once its writes are durable.
+    With {
+        space: String,
+        job: Job,
+    },
     Subscribe {
         space: String,
         pattern: String,
@@ -146,7 +141,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), NetError>>,
     },
     Shutdown {
-        reply: oneshot::Sender<Result<Vec<Replica>, NetError>>,
+        reply: ShutdownReply,
     },
 }
 
@@ -193,6 +188,41 @@ struct Driver {
     dialing: HashMap<ConnectionId, usize>,
     listen: Vec<Multiaddr>,
     config: NetConfig,
+}
+
+/// What a flush task returns: each space's outcome, for `finish_flush`.
+type FlushDone = Result<Vec<(String, FlushOutcome)>, tokio::task::JoinError>;
+
+/// The caller of [`Command::Shutdown`].
+type ShutdownReply = oneshot::Sender<Result<Vec<Replica>, NetError>>;
+
+/// A flush running on a blocking thread (see [`Replica::start_flush`]), and
+/// the writes it answers.
+struct Flushing {
+    task: tokio::task::JoinHandle<Vec<(String, FlushOutcome)>>,
+    writers: Vec<(String, Finish)>,
+    /// Spaces whose flush failed, with the error.
+    failed: HashMap<String, String>,
+}
+
+impl Flushing {
+    /// Waits for the flush in `slot`; forever if there is none.
+    async fn done(slot: &mut Option<Flushing>) -> FlushDone {
+        match slot {
+            Some(f) => (&mut f.task).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Answers every writer: an error for those whose space's flush failed.
+fn answer(writers: Vec<(String, Finish)>, failed: &HashMap<String, String>) {
+    for (space, finish) in writers {
+        finish(match failed.get(&space) {
+            Some(error) => Err(NetError::Flush(error.clone())),
+            None => Ok(()),
+        });
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every engine and
@@ -262,9 +292,13 @@ impl Driver {
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A command taken from the queue while gathering a write group,
-        // handled once that group is answered.
+        // handled once that group is on its way.
         let mut next = None;
-        loop {
+        // Writes waiting for the next flush, and the flush on the disk now.
+        let mut waiting: Vec<(String, Finish)> = Vec::new();
+        let mut flushing: Option<Flushing> = None;
+        let reply = loop {
+            let mut ticked = false;
             let flow = match next.take() {
                 Some(cmd) => self.on_received(Some(cmd), &mut commands, &mut next),
                 None => tokio::select! {
@@ -274,65 +308,88 @@ impl Driver {
                         ControlFlow::Continue(Vec::new())
                     }
                     _ = tick.tick() => {
+                        ticked = true;
                         self.on_tick();
+                        ControlFlow::Continue(Vec::new())
+                    }
+                    done = Flushing::done(&mut flushing), if flushing.is_some() => {
+                        if let Some(f) = flushing.take() {
+                            self.flushed(f, done);
+                        }
                         ControlFlow::Continue(Vec::new())
                     }
                 },
             };
-            let ControlFlow::Continue(group) = flow else {
-                return;
+            let group = match flow {
+                ControlFlow::Continue(group) => group,
+                ControlFlow::Break(reply) => break reply,
             };
-            if group.is_empty()
-                && self
-                    .spaces
-                    .values()
-                    .all(|s| s.engine.replica().unsynced() == 0)
-            {
-                continue;
+            if !group.is_empty() {
+                // Let the frames just published leave before the flush
+                // starts: gossipsub hands them to the connection tasks only
+                // when the swarm is polled, and tokio runs a task woken
+                // from this worker (in its LIFO slot) only once this one
+                // yields.
+                self.kick();
+                tokio::task::yield_now().await;
+                waiting.extend(group);
             }
-            // Before blocking on fsync, let the tasks just woken run: the
-            // connection tasks holding the new frames, the subscribers
-            // holding new events. Tokio keeps a task woken from a worker in
-            // that worker's LIFO slot, which no other worker may take, so
-            // without this they would wait for the fsync.
-            self.kick();
-            tokio::task::yield_now().await;
-            let failed = blocking(|| self.flush_all());
-            for (space, finish) in group {
-                let result = match failed.get(&space) {
-                    Some(error) => Err(NetError::Flush(error.clone())),
-                    None => Ok(()),
-                };
-                finish(result);
+            // Received changes wait for the next tick (or the next write
+            // group): nobody waits for their fsync, and one fsync covers
+            // all of them.
+            let due = !waiting.is_empty()
+                || (ticked
+                    && self
+                        .spaces
+                        .values()
+                        .any(|s| s.engine.replica().unsynced() > 0));
+            if flushing.is_none() && due {
+                flushing = self.start_flush(std::mem::take(&mut waiting));
             }
+        };
+        // Stopping: the flush on the disk ends first (its outcome says
+        // whether the storage is still trusted), then every space is
+        // flushed in place and handed back.
+        if flushing.is_some() {
+            let done = Flushing::done(&mut flushing).await;
+            if let Some(f) = flushing.take() {
+                self.flushed(f, done);
+            }
+        }
+        let result = self.shutdown();
+        let failed = match &result {
+            Ok(_) => HashMap::new(),
+            Err(e) => waiting
+                .iter()
+                .map(|(s, _)| (s.clone(), e.to_string()))
+                .collect(),
+        };
+        answer(waiting, &failed);
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
         }
     }
 
     /// Handles a command from the queue (`None`: every handle is gone);
-    /// `Break` when the driver must stop, else the writes still to flush
-    /// and answer.
+    /// `Break` when the driver must stop (with the shutdown's caller, if
+    /// any), else the writes just run, to flush and answer.
     ///
     /// Write commands ([`Command::With`]) are committed in groups: the jobs
     /// of every `With` already queued behind the first (up to
     /// [`MAX_GROUP_COMMIT`]) run and broadcast one after another; the main
-    /// loop then fsyncs each space once and answers every caller. Concurrent
-    /// writers share fsyncs; a lone writer waits for nothing extra. A
-    /// command of another kind met while gathering goes to `next`.
+    /// loop then fsyncs each space once and answers every caller. Writes
+    /// made while an fsync runs share the next one. Concurrent writers share
+    /// fsyncs; a lone writer waits for nothing extra. A command of another
+    /// kind met while gathering goes to `next`.
     fn on_received(
         &mut self,
         cmd: Option<Command>,
         commands: &mut mpsc::Receiver<Command>,
         next: &mut Option<Command>,
-    ) -> ControlFlow<(), Vec<(String, Finish)>> {
+    ) -> ControlFlow<Option<ShutdownReply>, Vec<(String, Finish)>> {
         match cmd {
-            None => {
-                let _ = self.shutdown();
-                ControlFlow::Break(())
-            }
-            Some(Command::Shutdown { reply }) => {
-                let _ = reply.send(self.shutdown());
-                ControlFlow::Break(())
-            }
+            None => ControlFlow::Break(None),
+            Some(Command::Shutdown { reply }) => ControlFlow::Break(Some(reply)),
             Some(Command::With { space, job }) => {
                 let mut group = vec![self.run_job(space, job)];
                 while group.len() < MAX_GROUP_COMMIT {
@@ -366,24 +423,71 @@ impl Driver {
         (space, finish)
     }
 
-    /// Fsyncs every space's unsynced changes (replicas here may defer
-    /// syncing to their owner, see `concord::Node`); returns the spaces
-    /// whose flush failed, with the error (also logged).
-    fn flush_all(&mut self) -> HashMap<String, String> {
+    /// Starts flushing, on a blocking thread, every space with unsynced
+    /// changes; `writers` are answered when it is done (at once when there
+    /// is nothing to flush: `None`).
+    fn start_flush(&mut self, writers: Vec<(String, Finish)>) -> Option<Flushing> {
         let mut failed = HashMap::new();
+        let mut pending = Vec::new();
         for (name, state) in &mut self.spaces {
-            if let Err(error) = state.engine.replica_mut().flush() {
-                warn!(space = %name, %error, "flushing the replica failed");
-                failed.insert(name.clone(), error.to_string());
+            let replica = state.engine.replica_mut();
+            if replica.unsynced() == 0 {
+                continue;
+            }
+            match replica.start_flush() {
+                Ok(flush) => pending.push((name.clone(), flush)),
+                Err(error) => {
+                    warn!(space = %name, %error, "flushing the replica failed");
+                    failed.insert(name.clone(), error.to_string());
+                }
             }
         }
-        failed
+        if pending.is_empty() {
+            answer(writers, &failed);
+            return None;
+        }
+        let task = tokio::task::spawn_blocking(move || {
+            pending
+                .into_iter()
+                .map(|(name, flush)| (name, flush.run()))
+                .collect()
+        });
+        Some(Flushing {
+            task,
+            writers,
+            failed,
+        })
+    }
+
+    /// Records a finished flush in its replicas and answers its writers.
+    fn flushed(&mut self, mut flush: Flushing, done: FlushDone) {
+        match done {
+            Ok(outcomes) => {
+                for (name, outcome) in outcomes {
+                    let Some(state) = self.spaces.get_mut(&name) else {
+                        continue;
+                    };
+                    if let Err(error) = state.engine.replica_mut().finish_flush(outcome) {
+                        warn!(space = %name, %error, "flushing the replica failed");
+                        flush.failed.insert(name, error.to_string());
+                    }
+                }
+            }
+            // Nothing is known durable; the next flush covers it all again.
+            Err(error) => {
+                warn!(%error, "flush task failed");
+                for (space, _) in &flush.writers {
+                    flush.failed.insert(space.clone(), error.to_string());
+                }
+            }
+        }
+        answer(flush.writers, &flush.failed);
     }
 
     /// Polls the swarm without waiting, handling what is ready: gossipsub
     /// hands freshly published frames to the connection tasks only when the
-    /// swarm is polled, and those tasks then send them while this task
-    /// fsyncs. (The main loop polls the swarm again, with its real waker,
+    /// swarm is polled, and those tasks then send them while the flush
+    /// starts. (The main loop polls the swarm again, with its real waker,
     /// before it sleeps.)
     fn kick(&mut self) {
         for _ in 0..MAX_KICK_EVENTS {

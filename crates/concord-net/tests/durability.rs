@@ -2,7 +2,8 @@
 //! when the replica defers syncing to its owner (`SyncPolicy::Batched`, as
 //! `concord::Node` opens spaces): a write it acknowledged survives a power
 //! loss. Changes received from peers are flushed too, without any command.
-//! Concurrent writers share fsyncs (group commit).
+//! Concurrent writers share fsyncs (group commit). The driver never waits
+//! for the disk: fsyncs run on a blocking thread while it goes on.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -11,7 +12,7 @@ use concord_net::{NetConfig, NetHandle, SpaceOptions, identity};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use concord_state::storage::{MemDisk, MemStorage, Recovered, Storage, StorageError};
+use concord_state::storage::{MemDisk, MemStorage, Recovered, Storage, StorageError, SyncJob};
 use concord_state::{ActorId, Delivery, Millis, Replica, ReplicaConfig, SyncPolicy};
 use futures::StreamExt;
 
@@ -188,5 +189,123 @@ async fn concurrent_writers_share_fsyncs_and_every_write_is_durable() {
         let value = recovered.get(format!("observation/w{w}").as_str()).unwrap();
         assert_eq!(value, Some(serde_json::json!(EACH - 1)));
     }
+    node.shutdown().await.unwrap();
+}
+
+/// A disk whose fsyncs (run off the driver, see `Storage::start_sync`) wait
+/// until the test lets each one through, with the outcome it chooses.
+struct Gated {
+    inner: MemStorage,
+    gate: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<bool>>>,
+    started: Arc<AtomicUsize>,
+}
+
+impl Storage for Gated {
+    fn load(&mut self) -> Result<Recovered, StorageError> {
+        self.inner.load()
+    }
+    fn append(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        self.inner.append(record)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.inner.sync()
+    }
+    fn start_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync()?;
+        let gate = self.gate.clone();
+        Ok(Some(Box::new(move || match gate.lock().unwrap().recv() {
+            Ok(true) => Ok(()),
+            _ => Err(StorageError::Poisoned {
+                file: "gated".into(),
+            }),
+        })))
+    }
+    fn compact(&mut self, snapshot: &[u8]) -> Result<(), StorageError> {
+        self.inner.compact(snapshot)
+    }
+    fn bytes_on_disk(&self) -> u64 {
+        self.inner.bytes_on_disk()
+    }
+}
+
+/// Waits (up to 10 s) until `f` holds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
+    let (open_gate, gate) = std::sync::mpsc::channel();
+    let started = Arc::new(AtomicUsize::new(0));
+    let storage = Gated {
+        inner: MemStorage::new(MemDisk::new(), SPACE),
+        gate: Arc::new(std::sync::Mutex::new(gate)),
+        started: started.clone(),
+    };
+    let replica = Replica::open(
+        SPACE,
+        ActorId::from(&[1u8; 16][..]),
+        Box::new(storage),
+        deferred(),
+    )
+    .unwrap();
+    let node = concord_net::spawn(NetConfig::new(identity::Keypair::generate_ed25519())).unwrap();
+    node.open_space(replica, SpaceOptions::default())
+        .await
+        .unwrap();
+    let put = |i: u64| {
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.with_replica(SPACE, move |r| r.put(Millis(i), "observation/n", &i))
+                .await
+        })
+    };
+    let first = put(1);
+    eventually("the first fsync starts", || {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The driver answers other commands while the fsync waits...
+    tokio::time::timeout(Duration::from_secs(5), node.peers())
+        .await
+        .expect("the driver is stuck behind the fsync")
+        .unwrap();
+    // ...and runs new writes, which wait for a flush of their own.
+    let second = put(2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!first.is_finished() && !second.is_finished());
+    assert_eq!(started.load(Ordering::SeqCst), 1, "one fsync at a time");
+    open_gate.send(true).unwrap();
+    assert!(matches!(first.await.unwrap(), Ok(Ok(_))));
+    eventually("the second fsync starts", || {
+        started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(!second.is_finished());
+    // A failed fsync is the writer's error, and nothing counts as durable.
+    open_gate.send(false).unwrap();
+    assert!(matches!(
+        second.await.unwrap(),
+        Err(concord_net::NetError::Flush(_))
+    ));
+    // It stays unsynced, so the driver tries again (on its next tick).
+    eventually("a flush retries", || started.load(Ordering::SeqCst) == 3).await;
+    open_gate.send(true).unwrap();
+    let mut unsynced = usize::MAX;
+    for _ in 0..1000 {
+        unsynced = node.with_replica(SPACE, |r| r.unsynced()).await.unwrap();
+        if unsynced == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(unsynced, 0, "the retried flush covers the failed write");
     node.shutdown().await.unwrap();
 }

@@ -23,7 +23,7 @@ const SOLO_LEASE_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 
 /// Most local or remote changes a space's replica holds unsynced before it
 /// fsyncs on its own; the driver normally flushes long before (after every
-/// command and every network event).
+/// write command, and received changes on its next tick).
 const MAX_UNSYNCED_CHANGES: usize = 64;
 
 /// Configures and starts a [`Node`].
@@ -548,9 +548,11 @@ impl Node {
                         self.actor.clone(),
                         Box::new(storage),
                         ReplicaConfig {
-                            // The network driver fsyncs after each command,
-                            // while the command's gossip is on its way
-                            // (DESIGN §5); the bound only caps a burst.
+                            // The network driver fsyncs after each write
+                            // command, off its task, while the command's
+                            // gossip is on its way (DESIGN §5); received
+                            // changes on its next tick. The bound only caps
+                            // a burst.
                             sync: SyncPolicy::Batched {
                                 max_unsynced: MAX_UNSYNCED_CHANGES,
                             },

@@ -9,6 +9,7 @@
 mod apply;
 mod doc;
 mod events;
+mod flush;
 mod read;
 mod write;
 
@@ -24,6 +25,7 @@ use crate::subscription::Subscriptions;
 use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, StateError, VectorClock};
 
 pub use apply::ApplyOutcome;
+pub use flush::{FlushOutcome, PendingFlush};
 pub use read::HistoryEntry;
 pub use write::CompactReport;
 
@@ -145,7 +147,10 @@ pub struct Replica {
     merge_fns: HashMap<String, MergeFn>,
     subs: Subscriptions,
     storage: Option<Box<dyn Storage>>,
-    unsynced: usize,
+    /// Records appended to storage since open, and how many of them are
+    /// known durable (see the `flush` module).
+    appended: u64,
+    synced: u64,
     durable_seq: u64,
     config: ReplicaConfig,
     recovered_torn_tail: Option<TornTail>,
@@ -247,7 +252,8 @@ impl Replica {
             merge_fns: HashMap::new(),
             subs: Subscriptions::default(),
             storage,
-            unsynced: 0,
+            appended: 0,
+            synced: 0,
             durable_seq: 0,
             config,
             recovered_torn_tail: None,
@@ -331,33 +337,6 @@ impl Replica {
             .insert(name.to_owned(), std::sync::Arc::new(f));
     }
 
-    /// Highest sequence number of this replica's own changes known durable.
-    pub fn durable_seq(&self) -> u64 {
-        self.durable_seq
-    }
-
-    /// Makes every written change durable (fsync) and returns the durable sequence.
-    pub fn flush(&mut self) -> Result<u64, StateError> {
-        if let Some(storage) = &mut self.storage {
-            if self.unsynced > 0 {
-                storage.sync()?;
-                self.unsynced = 0;
-            }
-            self.durable_seq = self.clock.get(&self.actor);
-        }
-        Ok(self.durable_seq)
-    }
-
-    /// Changes appended to storage but not yet synced (always 0 without
-    /// storage): what the next [`Replica::flush`] would make durable.
-    pub fn unsynced(&self) -> usize {
-        if self.storage.is_some() {
-            self.unsynced
-        } else {
-            0
-        }
-    }
-
     /// Counters describing this replica.
     pub fn stats(&self) -> Stats {
         Stats {
@@ -394,14 +373,16 @@ impl Replica {
             return Ok(false);
         };
         storage.append(change.raw_bytes())?;
-        self.unsynced += 1;
+        self.appended += 1;
         let must_sync = match self.config.sync {
             SyncPolicy::Always => local,
-            SyncPolicy::Batched { max_unsynced } => self.unsynced >= max_unsynced,
+            SyncPolicy::Batched { max_unsynced } => {
+                self.appended - self.synced >= max_unsynced as u64
+            }
         };
         if must_sync {
             storage.sync()?;
-            self.unsynced = 0;
+            self.synced = self.appended;
             self.durable_seq = self.clock.get(&self.actor);
         }
         Ok(must_sync)
@@ -409,7 +390,7 @@ impl Replica {
 
     /// Syncs storage after a batch of remote changes when the policy says so.
     fn sync_after_batch(&mut self) -> Result<(), StateError> {
-        if matches!(self.config.sync, SyncPolicy::Always) && self.unsynced > 0 {
+        if matches!(self.config.sync, SyncPolicy::Always) && self.unsynced() > 0 {
             self.flush()?;
         }
         Ok(())

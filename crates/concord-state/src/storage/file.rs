@@ -4,13 +4,14 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::{debug, warn};
 
 use super::{
     FILE_HEADER_BYTES, MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES, Recovered, SNAPSHOT_OVERHEAD_BYTES,
-    Storage, StorageError, TornTail, check_record_len, check_snapshot_len, framed_len, log_header,
-    read_snapshot, record_header, scan_log, snapshot_prefix,
+    Storage, StorageError, SyncJob, TornTail, check_record_len, check_snapshot_len, framed_len,
+    log_header, read_snapshot, record_header, scan_log, snapshot_prefix,
 };
 
 /// Appends are gathered in memory up to this many bytes before they are
@@ -38,8 +39,9 @@ pub struct FileStorage {
     /// `log_path` as a string, for errors and events.
     log_name: String,
     snapshot_name: String,
-    /// The log, opened for read + append and locked for as long as we live.
-    log: File,
+    /// The log, opened for read + append and locked for as long as we live
+    /// (shared with the fsync jobs of [`Storage::start_sync`]).
+    log: Arc<File>,
     /// Framed records appended but not yet written to `log`.
     buf: Vec<u8>,
     /// Log length including `buf`.
@@ -120,7 +122,7 @@ impl FileStorage {
             tmp_path,
             log_name,
             snapshot_name,
-            log,
+            log: Arc::new(log),
             buf: Vec::new(),
             log_len,
             snapshot_len,
@@ -165,7 +167,7 @@ impl FileStorage {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let res = self.log.write_all(&self.buf);
+        let res = (&*self.log).write_all(&self.buf);
         self.buf.clear();
         res.map_err(|e| {
             self.poisoned = true;
@@ -225,7 +227,7 @@ impl FileStorage {
             .map_err(|e| StorageError::io("truncate", name.clone(), e))?;
         self.log_len = 0;
         // The file is in append mode: the header lands at offset 0.
-        self.log
+        (&*self.log)
             .write_all(&log_header())
             .map_err(|e| StorageError::io("write", name.clone(), e))?;
         self.log
@@ -311,10 +313,8 @@ impl Storage for FileStorage {
         }
         if header.len() + record.len() > WRITE_BUFFER_BYTES {
             // Too big to be worth copying: straight to the file.
-            let res = self
-                .log
-                .write_all(&header)
-                .and_then(|()| self.log.write_all(record));
+            let mut log = &*self.log;
+            let res = log.write_all(&header).and_then(|()| log.write_all(record));
             if let Err(e) = res {
                 self.poisoned = true;
                 return Err(StorageError::io("append to", self.log_name.clone(), e));
@@ -340,6 +340,29 @@ impl Storage for FileStorage {
             self.poisoned = true;
             StorageError::io("fsync", self.log_name.clone(), e)
         })
+    }
+
+    /// Writes the buffer to the file here; the job calls `fsync` on a
+    /// shared handle of the same file.
+    fn start_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
+        self.write_buffer()?;
+        let (log, name) = (Arc::clone(&self.log), self.log_name.clone());
+        Ok(Some(Box::new(move || {
+            log.sync_data()
+                .map_err(|e| StorageError::io("fsync", name, e))
+        })))
+    }
+
+    fn finish_sync(&mut self, result: Result<(), StorageError>) -> Result<(), StorageError> {
+        // As in `sync`: after a failed fsync the file is never trusted again
+        // without a reload.
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
     }
 
     fn compact(&mut self, snapshot: &[u8]) -> Result<(), StorageError> {

@@ -137,6 +137,10 @@ pub const RECORD_HEADER_BYTES: usize = 8;
 /// Bytes a snapshot file occupies beyond its payload (file header + record header).
 pub const SNAPSHOT_OVERHEAD_BYTES: usize = FILE_HEADER_BYTES + RECORD_HEADER_BYTES;
 
+/// The slow half of a sync, returned by [`Storage::start_sync`] to run on
+/// any thread (it blocks on the disk).
+pub type SyncJob = Box<dyn FnOnce() -> Result<(), StorageError> + Send>;
+
 /// One space's durable storage: a snapshot plus an append-only log of records.
 ///
 /// The module documentation gives the format, the recovery rules and what a
@@ -156,6 +160,23 @@ pub trait Storage: Send {
     fn append(&mut self, record: &[u8]) -> Result<(), StorageError>;
     /// Makes every appended record durable (fsync for files).
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// `sync` in two halves, so that the slow one can run on another
+    /// thread: hands every record appended so far to the medium now and
+    /// returns the job that makes them durable (an `fsync`, for files).
+    /// Its outcome must go to [`Storage::finish_sync`] before it counts.
+    /// Appends may go on while the job runs; it covers only those made
+    /// before this call.
+    ///
+    /// The default syncs in place and returns no job.
+    fn start_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        self.sync().map(|()| None)
+    }
+    /// Takes the outcome of a job from [`Storage::start_sync`]; a failure
+    /// counts as a failed `sync` (files are poisoned, see
+    /// [`StorageError::Poisoned`]).
+    fn finish_sync(&mut self, result: Result<(), StorageError>) -> Result<(), StorageError> {
+        result
+    }
     /// Atomically replaces the snapshot with `snapshot` and empties the log (write temp, fsync, rename, fsync dir, then reset log).
     ///
     /// `snapshot` must cover every record appended before the call, synced
@@ -177,6 +198,12 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     }
     fn sync(&mut self) -> Result<(), StorageError> {
         (**self).sync()
+    }
+    fn start_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
+        (**self).start_sync()
+    }
+    fn finish_sync(&mut self, result: Result<(), StorageError>) -> Result<(), StorageError> {
+        (**self).finish_sync(result)
     }
     fn compact(&mut self, snapshot: &[u8]) -> Result<(), StorageError> {
         (**self).compact(snapshot)
