@@ -634,20 +634,39 @@ impl Driver {
             } => {
                 let result = match self.spaces.get_mut(&space) {
                     None => Err(NetError::UnknownSpace(space.clone())),
-                    Some(state) => state
-                        .engine
-                        .replica_mut()
-                        .subscribe(&pattern, SubscribeOptions::default())
-                        .map_err(NetError::from)
-                        .map(|id| {
-                            let (tx, rx) = mpsc::channel(capacity);
-                            self.subs.push(Sub {
-                                space: space.clone(),
-                                id,
-                                tx,
-                            });
-                            rx
-                        }),
+                    Some(state) => {
+                        let replica = state.engine.replica_mut();
+                        let (tx, rx) = mpsc::channel(capacity);
+                        // Events go straight into the channel as they are
+                        // published (for remote register writes, before the
+                        // change is even applied); what finds it full waits
+                        // in the replica for `deliver`.
+                        let sink = tx.clone();
+                        replica
+                            .subscribe(&pattern, SubscribeOptions::default())
+                            .and_then(|id| {
+                                replica.set_event_sink(
+                                    id,
+                                    Box::new(move |event| match sink.try_reserve() {
+                                        Ok(permit) => {
+                                            permit.send(Delivery::Event(event));
+                                            None
+                                        }
+                                        Err(_) => Some(event),
+                                    }),
+                                )?;
+                                Ok(id)
+                            })
+                            .map_err(NetError::from)
+                            .map(|id| {
+                                self.subs.push(Sub {
+                                    space: space.clone(),
+                                    id,
+                                    tx,
+                                });
+                                rx
+                            })
+                    }
                 };
                 let _ = reply.send(result);
             }

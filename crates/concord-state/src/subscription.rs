@@ -9,6 +9,12 @@
 //! `Delivery::Lagged { missed }`, followed by the newer events it still holds.
 //! A subscriber that lags can catch up exactly with
 //! [`crate::Replica::replay`] from the last vector clock it processed.
+//!
+//! **Sinks.** A subscriber may also have an [`EventSink`]: while its buffer
+//! is empty, each event goes straight to the sink the moment it is
+//! published (an owner hands it to a channel there, before the replica's
+//! call returns); what the sink has no room for is buffered as above, and
+//! later events queue behind it, so the order never changes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -79,6 +85,11 @@ pub enum Delivery {
     },
 }
 
+/// Takes a subscriber's events as they are published (see the module
+/// documentation); returns an event it has no room for, `None` when it took
+/// it.
+pub type EventSink = Box<dyn FnMut(Event) -> Option<Event> + Send>;
+
 /// A predicate applied to events after the path glob matched.
 pub type EventFilter = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
 
@@ -120,6 +131,7 @@ struct Subscriber {
     buffer: VecDeque<Event>,
     capacity: usize,
     missed: u64,
+    sink: Option<EventSink>,
 }
 
 /// All subscriptions of one replica.
@@ -154,9 +166,23 @@ impl Subscriptions {
                 buffer: VecDeque::new(),
                 capacity: options.capacity.max(1),
                 missed: 0,
+                sink: None,
             },
         );
         Ok(SubscriptionId(self.next))
+    }
+
+    pub(crate) fn set_sink(
+        &mut self,
+        id: SubscriptionId,
+        sink: EventSink,
+    ) -> Result<(), StateError> {
+        let sub = self
+            .subs
+            .get_mut(&id.0)
+            .ok_or(StateError::UnknownSubscription(id.0))?;
+        sub.sink = Some(sink);
+        Ok(())
     }
 
     pub(crate) fn remove(&mut self, id: SubscriptionId) -> bool {
@@ -184,11 +210,18 @@ impl Subscriptions {
             if !sub.matcher.is_match(p) || sub.filter.as_ref().is_some_and(|f| !f(event)) {
                 continue;
             }
+            let mut event = event.clone();
+            if let (true, 0, Some(sink)) = (sub.buffer.is_empty(), sub.missed, &mut sub.sink) {
+                match sink(event) {
+                    None => continue,
+                    Some(back) => event = back,
+                }
+            }
             if sub.buffer.len() >= sub.capacity {
                 sub.buffer.pop_front();
                 sub.missed += 1;
             }
-            sub.buffer.push_back(event.clone());
+            sub.buffer.push_back(event);
         }
     }
 

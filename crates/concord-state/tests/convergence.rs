@@ -1,10 +1,15 @@
-//! Property: every replica that holds the same set of changes shows the same
-//! values, the same conflicts and the same heads, whatever the order and
-//! batching in which the changes arrived.
+//! Properties: every replica that holds the same set of changes shows the
+//! same values, the same conflicts and the same heads, whatever the order and
+//! batching in which the changes arrived; and the events a remote change
+//! raises show exactly the values before and after it, however they were
+//! computed (read from the document, or known from cached register state
+//! before the apply).
 
 #![allow(clippy::unwrap_used)]
 
-use concord_state::{ActorId, ChannelSpec, Millis, Policy, Replica, VectorClock};
+use concord_state::{
+    ActorId, ChannelSpec, Delivery, Millis, Policy, Replica, SubscribeOptions, VectorClock,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -58,6 +63,7 @@ fn write(r: &mut Replica, c: usize, v: i64, t: u64) {
     let path = CHANNELS[c].0;
     // Refusals (first_write_wins already set, removing an absent member) are fine.
     let _ = match c {
+        0 if v % 2 == 0 => r.put_with_ttl(now, path, &v, 20).map(|_| ()),
         4 => r.append(now, path, &v).map(|_| ()),
         5 => r.increment(now, path, v).map(|_| ()),
         6 if v < 0 => r.set_remove(now, path, &(-v)).map(|_| ()),
@@ -128,6 +134,104 @@ proptest! {
         }
         for s in &states[1..] {
             prop_assert_eq!(s, &states[0]);
+        }
+    }
+}
+
+/// The `LastValue` channels of [`CHANNELS`].
+const REGISTERS: usize = 4;
+
+/// Writes to the `LastValue` channels only, and syncs.
+fn register_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, 0..REGISTERS, -5i64..5, 0u64..50)
+            .prop_map(|(r, c, v, t)| Op::Write { r, c, v, t }),
+        1 => (0..3usize, 0..3usize).prop_map(|(from, to)| Op::Sync { from, to }),
+    ]
+}
+
+/// Three writers run `ops`; returns every change they made: the
+/// declarations first, then each writer's changes in its own order,
+/// interleaved as `order` picks the next writer.
+fn histories(ops: &[Op], order: &[u32]) -> Vec<Vec<u8>> {
+    let mut writers: Vec<Replica> = (1..=3).map(replica).collect();
+    for (path, spec) in CHANNELS {
+        writers[0].declare(Millis(0), path, spec()).unwrap();
+    }
+    let mut all = writers[0].changes_since(&VectorClock::new());
+    for w in &mut writers[1..] {
+        w.apply_changes(Millis(0), all.clone()).unwrap();
+    }
+    for op in ops {
+        match *op {
+            Op::Write { r, c, v, t } => write(&mut writers[r], c, v, t),
+            Op::Sync { from, to } if from != to => {
+                let delta = writers[from].changes_since(writers[to].vector_clock());
+                writers[to].apply_changes(Millis(60), delta).unwrap();
+            }
+            Op::Sync { .. } => {}
+        }
+    }
+    let mut own: Vec<std::collections::VecDeque<Vec<u8>>> = writers
+        .iter()
+        .map(|w| w.own_changes_after(0).into())
+        .collect();
+    own[0].retain(|c| !all.contains(c));
+    for pick in order.iter().cycle() {
+        let left: Vec<usize> = (0..3).filter(|&w| !own[w].is_empty()).collect();
+        let Some(&w) = left.get(*pick as usize % left.len().max(1)) else {
+            break;
+        };
+        all.extend(own[w].pop_front());
+    }
+    all
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn remote_events_show_the_values_before_and_after(
+        ops in proptest::collection::vec(register_op(), 1..60),
+        order in proptest::collection::vec(any::<u32>(), 200),
+        local in proptest::collection::vec(proptest::option::of((0..REGISTERS, -5i64..5)), 1..8),
+    ) {
+        let mut observer = replica(20);
+        let sub = observer.subscribe("*/*", SubscribeOptions::default()).unwrap();
+        let registers = |r: &Replica| -> Vec<Option<Value>> {
+            CHANNELS[..REGISTERS].iter().map(|(p, _)| r.get(*p).unwrap()).collect()
+        };
+        for (k, change) in histories(&ops, &order).into_iter().enumerate() {
+            let now = 30 + k as u64;
+            // the observer writes too, sometimes (that drops cached state)
+            if let Some((c, v)) = local[k % local.len()] {
+                write(&mut observer, c, v, now);
+            }
+            observer.tick(Millis(now));
+            while observer.poll_event(sub).unwrap().is_some() {}
+            let before = registers(&observer);
+            let outcome = observer.apply_changes(Millis(now), [change]).unwrap();
+            let after = registers(&observer);
+            let mut changed = [false; REGISTERS];
+            while let Some(delivery) = observer.poll_event(sub).unwrap() {
+                let Delivery::Event(e) = delivery else {
+                    return Err(TestCaseError::fail("lagged"));
+                };
+                let Some(i) = CHANNELS[..REGISTERS].iter().position(|(p, _)| e.path.as_str() == *p) else {
+                    continue;
+                };
+                // only one change applied: the event is exactly its effect
+                if outcome.applied == 1 {
+                    prop_assert_eq!(&e.old, &before[i], "old value of {}", e.path);
+                    prop_assert_eq!(&e.new, &after[i], "new value of {}", e.path);
+                }
+                changed[i] = true;
+            }
+            for i in 0..REGISTERS {
+                if outcome.applied == 1 {
+                    prop_assert_eq!(changed[i], before[i] != after[i], "event for {}", CHANNELS[i].0);
+                }
+            }
         }
     }
 }

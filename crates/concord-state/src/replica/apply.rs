@@ -11,7 +11,7 @@ use automerge::{Change, PatchLog, ReadDoc};
 use tracing::{debug, trace, warn};
 
 use super::{Millis, Replica};
-use crate::subscription::{EventPosition, Origin};
+use crate::subscription::{Event, EventPosition, Origin};
 use crate::{Hlc, StateError, VectorClock};
 
 /// What [`Replica::apply_changes`] did with a batch.
@@ -25,6 +25,9 @@ pub struct ApplyOutcome {
     pub pending: usize,
     /// Changes dropped because the pending queue was full.
     pub dropped: usize,
+    /// Of the applied changes, those whose events were known from cached
+    /// register state and published before automerge applied them.
+    pub published_early: usize,
 }
 
 impl ApplyOutcome {
@@ -72,8 +75,8 @@ impl Replica {
             {
                 outcome.duplicates += 1;
             } else if self.is_ready(&change) {
-                self.apply_one(change)?;
-                outcome.applied += 1 + self.drain_pending()?;
+                outcome.published_early += usize::from(self.apply_one(change)?);
+                outcome.applied += 1 + self.drain_pending(&mut outcome.published_early)?;
             } else if self.pending.len() >= self.config.max_pending_changes {
                 outcome.dropped += 1;
             } else {
@@ -95,8 +98,9 @@ impl Replica {
             && change.deps().iter().all(|d| self.known.contains(d))
     }
 
-    /// Applies every queued change whose dependencies are now held.
-    fn drain_pending(&mut self) -> Result<usize, StateError> {
+    /// Applies every queued change whose dependencies are now held; counts
+    /// those published early in `early`.
+    fn drain_pending(&mut self, early: &mut usize) -> Result<usize, StateError> {
         let mut applied = 0;
         if self.pending.is_empty() {
             return Ok(0);
@@ -110,7 +114,7 @@ impl Replica {
                     self.pending.swap_remove(i);
                 } else if self.is_ready(c) {
                     let change = self.pending.swap_remove(i);
-                    self.apply_one(change)?;
+                    *early += usize::from(self.apply_one(change)?);
                     applied += 1;
                     progressed = true;
                 } else {
@@ -123,36 +127,76 @@ impl Replica {
         }
     }
 
-    fn apply_one(&mut self, change: Change) -> Result<(), StateError> {
-        // Events compare the visible values just before and just after this
-        // change, read from the current document (the fast, indexed path).
-        let touched = if self.subs.any() {
-            let subs = &self.subs;
-            self.touched_by(&change, &|p| subs.wants(p))
-        } else {
-            Vec::new()
+    /// Applies a change whose dependencies are held; returns whether its
+    /// events went out before the apply (see the `live` module).
+    fn apply_one(&mut self, change: Change) -> Result<bool, StateError> {
+        let hlc = change.message().and_then(Hlc::parse);
+        let position = EventPosition {
+            actor: change.actor_id().clone(),
+            seq: change.seq(),
+            change: change.hash(),
+            hlc,
+        };
+        let decoded = self.subs.any().then(|| change.decode());
+        // A change that only writes registers with cached live writes: its
+        // events are known now, and go out before automerge applies it.
+        if let Some(plan) = decoded
+            .as_ref()
+            .and_then(|d| self.plan_from_live(d, &position))
+        {
+            for event in &plan.events {
+                self.subs.publish(event);
+            }
+            if let Err(error) = self.doc.apply_changes([change.clone()]) {
+                // Not expected for a change that passed the plan's checks;
+                // take the events back so subscribers end where the
+                // document is.
+                warn!(space = %self.space, %error, "a planned change failed to apply");
+                for event in plan.events {
+                    self.subs.publish(&Event {
+                        old: event.new,
+                        new: event.old,
+                        ..event
+                    });
+                }
+                self.live.clear();
+                return Err(error.into());
+            }
+            self.observe_remote(&change, hlc)?;
+            self.plan_applied(plan);
+            return Ok(true);
+        }
+        // Otherwise events compare the visible values just before and just
+        // after this change, read from the current document (the fast,
+        // indexed path).
+        let touched = match &decoded {
+            Some(d) => {
+                let subs = &self.subs;
+                self.touched_by(d, &|p| subs.wants(p))
+            }
+            None => Vec::new(),
         };
         let old = self.slot_values(&touched, None)?;
         self.doc.apply_changes([change.clone()])?;
-        let hlc = change.message().and_then(Hlc::parse);
-        if let Some(h) = hlc {
-            self.hlc.observe(h);
-        }
-        self.record_change(&change, false)?;
+        self.observe_remote(&change, hlc)?;
         self.cache.clear();
+        self.live.clear();
         if !touched.is_empty() {
+            self.refresh_live(&touched)?;
             let new = self.slot_values(&touched, None)?;
-            let position = EventPosition {
-                actor: change.actor_id().clone(),
-                seq: change.seq(),
-                change: change.hash(),
-                hlc,
-            };
             for event in super::events::build_events(touched, old, new, Origin::Remote, &position) {
                 self.subs.publish(&event);
             }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Bookkeeping for a remote change automerge just applied.
+    fn observe_remote(&mut self, change: &Change, hlc: Option<Hlc>) -> Result<(), StateError> {
+        if let Some(h) = hlc {
+            self.hlc.observe(h);
+        }
+        self.record_change(change, false).map(|_| ())
     }
 
     /// Every held change not covered by `clock` — exactly what a peer at
@@ -264,6 +308,7 @@ impl Replica {
         }
         if !fresh.is_empty() {
             self.cache.clear();
+            self.live.clear();
         }
         if let (Some(last), true) = (fresh.last(), self.subs.any()) {
             let patches = self.doc.make_patches(&mut log);
@@ -275,7 +320,7 @@ impl Replica {
             };
             self.publish_remote(&patches, &before, &position)?;
         }
-        self.drain_pending()?;
+        self.drain_pending(&mut 0)?;
         self.sync_after_batch()?;
         debug!(space = %self.space, new = fresh.len(), "sync message received");
         Ok(fresh.len())

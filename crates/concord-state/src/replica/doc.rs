@@ -16,6 +16,8 @@ use crate::{ChannelPath, Family, StateError};
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     buckets: [Vec<ObjId>; 4],
+    /// The same buckets as ids in decoded changes.
+    legacy_buckets: [Vec<Option<legacy::ObjectId>>; 4],
     family_of: HashMap<ObjId, Family>,
     legacy_family_of: HashMap<legacy::ObjectId, Family>,
 }
@@ -32,8 +34,12 @@ impl Layout {
                 }
             }
         }
+        let legacy_buckets = buckets
+            .clone()
+            .map(|family| family.iter().map(legacy_id).collect());
         Layout {
             buckets,
+            legacy_buckets,
             family_of,
             legacy_family_of,
         }
@@ -45,6 +51,12 @@ impl Layout {
     }
 
     /// The bucket maps of `family`, in bucket order.
+    /// Whether `obj` (from a decoded change) is the map holding `path`.
+    pub(crate) fn holds(&self, path: &ChannelPath, obj: &legacy::ObjectId) -> bool {
+        self.legacy_buckets[path.family() as usize][keys::bucket_of(path.name())].as_ref()
+            == Some(obj)
+    }
+
     pub(crate) fn family(&self, family: Family) -> &[ObjId] {
         &self.buckets[family as usize]
     }

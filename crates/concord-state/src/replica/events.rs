@@ -9,7 +9,7 @@ use automerge::{ChangeHash, Patch, PatchAction, Prop};
 use super::Replica;
 use crate::keys::{self, Slot};
 use crate::subscription::{
-    Event, EventPosition, Origin, SubscribeOptions, SubscriptionId, compile_pattern,
+    Event, EventPosition, EventSink, Origin, SubscribeOptions, SubscriptionId, compile_pattern,
 };
 use crate::{ChannelKind, ChannelPath, Delivery, Family, Hlc, StateError, VectorClock};
 
@@ -22,6 +22,37 @@ impl Replica {
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, StateError> {
         self.subs.add(pattern, options)
+    }
+
+    /// Gives a subscription a sink that takes its events the moment they
+    /// are published, for as long as its buffer is empty (see
+    /// [`EventSink`]); events the sink hands back wait in the buffer for
+    /// [`Replica::poll_event`], and later ones queue behind them.
+    ///
+    /// ```
+    /// use concord_state::{ActorId, Millis, Replica, SubscribeOptions};
+    /// use std::sync::mpsc;
+    ///
+    /// let mut r = Replica::new("team", ActorId::random());
+    /// let sub = r.subscribe("observation/*", SubscribeOptions::default())?;
+    /// let (tx, rx) = mpsc::sync_channel(1);
+    /// let sink = move |e| match tx.try_send(e) {
+    ///     Ok(()) => None,
+    ///     Err(mpsc::TrySendError::Full(e) | mpsc::TrySendError::Disconnected(e)) => Some(e),
+    /// };
+    /// r.set_event_sink(sub, Box::new(sink))?;
+    /// r.put(Millis(1), "observation/a", &1)?;
+    /// r.put(Millis(2), "observation/a", &2)?; // the channel is full: buffered
+    /// assert_eq!(rx.try_recv()?.new, Some(serde_json::json!(1)));
+    /// assert_eq!(r.buffered_events(sub), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_event_sink(
+        &mut self,
+        id: SubscriptionId,
+        sink: EventSink,
+    ) -> Result<(), StateError> {
+        self.subs.set_sink(id, sink)
     }
 
     /// Removes a subscription; returns whether it existed.
@@ -103,11 +134,10 @@ impl Replica {
     /// The channel slots a change writes, from its decoded operations.
     pub(crate) fn touched_by(
         &self,
-        change: &automerge::Change,
+        change: &automerge::ExpandedChange,
         wants: &dyn Fn(&ChannelPath) -> bool,
     ) -> Vec<Touched> {
-        let ops = change.decode().operations;
-        let keys = ops.iter().filter_map(|op| {
+        let keys = change.operations.iter().filter_map(|op| {
             let automerge::legacy::Key::Map(key) = &op.key else {
                 return None;
             };
@@ -166,6 +196,13 @@ impl Replica {
 pub(crate) struct Touched {
     path: ChannelPath,
     slot: TouchedSlot,
+}
+
+impl Touched {
+    /// The register's path, if this slot is a register.
+    pub(crate) fn register(&self) -> Option<&ChannelPath> {
+        matches!(self.slot, TouchedSlot::Register).then_some(&self.path)
+    }
 }
 
 enum TouchedSlot {

@@ -10,6 +10,7 @@ mod apply;
 mod doc;
 mod events;
 mod flush;
+mod live;
 mod read;
 mod write;
 
@@ -26,6 +27,7 @@ use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, StateError, Vector
 
 pub use apply::ApplyOutcome;
 pub use flush::{FlushOutcome, PendingFlush};
+pub use live::MAX_LIVE_REGISTERS;
 pub use read::HistoryEntry;
 pub use write::CompactReport;
 
@@ -144,6 +146,7 @@ pub struct Replica {
     known: HashSet<ChangeHash>,
     pending: Vec<Change>,
     cache: HashMap<ChannelPath, CachedChannel>,
+    live: live::LiveRegisters,
     merge_fns: HashMap<String, MergeFn>,
     subs: Subscriptions,
     storage: Option<Box<dyn Storage>>,
@@ -249,6 +252,7 @@ impl Replica {
             known: HashSet::new(),
             pending: Vec::new(),
             cache: HashMap::new(),
+            live: live::LiveRegisters::default(),
             merge_fns: HashMap::new(),
             subs: Subscriptions::default(),
             storage,

@@ -210,26 +210,36 @@ impl Replica {
             None => self.doc.get_all(obj, key.as_str())?,
             Some(h) => self.doc.get_all_at(obj, key.as_str(), h)?,
         };
-        let candidates = all
-            .iter()
-            .filter_map(|(v, id)| {
-                let envelope: Envelope = serde_json::from_str(as_str(v)?).ok()?;
+        let candidates = self.candidates(all.iter().map(|(v, id)| {
+            let actor = match id {
+                automerge::ObjId::Id(_, actor, _) => Some(actor),
+                automerge::ObjId::Root => None,
+            };
+            (as_str(v), actor)
+        }));
+        policy::resolve(path, &spec.policy, candidates, &self.merge_fns)
+    }
+
+    /// A register's candidates from its live writes (stored text, writer),
+    /// leaving out expired and unreadable ones.
+    pub(crate) fn candidates<'a>(
+        &self,
+        writes: impl Iterator<Item = (Option<&'a str>, Option<&'a automerge::ActorId>)>,
+    ) -> Vec<Candidate> {
+        writes
+            .filter_map(|(text, actor)| {
+                let envelope: Envelope = serde_json::from_str(text?).ok()?;
                 if envelope.expired(self.now.0) {
                     return None;
                 }
-                let actor = match id {
-                    automerge::ObjId::Id(_, actor, _) => policy::actor_hex(actor),
-                    automerge::ObjId::Root => String::new(),
-                };
                 Some(Candidate {
                     hlc: envelope.hlc(),
                     value: envelope.v,
-                    actor,
+                    actor: actor.map(policy::actor_hex).unwrap_or_default(),
                     previous: envelope.p,
                 })
             })
-            .collect();
-        policy::resolve(path, &spec.policy, candidates, &self.merge_fns)
+            .collect()
     }
 
     pub(crate) fn entries_at(

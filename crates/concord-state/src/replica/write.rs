@@ -339,6 +339,7 @@ impl Replica {
             bytes_after: 0,
         };
         if !expired.is_empty() {
+            self.live.clear();
             let hlc = self.hlc.tick(now);
             let mut tx = self.doc.transaction();
             for (obj, key) in &expired {
@@ -439,6 +440,7 @@ impl Replica {
         ) -> Result<(), automerge::AutomergeError>,
     ) -> Result<WriteReceipt, StateError> {
         let fam = self.channel_obj(path).clone();
+        self.live.remove(path);
         let mut tx = self.doc.transaction();
         if let Some(spec) = declare {
             tx.put(&fam, path.name(), keys::encode_spec(spec))?;
