@@ -36,6 +36,11 @@ use crate::{ChannelKind, ChannelPath, ChannelSpec, StateError};
 /// it is full (it refills from the next ordinary applies).
 pub const MAX_LIVE_REGISTERS: usize = 1024;
 
+/// Most bytes of stored text a cached register may hold (all its live
+/// writes together); a register over it is not cached, so the cache stays
+/// under `MAX_LIVE_REGISTERS * MAX_LIVE_REGISTER_BYTES` of text.
+pub const MAX_LIVE_REGISTER_BYTES: usize = 4096;
+
 /// One live write of a register: the op's id and its stored text.
 #[derive(Debug, Clone, PartialEq)]
 struct LiveWrite {
@@ -99,7 +104,17 @@ impl LiveRegisters {
         self.map.remove(path);
     }
 
+    /// Caches `register` unless it is over [`MAX_LIVE_REGISTER_BYTES`].
     fn insert(&mut self, path: ChannelPath, register: LiveRegister) {
+        let bytes: usize = register
+            .writes
+            .iter()
+            .map(|w| w.text.as_ref().map_or(0, String::len))
+            .sum();
+        if bytes > MAX_LIVE_REGISTER_BYTES {
+            self.map.remove(&path);
+            return;
+        }
         if self.map.len() >= MAX_LIVE_REGISTERS && !self.map.contains_key(&path) {
             self.map.clear();
         }
@@ -107,7 +122,7 @@ impl LiveRegisters {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 }
@@ -396,5 +411,25 @@ mod tests {
             register,
         );
         assert_eq!(cache.len(), 1, "emptied when full");
+    }
+
+    #[test]
+    fn large_registers_are_not_cached() {
+        let (mut a, mut b) = (replica(1), replica(2));
+        let sub = b
+            .subscribe("observation/*", SubscribeOptions::default())
+            .unwrap();
+        let big = "x".repeat(MAX_LIVE_REGISTER_BYTES);
+        a.put(Millis(1), "observation/doc", &big).unwrap();
+        sync(&a, &mut b, 1);
+        assert_eq!(b.live.len(), 0, "over the bound with its envelope");
+        a.put(Millis(2), "observation/doc", &"small").unwrap();
+        assert_eq!(sync(&a, &mut b, 2).published_early, 0);
+        assert_eq!(b.live.len(), 1);
+        a.put(Millis(3), "observation/doc", &big).unwrap();
+        assert_eq!(sync(&a, &mut b, 3).published_early, 1);
+        assert_eq!(b.live.len(), 0, "the planned write made it too large");
+        let last = std::iter::from_fn(|| b.poll_event(sub).unwrap()).last();
+        assert!(matches!(last, Some(Delivery::Event(e)) if e.new == Some(json!(big))));
     }
 }

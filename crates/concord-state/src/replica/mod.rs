@@ -27,7 +27,7 @@ use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, StateError, Vector
 
 pub use apply::ApplyOutcome;
 pub use flush::{FlushOutcome, PendingFlush};
-pub use live::MAX_LIVE_REGISTERS;
+pub use live::{MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS};
 pub use read::HistoryEntry;
 pub use write::CompactReport;
 

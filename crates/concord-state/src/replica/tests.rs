@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::{ChannelSpec, Delivery, Origin, Policy, SubscribeOptions};
+use crate::{ChannelSpec, Delivery, Origin, Policy, SubscribeOptions, SubscriptionId};
 
 fn actor(n: u8) -> ActorId {
     ActorId::from(&[n; 16][..])
@@ -310,4 +310,41 @@ fn sync_protocol_fallback_converges() {
     assert_eq!(a.heads(), b.heads());
     assert_eq!(a.vector_clock(), b.vector_clock());
     assert!(b.receive_sync_message(Millis(1), &mut sb, b"junk").is_err());
+}
+
+#[test]
+fn a_sink_never_overtakes_buffered_events() {
+    use std::sync::{Arc, Mutex};
+    let mut r = Replica::new("s", ActorId::from(&[1u8; 16][..]));
+    let sub = r
+        .subscribe("observation/*", SubscribeOptions::default())
+        .unwrap();
+    let taken = Arc::new(Mutex::new((false, Vec::new())));
+    let sink = {
+        let taken = taken.clone();
+        move |e: crate::Event| {
+            let mut t = taken.lock().unwrap();
+            if !t.0 {
+                return Some(e);
+            }
+            t.1.push(e.new);
+            None
+        }
+    };
+    r.set_event_sink(sub, Box::new(sink)).unwrap();
+    r.put(Millis(1), "observation/a", &1).unwrap();
+    assert_eq!(r.buffered_events(sub), 1, "no room: buffered");
+    taken.lock().unwrap().0 = true;
+    r.put(Millis(2), "observation/a", &2).unwrap();
+    assert_eq!(r.buffered_events(sub), 2, "queued behind the first");
+    let polled: Vec<_> = std::iter::from_fn(|| r.poll_event(sub).unwrap())
+        .map(|d| match d {
+            Delivery::Event(e) => e.new,
+            Delivery::Lagged { .. } => None,
+        })
+        .collect();
+    assert_eq!(polled, vec![Some(json!(1)), Some(json!(2))]);
+    r.put(Millis(3), "observation/a", &3).unwrap();
+    assert_eq!(taken.lock().unwrap().1, vec![Some(json!(3))]);
+    assert!(r.set_event_sink(SubscriptionId(99), Box::new(|_| None)).is_err());
 }
