@@ -346,5 +346,8 @@ fn a_sink_never_overtakes_buffered_events() {
     assert_eq!(polled, vec![Some(json!(1)), Some(json!(2))]);
     r.put(Millis(3), "observation/a", &3).unwrap();
     assert_eq!(taken.lock().unwrap().1, vec![Some(json!(3))]);
-    assert!(r.set_event_sink(SubscriptionId(99), Box::new(|_| None)).is_err());
+    assert!(
+        r.set_event_sink(SubscriptionId(99), Box::new(|_| None))
+            .is_err()
+    );
 }
