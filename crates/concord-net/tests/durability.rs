@@ -26,7 +26,10 @@ fn deferred() -> ReplicaConfig {
 }
 
 fn open(disk: &MemDisk, actor: u8) -> Replica {
-    let storage = MemStorage::new(disk.clone(), SPACE);
+    open_on(MemStorage::new(disk.clone(), SPACE), actor)
+}
+
+fn open_on(storage: impl Storage + 'static, actor: u8) -> Replica {
     Replica::open(
         SPACE,
         ActorId::from(&[actor; 16][..]),
@@ -111,46 +114,11 @@ async fn changes_from_peers_are_flushed_without_a_command() {
     b.shutdown().await.unwrap();
 }
 
-/// A simulated disk that counts its fsyncs.
-struct Counting {
-    inner: MemStorage,
-    syncs: Arc<AtomicUsize>,
-}
-
-impl Storage for Counting {
-    fn load(&mut self) -> Result<Recovered, StorageError> {
-        self.inner.load()
-    }
-    fn append(&mut self, record: &[u8]) -> Result<(), StorageError> {
-        self.inner.append(record)
-    }
-    fn sync(&mut self) -> Result<(), StorageError> {
-        self.syncs.fetch_add(1, Ordering::SeqCst);
-        self.inner.sync()
-    }
-    fn compact(&mut self, snapshot: &[u8]) -> Result<(), StorageError> {
-        self.inner.compact(snapshot)
-    }
-    fn bytes_on_disk(&self) -> u64 {
-        self.inner.bytes_on_disk()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_share_fsyncs_and_every_write_is_durable() {
     let disk = MemDisk::new();
     let syncs = Arc::new(AtomicUsize::new(0));
-    let storage = Counting {
-        inner: MemStorage::new(disk.clone(), SPACE),
-        syncs: syncs.clone(),
-    };
-    let replica = Replica::open(
-        SPACE,
-        ActorId::from(&[1u8; 16][..]),
-        Box::new(storage),
-        deferred(),
-    )
-    .unwrap();
+    let replica = open_on(TestDisk::new(&disk, &syncs), 1);
     let mut config = NetConfig::new(identity::Keypair::generate_ed25519());
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     let node = concord_net::spawn(config).unwrap();
@@ -192,15 +160,26 @@ async fn concurrent_writers_share_fsyncs_and_every_write_is_durable() {
     node.shutdown().await.unwrap();
 }
 
-/// A disk whose fsyncs (run off the driver, see `Storage::start_sync`) wait
-/// until the test lets each one through, with the outcome it chooses.
-struct Gated {
+/// A simulated disk that counts its fsyncs; with a gate, each fsync (run
+/// off the driver, see `Storage::start_sync`) waits until the test lets it
+/// through, with the outcome the test chooses.
+struct TestDisk {
     inner: MemStorage,
-    gate: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<bool>>>,
-    started: Arc<AtomicUsize>,
+    syncs: Arc<AtomicUsize>,
+    gate: Option<Arc<std::sync::Mutex<std::sync::mpsc::Receiver<bool>>>>,
 }
 
-impl Storage for Gated {
+impl TestDisk {
+    fn new(disk: &MemDisk, syncs: &Arc<AtomicUsize>) -> Self {
+        TestDisk {
+            inner: MemStorage::new(disk.clone(), SPACE),
+            syncs: syncs.clone(),
+            gate: None,
+        }
+    }
+}
+
+impl Storage for TestDisk {
     fn load(&mut self) -> Result<Recovered, StorageError> {
         self.inner.load()
     }
@@ -208,12 +187,14 @@ impl Storage for Gated {
         self.inner.append(record)
     }
     fn sync(&mut self) -> Result<(), StorageError> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
         self.inner.sync()
     }
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StorageError> {
-        self.started.fetch_add(1, Ordering::SeqCst);
-        self.inner.sync()?;
-        let gate = self.gate.clone();
+        self.sync()?;
+        let Some(gate) = self.gate.clone() else {
+            return Ok(None);
+        };
         Ok(Some(Box::new(move || match gate.lock().unwrap().recv() {
             Ok(true) => Ok(()),
             _ => Err(StorageError::Poisoned {
@@ -244,22 +225,18 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
 async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
     let (open_gate, gate) = std::sync::mpsc::channel();
     let started = Arc::new(AtomicUsize::new(0));
-    let storage = Gated {
-        inner: MemStorage::new(MemDisk::new(), SPACE),
-        gate: Arc::new(std::sync::Mutex::new(gate)),
-        started: started.clone(),
+    let storage = TestDisk {
+        gate: Some(Arc::new(std::sync::Mutex::new(gate))),
+        ..TestDisk::new(&MemDisk::new(), &started)
     };
-    let replica = Replica::open(
-        SPACE,
-        ActorId::from(&[1u8; 16][..]),
-        Box::new(storage),
-        deferred(),
-    )
-    .unwrap();
+    let replica = open_on(storage, 1);
     let node = concord_net::spawn(NetConfig::new(identity::Keypair::generate_ed25519())).unwrap();
     node.open_space(replica, SpaceOptions::default())
         .await
         .unwrap();
+    // fsyncs since the space opened
+    let base = started.load(Ordering::SeqCst);
+    let started = || started.load(Ordering::SeqCst) - base;
     let put = |i: u64| {
         let node = node.clone();
         tokio::spawn(async move {
@@ -268,10 +245,7 @@ async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
         })
     };
     let first = put(1);
-    eventually("the first fsync starts", || {
-        started.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    eventually("the first fsync starts", || started() == 1).await;
     // The driver answers other commands while the fsync waits...
     tokio::time::timeout(Duration::from_secs(5), node.peers())
         .await
@@ -281,13 +255,10 @@ async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
     let second = put(2);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!first.is_finished() && !second.is_finished());
-    assert_eq!(started.load(Ordering::SeqCst), 1, "one fsync at a time");
+    assert_eq!(started(), 1, "one fsync at a time");
     open_gate.send(true).unwrap();
     assert!(matches!(first.await.unwrap(), Ok(Ok(_))));
-    eventually("the second fsync starts", || {
-        started.load(Ordering::SeqCst) == 2
-    })
-    .await;
+    eventually("the second fsync starts", || started() == 2).await;
     assert!(!second.is_finished());
     // A failed fsync is the writer's error, and nothing counts as durable.
     open_gate.send(false).unwrap();
@@ -296,7 +267,7 @@ async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
         Err(concord_net::NetError::Flush(_))
     ));
     // It stays unsynced, so the driver tries again (on its next tick).
-    eventually("a flush retries", || started.load(Ordering::SeqCst) == 3).await;
+    eventually("a flush retries", || started() == 3).await;
     open_gate.send(true).unwrap();
     let mut unsynced = usize::MAX;
     for _ in 0..1000 {

@@ -72,6 +72,30 @@ fn write(r: &mut Replica, c: usize, v: i64, t: u64) {
     };
 }
 
+/// Three writers (the first declares every channel, the others get that
+/// first) run `ops`; returns them and the declaring changes.
+fn run_writers(ops: &[Op]) -> (Vec<Replica>, Vec<Vec<u8>>) {
+    let mut writers: Vec<Replica> = (1..=3).map(replica).collect();
+    for (path, spec) in CHANNELS {
+        writers[0].declare(Millis(0), path, spec()).unwrap();
+    }
+    let declared = writers[0].changes_since(&VectorClock::new());
+    for w in &mut writers[1..] {
+        w.apply_changes(Millis(0), declared.clone()).unwrap();
+    }
+    for op in ops {
+        match *op {
+            Op::Write { r, c, v, t } => write(&mut writers[r], c, v, t),
+            Op::Sync { from, to } if from != to => {
+                let delta = writers[from].changes_since(writers[to].vector_clock());
+                writers[to].apply_changes(Millis(60), delta).unwrap();
+            }
+            Op::Sync { .. } => {}
+        }
+    }
+    (writers, declared)
+}
+
 fn snapshot(r: &Replica) -> (Vec<Option<Value>>, Value, Vec<automerge::ChangeHash>) {
     let values = CHANNELS.iter().map(|(p, _)| r.get(*p).unwrap()).collect();
     let conflicts = serde_json::to_value(r.conflicts()).unwrap();
@@ -87,24 +111,7 @@ proptest! {
         orders in proptest::collection::vec(proptest::collection::vec(any::<u32>(), 200), 3),
         batch in 1usize..7,
     ) {
-        let mut writers: Vec<Replica> = (1..=3).map(replica).collect();
-        for (path, spec) in CHANNELS {
-            writers[0].declare(Millis(0), path, spec()).unwrap();
-        }
-        let genesis = writers[0].changes_since(&VectorClock::new());
-        for w in &mut writers[1..] {
-            w.apply_changes(Millis(0), genesis.clone()).unwrap();
-        }
-        for op in &ops {
-            match *op {
-                Op::Write { r, c, v, t } => write(&mut writers[r], c, v, t),
-                Op::Sync { from, to } if from != to => {
-                    let delta = writers[from].changes_since(writers[to].vector_clock());
-                    writers[to].apply_changes(Millis(60), delta).unwrap();
-                }
-                Op::Sync { .. } => {}
-            }
-        }
+        let (mut writers, _) = run_writers(&ops);
         // Every writer's own changes, one by one (the genesis change is shared).
         let all: Vec<Vec<u8>> = writers.iter().flat_map(|w| w.own_changes_after(0)).collect();
         let mut states = Vec::new();
@@ -154,24 +161,7 @@ fn register_op() -> impl Strategy<Value = Op> {
 /// declarations first, then each writer's changes in its own order,
 /// interleaved as `order` picks the next writer.
 fn histories(ops: &[Op], order: &[u32]) -> Vec<Vec<u8>> {
-    let mut writers: Vec<Replica> = (1..=3).map(replica).collect();
-    for (path, spec) in CHANNELS {
-        writers[0].declare(Millis(0), path, spec()).unwrap();
-    }
-    let mut all = writers[0].changes_since(&VectorClock::new());
-    for w in &mut writers[1..] {
-        w.apply_changes(Millis(0), all.clone()).unwrap();
-    }
-    for op in ops {
-        match *op {
-            Op::Write { r, c, v, t } => write(&mut writers[r], c, v, t),
-            Op::Sync { from, to } if from != to => {
-                let delta = writers[from].changes_since(writers[to].vector_clock());
-                writers[to].apply_changes(Millis(60), delta).unwrap();
-            }
-            Op::Sync { .. } => {}
-        }
-    }
+    let (writers, mut all) = run_writers(ops);
     let mut own: Vec<std::collections::VecDeque<Vec<u8>>> = writers
         .iter()
         .map(|w| w.own_changes_after(0).into())

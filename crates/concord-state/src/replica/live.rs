@@ -281,12 +281,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn register_writes_are_published_before_the_apply_once_cached() {
-        let (mut a, mut b) = (replica(1), replica(2));
+    /// A writer, and a replica subscribed to its observations.
+    fn watched_pair() -> (Replica, Replica, SubscriptionId) {
+        let (a, mut b) = (replica(1), replica(2));
         let sub = b
             .subscribe("observation/*", SubscribeOptions::default())
             .unwrap();
+        (a, b, sub)
+    }
+
+    #[test]
+    fn register_writes_are_published_before_the_apply_once_cached() {
+        let (mut a, mut b, sub) = watched_pair();
         a.put(Millis(1), "observation/ci", &"red").unwrap();
         // first sight of the register: the ordinary path, which caches it
         assert_eq!(sync(&a, &mut b, 1).published_early, 0);
@@ -378,10 +384,7 @@ mod tests {
 
     #[test]
     fn registers_nobody_wants_need_no_cache() {
-        let (mut a, mut b) = (replica(1), replica(2));
-        let sub = b
-            .subscribe("observation/*", SubscribeOptions::default())
-            .unwrap();
+        let (mut a, mut b, sub) = watched_pair();
         a.put(Millis(1), "observation/ci", &1).unwrap();
         sync(&a, &mut b, 1);
         // (the first write declares the channel: not a plain register write)
@@ -415,10 +418,7 @@ mod tests {
 
     #[test]
     fn large_registers_are_not_cached() {
-        let (mut a, mut b) = (replica(1), replica(2));
-        let sub = b
-            .subscribe("observation/*", SubscribeOptions::default())
-            .unwrap();
+        let (mut a, mut b, sub) = watched_pair();
         let big = "x".repeat(MAX_LIVE_REGISTER_BYTES);
         a.put(Millis(1), "observation/doc", &big).unwrap();
         sync(&a, &mut b, 1);
