@@ -83,6 +83,23 @@ impl Replica {
     /// is appended to storage and returns the part that waits for the disk.
     /// Writes may go on meanwhile; the flush covers only changes made
     /// before this call.
+    ///
+    /// ```
+    /// use concord_state::storage::FileStorage;
+    /// use concord_state::{ActorId, Millis, Replica, ReplicaConfig, SyncPolicy};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let config = ReplicaConfig { sync: SyncPolicy::Batched { max_unsynced: 64 }, ..Default::default() };
+    /// let storage = Box::new(FileStorage::open(dir.path())?);
+    /// let mut r = Replica::open("team", ActorId::from(&[1u8; 16][..]), storage, config)?;
+    /// r.put(Millis(1), "observation/ci", &"green")?;
+    /// let pending = r.start_flush()?;
+    /// let fsynced = std::thread::spawn(move || pending.run()); // the fsync, elsewhere
+    /// r.put(Millis(2), "observation/ci", &"red")?; // not covered by it
+    /// assert_eq!(r.finish_flush(fsynced.join().unwrap())?, 1); // own changes durable: 1
+    /// assert_eq!(r.unsynced(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start_flush(&mut self) -> Result<PendingFlush, StateError> {
         let job = match &mut self.storage {
             Some(storage) if self.appended > self.synced => storage.start_sync()?,
