@@ -7,7 +7,8 @@ use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use concord_state::{
-    Delivery, FlushOutcome, Millis, Replica, StateError, SubscribeOptions, SubscriptionId,
+    Delivery, EventSink, FlushOutcome, Millis, Replica, StateError, SubscribeOptions,
+    SubscriptionId,
 };
 use concord_sync::wire::Frame;
 use concord_sync::{Destination, Input, SyncConfig, SyncEngine, SyncEvent};
@@ -223,6 +224,20 @@ fn answer(writers: Vec<(String, Finish)>, failed: &HashMap<String, String>) {
             None => Ok(()),
         });
     }
+}
+
+/// A sink that puts a subscriber's events straight into its channel as the
+/// replica publishes them (for remote register writes, before the change is
+/// even applied); what finds the channel full waits in the replica for
+/// [`Driver::deliver`].
+fn channel_sink(tx: mpsc::Sender<Delivery>) -> EventSink {
+    Box::new(move |event| match tx.try_reserve() {
+        Ok(permit) => {
+            permit.send(Delivery::Event(event));
+            None
+        }
+        Err(_) => Some(event),
+    })
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` every engine and
@@ -637,24 +652,10 @@ impl Driver {
                     Some(state) => {
                         let replica = state.engine.replica_mut();
                         let (tx, rx) = mpsc::channel(capacity);
-                        // Events go straight into the channel as they are
-                        // published (for remote register writes, before the
-                        // change is even applied); what finds it full waits
-                        // in the replica for `deliver`.
-                        let sink = tx.clone();
                         replica
                             .subscribe(&pattern, SubscribeOptions::default())
                             .and_then(|id| {
-                                replica.set_event_sink(
-                                    id,
-                                    Box::new(move |event| match sink.try_reserve() {
-                                        Ok(permit) => {
-                                            permit.send(Delivery::Event(event));
-                                            None
-                                        }
-                                        Err(_) => Some(event),
-                                    }),
-                                )?;
+                                replica.set_event_sink(id, channel_sink(tx.clone()))?;
                                 Ok(id)
                             })
                             .map_err(NetError::from)

@@ -76,7 +76,8 @@ impl Replica {
                 outcome.duplicates += 1;
             } else if self.is_ready(&change) {
                 outcome.published_early += usize::from(self.apply_one(change)?);
-                outcome.applied += 1 + self.drain_pending(&mut outcome.published_early)?;
+                outcome.applied += 1;
+                self.drain_pending(&mut outcome)?;
             } else if self.pending.len() >= self.config.max_pending_changes {
                 outcome.dropped += 1;
             } else {
@@ -98,12 +99,11 @@ impl Replica {
             && change.deps().iter().all(|d| self.known.contains(d))
     }
 
-    /// Applies every queued change whose dependencies are now held; counts
-    /// those published early in `early`.
-    fn drain_pending(&mut self, early: &mut usize) -> Result<usize, StateError> {
-        let mut applied = 0;
+    /// Applies every queued change whose dependencies are now held,
+    /// counting them in `outcome`.
+    fn drain_pending(&mut self, outcome: &mut ApplyOutcome) -> Result<(), StateError> {
         if self.pending.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         loop {
             let mut progressed = false;
@@ -114,15 +114,15 @@ impl Replica {
                     self.pending.swap_remove(i);
                 } else if self.is_ready(c) {
                     let change = self.pending.swap_remove(i);
-                    *early += usize::from(self.apply_one(change)?);
-                    applied += 1;
+                    outcome.published_early += usize::from(self.apply_one(change)?);
+                    outcome.applied += 1;
                     progressed = true;
                 } else {
                     i += 1;
                 }
             }
             if !progressed {
-                return Ok(applied);
+                return Ok(());
             }
         }
     }
@@ -320,7 +320,7 @@ impl Replica {
             };
             self.publish_remote(&patches, &before, &position)?;
         }
-        self.drain_pending(&mut 0)?;
+        self.drain_pending(&mut ApplyOutcome::default())?;
         self.sync_after_batch()?;
         debug!(space = %self.space, new = fresh.len(), "sync message received");
         Ok(fresh.len())

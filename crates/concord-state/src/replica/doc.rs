@@ -51,10 +51,12 @@ impl Layout {
     }
 
     /// The bucket maps of `family`, in bucket order.
-    /// Whether `obj` (from a decoded change) is the map holding `path`.
-    pub(crate) fn holds(&self, path: &ChannelPath, obj: &legacy::ObjectId) -> bool {
-        self.legacy_buckets[path.family() as usize][keys::bucket_of(path.name())].as_ref()
-            == Some(obj)
+    /// The channel `name` written in `obj` (from a decoded change), if
+    /// `obj` is the map that holds that channel.
+    pub(crate) fn path_in(&self, obj: &legacy::ObjectId, name: &str) -> Option<ChannelPath> {
+        let path = ChannelPath::new(self.family_of_legacy(obj)?, name).ok()?;
+        let bucket = &self.legacy_buckets[path.family() as usize][keys::bucket_of(name)];
+        (bucket.as_ref() == Some(obj)).then_some(path)
     }
 
     pub(crate) fn family(&self, family: Family) -> &[ObjId] {

@@ -157,12 +157,16 @@ impl Replica {
             .iter()
             .map(|t| {
                 Ok(match &t.slot {
-                    TouchedSlot::Register => {
-                        let spec = self
-                            .spec_of(&t.path)
-                            .unwrap_or_else(|| crate::ChannelSpec::of_kind(ChannelKind::LastValue));
-                        self.register_at(&t.path, &spec, heads)?.value
-                    }
+                    TouchedSlot::Register => match (heads, self.live_register(&t.path)) {
+                        // the cache holds exactly the document's live writes
+                        (None, Some(register)) => self.resolve_live(&t.path, register)?,
+                        _ => {
+                            let spec = self.spec_of(&t.path).unwrap_or_else(|| {
+                                crate::ChannelSpec::of_kind(ChannelKind::LastValue)
+                            });
+                            self.register_at(&t.path, &spec, heads)?.value
+                        }
+                    },
                     TouchedSlot::Entry(id) => self.entry_at(&t.path, id, heads)?,
                     TouchedSlot::Counter => Some(self.counter_at(&t.path, heads)?.into()),
                     TouchedSlot::Member { key, member } => {

@@ -60,12 +60,13 @@ impl LiveRegister {
     /// Applies one op (its id is `counter`@`actor`); `None` when the result
     /// cannot be known without the document.
     fn apply(&mut self, counter: u64, actor: &ActorId, op: &legacy::Op) -> Option<()> {
-        let live = |p: &legacy::OpId| {
-            self.writes
+        let superseded = |w: &LiveWrite| {
+            op.pred
                 .iter()
-                .any(|w| w.counter == p.0 && &w.actor == p.actor())
+                .any(|p| w.counter == p.0 && &w.actor == p.actor())
         };
-        if !op.pred.iter().all(live) {
+        // every predecessor must be live (ids are unique on both sides)
+        if self.writes.iter().filter(|w| superseded(w)).count() != op.pred.len() {
             return None;
         }
         let text = match &op.action {
@@ -73,16 +74,12 @@ impl LiveRegister {
             OpType::Delete => None,
             _ => return None,
         };
-        self.writes.retain(|w| {
-            !op.pred
-                .iter()
-                .any(|p| w.counter == p.0 && &w.actor == p.actor())
-        });
-        if let Some(text) = text {
+        self.writes.retain(|w| !superseded(w));
+        if text.is_some() {
             self.writes.push(LiveWrite {
                 counter,
                 actor: actor.clone(),
-                text: Some(text),
+                text,
             });
         }
         Some(())
@@ -143,8 +140,9 @@ impl Replica {
         decoded: &automerge::ExpandedChange,
         position: &EventPosition,
     ) -> Option<RegisterPlan> {
-        // (path, live writes before, after), in the order of first touch
-        let mut touched: Vec<(ChannelPath, Option<(LiveRegister, LiveRegister)>)> = Vec::new();
+        // (path, value before if wanted, live writes after), in the order
+        // of first touch
+        let mut touched: Vec<(ChannelPath, Option<Value>, Option<LiveRegister>)> = Vec::new();
         for (i, op) in decoded.operations.iter().enumerate() {
             let legacy::Key::Map(key) = &op.key else {
                 return None;
@@ -152,41 +150,39 @@ impl Replica {
             let Some((name, Slot::Register)) = keys::parse_key(key) else {
                 return None;
             };
-            let path = ChannelPath::new(self.layout.family_of_legacy(&op.obj)?, name).ok()?;
-            if op.insert || !self.layout.holds(&path, &op.obj) {
+            let path = self.layout.path_in(&op.obj, name)?;
+            if op.insert {
                 return None;
             }
-            let slot = match touched.iter().position(|(p, _)| p == &path) {
+            let slot = match touched.iter().position(|(p, ..)| p == &path) {
                 Some(slot) => slot,
                 None => {
                     let cached = self.live.map.get(&path);
-                    if cached.is_none() && self.subs.wants(&path) {
-                        return None;
-                    }
-                    touched.push((path, cached.map(|c| (c.clone(), c.clone()))));
+                    let old = match (cached, self.subs.wants(&path)) {
+                        (Some(register), true) => self.resolve_live(&path, register).ok()?,
+                        (None, true) => return None,
+                        (_, false) => None,
+                    };
+                    touched.push((path, old, cached.cloned()));
                     touched.len() - 1
                 }
             };
-            if let Some((_, after)) = &mut touched[slot].1 {
+            if let Some(after) = &mut touched[slot].2 {
                 let counter = decoded.start_op.get() + i as u64;
                 after.apply(counter, &decoded.actor_id, op)?;
             }
         }
         let mut events = Vec::new();
-        for (path, registers) in &touched {
-            let Some((before, after)) = registers else {
+        for (path, old, after) in &touched {
+            let Some(after) = after.as_ref().filter(|_| self.subs.wants(path)) else {
                 continue;
             };
-            if !self.subs.wants(path) {
-                continue;
-            }
-            let old = self.resolve_live(path, before).ok()?;
             let new = self.resolve_live(path, after).ok()?;
-            if old != new {
+            if *old != new {
                 events.push(Event {
                     path: path.clone(),
                     key: None,
-                    old,
+                    old: old.clone(),
                     new,
                     origin: Origin::Remote,
                     position: position.clone(),
@@ -195,9 +191,14 @@ impl Replica {
         }
         let after = touched
             .into_iter()
-            .map(|(path, registers)| (path, registers.map(|(_, after)| after)))
+            .map(|(path, _, after)| (path, after))
             .collect();
         Some(RegisterPlan { events, after })
+    }
+
+    /// The cached live writes of a register, if any.
+    pub(crate) fn live_register(&self, path: &ChannelPath) -> Option<&LiveRegister> {
+        self.live.map.get(path)
     }
 
     /// Records in the cache what an applied plan left.
@@ -238,7 +239,7 @@ impl Replica {
     }
 
     /// A register's visible value from cached live writes.
-    fn resolve_live(
+    pub(crate) fn resolve_live(
         &self,
         path: &ChannelPath,
         register: &LiveRegister,
