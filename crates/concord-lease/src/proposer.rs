@@ -45,10 +45,18 @@
 //!    `sent + local_validity(ttl)`, unless that moment has already passed.
 //!
 //! An attempt fails when a majority becomes impossible (rejections) or
-//! after [`ProposerConfig::round_timeout`] without a majority (lost
-//! messages, partition, crashed acceptors). A failed acquisition is retried
-//! after a random backoff until its `wait` is spent, then reported
-//! [`Event::Denied`]. A node on the minority side of a partition never
+//! when a phase waited its round timeout without a majority (lost
+//! messages, partition, crashed acceptors, slow disks). A failed
+//! acquisition is retried after a random backoff until its `wait` is spent,
+//! then reported [`Event::Denied`].
+//!
+//! The round timeout starts at [`ProposerConfig::round_timeout`] and
+//! doubles after each phase of the same request that ran out of time, up to
+//! [`MAX_ROUND_DOUBLINGS`] times; it starts over once the request
+//! succeeds. A fixed timeout would livelock on acceptors whose fsync takes
+//! longer than it: every retry carries a higher ballot, every higher ballot
+//! needs another durable promise, and every promise arrives after its
+//! attempt was abandoned. A node on the minority side of a partition never
 //! gathers a majority of the *configured* acceptors, so it never acquires.
 //!
 //! # Renewal and release
@@ -87,6 +95,10 @@ pub const DEFAULT_MAX_TTL: Millis = Millis(60_000);
 pub const DEFAULT_ROUND_TIMEOUT: Millis = Millis(500);
 /// Default [`ProposerConfig::retry_backoff`].
 pub const DEFAULT_RETRY_BACKOFF: Millis = Millis(50);
+/// How many times the round timeout of one request doubles (see the
+/// module docs): at most `round_timeout × 2^MAX_ROUND_DOUBLINGS` per phase,
+/// 8 s with the default `round_timeout`.
+pub const MAX_ROUND_DOUBLINGS: u32 = 4;
 /// Default [`ProposerConfig::max_leases`].
 pub const DEFAULT_MAX_LEASES: usize = 1024;
 /// Default [`ProposerConfig::max_outbox`].
@@ -104,7 +116,9 @@ pub struct ProposerConfig {
     /// Longest ttl the application may ask for; at most the acceptors'
     /// `max_ttl`.
     pub max_ttl: Millis,
-    /// How long one phase of an attempt waits for a majority.
+    /// How long one phase of an attempt first waits for a majority; the
+    /// wait doubles after each phase that ran out of time (up to
+    /// [`MAX_ROUND_DOUBLINGS`] times).
     pub round_timeout: Millis,
     /// Base of the randomized backoff between attempts: a retry waits
     /// between one and two times this.
@@ -316,6 +330,32 @@ struct Slot {
     held: Option<Held>,
     attempt: Option<Attempt>,
     retry_at: Option<Millis>,
+    /// Phases of this request that ran out of time since it last
+    /// succeeded: each doubles the next phase's timeout.
+    timeouts: u32,
+}
+
+impl Slot {
+    /// How many times this request's round timeout and retry backoff are
+    /// doubled.
+    fn doublings(&self) -> u32 {
+        self.timeouts.min(MAX_ROUND_DOUBLINGS)
+    }
+
+    /// When the request must be done: the end of the caller's wait, or of
+    /// the validity of a lease being renewed.
+    fn deadline(&self) -> Millis {
+        self.held.map_or(self.wait_until, |h| h.valid_until)
+    }
+
+    /// When a phase starting at `now` gives up waiting for a majority:
+    /// after `base` doubled once per phase that ran out of time, but no
+    /// later than the request's deadline unless that leaves less than
+    /// `base`.
+    fn phase_deadline(&self, now: Millis, base: Millis) -> Millis {
+        let doubled = now.saturating_add(Millis(base.0.saturating_mul(1 << self.doublings())));
+        doubled.min(self.deadline()).max(now.saturating_add(base))
+    }
 }
 
 /// A proposer (lease client) as a sans-IO state machine.
@@ -478,6 +518,7 @@ impl Proposer {
                 held: None,
                 attempt: None,
                 retry_at: None,
+                timeouts: 0,
             },
         );
         self.start_attempt(now, lease);
@@ -549,6 +590,9 @@ impl Proposer {
                 continue;
             }
             if slot.attempt.as_ref().is_some_and(|a| now >= a.deadline) {
+                if let Some(slot) = self.leases.get_mut(&id) {
+                    slot.timeouts = slot.timeouts.saturating_add(1);
+                }
                 self.fail_attempt(now, id, DenyReason::NoQuorum);
                 continue;
             }
@@ -591,7 +635,7 @@ impl Proposer {
         self.stats.attempts += 1;
         slot.attempt = Some(Attempt {
             ballot,
-            deadline: now.saturating_add(self.config.round_timeout),
+            deadline: slot.phase_deadline(now, self.config.round_timeout),
             phase: Phase::Prepare {
                 tally: Tally::default(),
                 census: Census::default(),
@@ -636,12 +680,14 @@ impl Proposer {
     /// that would be too late (after `wait`, or after the validity of a
     /// lease being renewed).
     fn retry_or_give_up(&mut self, now: Millis, id: LeaseId, reason: DenyReason) {
-        let next = now.saturating_add(self.backoff());
+        let Some(doublings) = self.leases.get(&id).map(Slot::doublings) else {
+            return;
+        };
+        let next = now.saturating_add(self.backoff(doublings));
         let Some(slot) = self.leases.get_mut(&id) else {
             return;
         };
-        let deadline = slot.held.map_or(slot.wait_until, |h| h.valid_until);
-        if next < deadline {
+        if next < slot.deadline() {
             slot.retry_at = Some(next);
         } else {
             self.give_up(id, reason);
@@ -687,8 +733,16 @@ impl Proposer {
         }
     }
 
-    fn backoff(&mut self) -> Millis {
-        let base = self.config.retry_backoff.0.max(1);
+    /// A random wait between one and two times the retry backoff, doubled
+    /// `doublings` times: retries against slow acceptors wait longer, so
+    /// that they do not preempt an attempt that is merely slow.
+    fn backoff(&mut self, doublings: u32) -> Millis {
+        let base = self
+            .config
+            .retry_backoff
+            .0
+            .max(1)
+            .saturating_mul(1 << doublings);
         Millis(base.saturating_add(self.rng.random_range(0..base)))
     }
 
@@ -744,6 +798,7 @@ impl Proposer {
         let Some(slot) = self.leases.get_mut(&id) else {
             return;
         };
+        let deadline = slot.phase_deadline(now, self.config.round_timeout);
         let Some(attempt) = slot.attempt.as_mut() else {
             return;
         };
@@ -767,7 +822,7 @@ impl Proposer {
             sent: now,
             token,
         };
-        attempt.deadline = now.saturating_add(self.config.round_timeout);
+        attempt.deadline = deadline;
         let message = Message::Propose {
             resource: slot.resource.clone(),
             ballot,
@@ -799,6 +854,7 @@ impl Proposer {
         let token = *token;
         let ballot = attempt.ballot;
         slot.attempt = None;
+        slot.timeouts = 0;
         self.by_ballot.remove(&ballot);
         match &mut slot.held {
             Some(held) => {

@@ -1,6 +1,6 @@
 //! Tests of the proposer and acceptor machines together, over a lockstep
-//! network (instant delivery, links that can be cut, immediate fsync), and of
-//! the proposer alone against scripted replies.
+//! network (instant delivery, links that can be cut, an fsync that takes a
+//! set time), and of the proposer alone against scripted replies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -10,13 +10,16 @@ use concord_lease::proposer::DEFAULT_MAX_TTL;
 use concord_lease::*;
 
 /// Lockstep network: instant delivery, links can be cut, acceptors
-/// persist at once.
+/// persist after `fsync` (at once by default).
 struct Net {
     now: Millis,
     acceptors: Vec<Acceptor>,
     proposers: Vec<Proposer>,
     cut: BTreeSet<(NodeId, NodeId)>,
     events: Vec<(usize, Event)>,
+    fsync: Millis,
+    /// Acceptor writes under way: (done at, acceptor, version).
+    writes: Vec<(Millis, usize, u64)>,
 }
 
 fn acc_id(i: usize) -> NodeId {
@@ -52,6 +55,19 @@ impl Net {
                 .collect(),
             cut: BTreeSet::new(),
             events: Vec::new(),
+            fsync: Millis::ZERO,
+            writes: Vec::new(),
+        }
+    }
+
+    /// Confirms the acceptor writes done by now.
+    fn finish_writes(&mut self) {
+        let now = self.now;
+        let (done, pending) = self.writes.drain(..).partition(|w| w.0 <= now);
+        self.writes = pending;
+        for (_, a, version) in done {
+            let input = AcceptorInput::Persisted { version };
+            self.acceptors[a].handle_input(now, input).unwrap();
         }
     }
 
@@ -105,11 +121,10 @@ impl Net {
             }
             for a in 0..self.acceptors.len() {
                 while let Some(persist) = self.acceptors[a].poll_persist() {
-                    let input = AcceptorInput::Persisted {
-                        version: persist.version,
-                    };
-                    self.acceptors[a].handle_input(self.now, input).unwrap();
+                    let done = self.now.saturating_add(self.fsync);
+                    self.writes.push((done, a, persist.version));
                 }
+                self.finish_writes();
                 while let Some(t) = self.acceptors[a].poll_transmit() {
                     moved = true;
                     let p = usize::from(t.to.0) - 100;
@@ -246,6 +261,55 @@ fn the_minority_side_of_a_partition_cannot_acquire() {
     net.acquire(1, 1, "r", 1_000, 1, 0);
     assert!(acquired(&net.take_events(), 1).is_some());
     net.heal();
+}
+
+#[test]
+fn acceptors_slower_than_the_round_timeout_still_grant() {
+    // Every acceptor write takes three first round timeouts (50 ms): with a
+    // fixed timeout each attempt would be abandoned before its promises,
+    // and each retry's higher ballot would need another write.
+    let mut net = Net::new(3, 1);
+    net.fsync = Millis(150);
+    net.acquire(0, 1, "r", 10_000, 1, 5_000);
+    net.advance(1_000);
+    let events = net.take_events();
+    assert!(acquired(&events, 0).is_some(), "{events:?}");
+    // 50 ms and 100 ms ran out; the 200 ms phases waited long enough.
+    assert_eq!(net.proposers[0].stats().attempts, 3);
+    // The next request starts again from the first timeout.
+    net.input(0, Input::Release { lease: LeaseId(1) });
+    net.acquire(0, 2, "other", 10_000, 1, 5_000);
+    net.advance(1_000);
+    assert!(acquired(&net.take_events(), 0).is_some());
+    assert_eq!(net.proposers[0].stats().attempts, 6);
+}
+
+#[test]
+fn the_round_timeout_stops_doubling() {
+    // One write takes just longer than the longest phase timeout.
+    let longest = 50 << concord_lease::proposer::MAX_ROUND_DOUBLINGS;
+    let mut net = Net::new(3, 1);
+    net.fsync = Millis(longest + 1);
+    net.acquire(0, 1, "r", 10_000, 1, 20_000);
+    net.advance(21_000);
+    let events = net.take_events();
+    assert_eq!(acquired(&events, 0), None);
+    assert!(
+        events.iter().any(|(_, e)| matches!(
+            e,
+            Event::Denied {
+                reason: DenyReason::NoQuorum,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    // Four doubling attempts (50+100+200+400 ms, each followed by a
+    // backoff that doubles from 20-40 ms), then attempts of 800 ms and
+    // 160-320 ms of backoff until the wait is spent: about 22. Doubling on
+    // would make it 9, a fixed timeout about 300.
+    let attempts = net.proposers[0].stats().attempts;
+    assert!((19..=25).contains(&attempts), "{attempts} attempts");
 }
 
 #[test]
