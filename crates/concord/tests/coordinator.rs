@@ -34,6 +34,19 @@ fn op(id: &str, kind: &str, resource: Option<&str>) -> Operation {
     }
 }
 
+/// Releases `held`, which may have lapsed already: on a slow disk the
+/// writes around a half-second lease take a good part of it.
+async fn release_or_lapsed(held: concord::HeldLock) {
+    match held.release().await {
+        Ok(()) => {}
+        Err(concord::Error::Lease {
+            source: concord::BackendError::Expired,
+            ..
+        }) => {}
+        Err(e) => panic!("release failed: {e}"),
+    }
+}
+
 async fn entries(space: &Space, path: &str) -> Vec<Value> {
     space
         .topic::<Value>(path)
@@ -216,7 +229,7 @@ async fn a_restarted_node_locks_again_after_its_quiet_period_with_a_higher_token
         .await
         .unwrap();
     let before = held.token();
-    held.release().await.unwrap();
+    release_or_lapsed(held).await;
     node.shutdown().await.unwrap();
 
     let node = start().await;
@@ -231,6 +244,6 @@ async fn a_restarted_node_locks_again_after_its_quiet_period_with_a_higher_token
         "no quiet period"
     );
     assert!(held.token() > before);
-    held.release().await.unwrap();
+    release_or_lapsed(held).await;
     node.shutdown().await.unwrap();
 }
