@@ -18,8 +18,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Sends the lease service's log to the test's output, which the harness
+/// shows for a failing test only.
+fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_ansi(false)
+        .with_env_filter("warn,concord_net::lease=debug,concord_lease=debug")
+        .try_init();
+}
+
 /// `n` nodes, each a lease peer of the same quorum, syncing through the first.
 async fn quorum(root: &std::path::Path, n: u16) -> Vec<Arc<Node>> {
+    trace();
     let dirs: Vec<_> = (1..=n).map(|i| root.join(format!("node-{i}"))).collect();
     let peers: Vec<LeasePeer> = (1..=n)
         .zip(&dirs)
