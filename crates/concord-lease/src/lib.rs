@@ -24,6 +24,9 @@
 //! - [`acceptor`] holds the [`Acceptor`] machine, its durable [`AcceptorState`]
 //!   and the quiet period after a restart.
 //! - [`proposer`] holds the [`Proposer`] machine: acquire, renew, release.
+//! - `pace` (internal) holds the proposer's learned round timeout and retry
+//!   backoff, bounded by [`MAX_ROUND_TIMEOUT_FACTOR`] and
+//!   [`MAX_ABANDONED_PHASES`].
 //! - [`backend`] holds the [`LeaseBackend`] trait shared with the etcd backend.
 //! - [`error`] holds [`LeaseError`].
 //!
@@ -39,6 +42,7 @@ pub mod ballot;
 pub mod error;
 pub mod ids;
 pub mod messages;
+mod pace;
 pub mod proposer;
 pub mod quorum;
 pub mod resource;
@@ -53,6 +57,7 @@ pub use ballot::{Ballot, FencingToken};
 pub use error::LeaseError;
 pub use ids::{Holder, LeaseId, NodeId};
 pub use messages::{HolderInfo, Message, RejectReason, Transmit};
+pub use pace::{MAX_ABANDONED_PHASES, MAX_ROUND_TIMEOUT_FACTOR};
 pub use proposer::{DenyReason, Event, Input, Proposer, ProposerConfig, ProposerStats};
 pub use quorum::{MAX_ACCEPTORS, Quorum};
 pub use resource::{MAX_RESOURCE_LEN, Resource};

@@ -50,14 +50,16 @@
 //! acquisition is retried after a random backoff until its `wait` is spent,
 //! then reported [`Event::Denied`].
 //!
-//! The round timeout starts at [`ProposerConfig::round_timeout`] and
-//! doubles after each phase of the same request that ran out of time, up to
-//! [`MAX_ROUND_DOUBLINGS`] times; it starts over once the request
-//! succeeds. A fixed timeout would livelock on acceptors whose fsync takes
-//! longer than it: every retry carries a higher ballot, every higher ballot
-//! needs another durable promise, and every promise arrives after its
-//! attempt was abandoned. A node on the minority side of a partition never
-//! gathers a majority of the *configured* acceptors, so it never acquires.
+//! The round timeout and the retry backoff are learned from how long the
+//! acceptors take to answer, late answers to abandoned phases included:
+//! never below [`ProposerConfig::round_timeout`] and
+//! [`ProposerConfig::retry_backoff`], and never above
+//! [`MAX_ROUND_TIMEOUT_FACTOR`] times the configured round timeout. A
+//! phase never waits past the end of its request (the caller's wait, or
+//! the validity of a lease being renewed) unless that leaves less than the
+//! configured round timeout. A node on the minority side of a partition
+//! never gathers a majority of the *configured* acceptors, so it never
+//! acquires.
 //!
 //! # Renewal and release
 //!
@@ -84,6 +86,9 @@ use crate::ballot::{Ballot, FencingToken};
 use crate::error::LeaseError;
 use crate::ids::{Holder, LeaseId, NodeId};
 use crate::messages::{HolderInfo, Message, RejectReason, Transmit};
+#[cfg(doc)]
+use crate::pace::MAX_ROUND_TIMEOUT_FACTOR;
+use crate::pace::Pace;
 use crate::quorum::{Quorum, Tally};
 use crate::resource::Resource;
 use crate::semaphore::{Census, Permits};
@@ -95,10 +100,6 @@ pub const DEFAULT_MAX_TTL: Millis = Millis(60_000);
 pub const DEFAULT_ROUND_TIMEOUT: Millis = Millis(500);
 /// Default [`ProposerConfig::retry_backoff`].
 pub const DEFAULT_RETRY_BACKOFF: Millis = Millis(50);
-/// How many times the round timeout of one request doubles (see the
-/// module docs): at most `round_timeout × 2^MAX_ROUND_DOUBLINGS` per phase,
-/// 8 s with the default `round_timeout`.
-pub const MAX_ROUND_DOUBLINGS: u32 = 4;
 /// Default [`ProposerConfig::max_leases`].
 pub const DEFAULT_MAX_LEASES: usize = 1024;
 /// Default [`ProposerConfig::max_outbox`].
@@ -116,12 +117,13 @@ pub struct ProposerConfig {
     /// Longest ttl the application may ask for; at most the acceptors'
     /// `max_ttl`.
     pub max_ttl: Millis,
-    /// How long one phase of an attempt first waits for a majority; the
-    /// wait doubles after each phase that ran out of time (up to
-    /// [`MAX_ROUND_DOUBLINGS`] times).
+    /// How long one phase of an attempt waits for a majority at least; the
+    /// proposer waits longer for acceptors it learned are slow (see the
+    /// module docs), up to [`MAX_ROUND_TIMEOUT_FACTOR`] times this.
     pub round_timeout: Millis,
     /// Base of the randomized backoff between attempts: a retry waits
-    /// between one and two times this.
+    /// between one and two times this, or the typical time the acceptors
+    /// take to answer if that is longer.
     pub retry_backoff: Millis,
     /// Bound on leases tracked at once (held or being acquired).
     pub max_leases: usize,
@@ -315,6 +317,8 @@ enum Phase {
 #[derive(Debug)]
 struct Attempt {
     ballot: Ballot,
+    /// When the current phase's messages went out.
+    phase_sent: Millis,
     deadline: Millis,
     phase: Phase,
     last_reject: Option<RejectReason>,
@@ -330,18 +334,9 @@ struct Slot {
     held: Option<Held>,
     attempt: Option<Attempt>,
     retry_at: Option<Millis>,
-    /// Phases of this request that ran out of time since it last
-    /// succeeded: each doubles the next phase's timeout.
-    timeouts: u32,
 }
 
 impl Slot {
-    /// How many times this request's round timeout and retry backoff are
-    /// doubled.
-    fn doublings(&self) -> u32 {
-        self.timeouts.min(MAX_ROUND_DOUBLINGS)
-    }
-
     /// When the request must be done: the end of the caller's wait, or of
     /// the validity of a lease being renewed.
     fn deadline(&self) -> Millis {
@@ -349,12 +344,12 @@ impl Slot {
     }
 
     /// When a phase starting at `now` gives up waiting for a majority:
-    /// after `base` doubled once per phase that ran out of time, but no
-    /// later than the request's deadline unless that leaves less than
-    /// `base`.
-    fn phase_deadline(&self, now: Millis, base: Millis) -> Millis {
-        let doubled = now.saturating_add(Millis(base.0.saturating_mul(1 << self.doublings())));
-        doubled.min(self.deadline()).max(now.saturating_add(base))
+    /// after `timeout`, but no later than the request's deadline unless
+    /// that leaves less than `base`.
+    fn phase_deadline(&self, now: Millis, timeout: Millis, base: Millis) -> Millis {
+        now.saturating_add(timeout)
+            .min(self.deadline())
+            .max(now.saturating_add(base))
     }
 }
 
@@ -369,6 +364,7 @@ pub struct Proposer {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: ProposerStats,
+    pace: Pace,
 }
 
 impl Proposer {
@@ -390,6 +386,7 @@ impl Proposer {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: ProposerStats::default(),
+            pace: Pace::default(),
         })
     }
 
@@ -518,7 +515,6 @@ impl Proposer {
                 held: None,
                 attempt: None,
                 retry_at: None,
-                timeouts: 0,
             },
         );
         self.start_attempt(now, lease);
@@ -589,10 +585,8 @@ impl Proposer {
                 self.lose(id, held.token);
                 continue;
             }
-            if slot.attempt.as_ref().is_some_and(|a| now >= a.deadline) {
-                if let Some(slot) = self.leases.get_mut(&id) {
-                    slot.timeouts = slot.timeouts.saturating_add(1);
-                }
+            if let Some(attempt) = slot.attempt.as_ref().filter(|a| now >= a.deadline) {
+                self.pace.abandoned(attempt.ballot, attempt.phase_sent);
                 self.fail_attempt(now, id, DenyReason::NoQuorum);
                 continue;
             }
@@ -620,6 +614,7 @@ impl Proposer {
 
     fn start_attempt(&mut self, now: Millis, id: LeaseId) {
         let ballot = Ballot::new(self.round.saturating_add(1), self.config.id);
+        let timeout = self.round_timeout();
         let Some(slot) = self.leases.get_mut(&id) else {
             return;
         };
@@ -635,7 +630,8 @@ impl Proposer {
         self.stats.attempts += 1;
         slot.attempt = Some(Attempt {
             ballot,
-            deadline: slot.phase_deadline(now, self.config.round_timeout),
+            phase_sent: now,
+            deadline: slot.phase_deadline(now, timeout, self.config.round_timeout),
             phase: Phase::Prepare {
                 tally: Tally::default(),
                 census: Census::default(),
@@ -680,10 +676,7 @@ impl Proposer {
     /// that would be too late (after `wait`, or after the validity of a
     /// lease being renewed).
     fn retry_or_give_up(&mut self, now: Millis, id: LeaseId, reason: DenyReason) {
-        let Some(doublings) = self.leases.get(&id).map(Slot::doublings) else {
-            return;
-        };
-        let next = now.saturating_add(self.backoff(doublings));
+        let next = now.saturating_add(self.backoff());
         let Some(slot) = self.leases.get_mut(&id) else {
             return;
         };
@@ -733,16 +726,14 @@ impl Proposer {
         }
     }
 
-    /// A random wait between one and two times the retry backoff, doubled
-    /// `doublings` times: retries against slow acceptors wait longer, so
-    /// that they do not preempt an attempt that is merely slow.
-    fn backoff(&mut self, doublings: u32) -> Millis {
-        let base = self
-            .config
-            .retry_backoff
-            .0
-            .max(1)
-            .saturating_mul(1 << doublings);
+    /// The learned round timeout.
+    fn round_timeout(&self) -> Millis {
+        self.pace.round_timeout(self.config.round_timeout)
+    }
+
+    /// A random wait between one and two times the learned retry backoff.
+    fn backoff(&mut self) -> Millis {
+        let base = self.pace.retry_backoff(self.config.retry_backoff).0.max(1);
         Millis(base.saturating_add(self.rng.random_range(0..base)))
     }
 
@@ -771,7 +762,10 @@ impl Proposer {
             self.round = self.round.max(promised.round());
         }
         let Some(&id) = self.by_ballot.get(&ballot) else {
-            return Ok(()); // an answer to an attempt that is over
+            // An answer to an attempt that is over: perhaps one abandoned
+            // because the acceptors are slower than we thought.
+            self.pace.late_answer(ballot, now);
+            return Ok(());
         };
         let Some(slot) = self.leases.get(&id) else {
             return Ok(());
@@ -795,10 +789,11 @@ impl Proposer {
     fn on_promise(&mut self, now: Millis, id: LeaseId, from: NodeId, holders: &[HolderInfo]) {
         let me = self.holder(id);
         let quorum = &self.config.acceptors;
+        let (timeout, base) = (self.round_timeout(), self.config.round_timeout);
         let Some(slot) = self.leases.get_mut(&id) else {
             return;
         };
-        let deadline = slot.phase_deadline(now, self.config.round_timeout);
+        let deadline = slot.phase_deadline(now, timeout, base);
         let Some(attempt) = slot.attempt.as_mut() else {
             return;
         };
@@ -811,6 +806,7 @@ impl Proposer {
         if !tally.has_majority(quorum) {
             return;
         }
+        self.pace.answered(now.saturating_sub(attempt.phase_sent));
         if !census.admits(slot.permits) {
             self.fail_attempt(now, id, DenyReason::Busy);
             return;
@@ -822,6 +818,7 @@ impl Proposer {
             sent: now,
             token,
         };
+        attempt.phase_sent = now;
         attempt.deadline = deadline;
         let message = Message::Propose {
             resource: slot.resource.clone(),
@@ -851,10 +848,11 @@ impl Proposer {
             return;
         }
         let valid_until = sent.saturating_add(drift.local_validity(slot.ttl));
+        let took = now.saturating_sub(*sent);
         let token = *token;
         let ballot = attempt.ballot;
         slot.attempt = None;
-        slot.timeouts = 0;
+        self.pace.answered(took);
         self.by_ballot.remove(&ballot);
         match &mut slot.held {
             Some(held) => {

@@ -106,6 +106,17 @@ fn acceptor_crashes_with_slow_fsync_200_seeds() {
 }
 
 #[test]
+fn acceptors_slower_than_the_round_timeout_200_seeds() {
+    let reports = run_seeds("slow-disk", Scenario::slow_disk);
+    let idle: Vec<u64> = (0..SEEDS)
+        .zip(&reports)
+        .filter(|(_, r)| r.grants.is_empty())
+        .map(|(seed, _)| seed)
+        .collect();
+    assert!(idle.is_empty(), "no lease granted for seeds {idle:?}");
+}
+
+#[test]
 fn minority_side_never_acquires() {
     let started = Instant::now();
     let mut reports = Vec::new();

@@ -70,8 +70,8 @@ pub struct Scenario {
     pub renew_ttl_ms: (u64, u64),
     /// A holder renews when this much of its validity is left.
     pub renew_lead_ms: (u64, u64),
-    /// How long an fsync takes, at most.
-    pub fsync_max_us: u64,
+    /// How long an fsync takes (range).
+    pub fsync_us: (u64, u64),
     /// Time between crashes, and downtime.
     pub crash_every_ms: (u64, u64),
     pub down_ms: (u64, u64),
@@ -110,7 +110,7 @@ impl Scenario {
             retry_backoff_ms: 20,
             renew_ttl_ms: (150, 600),
             renew_lead_ms: (50, 200),
-            fsync_max_us: MS,
+            fsync_us: (0, MS),
             crash_every_ms: (1_000, 3_000),
             down_ms: (50, 1_500),
         }
@@ -159,11 +159,31 @@ impl Scenario {
             delay_us: (100, 5 * MS),
             round_timeout_ms: 20,
             retry_backoff_ms: 5,
-            fsync_max_us: 20 * MS,
+            fsync_us: (0, 20 * MS),
             crash_every_ms: (50, 400),
             down_ms: (5, 100),
             partitions: false,
             duration_ms: 4_000,
+            ..Scenario::mutex(seed)
+        }
+    }
+
+    /// Every acceptor fsync takes two to four round timeouts; no crashes or
+    /// partitions. A proposer with a fixed round timeout never sees a
+    /// promise in time here.
+    pub fn slow_disk(seed: u64) -> Scenario {
+        Scenario {
+            partitions: false,
+            acceptor_crashes: false,
+            proposer_crashes: false,
+            loss: 0.02,
+            duplicate: 0.02,
+            ttl_ms: (800, 1_500),
+            renew_ttl_ms: (800, 1_500),
+            renew_lead_ms: (400, 600),
+            max_ttl_ms: 1_500,
+            fsync_us: (120 * MS, 240 * MS),
+            duration_ms: 10_000,
             ..Scenario::mutex(seed)
         }
     }
@@ -771,7 +791,8 @@ impl Sim {
             }
         }
         for p in persists {
-            let at = self.now + self.rng.random_range(0..=self.sc.fsync_max_us);
+            let (fastest, slowest) = self.sc.fsync_us;
+            let at = self.now + self.rng.random_range(fastest..=slowest);
             self.push(
                 at,
                 Ev::Durable {
