@@ -60,7 +60,7 @@ fn runs(log: &Path) -> Vec<(u128, u128, u64)> {
 /// its run in `log`, and checks that the runs did not overlap and that the
 /// tokens increase in run order.
 fn serialized_locks(through: &[&NodeProcess], log: &Path) {
-    // Longer than half the ttl, so each holder renews at least once.
+    // Longer than half the ttl (2 s), so each holder renews at least once.
     let script = format!(
         "s=$(date +%s%N); sleep 1.3; e=$(date +%s%N); echo \"$s $e $CONCORD_FENCING_TOKEN\" >> {}",
         log.display()

@@ -582,7 +582,8 @@ async fn watch(
 
 /// Holds a lease for a `lock` client until it hangs up (see
 /// [`control`]): takes it (giving up if the client leaves while waiting),
-/// renews it every half ttl, releases it.
+/// renews it each time half of its remaining validity has passed, releases
+/// it.
 async fn lock(
     server: &Server,
     space: &str,
@@ -620,8 +621,10 @@ async fn lock(
         Err(e) => Err(e.into()),
     };
     if announced.is_ok() {
-        let period = (ttl / 2).max(Duration::from_millis(1));
         loop {
+            // Half of what is left, not half the ttl: taking or renewing
+            // the lease may have used up a good part of the ttl already.
+            let period = (held.valid_for() / 2).max(Duration::from_millis(1));
             tokio::select! {
                 () = tokio::time::sleep(period) => {
                     if let Err(e) = held.renew().await {

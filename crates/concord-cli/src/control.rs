@@ -7,10 +7,11 @@
 //! [`Reply`] acknowledging the subscription and then streams one [`Reply`]
 //! per [`WatchItem`] until either side hangs up; and `lock`, which answers
 //! with a [`LockGranted`] once the lease is held, keeps it (renewing it
-//! every half ttl) until the client shuts down its writing side, then
-//! releases it and answers with a [`LockReleased`]. If the lease is lost
-//! meanwhile, the node sends a [`Reply::Error`] instead and closes. A client
-//! that disappears releases its lock the same way.
+//! whenever half of its remaining validity has passed) until the client
+//! shuts down its writing side, then releases it and answers with a
+//! [`LockReleased`]. If the lease is lost meanwhile, the node sends a
+//! [`Reply::Error`] instead and closes. A client that disappears releases
+//! its lock the same way.
 //!
 //! This module owns the wire format and the socket's location only; it never
 //! touches a node, a replica or the terminal.
@@ -65,7 +66,8 @@ pub enum Request {
         space: String,
         /// The resource name.
         resource: String,
-        /// The lease's time to live in milliseconds (renewed every half).
+        /// The lease's time to live in milliseconds (renewed whenever half
+        /// of its remaining validity has passed).
         ttl_ms: u64,
     },
     /// Describe the node and one or all of its open spaces.

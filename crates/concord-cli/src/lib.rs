@@ -94,7 +94,8 @@ enum Command {
         space: String,
         /// The resource to lock, e.g. `github.main`.
         resource: String,
-        /// The lease's time to live; it is renewed every half ttl while CMD runs.
+        /// The lease's time to live; while CMD runs it is renewed whenever
+        /// half of its remaining validity has passed.
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         ttl: u64,
         /// The command and its arguments (after `--`).

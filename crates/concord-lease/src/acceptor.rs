@@ -61,6 +61,14 @@
 //! exclusion then holds; but if a majority of acceptors lose their disks,
 //! tokens may repeat or go backwards.
 //!
+//! # Refusing a full resource
+//!
+//! A `Prepare` for a resource whose permits are all held by other nodes is
+//! refused with [`RejectReason::Full`] (the proposer reports it as busy)
+//! instead of promised. Refusing is always safe; it spares a write, and a
+//! waiter polling a held lock no longer outranks, with each poll, the
+//! ballot of the holder's renewal. The holder's own node is still promised.
+//!
 //! Acceptors need no timers: expiry is evaluated lazily against the `now`
 //! of each input.
 
@@ -417,6 +425,12 @@ impl Acceptor {
             if !set.limit_matches(limit) {
                 return self.reject(from, resource, ballot, RejectReason::LimitMismatch);
             }
+            if set.is_full_for(from) {
+                // Every permit is held by other nodes. Refusing without a
+                // promise costs no write and leaves the holders' renewals
+                // undisturbed; a promise here would outrank them.
+                return self.reject(from, resource, ballot, RejectReason::Full);
+            }
         }
         if !self.make_room(now, &resource) {
             return self.reject(from, resource, ballot, RejectReason::TooManyResources);
@@ -647,6 +661,52 @@ mod tests {
         // Accepted at 1 for 100ms: live until 101 (exclusive).
         assert_eq!(a.holders(Millis(100), &res("r")), vec![info]);
         assert_eq!(a.holders(Millis(101), &res("r")), vec![]);
+    }
+
+    #[test]
+    fn a_full_resource_refuses_other_nodes_without_a_promise() {
+        let mut a = acceptor();
+        a.handle_input(Millis(0), propose("r", b(1), 7, 100, Permits::MUTEX))
+            .unwrap();
+        flush(&mut a, Millis(0));
+        let q = NodeId(9);
+        let from_q = |round| AcceptorInput::Message {
+            from: q,
+            message: Message::Prepare {
+                resource: res("r"),
+                ballot: Ballot::new(round, q).unwrap(),
+                limit: Permits::MUTEX,
+            },
+        };
+        a.handle_input(Millis(10), from_q(5)).unwrap();
+        assert!(a.poll_persist().is_none(), "no promise, no write");
+        let refusal = a.poll_transmit().unwrap();
+        assert_eq!(refusal.to, q);
+        assert!(matches!(
+            refusal.message,
+            Message::Reject {
+                reason: RejectReason::Full,
+                ..
+            }
+        ));
+        assert_eq!(a.state().promised(&res("r")), b(1));
+        // The holder's node still gets its promise (to renew).
+        a.handle_input(Millis(20), prepare("r", b(6), Permits::MUTEX))
+            .unwrap();
+        assert!(matches!(
+            flush(&mut a, Millis(20))[..],
+            [Message::Promise { .. }]
+        ));
+        // Once the grant ended, so does the refusal.
+        a.handle_input(Millis(101), from_q(7)).unwrap();
+        while let Some(p) = a.poll_persist() {
+            let persisted = AcceptorInput::Persisted { version: p.version };
+            a.handle_input(Millis(101), persisted).unwrap();
+        }
+        assert!(matches!(
+            a.poll_transmit().map(|t| t.message),
+            Some(Message::Promise { .. })
+        ));
     }
 
     #[test]

@@ -218,6 +218,16 @@ pub enum DenyReason {
     RoundsExhausted,
 }
 
+/// Why an attempt failed when acceptors refused it for `reason`: acceptors
+/// whose permits are all held by others refuse as [`RejectReason::Full`],
+/// which means [`DenyReason::Busy`].
+fn refused(reason: RejectReason) -> DenyReason {
+    match reason {
+        RejectReason::Full => DenyReason::Busy,
+        other => DenyReason::Rejected(other),
+    }
+}
+
 /// What happened to a lease, from [`Proposer::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -663,7 +673,7 @@ impl Proposer {
             _ => None,
         };
         let reason = match (reason, attempt.last_reject) {
-            (DenyReason::NoQuorum, Some(r)) => DenyReason::Rejected(r),
+            (DenyReason::NoQuorum, Some(r)) => refused(r),
             (reason, _) => reason,
         };
         if let Some(token) = cleanup {
@@ -910,7 +920,7 @@ impl Proposer {
         };
         tally.no(from);
         if tally.is_lost(quorum) {
-            self.fail_attempt(now, id, DenyReason::Rejected(reason));
+            self.fail_attempt(now, id, refused(reason));
         }
     }
 

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ballot::FencingToken;
 use crate::error::LeaseError;
-use crate::ids::Holder;
+use crate::ids::{Holder, NodeId};
 use crate::messages::{HolderInfo, RejectReason};
 use crate::time::Millis;
 
@@ -171,6 +171,13 @@ impl HolderSet {
     /// is empty or already uses that count.
     pub fn limit_matches(&self, limit: Permits) -> bool {
         self.entries.is_empty() || self.limit == limit
+    }
+
+    /// Whether every permit is held and none by `node`: a new holder on
+    /// another node cannot get in before one of them ends.
+    pub fn is_full_for(&self, node: NodeId) -> bool {
+        self.entries.len() >= self.limit.as_usize()
+            && self.entries.iter().all(|e| e.holder.node != node)
     }
 
     /// Grants `holder` with `token` until `now + ttl`.

@@ -287,6 +287,37 @@ impl HeldLock {
         Duration::from_millis(self.ttl.0)
     }
 
+    /// How long the lease is still valid, on this node's clock: zero once
+    /// it ended. Less than the ttl right after taking or renewing it, by
+    /// the time the lease service took to answer and the drift allowance.
+    /// Renew well before it runs out, for example when half of it is gone.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let mut lock = node.lock(&space, "prod-db", Duration::from_secs(10)).await?;
+    /// assert!(lock.valid_for() > Duration::ZERO);
+    /// assert!(lock.valid_for() <= lock.ttl());
+    /// tokio::time::sleep(lock.valid_for() / 2).await; // ... work ...
+    /// lock.renew().await?;
+    /// lock.release().await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub fn valid_for(&self) -> Duration {
+        let left = self.lease.expires.saturating_sub(self.backend.now());
+        Duration::from_millis(left.0)
+    }
+
     /// Extends the lease by its ttl from now, keeping the token.
     ///
     /// # Errors
