@@ -623,6 +623,11 @@ impl Proposer {
     }
 
     fn start_attempt(&mut self, now: Millis, id: LeaseId) {
+        if self.own_attempt_under_way(id) {
+            // Its higher ballot would only preempt our own attempt.
+            self.retry_or_give_up(now, id, DenyReason::Busy);
+            return;
+        }
         let ballot = Ballot::new(self.round.saturating_add(1), self.config.id);
         let timeout = self.round_timeout();
         let Some(slot) = self.leases.get_mut(&id) else {
@@ -655,6 +660,19 @@ impl Proposer {
         };
         self.by_ballot.insert(ballot, id);
         self.broadcast(&message);
+    }
+
+    /// Whether `id` is a fresh acquisition and another request of this
+    /// proposer for the same resource has an attempt under way. Such an
+    /// acquisition waits: a renewal must not be preempted by its own
+    /// node's next request (and a renewal itself never waits).
+    fn own_attempt_under_way(&self, id: LeaseId) -> bool {
+        let Some(slot) = self.leases.get(&id).filter(|s| s.held.is_none()) else {
+            return false;
+        };
+        self.leases
+            .iter()
+            .any(|(other, s)| *other != id && s.resource == slot.resource && s.attempt.is_some())
     }
 
     /// Ends the current attempt of `id` and schedules a retry or gives up.

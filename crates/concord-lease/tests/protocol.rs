@@ -316,6 +316,50 @@ fn the_learned_round_timeout_has_a_ceiling() {
 }
 
 #[test]
+fn a_proposer_does_not_preempt_its_own_renewal() {
+    let mut net = Net::new(3, 1);
+    net.acquire(0, 1, "r", 1_000, 1, 0);
+    assert!(acquired(&net.take_events(), 0).is_some());
+    // The renewal's messages are held up: its attempt stays under way.
+    net.isolate(0, &[0, 1, 2]);
+    net.input(
+        0,
+        Input::Renew {
+            lease: LeaseId(1),
+            ttl: Millis(1_000),
+        },
+    );
+    let attempts = net.proposers[0].stats().attempts;
+    net.acquire(0, 2, "r", 1_000, 1, 0);
+    assert_eq!(net.proposers[0].stats().attempts, attempts, "no ballot");
+    let events = net.take_events();
+    assert!(
+        events.iter().any(|(_, e)| matches!(
+            e,
+            Event::Denied {
+                lease: LeaseId(2),
+                reason: DenyReason::Busy,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    net.heal();
+    net.advance(200);
+    let events = net.take_events();
+    assert!(
+        events.iter().any(|(_, e)| matches!(
+            e,
+            Event::Renewed {
+                lease: LeaseId(1),
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
+
+#[test]
 fn renewal_keeps_the_token_and_extends_validity() {
     let mut net = Net::new(3, 2);
     net.acquire(0, 1, "r", 1_000, 1, 0);
@@ -671,7 +715,7 @@ fn lease_and_outbox_bounds_are_enforced() {
             Millis(0),
             Input::Acquire {
                 lease: LeaseId(lease),
-                resource: r("r"),
+                resource: r(&format!("r{lease}")),
                 ttl: Millis(100),
                 permits: Permits::MUTEX,
                 wait: Millis(0),
