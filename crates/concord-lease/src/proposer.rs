@@ -54,7 +54,7 @@
 //! acceptors take to answer, late answers to abandoned phases included:
 //! never below [`ProposerConfig::round_timeout`] and
 //! [`ProposerConfig::retry_backoff`], and never above
-//! [`MAX_ROUND_TIMEOUT_FACTOR`] times the configured round timeout. A
+//! [`MAX_ROUND_TIMEOUT_FACTOR`](crate::MAX_ROUND_TIMEOUT_FACTOR) times the configured round timeout. A
 //! phase never waits past the end of its request (the caller's wait, or
 //! the validity of a lease being renewed) unless that leaves less than the
 //! configured round timeout. A node on the minority side of a partition
@@ -86,8 +86,6 @@ use crate::ballot::{Ballot, FencingToken};
 use crate::error::LeaseError;
 use crate::ids::{Holder, LeaseId, NodeId};
 use crate::messages::{HolderInfo, Message, RejectReason, Transmit};
-#[cfg(doc)]
-use crate::pace::MAX_ROUND_TIMEOUT_FACTOR;
 use crate::pace::Pace;
 use crate::quorum::{Quorum, Tally};
 use crate::resource::Resource;
@@ -119,7 +117,7 @@ pub struct ProposerConfig {
     pub max_ttl: Millis,
     /// How long one phase of an attempt waits for a majority at least; the
     /// proposer waits longer for acceptors it learned are slow (see the
-    /// module docs), up to [`MAX_ROUND_TIMEOUT_FACTOR`] times this.
+    /// module docs), up to [`MAX_ROUND_TIMEOUT_FACTOR`](crate::MAX_ROUND_TIMEOUT_FACTOR) times this.
     pub round_timeout: Millis,
     /// Base of the randomized backoff between attempts: a retry waits
     /// between one and two times this, or the typical time the acceptors
@@ -313,21 +311,15 @@ struct Held {
 
 #[derive(Debug)]
 enum Phase {
-    Prepare {
-        tally: Tally,
-        census: Census,
-    },
-    Propose {
-        tally: Tally,
-        sent: Millis,
-        token: FencingToken,
-    },
+    Prepare { tally: Tally, census: Census },
+    Propose { tally: Tally, token: FencingToken },
 }
 
 #[derive(Debug)]
 struct Attempt {
     ballot: Ballot,
-    /// When the current phase's messages went out.
+    /// When the current phase's messages went out: in the propose phase,
+    /// the `sent` from which a granted lease's validity counts.
     phase_sent: Millis,
     deadline: Millis,
     phase: Phase,
@@ -843,7 +835,6 @@ impl Proposer {
         let token = slot.held.map_or(ballot.token(), |h| h.token);
         attempt.phase = Phase::Propose {
             tally: Tally::default(),
-            sent: now,
             token,
         };
         attempt.phase_sent = now;
@@ -868,7 +859,8 @@ impl Proposer {
         let Some(attempt) = slot.attempt.as_mut() else {
             return;
         };
-        let Phase::Propose { tally, sent, token } = &mut attempt.phase else {
+        let sent = attempt.phase_sent;
+        let Phase::Propose { tally, token } = &mut attempt.phase else {
             return; // cannot happen for an honest acceptor; ignore
         };
         tally.yes(from);
@@ -876,7 +868,7 @@ impl Proposer {
             return;
         }
         let valid_until = sent.saturating_add(drift.local_validity(slot.ttl));
-        let took = now.saturating_sub(*sent);
+        let took = now.saturating_sub(sent);
         let token = *token;
         let ballot = attempt.ballot;
         slot.attempt = None;
