@@ -71,6 +71,10 @@ pub enum StateError {
     /// The subscription id is not (or no longer) registered.
     #[error("unknown subscription {0}")]
     UnknownSubscription(u64),
+    /// An epoch announcement or snapshot is malformed or contradicts what
+    /// the replica holds; nothing changed.
+    #[error("invalid epoch: {0}")]
+    InvalidEpoch(String),
     /// The stored document is not a Concord space (missing channel families).
     #[error("document is not a concord space: {0}")]
     NotASpace(String),

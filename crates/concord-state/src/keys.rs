@@ -29,8 +29,25 @@ use serde_json::Value;
 
 use crate::{ChannelSpec, Hlc};
 
-/// The actor id of the genesis change shared by every space.
+/// The actor id of the genesis change shared by every space (and of an
+/// epoch's first document, see [`crate::epoch::genesis`]).
 pub(crate) const GENESIS_ACTOR: [u8; 16] = *b"concord-genesis\0";
+
+/// What every genesis actor starts with; its last byte tells them apart.
+pub(crate) const GENESIS_PREFIX: &[u8] = b"concord-genesis";
+
+/// Most concurrent writes beyond the first that an epoch's first document
+/// carries at one key: one genesis actor each (last byte 1..=255).
+pub(crate) const MAX_CONCURRENT_WRITES: usize = 255;
+
+/// The genesis actor carrying the `rank`-th extra concurrent writes
+/// (`1..=MAX_CONCURRENT_WRITES`).
+pub(crate) fn extra_genesis_actor(rank: usize) -> automerge::ActorId {
+    debug_assert!((1..=MAX_CONCURRENT_WRITES).contains(&rank));
+    let mut bytes = GENESIS_ACTOR;
+    bytes[GENESIS_ACTOR.len() - 1] = u8::try_from(rank).unwrap_or(u8::MAX);
+    automerge::ActorId::from(&bytes[..])
+}
 
 /// Bucket maps per family. Part of the document layout: every replica of
 /// a space must use the same number.
@@ -121,6 +138,10 @@ pub(crate) struct Envelope {
     /// For `reject` channels: the value the writer saw before this write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p: Option<Value>,
+    /// For a write an epoch's first document carries: the change that made
+    /// it, `<actor hex>:<seq>` (see [`crate::epoch::origin`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub o: Option<String>,
 }
 
 impl Envelope {
@@ -129,6 +150,11 @@ impl Envelope {
             wall: self.t,
             logical: self.l,
         }
+    }
+
+    /// The writer's actor, hex: from the origin of a carried write.
+    pub(crate) fn origin_actor(&self) -> Option<&str> {
+        self.o.as_deref()?.split_once(':').map(|(actor, _)| actor)
     }
 
     pub(crate) fn expired(&self, now_ms: u64) -> bool {

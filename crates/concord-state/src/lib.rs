@@ -28,6 +28,7 @@
 
 mod channel;
 mod clock;
+pub mod epoch;
 mod error;
 mod hlc;
 mod keys;
@@ -40,13 +41,14 @@ mod subscription;
 pub use automerge::{ActorId, ChangeHash};
 pub use channel::{ChannelKind, ChannelSpec, Policy};
 pub use clock::{Causality, VectorClock};
+pub use epoch::{EpochConfig, EpochId};
 pub use error::StateError;
 pub use hlc::{Hlc, HlcClock};
 pub use path::{ChannelPath, Family};
 pub use path::{IntoChannelPath, MAX_CHANNEL_NAME_BYTES};
 pub use policy::{Candidate, Conflict, MergeFn};
 pub use replica::{
-    ApplyOutcome, CompactReport, FlushOutcome, HistoryEntry, MAX_LIVE_REGISTER_BYTES,
+    Adoption, ApplyOutcome, CompactReport, EpochAnnounce, EpochInfo, FlushOutcome, HistoryEntry, MAX_LIVE_REGISTER_BYTES,
     MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_VALUE_BYTES, Millis, PendingFlush, Replica,
     ReplicaConfig, Stats, SyncPolicy, WriteReceipt,
 };

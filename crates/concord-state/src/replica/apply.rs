@@ -10,6 +10,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Change, PatchLog, ReadDoc};
 use tracing::{debug, trace, warn};
 
+use super::doc::is_genesis_actor;
 use super::{Millis, Replica};
 use crate::subscription::{Event, EventPosition, Origin};
 use crate::{Hlc, StateError, VectorClock};
@@ -70,7 +71,8 @@ impl Replica {
         }
         let mut outcome = ApplyOutcome::default();
         for change in parsed {
-            if self.clock.contains(change.actor_id(), change.seq())
+            if self.known.contains(&change.hash())
+                || self.clock.contains(change.actor_id(), self.logical_seq(&change))
                 || self.pending.iter().any(|p| p.hash() == change.hash())
             {
                 outcome.duplicates += 1;
@@ -93,10 +95,17 @@ impl Replica {
         Ok(outcome)
     }
 
-    /// Whether `change` is the next of its actor and all its dependencies are held.
+    /// Whether `change` is the next of its actor and all its dependencies are
+    /// held. Of the epoch's first document a change may only depend on its
+    /// seal: anything else belongs to another epoch (whose changes also start
+    /// from the same first genesis change) and must never apply here.
     fn is_ready(&self, change: &Change) -> bool {
-        self.clock.get(change.actor_id()) + 1 == change.seq()
-            && change.deps().iter().all(|d| self.known.contains(d))
+        self.clock.get(change.actor_id()) + 1 == self.logical_seq(change)
+            && !is_genesis_actor(change.actor_id())
+            && change.deps().iter().all(|d| {
+                self.known.contains(d)
+                    && (d == &self.epoch.id.0 || !self.epoch.genesis.contains(d))
+            })
     }
 
     /// Applies every queued change whose dependencies are now held,
@@ -110,7 +119,7 @@ impl Replica {
             let mut i = 0;
             while i < self.pending.len() {
                 let c = &self.pending[i];
-                if self.clock.contains(c.actor_id(), c.seq()) {
+                if self.clock.contains(c.actor_id(), self.logical_seq(c)) {
                     self.pending.swap_remove(i);
                 } else if self.is_ready(c) {
                     let change = self.pending.swap_remove(i);
@@ -133,11 +142,13 @@ impl Replica {
         let hlc = change.message().and_then(Hlc::parse);
         let position = EventPosition {
             actor: change.actor_id().clone(),
-            seq: change.seq(),
+            seq: self.logical_seq(&change),
             change: change.hash(),
             hlc,
         };
-        let decoded = self.subs.any().then(|| change.decode());
+        let decoded = change.decode();
+        let buckets = self.layout.buckets_written(&decoded);
+        let decoded = self.subs.any().then_some(decoded);
         // A change that only writes registers with cached live writes: its
         // events are known now, and go out before automerge applies it.
         if let Some(plan) = decoded
@@ -162,7 +173,7 @@ impl Replica {
                 self.live.clear();
                 return Err(error.into());
             }
-            self.observe_remote(&change, hlc)?;
+            self.observe_remote(&change, hlc, &buckets)?;
             self.plan_applied(plan);
             return Ok(true);
         }
@@ -178,7 +189,7 @@ impl Replica {
         };
         let old = self.slot_values(&touched, None)?;
         self.doc.apply_changes([change.clone()])?;
-        self.observe_remote(&change, hlc)?;
+        self.observe_remote(&change, hlc, &buckets)?;
         self.cache.clear();
         self.live.clear();
         if !touched.is_empty() {
@@ -192,11 +203,16 @@ impl Replica {
     }
 
     /// Bookkeeping for a remote change automerge just applied.
-    fn observe_remote(&mut self, change: &Change, hlc: Option<Hlc>) -> Result<(), StateError> {
+    fn observe_remote(
+        &mut self,
+        change: &Change,
+        hlc: Option<Hlc>,
+        buckets: &[automerge::ObjId],
+    ) -> Result<(), StateError> {
         if let Some(h) = hlc {
             self.hlc.observe(h);
         }
-        self.record_change(change, false).map(|_| ())
+        self.record_change(change, false, buckets).map(|_| ())
     }
 
     /// Every held change not covered by `clock` — exactly what a peer at
@@ -243,7 +259,8 @@ impl Replica {
                 .map(|(_, bytes)| bytes.clone())
                 .collect();
         }
-        let skip = usize::try_from(seq).unwrap_or(usize::MAX);
+        let base = self.epoch.base.get(&self.actor);
+        let skip = usize::try_from(seq.saturating_sub(base)).unwrap_or(usize::MAX);
         self.chains
             .get(&self.actor)
             .map(|chain| {
@@ -260,7 +277,8 @@ impl Replica {
     pub(crate) fn changes_after(&self, clock: &VectorClock) -> Vec<Change> {
         let mut out: Vec<Change> = Vec::new();
         for (actor, chain) in &self.chains {
-            let have = usize::try_from(clock.get(actor)).unwrap_or(usize::MAX);
+            let have = clock.get(actor).saturating_sub(self.epoch.base.get(actor));
+            let have = usize::try_from(have).unwrap_or(usize::MAX);
             if have < chain.len() {
                 out.extend(
                     chain[have..]
@@ -304,7 +322,8 @@ impl Replica {
             if let Some(h) = change.message().and_then(Hlc::parse) {
                 self.hlc.observe(h);
             }
-            self.record_change(change, false)?;
+            let buckets = self.layout.buckets_written(&change.decode());
+            self.record_change(change, false, &buckets)?;
         }
         if !fresh.is_empty() {
             self.cache.clear();
@@ -314,7 +333,7 @@ impl Replica {
             let patches = self.doc.make_patches(&mut log);
             let position = EventPosition {
                 actor: last.actor_id().clone(),
-                seq: last.seq(),
+                seq: self.logical_seq(last),
                 change: last.hash(),
                 hlc: last.message().and_then(Hlc::parse),
             };

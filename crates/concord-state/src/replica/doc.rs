@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value, ValueRef, legacy};
 
-use crate::keys::{self, GENESIS_ACTOR};
+use crate::keys::{self, GENESIS_ACTOR, GENESIS_PREFIX};
 use crate::{ChannelPath, Family, StateError};
 
 /// The objects of a space's document: for each family, its
@@ -20,17 +20,20 @@ pub(crate) struct Layout {
     legacy_buckets: [Vec<Option<legacy::ObjectId>>; 4],
     family_of: HashMap<ObjId, Family>,
     legacy_family_of: HashMap<legacy::ObjectId, Family>,
+    legacy_obj: HashMap<legacy::ObjectId, ObjId>,
 }
 
 impl Layout {
     fn new(buckets: [Vec<ObjId>; 4]) -> Layout {
         let mut family_of = HashMap::new();
         let mut legacy_family_of = HashMap::new();
+        let mut legacy_obj = HashMap::new();
         for family in Family::ALL {
             for obj in &buckets[family as usize] {
                 family_of.insert(obj.clone(), family);
                 if let Some(id) = legacy_id(obj) {
-                    legacy_family_of.insert(id, family);
+                    legacy_family_of.insert(id.clone(), family);
+                    legacy_obj.insert(id, obj.clone());
                 }
             }
         }
@@ -42,7 +45,28 @@ impl Layout {
             legacy_buckets,
             family_of,
             legacy_family_of,
+            legacy_obj,
         }
+    }
+
+    /// The bucket map `obj` (an object id of a decoded change) names, if it
+    /// is one. Every epoch's first document creates the buckets with the
+    /// same ids, so this holds across epochs.
+    pub(crate) fn bucket_of_legacy(&self, obj: &legacy::ObjectId) -> Option<&ObjId> {
+        self.legacy_obj.get(obj)
+    }
+
+    /// The distinct bucket maps a decoded change writes.
+    pub(crate) fn buckets_written(&self, change: &automerge::ExpandedChange) -> Vec<ObjId> {
+        let mut out: Vec<ObjId> = Vec::new();
+        for op in &change.operations {
+            if let Some(obj) = self.bucket_of_legacy(&op.obj)
+                && !out.contains(obj)
+            {
+                out.push(obj.clone());
+            }
+        }
+        out
     }
 
     /// The map holding every key of the channel at `path`.
@@ -72,6 +96,13 @@ impl Layout {
     pub(crate) fn family_of_legacy(&self, obj: &legacy::ObjectId) -> Option<Family> {
         self.legacy_family_of.get(obj).copied()
     }
+}
+
+/// Whether `actor` is one of the fixed actors of an epoch's first document
+/// (see [`crate::epoch::genesis`]).
+pub(crate) fn is_genesis_actor(actor: &ActorId) -> bool {
+    let bytes = actor.to_bytes();
+    bytes.len() == GENESIS_ACTOR.len() && bytes.starts_with(GENESIS_PREFIX)
 }
 
 /// The object id as decoded changes spell it.

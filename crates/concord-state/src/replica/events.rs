@@ -87,7 +87,7 @@ impl Replica {
             };
             let position = EventPosition {
                 actor: change.actor_id().clone(),
-                seq: change.seq(),
+                seq: self.logical_seq(&change),
                 change: change.hash(),
                 hlc: change.message().and_then(Hlc::parse),
             };

@@ -7,14 +7,15 @@
 //! peers need goes out through [`Replica::changes_since`].
 
 mod apply;
-mod doc;
+pub(crate) mod doc;
+mod epoch;
 mod events;
 mod flush;
 mod live;
 mod read;
 mod write;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 #[cfg(test)]
 use automerge::sync;
@@ -23,9 +24,11 @@ use tracing::{debug, warn};
 
 use crate::storage::{Storage, TornTail};
 use crate::subscription::Subscriptions;
+use crate::epoch::EpochConfig;
 use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, StateError, VectorClock};
 
 pub use apply::ApplyOutcome;
+pub use epoch::{Adoption, EpochAnnounce, EpochInfo};
 pub use flush::{FlushOutcome, PendingFlush};
 pub use live::{MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS};
 pub use read::HistoryEntry;
@@ -89,6 +92,8 @@ pub struct ReplicaConfig {
     pub sync: SyncPolicy,
     /// Bound on changes waiting for their dependencies.
     pub max_pending_changes: usize,
+    /// When the replica cuts its epoch, and how many earlier ones it keeps.
+    pub epochs: EpochConfig,
 }
 
 impl Default for ReplicaConfig {
@@ -96,6 +101,7 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             sync: SyncPolicy::Always,
             max_pending_changes: MAX_PENDING_CHANGES,
+            epochs: EpochConfig::default(),
         }
     }
 }
@@ -116,8 +122,10 @@ pub struct WriteReceipt {
 /// Counters describing a replica.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Stats {
-    /// Changes held (sum of the vector clock).
+    /// Changes held (sum of the vector clock), the epoch's cut included.
     pub changes: u64,
+    /// Changes in the current epoch's document since its cut.
+    pub epoch_changes: u64,
     /// Bytes of snapshot plus log on storage.
     pub bytes_on_disk: u64,
     /// Declared channels.
@@ -137,6 +145,8 @@ pub struct Replica {
     space: String,
     doc: Automerge,
     layout: doc::Layout,
+    epoch: epoch::EpochState,
+    retained: VecDeque<epoch::Retained>,
     actor: ActorId,
     actor_hex: String,
     hlc: HlcClock,
@@ -173,8 +183,14 @@ impl std::fmt::Debug for Replica {
 impl Replica {
     /// An in-memory replica of `space` writing as `actor` (nothing is durable).
     pub fn new(space: &str, actor: ActorId) -> Replica {
+        Replica::with_config(space, actor, ReplicaConfig::default())
+    }
+
+    /// Like [`Replica::new`] with `config`.
+    pub fn with_config(space: &str, actor: ActorId, config: ReplicaConfig) -> Replica {
         let (doc, layout) = doc::genesis(actor.clone());
-        let mut r = Replica::from_parts(space, doc, layout, actor, None, ReplicaConfig::default());
+        let epoch = epoch::EpochState::first(&doc);
+        let mut r = Replica::from_parts(space, doc, layout, epoch, actor, None, config);
         r.reindex();
         r
     }
@@ -195,9 +211,9 @@ impl Replica {
         let _span = tracing::info_span!("replica_open", space).entered();
         let recovered = storage.load()?;
         let fresh = recovered.snapshot.is_none() && recovered.records.is_empty();
-        let mut doc = match &recovered.snapshot {
-            Some(bytes) => Automerge::load(bytes)?,
-            None => Automerge::new(),
+        let (mut doc, retained) = match &recovered.snapshot {
+            Some(bytes) => epoch::load_snapshot(bytes)?,
+            None => (Automerge::new(), VecDeque::new()),
         };
         let mut changes = Vec::with_capacity(recovered.records.len());
         for record in recovered.records {
@@ -215,6 +231,7 @@ impl Replica {
         }
         doc.set_actor(actor.clone());
         let layout = doc::layout(&doc)?;
+        let epoch = epoch::EpochState::of(&doc, 0)?;
         if let Some(t) = &recovered.torn_tail {
             warn!(
                 space,
@@ -223,7 +240,8 @@ impl Replica {
                 "dropped torn log tail"
             );
         }
-        let mut r = Replica::from_parts(space, doc, layout, actor, Some(storage), config);
+        let mut r = Replica::from_parts(space, doc, layout, epoch, actor, Some(storage), config);
+        r.retained = retained;
         r.recovered_torn_tail = recovered.torn_tail;
         r.reindex();
         r.durable_seq = r.clock.get(&r.actor);
@@ -235,6 +253,7 @@ impl Replica {
         space: &str,
         doc: Automerge,
         layout: doc::Layout,
+        epoch: epoch::EpochState,
         actor: ActorId,
         storage: Option<Box<dyn Storage>>,
         config: ReplicaConfig,
@@ -243,6 +262,8 @@ impl Replica {
             space: space.to_owned(),
             doc,
             layout,
+            epoch,
+            retained: VecDeque::new(),
             actor_hex: actor.to_hex_string(),
             actor,
             hlc: HlcClock::new(),
@@ -265,17 +286,24 @@ impl Replica {
         }
     }
 
-    /// Rebuilds the vector clock, change index and HLC from the document.
+    /// Rebuilds the vector clock, change index and HLC from the document
+    /// and its epoch's cut.
     fn reindex(&mut self) {
+        self.clock.merge(&self.epoch.base);
+        self.hlc.observe(self.epoch.base_hlc);
         let mut metas = self.doc.get_changes_meta(&[]);
         metas.sort_by_key(|m| m.seq);
         for m in metas {
-            self.clock.observe(&m.actor, m.seq);
+            self.known.insert(m.hash);
+            if self.epoch.genesis.contains(&m.hash) {
+                continue;
+            }
+            self.clock
+                .observe(&m.actor, self.epoch.logical(&m.actor, m.seq));
             self.chains
                 .entry(m.actor.clone().into_owned())
                 .or_default()
                 .push(m.hash);
-            self.known.insert(m.hash);
             if let Some(h) = m.message.as_deref().and_then(Hlc::parse) {
                 self.hlc.observe(h);
             }
@@ -345,6 +373,7 @@ impl Replica {
     pub fn stats(&self) -> Stats {
         Stats {
             changes: self.clock.total(),
+            epoch_changes: self.epoch.growth.changes,
             bytes_on_disk: self.storage.as_ref().map_or(0, |s| s.bytes_on_disk()),
             channels: self.channels().len(),
             subscribers: self.subs.len(),
@@ -361,16 +390,23 @@ impl Replica {
 
     /// Records a change now held by the document (local or remote) in the
     /// index and on storage. Returns whether it was already synced.
-    fn record_change(&mut self, change: &Change, local: bool) -> Result<bool, StateError> {
+    fn record_change(
+        &mut self,
+        change: &Change,
+        local: bool,
+        buckets: &[ObjId],
+    ) -> Result<bool, StateError> {
+        let seq = self.logical_seq(change);
         if local {
             if self.recent_local.len() >= RECENT_LOCAL_CHANGES {
                 self.recent_local.pop_front();
             }
             self.recent_local
-                .push_back((change.seq(), change.raw_bytes().to_vec()));
+                .push_back((seq, change.raw_bytes().to_vec()));
         }
+        self.grow(change, buckets);
         let actor = change.actor_id().clone();
-        self.clock.observe(&actor, change.seq());
+        self.clock.observe(&actor, seq);
         self.chains.entry(actor).or_default().push(change.hash());
         self.known.insert(change.hash());
         let Some(storage) = &mut self.storage else {
@@ -402,26 +438,38 @@ impl Replica {
 }
 
 impl Replica {
-    /// The hash of `actor`'s change number `seq`, if held.
+    /// The logical sequence number of a change of this epoch's document.
+    fn logical_seq(&self, change: &Change) -> u64 {
+        self.epoch.logical(change.actor_id(), change.seq())
+    }
+
+    /// The hash of `actor`'s change number `seq` in the current epoch's
+    /// document, if held there.
     pub fn change_hash(&self, actor: &ActorId, seq: u64) -> Option<ChangeHash> {
-        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
+        let first = self.epoch.base.get(actor) + 1;
+        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
         self.chains.get(actor)?.get(index).copied()
     }
 
-    /// The causal clock of a held change: everything it depends on, itself included.
+    /// The causal clock of a change of the current epoch: everything its
+    /// writer had seen, itself included (for a change written in this
+    /// epoch, the epoch's cut and its dependencies; for one carried over
+    /// from an earlier epoch, what its writer saw there).
     pub fn clock_of(&self, change: &ChangeHash) -> Option<VectorClock> {
         let mut clock = VectorClock::new();
         let mut stack = vec![*change];
         let mut seen = HashSet::new();
         while let Some(h) = stack.pop() {
-            if !seen.insert(h) {
+            if !seen.insert(h) || self.epoch.genesis.contains(&h) {
                 continue;
             }
             let meta = self.doc.get_change_meta_by_hash(&h)?;
-            if clock.contains(&meta.actor, meta.seq) {
+            if let Some(past) = crate::epoch::translate::decode_past(&meta.extra) {
+                clock.merge(&past);
                 continue;
             }
-            clock.observe(&meta.actor, meta.seq);
+            clock.merge(&self.epoch.base);
+            clock.observe(&meta.actor, self.epoch.logical(&meta.actor, meta.seq));
             stack.extend(meta.deps.iter().copied());
         }
         Some(clock)

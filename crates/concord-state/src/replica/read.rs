@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Replica;
-use super::doc::{as_str, ref_int, ref_str};
+use super::doc::{as_str, is_genesis_actor, ref_int, ref_str};
 use super::write::CONFLICTS_CHANNEL;
 use crate::keys::{self, Envelope, Slot};
 use crate::path::IntoChannelPath;
@@ -35,9 +35,13 @@ impl Replica {
         Ok(self.spec_of(&path.into_path()?))
     }
 
+    /// A channel's declaration. Concurrent declarations resolve to the
+    /// greatest (by kind, then policy), a function of the set of live
+    /// declarations alone, so the winner never depends on op ids (which an
+    /// epoch's first document does not keep).
     pub(crate) fn spec_of(&self, path: &ChannelPath) -> Option<ChannelSpec> {
-        let (v, _) = self.doc.get(self.channel_obj(path), path.name()).ok()??;
-        serde_json::from_str(as_str(&v)?).ok()
+        let all = self.doc.get_all(self.channel_obj(path), path.name()).ok()?;
+        resolve_spec(all.iter().filter_map(|(v, _)| as_str(v)))
     }
 
     /// Every declared channel with its declaration, in path order.
@@ -45,11 +49,10 @@ impl Replica {
         let mut out = Vec::new();
         for family in Family::ALL {
             for bucket in self.layout.family(family) {
-                for item in self.doc.map_range(bucket, ..) {
-                    if let (Some((name, Slot::Meta)), Some(s)) =
-                        (keys::parse_key(&item.key), ref_str(&item.value))
-                        && let (Ok(path), Ok(spec)) =
-                            (ChannelPath::new(family, name), serde_json::from_str(s))
+                for key in self.doc.keys(bucket) {
+                    if let Some((name, Slot::Meta)) = keys::parse_key(&key)
+                        && let Ok(path) = ChannelPath::new(family, name)
+                        && let Some(spec) = self.spec_of(&path)
                     {
                         out.push((path, spec));
                     }
@@ -135,52 +138,28 @@ impl Replica {
             .collect()
     }
 
-    /// Every write ever made to a channel that this replica holds, in causal
-    /// (then actor) order, including overwritten and expired ones.
+    /// Every write made to a channel that this replica holds, in causal
+    /// (then actor) order, including overwritten and expired ones: those of
+    /// the retained earlier epochs (see [`crate::EpochConfig::retain`]) and
+    /// of the current one, each write once.
     pub fn history(&self, path: impl IntoChannelPath) -> Result<Vec<HistoryEntry>, StateError> {
         let path = path.into_path()?;
         let Some(bucket) = super::doc::legacy_id(self.channel_obj(&path)) else {
             return Ok(Vec::new());
         };
-        let mut changes = self.doc.get_changes(&[]);
-        changes.sort_by_key(|c| c.start_op());
+        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for change in changes {
-            let hlc = change.message().and_then(Hlc::parse);
-            for op in change.decode().operations {
-                let legacy::Key::Map(key) = &op.key else {
-                    continue;
-                };
-                if op.obj != bucket {
-                    continue;
-                }
-                let Some((name, slot)) = keys::parse_key(key) else {
-                    continue;
-                };
-                if name != path.name() || slot == Slot::Meta {
+        for (base, doc) in self.epochs_held() {
+            let mut changes = doc.get_changes(&[]);
+            changes.sort_by_key(|c| c.start_op());
+            for change in changes {
+                let seq = base.get(change.actor_id()) + change.seq();
+                if is_genesis_actor(change.actor_id())
+                    || !seen.insert((change.actor_id().clone(), seq))
+                {
                     continue;
                 }
-                let value = match &op.action {
-                    legacy::OpType::Put(automerge::ScalarValue::Str(s)) => {
-                        serde_json::from_str::<Envelope>(s).ok().map(|e| e.v)
-                    }
-                    legacy::OpType::Put(automerge::ScalarValue::Int(i)) => Some((*i).into()),
-                    legacy::OpType::Put(automerge::ScalarValue::Boolean(b)) => Some((*b).into()),
-                    _ => None,
-                };
-                let key = match slot {
-                    Slot::Entry(id) | Slot::Member(id) | Slot::Contribution(id) => {
-                        Some(id.to_owned())
-                    }
-                    Slot::Meta | Slot::Register => None,
-                };
-                out.push(HistoryEntry {
-                    actor: change.actor_id().to_hex_string(),
-                    seq: change.seq(),
-                    hlc,
-                    key,
-                    value,
-                });
+                history_of(&change, seq, &bucket, &path, &mut out);
             }
         }
         Ok(out)
@@ -232,10 +211,15 @@ impl Replica {
                 if envelope.expired(self.now.0) {
                     return None;
                 }
+                // A carried write names its writer in its origin.
+                let actor = match envelope.origin_actor() {
+                    Some(origin) => origin.to_owned(),
+                    None => actor.map(policy::actor_hex).unwrap_or_default(),
+                };
                 Some(Candidate {
                     hlc: envelope.hlc(),
                     value: envelope.v,
-                    actor: actor.map(policy::actor_hex).unwrap_or_default(),
+                    actor,
                     previous: envelope.p,
                 })
             })
@@ -350,4 +334,58 @@ impl Replica {
             })
             .collect()
     }
+}
+
+/// Appends the writes `change` (logical number `seq`) made to the channel
+/// `path` in the bucket `bucket`.
+fn history_of(
+    change: &automerge::Change,
+    seq: u64,
+    bucket: &legacy::ObjectId,
+    path: &ChannelPath,
+    out: &mut Vec<HistoryEntry>,
+) {
+    let hlc = change.message().and_then(Hlc::parse);
+    for op in change.decode().operations {
+        let legacy::Key::Map(key) = &op.key else {
+            continue;
+        };
+        if &op.obj != bucket {
+            continue;
+        }
+        let Some((name, slot)) = keys::parse_key(key) else {
+            continue;
+        };
+        if name != path.name() || slot == Slot::Meta {
+            continue;
+        }
+        let value = match &op.action {
+            legacy::OpType::Put(automerge::ScalarValue::Str(s)) => {
+                serde_json::from_str::<Envelope>(s).ok().map(|e| e.v)
+            }
+            legacy::OpType::Put(automerge::ScalarValue::Int(i)) => Some((*i).into()),
+            legacy::OpType::Put(automerge::ScalarValue::Boolean(b)) => Some((*b).into()),
+            _ => None,
+        };
+        let key = match slot {
+            Slot::Entry(id) | Slot::Member(id) | Slot::Contribution(id) => Some(id.to_owned()),
+            Slot::Meta | Slot::Register => None,
+        };
+        out.push(HistoryEntry {
+            actor: change.actor_id().to_hex_string(),
+            seq,
+            hlc,
+            key,
+            value,
+        });
+    }
+}
+
+/// The winning declaration among live ones (see [`Replica::spec_of`]).
+pub(crate) fn resolve_spec<'a>(texts: impl Iterator<Item = &'a str>) -> Option<ChannelSpec> {
+    texts
+        .filter_map(|t| serde_json::from_str::<ChannelSpec>(t).ok())
+        .max_by(|a, b| {
+            (a.kind.as_str(), a.policy.to_string()).cmp(&(b.kind.as_str(), b.policy.to_string()))
+        })
 }

@@ -135,6 +135,7 @@ impl Replica {
             p: (spec.policy == Policy::Reject)
                 .then(|| old.clone())
                 .flatten(),
+            o: None,
         };
         let encoded = encode(&envelope)?;
         let key = keys::register_key(path.name());
@@ -220,6 +221,7 @@ impl Replica {
             l: hlc.logical,
             x: expires,
             p: None,
+            o: None,
         };
         let encoded = encode(&envelope)?;
         let id = keys::entry_id(hlc, &self.actor_hex);
@@ -346,11 +348,17 @@ impl Replica {
                 tx.delete(obj, key.as_str())?;
             }
             let hash = commit_tx(tx, now, hlc);
-            self.record_local_commit(hash, hlc)?;
+            let mut buckets: Vec<automerge::ObjId> = Vec::new();
+            for (obj, _) in &expired {
+                if !buckets.contains(obj) {
+                    buckets.push(obj.clone());
+                }
+            }
+            self.record_local_commit(hash, hlc, &buckets)?;
         }
         if self.storage.is_some() {
             self.flush()?;
-            let snapshot = self.doc.save();
+            let snapshot = self.snapshot_bytes();
             if let Some(storage) = &mut self.storage {
                 storage.compact(&snapshot)?;
                 report.bytes_after = storage.bytes_on_disk();
@@ -447,7 +455,7 @@ impl Replica {
         }
         ops(&mut tx, &fam)?;
         let hash = commit_tx(tx, now, hlc);
-        let receipt = self.record_local_commit(hash, hlc)?;
+        let receipt = self.record_local_commit(hash, hlc, &[fam])?;
         if let Some(spec) = declare {
             self.remember(path, spec.clone());
         }
@@ -459,14 +467,15 @@ impl Replica {
         &mut self,
         hash: Option<automerge::ChangeHash>,
         hlc: Hlc,
+        buckets: &[automerge::ObjId],
     ) -> Result<WriteReceipt, StateError> {
         let change = hash
             .and_then(|_| self.doc.get_last_local_change())
             .ok_or_else(|| StateError::InvalidChange("commit produced no change".into()))?;
-        let durable = self.record_change(&change, true)?;
+        let durable = self.record_change(&change, true, buckets)?;
         Ok(WriteReceipt {
             change: change.hash(),
-            seq: change.seq(),
+            seq: self.logical_seq(&change),
             hlc,
             durable,
         })
