@@ -48,6 +48,8 @@ pub struct Counters {
     pub writes: u64,
     /// Writes acknowledged durable.
     pub acked_writes: u64,
+    /// Epoch switches, over all nodes (own cuts and adopted ones).
+    pub epoch_switches: u64,
     /// Diameter of the gossip mesh (`None` if disconnected).
     pub mesh_diameter: Option<u32>,
     /// What the lease machines and their applications did.

@@ -537,6 +537,10 @@ impl Sim {
                 self.schedule(self.now + self.plan.heartbeat_ms, Event::Redial(id, p));
                 (p, "disconnect")
             }
+            SyncEvent::EpochSwitched { .. } => {
+                self.counters.epoch_switches += 1;
+                (id, "epoch")
+            }
         };
         self.trace.record(
             self.now,
@@ -923,6 +927,9 @@ fn frame_name(bytes: &[u8]) -> &'static str {
         Some(FrameKind::Digest) => "digest",
         Some(FrameKind::SyncMessage) => "sync",
         Some(FrameKind::Bye) => "bye",
+        Some(FrameKind::Epoch) => "epoch",
+        Some(FrameKind::SnapshotRequest) => "snapshot-request",
+        Some(FrameKind::Snapshot) => "snapshot",
         None => "unknown",
     }
 }

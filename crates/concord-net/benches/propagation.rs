@@ -104,6 +104,7 @@ async fn concord_rig() -> (ConcordRig, usize) {
             let _ = r;
             wire::Frame::Changes {
                 space: "bench".into(),
+                epoch: probe.epoch().id.0.0,
                 changes: change,
             }
             .encoded_len()

@@ -48,9 +48,9 @@ pub use path::{ChannelPath, Family};
 pub use path::{IntoChannelPath, MAX_CHANNEL_NAME_BYTES};
 pub use policy::{Candidate, Conflict, MergeFn};
 pub use replica::{
-    Adoption, ApplyOutcome, CompactReport, EpochAnnounce, EpochInfo, FlushOutcome, HistoryEntry, MAX_LIVE_REGISTER_BYTES,
-    MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_VALUE_BYTES, Millis, PendingFlush, Replica,
-    ReplicaConfig, Stats, SyncPolicy, WriteReceipt,
+    Adoption, ApplyOutcome, CompactReport, EpochAnnounce, EpochInfo, FlushOutcome, HistoryEntry,
+    MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_VALUE_BYTES, Millis,
+    PendingFlush, Replica, ReplicaConfig, Stats, SyncPolicy, WriteReceipt,
 };
 pub use subscription::{
     DEFAULT_SUBSCRIBER_CAPACITY, Delivery, Event, EventFilter, EventPosition, EventSink, Origin,

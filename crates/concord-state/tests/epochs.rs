@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use concord_state::{
-    Adoption, ActorId, ChannelSpec, Millis, Policy, Replica, ReplicaConfig, EpochConfig,
+    ActorId, Adoption, ChannelSpec, EpochConfig, Millis, Policy, Replica, ReplicaConfig,
 };
 use serde_json::{Value, json};
 
@@ -93,7 +93,11 @@ fn a_cut_keeps_what_readers_see_and_sheds_history() {
     let receipt = a.put(Millis(800), "observation/status", &"next").unwrap();
     assert_eq!(receipt.seq, clock.get(a.actor()) + 1);
     assert_eq!(a.cut_epoch(Millis(900)).unwrap().is_some(), true);
-    assert_eq!(a.cut_epoch(Millis(901)).unwrap(), None, "nothing since the cut");
+    assert_eq!(
+        a.cut_epoch(Millis(901)).unwrap(),
+        None,
+        "nothing since the cut"
+    );
     assert_eq!(a.get("observation/status").unwrap(), Some(json!("next")));
 }
 
@@ -133,7 +137,11 @@ fn writes_concurrent_with_a_cut_are_carried_over_once() {
     converge(&mut a, &mut c, 7);
     converge(&mut b, &mut c, 8);
     for r in [&a, &b, &c] {
-        assert_eq!(r.counter("observation/n").unwrap(), 111, "each increment once");
+        assert_eq!(
+            r.counter("observation/n").unwrap(),
+            111,
+            "each increment once"
+        );
         assert_eq!(r.get("intent/log").unwrap(), Some(json!(["b"])));
         assert_eq!(r.get("coordination/who").unwrap(), Some(json!(["b"])));
     }
@@ -143,10 +151,18 @@ fn writes_concurrent_with_a_cut_are_carried_over_once() {
 #[test]
 fn policies_keep_their_meaning_across_a_cut() {
     let (mut a, mut b) = (replica(1), replica(2));
-    a.declare(Millis(1), "coordination/leader", ChannelSpec::last_value(Policy::FirstWriteWins))
-        .unwrap();
-    a.declare(Millis(1), "intent/version", ChannelSpec::last_value(Policy::Reject))
-        .unwrap();
+    a.declare(
+        Millis(1),
+        "coordination/leader",
+        ChannelSpec::last_value(Policy::FirstWriteWins),
+    )
+    .unwrap();
+    a.declare(
+        Millis(1),
+        "intent/version",
+        ChannelSpec::last_value(Policy::Reject),
+    )
+    .unwrap();
     a.put(Millis(1), "intent/version", &"1.0").unwrap();
     converge(&mut a, &mut b, 2);
     // concurrent: a cuts after its writes, b writes later by the clock
@@ -158,14 +174,23 @@ fn policies_keep_their_meaning_across_a_cut() {
     b.put(Millis(20), "intent/version", &"2.0").unwrap();
     let mut reference = (replica(1), replica(2));
     // the same writes, never cut, for comparison
-    reference.0.apply_changes(Millis(30), a.changes_since(&Default::default())).unwrap();
-    reference.1.apply_changes(Millis(30), b.changes_since(&Default::default())).unwrap();
+    reference
+        .0
+        .apply_changes(Millis(30), a.changes_since(&Default::default()))
+        .unwrap();
+    reference
+        .1
+        .apply_changes(Millis(30), b.changes_since(&Default::default()))
+        .unwrap();
     converge(&mut reference.0, &mut reference.1, 30);
     a.cut_epoch(Millis(30)).unwrap().unwrap();
     converge(&mut a, &mut b, 31);
     assert_eq!(state(&a), state(&reference.0));
     assert_eq!(a.get("observation/lww").unwrap(), Some(json!("b-later")));
-    assert_eq!(a.get("coordination/leader").unwrap(), Some(json!("b-first")));
+    assert_eq!(
+        a.get("coordination/leader").unwrap(),
+        Some(json!("b-first"))
+    );
     let conflicts = a.conflicts();
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].candidates.len(), 2);
@@ -218,7 +243,11 @@ fn an_offline_writer_rejoins_across_three_cuts() {
     assert_eq!(state(&a), state(&b));
     assert_eq!(a.counter("observation/n").unwrap(), 33);
     assert_eq!(a.get("intent/offline").unwrap(), Some(json!([0, 1, 2])));
-    assert_eq!(a.get("observation/x").unwrap(), Some(json!(3)), "newer by HLC");
+    assert_eq!(
+        a.get("observation/x").unwrap(),
+        Some(json!(3)),
+        "newer by HLC"
+    );
 }
 
 mod model {
@@ -267,13 +296,21 @@ mod model {
     fn write(r: &mut Replica, op: &Op, now: u64) -> Option<String> {
         let now = Millis(now);
         let res = match op {
-            Op::Put(_, c, v) => r.put(now, format!("observation/r{c}").as_str(), v).map(|_| ()),
-            Op::Clear(_, c) => r.clear(now, format!("observation/r{c}").as_str()).map(|_| ()),
-            Op::Append(_, c, v) => r.append(now, format!("intent/t{c}").as_str(), v).map(|_| ()),
+            Op::Put(_, c, v) => r
+                .put(now, format!("observation/r{c}").as_str(), v)
+                .map(|_| ()),
+            Op::Clear(_, c) => r
+                .clear(now, format!("observation/r{c}").as_str())
+                .map(|_| ()),
+            Op::Append(_, c, v) => r
+                .append(now, format!("intent/t{c}").as_str(), v)
+                .map(|_| ()),
             Op::Increment(_, c, v) => r
                 .increment(now, format!("observation/n{c}").as_str(), *v)
                 .map(|_| ()),
-            Op::SetAdd(_, c, v) => r.set_add(now, format!("coordination/s{c}").as_str(), v).map(|_| ()),
+            Op::SetAdd(_, c, v) => r
+                .set_add(now, format!("coordination/s{c}").as_str(), v)
+                .map(|_| ()),
             Op::SetRemove(_, c, v) => r
                 .set_remove(now, format!("coordination/s{c}").as_str(), v)
                 .map(|_| ()),
@@ -283,8 +320,12 @@ mod model {
                     1 => Policy::FirstWriteWins,
                     _ => Policy::Reject,
                 };
-                r.declare(now, format!("observation/r{c}").as_str(), ChannelSpec::last_value(policy))
-                    .map(|_| ())
+                r.declare(
+                    now,
+                    format!("observation/r{c}").as_str(),
+                    ChannelSpec::last_value(policy),
+                )
+                .map(|_| ())
             }
             Op::Sync(..) | Op::Gossip(..) | Op::Cut(_) => Ok(()),
         };
@@ -308,7 +349,10 @@ mod model {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(96),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn cut_replicas_show_what_never_cut_ones_show(ops in proptest::collection::vec(op(), 1..60)) {
             let mut cut: Vec<Replica> = (1..=3).map(replica).collect();
@@ -361,3 +405,21 @@ mod model {
     }
 }
 
+#[test]
+fn a_write_that_replaces_some_concurrent_values_keeps_the_others() {
+    // Declaring what one of two concurrent declarations already says makes
+    // automerge delete only the other one: the carried change must replace
+    // exactly that one, not everything its writer saw.
+    let (mut a, mut b) = (replica(1), replica(2));
+    b.put(Millis(1), "observation/r", &0).unwrap();
+    let fww = ChannelSpec::last_value(Policy::FirstWriteWins);
+    a.declare(Millis(2), "observation/r", fww.clone()).unwrap();
+    converge(&mut b, &mut a, 3);
+    b.declare(Millis(4), "observation/r", fww.clone()).unwrap();
+    a.cut_epoch(Millis(5)).unwrap().unwrap();
+    converge(&mut a, &mut b, 6);
+    for r in [&a, &b] {
+        assert_eq!(r.spec("observation/r").unwrap(), Some(fww.clone()));
+        assert_eq!(r.get("observation/r").unwrap(), Some(json!(0)));
+    }
+}

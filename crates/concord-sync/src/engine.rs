@@ -11,6 +11,17 @@
 //!   with its own digest so the other side pushes them. Equal clocks with
 //!   different heads, or a truncated clock, fall back to automerge's sync
 //!   protocol ([`Frame::SyncMessage`]).
+//! * **Epochs.** Every frame names its epoch (see `concord_state::epoch`).
+//!   A digest from a peer in another epoch is answered with a
+//!   [`Frame::Epoch`] (this side's cut) instead of a delta; a peer's cut
+//!   that this replica's lacks is adopted (moving to the union of the two),
+//!   with the peer's first document fetched in [`Frame::Snapshot`] pieces
+//!   when this replica lacks changes of the cut. Changes of another epoch
+//!   are dropped (their writer carries them over once it moves). A replica
+//!   past its epoch thresholds cuts after a random delay of up to
+//!   [`SyncConfig::cut_jitter_ms`], so that one replica's cut usually
+//!   reaches the others before they make their own. See the `epoch`
+//!   submodule.
 //! * **Bad input.** A frame that does not decode, names another space, or
 //!   carries an invalid change yields [`SyncEvent::ProtocolError`] and a
 //!   [`SyncEvent::Disconnect`] for that peer; the replica is untouched.
@@ -26,12 +37,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 
 use automerge::sync;
-use concord_state::{ActorId, ApplyOutcome, Causality, Millis, Replica, StateError, VectorClock};
+use concord_state::{
+    ActorId, ApplyOutcome, Causality, EpochId, Millis, Replica, StateError, VectorClock,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tracing::{debug, trace, warn};
 
 use crate::wire::{self, ByeReason, DecodeError, Frame};
+
+mod epoch;
 
 /// Bound on transmits waiting for the driver to take them.
 pub const MAX_QUEUED_TRANSMITS: usize = 4096;
@@ -50,6 +65,8 @@ pub struct SyncConfig {
     pub max_changes_per_reply: usize,
     /// Most peers tracked at once; more are refused.
     pub max_peers: usize,
+    /// Longest random wait between passing an epoch threshold and cutting.
+    pub cut_jitter_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -59,6 +76,7 @@ impl Default for SyncConfig {
             jitter_ms: 250,
             max_changes_per_reply: 4_096,
             max_peers: 1_024,
+            cut_jitter_ms: 500,
         }
     }
 }
@@ -114,6 +132,9 @@ pub enum ProtocolError {
     /// The frame's content was refused by the replica.
     #[error("refused by replica: {0}")]
     Replica(#[from] StateError),
+    /// The pieces of a snapshot do not fit together.
+    #[error("bad snapshot: {0}")]
+    Snapshot(&'static str),
 }
 
 /// What the engine tells the application.
@@ -141,6 +162,13 @@ pub enum SyncEvent<P> {
     },
     /// The driver must close the connection to this peer.
     Disconnect(P),
+    /// The replica moved to a new epoch (its own cut, or a peer's).
+    EpochSwitched {
+        /// The new epoch.
+        to: EpochId,
+        /// Changes the new epoch's cut lacked, carried over.
+        carried: usize,
+    },
 }
 
 struct PeerState {
@@ -158,6 +186,7 @@ pub struct SyncEngine<P> {
     events: VecDeque<SyncEvent<P>>,
     broadcast_seq: u64,
     now: Millis,
+    epochs: epoch::Epochs<P>,
 }
 
 /// A short hash of a set of heads (FNV-1a over the sorted hashes).
@@ -189,6 +218,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             events: VecDeque::new(),
             broadcast_seq,
             now: Millis(0),
+            epochs: epoch::Epochs::default(),
         }
     }
 
@@ -225,11 +255,13 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             Input::PeerUp(peer) => self.peer_up(peer),
             Input::PeerDown(peer) => {
                 self.peers.remove(&peer);
+                self.epochs.forget(&peer);
             }
             Input::Frame { from, bytes } => self.on_bytes(from, &bytes),
             Input::LocalCommit => self.broadcast_local(),
             Input::Tick => self.on_tick(),
         }
+        self.consider_cut();
     }
 
     /// Next bytes to send, if any.
@@ -244,7 +276,8 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
 
     /// When the engine next wants an [`Input::Tick`].
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.peers.values().map(|p| p.next_digest).min()
+        let digests = self.peers.values().map(|p| p.next_digest);
+        digests.chain(self.epochs.cut_at).min()
     }
 
     fn peer_up(&mut self, peer: P) {
@@ -302,7 +335,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         }
         let changes = self.replica.own_changes_after(self.broadcast_seq);
         self.broadcast_seq = own;
-        match wire::chunk_changes(self.replica.space(), changes) {
+        match wire::chunk_changes(self.replica.space(), self.epoch_bytes(), changes) {
             Ok(frames) => {
                 for frame in frames {
                     self.send(Destination::Broadcast, &frame);
@@ -322,7 +355,15 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         if frame.space() != self.replica.space() {
             return self.refuse(from, ProtocolError::WrongSpace(frame.space().to_owned()));
         }
+        let mine = self.epoch_bytes();
         match frame {
+            Frame::Changes { epoch, .. }
+            | Frame::SyncMessage { epoch, .. }
+            | Frame::Digest { epoch, .. }
+                if epoch != mine =>
+            {
+                self.other_epoch(from);
+            }
             Frame::Changes { changes, .. } => self.on_changes(from, changes),
             Frame::Digest {
                 clock,
@@ -335,7 +376,17 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             Frame::Bye { reason, .. } => {
                 debug!(?from, ?reason, "peer said bye");
                 self.peers.remove(&from);
+                self.epochs.forget(&from);
             }
+            Frame::Epoch { epoch, cut, .. } => self.on_epoch(from, epoch, cut),
+            Frame::SnapshotRequest { epoch, .. } => self.on_snapshot_request(from, epoch),
+            Frame::Snapshot {
+                epoch,
+                total,
+                offset,
+                chunk,
+                ..
+            } => self.on_snapshot(from, epoch, total, offset, chunk),
         }
     }
 
@@ -400,7 +451,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         if more {
             debug!(?to, "delta capped; the rest follows on the next digest");
         }
-        match wire::chunk_changes(self.replica.space(), changes) {
+        match wire::chunk_changes(self.replica.space(), self.epoch_bytes(), changes) {
             Ok(frames) => {
                 for frame in frames {
                     self.send(Destination::Peer(to.clone()), &frame);
@@ -420,6 +471,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         if let Some(message) = self.replica.generate_sync_message(&mut state.sync) {
             let frame = Frame::SyncMessage {
                 space: self.replica.space().to_owned(),
+                epoch: self.replica.epoch().id.0.0,
                 message,
             };
             self.send(Destination::Peer(peer.clone()), &frame);
@@ -446,6 +498,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         let heads = heads_hash(&self.replica.heads());
         let frame = Frame::digest(
             self.replica.space(),
+            self.epoch_bytes(),
             clock_entries(self.replica.vector_clock()),
             heads,
             reply,

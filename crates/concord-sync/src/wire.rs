@@ -11,21 +11,29 @@
 //! nothing of automerge or of other Concord crates: actor ids, changes and
 //! sync messages are opaque byte strings here.
 //!
-//! # Format (version [`WIRE_VERSION`] = 1)
+//! # Format (version [`WIRE_VERSION`] = 2)
 //!
 //! ```text
 //! frame        = version:u8 kind:u8 space body        (nothing after body)
 //! space        = len:varint utf8-bytes                (len <= MAX_SPACE_NAME_BYTES)
+//! epoch        = [u8; 32]                             (the sender's epoch id)
+//! clock        = count:varint entry*count
+//!                entry = actor_len:varint actor seq:varint
+//!                (actor_len <= MAX_ACTOR_BYTES, no actor twice)
 //!
-//! kind 1  Changes      body = count:varint change*count       (count <= MAX_CHANGES_PER_FRAME)
+//! kind 1  Changes      body = epoch count:varint change*count (count <= MAX_CHANGES_PER_FRAME)
 //!                      change = len:varint bytes              (len <= MAX_CHANGE_BYTES)
-//! kind 2  Digest       body = flags:u8 heads_hash:[u8; 8] count:varint entry*count
+//! kind 2  Digest       body = epoch flags:u8 heads_hash:[u8; 8] clock
 //!                      flags: bit 0 = truncated, bit 1 = reply, bits 2..7 must be 0
-//!                      entry = actor_len:varint actor seq:varint
-//!                      (count <= MAX_CLOCK_ENTRIES, actor_len <= MAX_ACTOR_BYTES,
-//!                       no actor twice)
-//! kind 3  SyncMessage  body = len:varint bytes                (len <= MAX_SYNC_MESSAGE_BYTES)
+//!                      (count <= MAX_CLOCK_ENTRIES)
+//! kind 3  SyncMessage  body = epoch len:varint bytes          (len <= MAX_SYNC_MESSAGE_BYTES)
 //! kind 4  Bye          body = reason:u8                       (see ByeReason)
+//! kind 5  Epoch        body = epoch clock                     (the epoch's cut;
+//!                                                              count <= MAX_CUT_ENTRIES)
+//! kind 6  SnapshotRequest  body = epoch
+//! kind 7  Snapshot     body = epoch total:varint offset:varint len:varint bytes
+//!                      (total <= MAX_SNAPSHOT_BYTES, len <= MAX_SNAPSHOT_CHUNK_BYTES,
+//!                       offset + len <= total)
 //!
 //! varint = unsigned LEB128 of a u64: 7 bits per byte, least significant
 //!          group first, high bit set on every byte but the last; at most 10
@@ -39,7 +47,8 @@
 //! ```
 //! use concord_sync::wire::{Frame, chunk_changes};
 //!
-//! let frames = chunk_changes("team", vec![b"change 1".to_vec(), b"change 2".to_vec()])?;
+//! let epoch = [0u8; 32];
+//! let frames = chunk_changes("team", epoch, vec![b"change 1".to_vec(), b"change 2".to_vec()])?;
 //! assert_eq!(frames.len(), 1);
 //! let bytes = frames[0].encode()?;
 //! assert_eq!(Frame::decode(&bytes)?, frames[0]);
@@ -70,7 +79,7 @@ use std::fmt;
 
 /// Version byte at the start of every frame. A frame with any other version
 /// is rejected with [`DecodeError::UnsupportedVersion`].
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Largest encoded frame, in bytes, header included: 4 MiB.
 ///
@@ -111,16 +120,42 @@ pub const MAX_CHANGE_BYTES: usize = MAX_FRAME_BYTES - FRAME_HEADROOM;
 /// Largest automerge sync message in a [`Frame::SyncMessage`], in bytes.
 pub const MAX_SYNC_MESSAGE_BYTES: usize = MAX_FRAME_BYTES - FRAME_HEADROOM;
 
+/// Largest number of entries in the cut of a [`Frame::Epoch`]: a cut holds
+/// every actor that ever wrote to the space, and it cannot be truncated
+/// (a peer needs all of it to adopt the epoch).
+pub const MAX_CUT_ENTRIES: usize = 16 * 1024;
+
+/// Largest first document of an epoch sent in [`Frame::Snapshot`]s.
+pub const MAX_SNAPSHOT_BYTES: usize = 256 * 1024 * 1024;
+
+/// Largest piece of a snapshot in one [`Frame::Snapshot`].
+pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Bytes of an epoch id on the wire.
+pub const EPOCH_BYTES: usize = 32;
+
 /// Longest varint: 10 bytes hold 64 bits at 7 bits per byte.
 const MAX_VARINT_BYTES: usize = 10;
 
 /// Largest header of a Changes frame holding one change, or of a SyncMessage
 /// frame: version, kind, space name with its prefix, count, length prefix.
-const MAX_SINGLE_ITEM_HEADER: usize =
-    2 + varint_len(MAX_SPACE_NAME_BYTES as u64) + MAX_SPACE_NAME_BYTES + 1 + MAX_VARINT_BYTES;
+const MAX_SINGLE_ITEM_HEADER: usize = 2
+    + varint_len(MAX_SPACE_NAME_BYTES as u64)
+    + MAX_SPACE_NAME_BYTES
+    + EPOCH_BYTES
+    + 1
+    + MAX_VARINT_BYTES;
 
 const _: () = assert!(MAX_CHANGE_BYTES + MAX_SINGLE_ITEM_HEADER <= MAX_FRAME_BYTES);
 const _: () = assert!(MAX_SYNC_MESSAGE_BYTES + MAX_SINGLE_ITEM_HEADER <= MAX_FRAME_BYTES);
+const _: () = assert!(
+    MAX_SNAPSHOT_CHUNK_BYTES + MAX_SINGLE_ITEM_HEADER + EPOCH_BYTES + 2 * MAX_VARINT_BYTES
+        <= MAX_FRAME_BYTES
+);
+const _: () = assert!(
+    MAX_CUT_ENTRIES * (MAX_ACTOR_BYTES + 2 * MAX_VARINT_BYTES) + MAX_SINGLE_ITEM_HEADER
+        <= MAX_FRAME_BYTES
+);
 
 const FLAG_TRUNCATED: u8 = 0b01;
 const FLAG_REPLY: u8 = 0b10;
@@ -144,6 +179,12 @@ pub enum Limit {
     Actor,
     /// One sync message, against [`MAX_SYNC_MESSAGE_BYTES`].
     SyncMessage,
+    /// The entries of an epoch's cut, against [`MAX_CUT_ENTRIES`].
+    CutEntries,
+    /// A whole snapshot, against [`MAX_SNAPSHOT_BYTES`].
+    Snapshot,
+    /// One piece of a snapshot, against [`MAX_SNAPSHOT_CHUNK_BYTES`].
+    SnapshotChunk,
 }
 
 impl Limit {
@@ -157,6 +198,9 @@ impl Limit {
             Limit::ClockEntries => MAX_CLOCK_ENTRIES,
             Limit::Actor => MAX_ACTOR_BYTES,
             Limit::SyncMessage => MAX_SYNC_MESSAGE_BYTES,
+            Limit::CutEntries => MAX_CUT_ENTRIES,
+            Limit::Snapshot => MAX_SNAPSHOT_BYTES,
+            Limit::SnapshotChunk => MAX_SNAPSHOT_CHUNK_BYTES,
         }
     }
 }
@@ -171,6 +215,9 @@ impl fmt::Display for Limit {
             Limit::ClockEntries => "clock entries",
             Limit::Actor => "actor id bytes",
             Limit::SyncMessage => "sync message bytes",
+            Limit::CutEntries => "cut entries",
+            Limit::Snapshot => "snapshot bytes",
+            Limit::SnapshotChunk => "snapshot chunk bytes",
         })
     }
 }
@@ -194,6 +241,9 @@ pub enum EncodeError {
         /// Position of the second occurrence in the clock.
         index: usize,
     },
+    /// A snapshot piece reaches past the snapshot's size.
+    #[error("snapshot piece ends past the snapshot's size")]
+    SnapshotRange,
 }
 
 /// Why bytes could not be decoded into a [`Frame`].
@@ -256,6 +306,16 @@ pub enum DecodeError {
     /// The reason byte of a bye frame names no known [`ByeReason`].
     #[error("unknown bye reason {0}")]
     UnknownByeReason(u8),
+    /// A snapshot piece reaches past the snapshot's announced size.
+    #[error("snapshot piece at {offset} of {len} bytes ends past the snapshot's {total} bytes")]
+    SnapshotRange {
+        /// Where the piece starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The snapshot's size.
+        total: u64,
+    },
 }
 
 /// The kind byte of a frame (second byte on the wire).
@@ -269,6 +329,12 @@ pub enum FrameKind {
     SyncMessage = 3,
     /// [`Frame::Bye`].
     Bye = 4,
+    /// [`Frame::Epoch`].
+    Epoch = 5,
+    /// [`Frame::SnapshotRequest`].
+    SnapshotRequest = 6,
+    /// [`Frame::Snapshot`].
+    Snapshot = 7,
 }
 
 impl FrameKind {
@@ -284,6 +350,9 @@ impl FrameKind {
             2 => Some(FrameKind::Digest),
             3 => Some(FrameKind::SyncMessage),
             4 => Some(FrameKind::Bye),
+            5 => Some(FrameKind::Epoch),
+            6 => Some(FrameKind::SnapshotRequest),
+            7 => Some(FrameKind::Snapshot),
             _ => None,
         }
     }
@@ -338,6 +407,8 @@ pub enum Frame {
     Changes {
         /// The space the changes belong to.
         space: String,
+        /// The epoch whose document the changes belong to.
+        epoch: [u8; EPOCH_BYTES],
         /// Raw automerge changes.
         changes: Vec<Vec<u8>>,
     },
@@ -351,6 +422,9 @@ pub enum Frame {
     Digest {
         /// The space the clock belongs to.
         space: String,
+        /// The sender's epoch: a receiver in another one answers with a
+        /// [`Frame::Epoch`] instead of a delta.
+        epoch: [u8; EPOCH_BYTES],
         /// Actor id -> highest change sequence number held, no actor twice,
         /// at most [`MAX_CLOCK_ENTRIES`] entries.
         clock: Vec<(Vec<u8>, u64)>,
@@ -368,6 +442,8 @@ pub enum Frame {
     SyncMessage {
         /// The space the sync session is about.
         space: String,
+        /// The epoch whose document the session is about.
+        epoch: [u8; EPOCH_BYTES],
         /// An encoded automerge sync message.
         message: Vec<u8>,
     },
@@ -378,6 +454,39 @@ pub enum Frame {
         /// Why.
         reason: ByeReason,
     },
+    /// The sender's epoch and its cut (every actor's logical sequence the
+    /// cut holds, at most [`MAX_CUT_ENTRIES`]): a receiver whose own cut
+    /// lacks part of it moves to the union of the two.
+    Epoch {
+        /// The space.
+        space: String,
+        /// The epoch.
+        epoch: [u8; EPOCH_BYTES],
+        /// Its cut, no actor twice.
+        cut: Vec<(Vec<u8>, u64)>,
+    },
+    /// Asks for the first document of `epoch` (the receiver lacks changes
+    /// of its cut).
+    SnapshotRequest {
+        /// The space.
+        space: String,
+        /// The epoch asked for.
+        epoch: [u8; EPOCH_BYTES],
+    },
+    /// A piece of the first document of `epoch`: `chunk` is its bytes from
+    /// `offset` on; `total` is its whole size.
+    Snapshot {
+        /// The space.
+        space: String,
+        /// The epoch.
+        epoch: [u8; EPOCH_BYTES],
+        /// Size of the whole document, at most [`MAX_SNAPSHOT_BYTES`].
+        total: u64,
+        /// Where this piece starts.
+        offset: u64,
+        /// The piece, at most [`MAX_SNAPSHOT_CHUNK_BYTES`].
+        chunk: Vec<u8>,
+    },
 }
 
 impl Frame {
@@ -387,7 +496,10 @@ impl Frame {
             Frame::Changes { space, .. }
             | Frame::Digest { space, .. }
             | Frame::SyncMessage { space, .. }
-            | Frame::Bye { space, .. } => space,
+            | Frame::Bye { space, .. }
+            | Frame::Epoch { space, .. }
+            | Frame::SnapshotRequest { space, .. }
+            | Frame::Snapshot { space, .. } => space,
         }
     }
 
@@ -398,6 +510,9 @@ impl Frame {
             Frame::Digest { .. } => FrameKind::Digest,
             Frame::SyncMessage { .. } => FrameKind::SyncMessage,
             Frame::Bye { .. } => FrameKind::Bye,
+            Frame::Epoch { .. } => FrameKind::Epoch,
+            Frame::SnapshotRequest { .. } => FrameKind::SnapshotRequest,
+            Frame::Snapshot { .. } => FrameKind::Snapshot,
         }
     }
 
@@ -412,6 +527,7 @@ impl Frame {
     /// kept actor appears twice.
     pub fn digest(
         space: impl Into<String>,
+        epoch: [u8; EPOCH_BYTES],
         clock: impl IntoIterator<Item = (Vec<u8>, u64)>,
         heads_hash: [u8; 8],
         reply: bool,
@@ -421,6 +537,7 @@ impl Frame {
         let truncated = entries.next().is_some();
         let frame = Frame::Digest {
             space: space.into(),
+            epoch,
             clock: kept,
             heads_hash,
             truncated,
@@ -436,19 +553,21 @@ impl Frame {
         let space = self.space().len();
         let header = 2 + varint_len(space as u64) + space;
         let body = match self {
-            Frame::Changes { changes, .. } => changes
-                .iter()
-                .fold(varint_len(changes.len() as u64), |acc, change| {
-                    acc.saturating_add(prefixed_len(change.len()))
-                }),
-            Frame::Digest { clock, .. } => clock.iter().fold(
-                1 + 8 + varint_len(clock.len() as u64),
-                |acc, (actor, seq)| {
-                    acc.saturating_add(prefixed_len(actor.len()) + varint_len(*seq))
-                },
+            Frame::Changes { changes, .. } => changes.iter().fold(
+                EPOCH_BYTES + varint_len(changes.len() as u64),
+                |acc, change| acc.saturating_add(prefixed_len(change.len())),
             ),
-            Frame::SyncMessage { message, .. } => prefixed_len(message.len()),
+            Frame::Digest { clock, .. } => EPOCH_BYTES + 1 + 8 + clock_len(clock),
+            Frame::SyncMessage { message, .. } => EPOCH_BYTES + prefixed_len(message.len()),
             Frame::Bye { .. } => 1,
+            Frame::Epoch { cut, .. } => EPOCH_BYTES + clock_len(cut),
+            Frame::SnapshotRequest { .. } => EPOCH_BYTES,
+            Frame::Snapshot {
+                total,
+                offset,
+                chunk,
+                ..
+            } => EPOCH_BYTES + varint_len(*total) + varint_len(*offset) + prefixed_len(chunk.len()),
         };
         header.saturating_add(body)
     }
@@ -464,18 +583,25 @@ impl Frame {
                     check(Limit::Change, change.len())?;
                 }
             }
-            Frame::Digest { clock, .. } => {
-                check(Limit::ClockEntries, clock.len())?;
-                let mut seen = BTreeSet::new();
-                for (index, (actor, _)) in clock.iter().enumerate() {
-                    check(Limit::Actor, actor.len())?;
-                    if !seen.insert(actor.as_slice()) {
-                        return Err(EncodeError::DuplicateActor { index });
-                    }
+            Frame::Digest { clock, .. } => validate_clock(clock, Limit::ClockEntries)?,
+            Frame::SyncMessage { message, .. } => check(Limit::SyncMessage, message.len())?,
+            Frame::Bye { .. } | Frame::SnapshotRequest { .. } => {}
+            Frame::Epoch { cut, .. } => validate_clock(cut, Limit::CutEntries)?,
+            Frame::Snapshot {
+                total,
+                offset,
+                chunk,
+                ..
+            } => {
+                check(Limit::SnapshotChunk, chunk.len())?;
+                check(
+                    Limit::Snapshot,
+                    usize::try_from(*total).unwrap_or(usize::MAX),
+                )?;
+                if offset.saturating_add(chunk.len() as u64) > *total {
+                    return Err(EncodeError::SnapshotRange);
                 }
             }
-            Frame::SyncMessage { message, .. } => check(Limit::SyncMessage, message.len())?,
-            Frame::Bye { .. } => {}
         }
         check(Limit::Frame, self.encoded_len())
     }
@@ -488,19 +614,22 @@ impl Frame {
         out.push(self.kind().code());
         put_bytes(&mut out, self.space().as_bytes());
         match self {
-            Frame::Changes { changes, .. } => {
+            Frame::Changes { epoch, changes, .. } => {
+                out.extend_from_slice(epoch);
                 encode_varint(changes.len() as u64, &mut out);
                 for change in changes {
                     put_bytes(&mut out, change);
                 }
             }
             Frame::Digest {
+                epoch,
                 clock,
                 heads_hash,
                 truncated,
                 reply,
                 ..
             } => {
+                out.extend_from_slice(epoch);
                 let mut flags = 0;
                 if *truncated {
                     flags |= FLAG_TRUNCATED;
@@ -510,14 +639,30 @@ impl Frame {
                 }
                 out.push(flags);
                 out.extend_from_slice(heads_hash);
-                encode_varint(clock.len() as u64, &mut out);
-                for (actor, seq) in clock {
-                    put_bytes(&mut out, actor);
-                    encode_varint(*seq, &mut out);
-                }
+                put_clock(&mut out, clock);
             }
-            Frame::SyncMessage { message, .. } => put_bytes(&mut out, message),
+            Frame::SyncMessage { epoch, message, .. } => {
+                out.extend_from_slice(epoch);
+                put_bytes(&mut out, message);
+            }
             Frame::Bye { reason, .. } => out.push(reason.code()),
+            Frame::Epoch { epoch, cut, .. } => {
+                out.extend_from_slice(epoch);
+                put_clock(&mut out, cut);
+            }
+            Frame::SnapshotRequest { epoch, .. } => out.extend_from_slice(epoch),
+            Frame::Snapshot {
+                epoch,
+                total,
+                offset,
+                chunk,
+                ..
+            } => {
+                out.extend_from_slice(epoch);
+                encode_varint(*total, &mut out);
+                encode_varint(*offset, &mut out);
+                put_bytes(&mut out, chunk);
+            }
         }
         debug_assert_eq!(out.len(), self.encoded_len());
         Ok(out)
@@ -544,34 +689,30 @@ impl Frame {
             .to_owned();
         let frame = match kind {
             FrameKind::Changes => {
+                let epoch = r.array::<EPOCH_BYTES>("epoch")?;
                 // Every change takes at least one byte (its length prefix).
                 let count = r.count("change count", Limit::ChangesPerFrame, 1)?;
                 let mut changes = Vec::with_capacity(count);
                 for _ in 0..count {
                     changes.push(r.prefixed("change", Limit::Change)?.to_vec());
                 }
-                Frame::Changes { space, changes }
+                Frame::Changes {
+                    space,
+                    epoch,
+                    changes,
+                }
             }
             FrameKind::Digest => {
+                let epoch = r.array::<EPOCH_BYTES>("epoch")?;
                 let flags = r.u8("digest flags")?;
                 if flags & !(FLAG_TRUNCATED | FLAG_REPLY) != 0 {
                     return Err(DecodeError::UnknownFlags(flags));
                 }
                 let heads_hash = r.array::<8>("heads hash")?;
-                // Every entry takes at least two bytes (actor prefix, seq).
-                let count = r.count("clock entry count", Limit::ClockEntries, 2)?;
-                let mut clock = Vec::with_capacity(count);
-                let mut seen = BTreeSet::new();
-                for index in 0..count {
-                    let actor = r.prefixed("actor id", Limit::Actor)?;
-                    if !seen.insert(actor) {
-                        return Err(DecodeError::DuplicateActor { index });
-                    }
-                    let seq = r.varint("clock seq")?;
-                    clock.push((actor.to_vec(), seq));
-                }
+                let clock = r.clock(Limit::ClockEntries)?;
                 Frame::Digest {
                     space,
+                    epoch,
                     clock,
                     heads_hash,
                     truncated: flags & FLAG_TRUNCATED != 0,
@@ -579,14 +720,48 @@ impl Frame {
                 }
             }
             FrameKind::SyncMessage => {
+                let epoch = r.array::<EPOCH_BYTES>("epoch")?;
                 let message = r.prefixed("sync message", Limit::SyncMessage)?.to_vec();
-                Frame::SyncMessage { space, message }
+                Frame::SyncMessage {
+                    space,
+                    epoch,
+                    message,
+                }
             }
             FrameKind::Bye => {
                 let code = r.u8("bye reason")?;
                 let reason =
                     ByeReason::from_code(code).ok_or(DecodeError::UnknownByeReason(code))?;
                 Frame::Bye { space, reason }
+            }
+            FrameKind::Epoch => {
+                let epoch = r.array::<EPOCH_BYTES>("epoch")?;
+                let cut = r.clock(Limit::CutEntries)?;
+                Frame::Epoch { space, epoch, cut }
+            }
+            FrameKind::SnapshotRequest => {
+                let epoch = r.array::<EPOCH_BYTES>("epoch")?;
+                Frame::SnapshotRequest { space, epoch }
+            }
+            FrameKind::Snapshot => {
+                let epoch = r.array::<EPOCH_BYTES>("epoch")?;
+                let total = r.varint("snapshot size")?;
+                if total > MAX_SNAPSHOT_BYTES as u64 {
+                    return Err(too_large(Limit::Snapshot, total));
+                }
+                let offset = r.varint("snapshot offset")?;
+                let chunk = r.prefixed("snapshot piece", Limit::SnapshotChunk)?.to_vec();
+                let len = chunk.len() as u64;
+                if offset.saturating_add(len) > total {
+                    return Err(DecodeError::SnapshotRange { offset, len, total });
+                }
+                Frame::Snapshot {
+                    space,
+                    epoch,
+                    total,
+                    offset,
+                    chunk,
+                }
             }
         };
         if !r.rest.is_empty() {
@@ -608,10 +783,11 @@ impl Frame {
 /// through the automerge sync protocol).
 pub fn chunk_changes(
     space: &str,
+    epoch: [u8; EPOCH_BYTES],
     changes: impl IntoIterator<Item = Vec<u8>>,
 ) -> Result<Vec<Frame>, EncodeError> {
     check(Limit::SpaceName, space.len())?;
-    let header = 2 + varint_len(space.len() as u64) + space.len();
+    let header = 2 + varint_len(space.len() as u64) + space.len() + EPOCH_BYTES;
     let mut frames = Vec::new();
     let mut current: Vec<Vec<u8>> = Vec::new();
     // Bytes of the changes in `current`, with their length prefixes.
@@ -624,6 +800,7 @@ pub fn chunk_changes(
         if !current.is_empty() && (count > MAX_CHANGES_PER_FRAME || total > MAX_FRAME_BYTES) {
             frames.push(Frame::Changes {
                 space: space.to_owned(),
+                epoch,
                 changes: std::mem::take(&mut current),
             });
             body = 0;
@@ -634,10 +811,74 @@ pub fn chunk_changes(
     if !current.is_empty() {
         frames.push(Frame::Changes {
             space: space.to_owned(),
+            epoch,
             changes: current,
         });
     }
     Ok(frames)
+}
+
+/// Splits the first document of an epoch into [`Frame::Snapshot`] pieces of
+/// at most [`MAX_SNAPSHOT_CHUNK_BYTES`] (an empty document gives one empty
+/// piece). Errors if it is over [`MAX_SNAPSHOT_BYTES`].
+pub fn chunk_snapshot(
+    space: &str,
+    epoch: [u8; EPOCH_BYTES],
+    snapshot: &[u8],
+) -> Result<Vec<Frame>, EncodeError> {
+    check(Limit::SpaceName, space.len())?;
+    check(Limit::Snapshot, snapshot.len())?;
+    let total = snapshot.len() as u64;
+    let mut frames: Vec<Frame> = snapshot
+        .chunks(MAX_SNAPSHOT_CHUNK_BYTES)
+        .enumerate()
+        .map(|(i, chunk)| Frame::Snapshot {
+            space: space.to_owned(),
+            epoch,
+            total,
+            offset: (i * MAX_SNAPSHOT_CHUNK_BYTES) as u64,
+            chunk: chunk.to_vec(),
+        })
+        .collect();
+    if frames.is_empty() {
+        frames.push(Frame::Snapshot {
+            space: space.to_owned(),
+            epoch,
+            total: 0,
+            offset: 0,
+            chunk: Vec::new(),
+        });
+    }
+    Ok(frames)
+}
+
+/// Size of an encoded clock.
+fn clock_len(clock: &[(Vec<u8>, u64)]) -> usize {
+    clock
+        .iter()
+        .fold(varint_len(clock.len() as u64), |acc, (actor, seq)| {
+            acc.saturating_add(prefixed_len(actor.len()) + varint_len(*seq))
+        })
+}
+
+fn validate_clock(clock: &[(Vec<u8>, u64)], limit: Limit) -> Result<(), EncodeError> {
+    check(limit, clock.len())?;
+    let mut seen = BTreeSet::new();
+    for (index, (actor, _)) in clock.iter().enumerate() {
+        check(Limit::Actor, actor.len())?;
+        if !seen.insert(actor.as_slice()) {
+            return Err(EncodeError::DuplicateActor { index });
+        }
+    }
+    Ok(())
+}
+
+fn put_clock(out: &mut Vec<u8>, clock: &[(Vec<u8>, u64)]) {
+    encode_varint(clock.len() as u64, out);
+    for (actor, seq) in clock {
+        put_bytes(out, actor);
+        encode_varint(*seq, out);
+    }
 }
 
 /// Number of bytes of the LEB128 varint encoding of `value` (1 to 10).
@@ -755,6 +996,23 @@ impl<'a> Reader<'a> {
         }
         // len <= limit.max(), a usize, so the conversion is lossless.
         self.take(len as usize, what)
+    }
+
+    /// A clock of at most `limit` entries, no actor twice.
+    fn clock(&mut self, limit: Limit) -> Result<Vec<(Vec<u8>, u64)>, DecodeError> {
+        // Every entry takes at least two bytes (actor prefix, seq).
+        let count = self.count("clock entry count", limit, 2)?;
+        let mut clock = Vec::with_capacity(count);
+        let mut seen = BTreeSet::new();
+        for index in 0..count {
+            let actor = self.prefixed("actor id", Limit::Actor)?;
+            if !seen.insert(actor) {
+                return Err(DecodeError::DuplicateActor { index });
+            }
+            let seq = self.varint("clock seq")?;
+            clock.push((actor.to_vec(), seq));
+        }
+        Ok(clock)
     }
 
     /// A count of items, each at least `min_item_bytes` long: checked

@@ -1,65 +1,12 @@
 //! Two and three engines wired back to back in memory: fast path, anti-entropy
 //! after loss, the sync-protocol fallback, and refusal of garbage.
 
-use concord_state::{ActorId, Millis, Replica};
-use concord_sync::{Destination, Input, SyncConfig, SyncEngine, SyncEvent};
+mod common;
+
+use common::{Engine, connect, engine, pump};
+use concord_state::Millis;
+use concord_sync::{Input, SyncEvent};
 use serde_json::json;
-
-type Engine = SyncEngine<u8>;
-
-fn engine(id: u8) -> Engine {
-    SyncEngine::new(
-        SyncConfig::default(),
-        Replica::new("space", ActorId::from(&[id; 16][..])),
-        u64::from(id),
-    )
-}
-
-/// Delivers every queued transmit (broadcasts to all others) until quiet,
-/// dropping a transmit when `drop` says so. Returns frames delivered.
-fn pump(engines: &mut [Engine], now: Millis, drop: &mut dyn FnMut(usize) -> bool) -> usize {
-    let mut delivered = 0;
-    let mut n = 0;
-    loop {
-        let mut moved = false;
-        for i in 0..engines.len() {
-            while let Some(t) = engines[i].poll_transmit() {
-                moved = true;
-                n += 1;
-                let targets: Vec<usize> = match t.to {
-                    Destination::Peer(p) => vec![p as usize],
-                    Destination::Broadcast => (0..engines.len()).filter(|j| *j != i).collect(),
-                };
-                for j in targets {
-                    if drop(n) {
-                        continue;
-                    }
-                    delivered += 1;
-                    engines[j].handle_input(
-                        now,
-                        Input::Frame {
-                            from: i as u8,
-                            bytes: t.bytes.clone(),
-                        },
-                    );
-                }
-            }
-        }
-        if !moved {
-            return delivered;
-        }
-    }
-}
-
-fn connect(engines: &mut [Engine], now: Millis) {
-    for i in 0..engines.len() {
-        for j in 0..engines.len() {
-            if i != j {
-                engines[i].handle_input(now, Input::PeerUp(j as u8));
-            }
-        }
-    }
-}
 
 #[test]
 fn fast_path_and_heartbeat_repair_loss() {
@@ -124,9 +71,11 @@ fn garbage_is_refused_and_replica_untouched() {
     }
     assert!(saw_error && saw_disconnect);
     assert_eq!(e.replica().heads(), heads);
-    // A valid frame holding an invalid change is refused too.
+    // A valid frame of the replica's epoch holding an invalid change is
+    // refused too.
     let bad = concord_sync::wire::Frame::Changes {
         space: "space".into(),
+        epoch: e.replica().epoch().id.0.0,
         changes: vec![b"nope".to_vec()],
     };
     e.handle_input(

@@ -6,6 +6,9 @@ use concord_sync::wire::{
     encode_varint,
 };
 
+/// The epoch id every frame of these tests names.
+const EPOCH: [u8; 32] = [0xE0; 32];
+
 fn raw(kind: u8, space: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION, kind];
     encode_varint(space.len() as u64, &mut out);
@@ -15,7 +18,8 @@ fn raw(kind: u8, space: &[u8], body: &[u8]) -> Vec<u8> {
 }
 
 fn digest_body(flags: u8, actors: &[&[u8]]) -> Vec<u8> {
-    let mut body = vec![flags];
+    let mut body = EPOCH.to_vec();
+    body.push(flags);
     body.extend_from_slice(&[0; 8]);
     encode_varint(actors.len() as u64, &mut body);
     for a in actors {
@@ -46,13 +50,27 @@ fn empty_and_short_inputs_are_truncated() {
     ));
     assert!(matches!(
         Frame::decode(&raw(FrameKind::Digest.code(), b"s", &[0, 1, 2])),
+        Err(DecodeError::Truncated { what: "epoch" })
+    ));
+    let mut body = EPOCH.to_vec();
+    body.extend_from_slice(&[0, 1, 2]);
+    assert!(matches!(
+        Frame::decode(&raw(FrameKind::Digest.code(), b"s", &body)),
         Err(DecodeError::Truncated { what: "heads hash" })
+    ));
+    let mut body = EPOCH.to_vec();
+    body.extend_from_slice(&[9, 0, 1]); // 9 bytes of snapshot, a piece of 1 missing
+    assert!(matches!(
+        Frame::decode(&raw(FrameKind::Snapshot.code(), b"s", &body)),
+        Err(DecodeError::Truncated {
+            what: "snapshot piece"
+        })
     ));
 }
 
 #[test]
 fn unsupported_version() {
-    for v in [0, 2, 0xff] {
+    for v in [0, 1, 3, 0xff] {
         let mut bytes = raw(FrameKind::Bye.code(), b"s", &[0]);
         bytes[0] = v;
         assert_eq!(
@@ -64,7 +82,7 @@ fn unsupported_version() {
 
 #[test]
 fn unknown_kind() {
-    for k in [0, 5, 0xff] {
+    for k in [0, 8, 0xff] {
         assert_eq!(
             Frame::decode(&raw(k, b"s", &[0])),
             Err(DecodeError::UnknownKind(k))
@@ -164,12 +182,35 @@ fn digest_flags_and_duplicates() {
     );
     let dup = Frame::Digest {
         space: "s".into(),
+        epoch: EPOCH,
         clock: vec![(b"x".to_vec(), 1), (b"x".to_vec(), 2)],
         heads_hash: [0; 8],
         truncated: false,
         reply: false,
     };
     assert_eq!(dup.encode(), Err(EncodeError::DuplicateActor { index: 1 }));
+}
+
+#[test]
+fn snapshot_pieces_stay_within_their_snapshot() {
+    let mut body = EPOCH.to_vec();
+    body.extend_from_slice(&[3, 2, 2, 7, 7]); // 2 bytes at 2 of a 3-byte snapshot
+    assert_eq!(
+        Frame::decode(&raw(FrameKind::Snapshot.code(), b"s", &body)),
+        Err(DecodeError::SnapshotRange {
+            offset: 2,
+            len: 2,
+            total: 3
+        })
+    );
+    let over = Frame::Snapshot {
+        space: "s".into(),
+        epoch: EPOCH,
+        total: 3,
+        offset: 2,
+        chunk: vec![7, 7],
+    };
+    assert_eq!(over.encode(), Err(EncodeError::SnapshotRange));
 }
 
 #[test]
@@ -196,14 +237,17 @@ fn known_bytes_of_each_kind() {
     // Pin the layout so an accidental format change shows up here.
     let changes = Frame::Changes {
         space: "ab".into(),
+        epoch: EPOCH,
         changes: vec![vec![0xaa], Vec::new()],
     };
+    let with_epoch = |head: &[u8], body: &[u8]| [head, &EPOCH[..], body].concat();
     assert_eq!(
         changes.encode().expect("encodes"),
-        vec![1, 1, 2, b'a', b'b', 2, 1, 0xaa, 0]
+        with_epoch(&[2, 1, 2, b'a', b'b'], &[2, 1, 0xaa, 0])
     );
     let digest = Frame::Digest {
         space: "s".into(),
+        epoch: EPOCH,
         clock: vec![(vec![0x10, 0x11], 300)],
         heads_hash: [1, 2, 3, 4, 5, 6, 7, 8],
         truncated: true,
@@ -211,21 +255,54 @@ fn known_bytes_of_each_kind() {
     };
     assert_eq!(
         digest.encode().expect("encodes"),
-        vec![
-            1, 2, 1, b's', 0b01, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 0x10, 0x11, 0xac, 0x02
-        ]
+        with_epoch(
+            &[2, 2, 1, b's'],
+            &[0b01, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 0x10, 0x11, 0xac, 0x02]
+        )
     );
     let sync = Frame::SyncMessage {
         space: String::new(),
+        epoch: EPOCH,
         message: vec![9, 9, 9],
     };
-    assert_eq!(sync.encode().expect("encodes"), vec![1, 3, 0, 3, 9, 9, 9]);
+    assert_eq!(
+        sync.encode().expect("encodes"),
+        with_epoch(&[2, 3, 0], &[3, 9, 9, 9])
+    );
     let bye = Frame::Bye {
         space: "s".into(),
         reason: ByeReason::Overloaded,
     };
-    assert_eq!(bye.encode().expect("encodes"), vec![1, 4, 1, b's', 4]);
-    for frame in [changes, digest, sync, bye] {
+    assert_eq!(bye.encode().expect("encodes"), vec![2, 4, 1, b's', 4]);
+    let epoch = Frame::Epoch {
+        space: "s".into(),
+        epoch: EPOCH,
+        cut: vec![(vec![0x10], 2)],
+    };
+    assert_eq!(
+        epoch.encode().expect("encodes"),
+        with_epoch(&[2, 5, 1, b's'], &[1, 1, 0x10, 2])
+    );
+    let request = Frame::SnapshotRequest {
+        space: "s".into(),
+        epoch: EPOCH,
+    };
+    assert_eq!(
+        request.encode().expect("encodes"),
+        with_epoch(&[2, 6, 1, b's'], &[])
+    );
+    let piece = Frame::Snapshot {
+        space: "s".into(),
+        epoch: EPOCH,
+        total: 3,
+        offset: 1,
+        chunk: vec![7, 7],
+    };
+    assert_eq!(
+        piece.encode().expect("encodes"),
+        with_epoch(&[2, 7, 1, b's'], &[3, 1, 2, 7, 7])
+    );
+    for frame in [changes, digest, sync, bye, epoch, request, piece] {
         let bytes = frame.encode().expect("encodes");
         assert_eq!(Frame::decode(&bytes), Ok(frame));
     }

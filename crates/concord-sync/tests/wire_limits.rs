@@ -5,9 +5,13 @@
 
 use concord_sync::wire::{
     DecodeError, EncodeError, FRAME_HEADROOM, Frame, FrameKind, Limit, MAX_ACTOR_BYTES,
-    MAX_CHANGE_BYTES, MAX_CHANGES_PER_FRAME, MAX_CLOCK_ENTRIES, MAX_FRAME_BYTES,
-    MAX_SPACE_NAME_BYTES, MAX_SYNC_MESSAGE_BYTES, WIRE_VERSION, chunk_changes, encode_varint,
+    MAX_CHANGE_BYTES, MAX_CHANGES_PER_FRAME, MAX_CLOCK_ENTRIES, MAX_CUT_ENTRIES, MAX_FRAME_BYTES,
+    MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_CHUNK_BYTES, MAX_SPACE_NAME_BYTES, MAX_SYNC_MESSAGE_BYTES,
+    WIRE_VERSION, chunk_changes, chunk_snapshot, encode_varint,
 };
+
+/// The epoch id every frame of these tests names.
+const EPOCH: [u8; 32] = [0xE0; 32];
 
 fn enc_too_large(what: Limit, len: usize) -> EncodeError {
     EncodeError::TooLarge {
@@ -26,11 +30,14 @@ fn dec_too_large(what: Limit, len: usize) -> DecodeError {
 }
 
 /// Hand-built frame bytes (bypassing the encoder's checks): header with the
-/// given space name bytes, then `body`.
+/// given space name bytes, the epoch for the kinds that carry one, then `body`.
 fn raw(kind: FrameKind, space: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION, kind.code()];
     encode_varint(space.len() as u64, &mut out);
     out.extend_from_slice(space);
+    if kind != FrameKind::Bye {
+        out.extend_from_slice(&EPOCH);
+    }
     out.extend_from_slice(body);
     out
 }
@@ -50,6 +57,7 @@ fn bye(space: String) -> Frame {
 fn digest(clock: Vec<(Vec<u8>, u64)>) -> Frame {
     Frame::Digest {
         space: "s".into(),
+        epoch: EPOCH,
         clock,
         heads_hash: [7; 8],
         truncated: false,
@@ -72,6 +80,7 @@ fn limits_are_consistent() {
     // The largest possible digest is far below the frame limit.
     let max_digest = Frame::Digest {
         space: "x".repeat(MAX_SPACE_NAME_BYTES),
+        epoch: EPOCH,
         clock: (0..MAX_CLOCK_ENTRIES)
             .map(|i| {
                 let mut a = vec![0u8; MAX_ACTOR_BYTES];
@@ -85,6 +94,93 @@ fn limits_are_consistent() {
     };
     round_trip(&max_digest);
     assert!(max_digest.encoded_len() < MAX_FRAME_BYTES / 100);
+}
+
+#[test]
+fn cut_entries_at_limit_and_one_over() {
+    let cut = |n: usize| -> Vec<(Vec<u8>, u64)> { (0..n).map(|i| (actor(i), 1)).collect() };
+    let at = Frame::Epoch {
+        space: "s".into(),
+        epoch: EPOCH,
+        cut: cut(MAX_CUT_ENTRIES),
+    };
+    round_trip(&at);
+    let over = Frame::Epoch {
+        space: "s".into(),
+        epoch: EPOCH,
+        cut: cut(MAX_CUT_ENTRIES + 1),
+    };
+    assert_eq!(
+        over.encode(),
+        Err(enc_too_large(Limit::CutEntries, MAX_CUT_ENTRIES + 1))
+    );
+    let mut body = Vec::new();
+    encode_varint((MAX_CUT_ENTRIES + 1) as u64, &mut body);
+    body.extend(std::iter::repeat_n(0u8, 2 * (MAX_CUT_ENTRIES + 1)));
+    assert_eq!(
+        Frame::decode(&raw(FrameKind::Epoch, b"s", &body)),
+        Err(dec_too_large(Limit::CutEntries, MAX_CUT_ENTRIES + 1))
+    );
+}
+
+#[test]
+fn snapshot_sizes_at_limit_and_one_over() {
+    let piece = |total: u64, chunk: usize| Frame::Snapshot {
+        space: "s".into(),
+        epoch: EPOCH,
+        total,
+        offset: 0,
+        chunk: vec![1; chunk],
+    };
+    round_trip(&piece(MAX_SNAPSHOT_BYTES as u64, MAX_SNAPSHOT_CHUNK_BYTES));
+    assert_eq!(
+        piece(MAX_SNAPSHOT_BYTES as u64 + 1, 1).encode(),
+        Err(enc_too_large(Limit::Snapshot, MAX_SNAPSHOT_BYTES + 1))
+    );
+    assert_eq!(
+        piece(MAX_SNAPSHOT_BYTES as u64, MAX_SNAPSHOT_CHUNK_BYTES + 1).encode(),
+        Err(enc_too_large(
+            Limit::SnapshotChunk,
+            MAX_SNAPSHOT_CHUNK_BYTES + 1
+        ))
+    );
+    let mut body = Vec::new();
+    encode_varint(MAX_SNAPSHOT_BYTES as u64 + 1, &mut body);
+    assert_eq!(
+        Frame::decode(&raw(FrameKind::Snapshot, b"s", &body)),
+        Err(dec_too_large(Limit::Snapshot, MAX_SNAPSHOT_BYTES + 1))
+    );
+    let mut body = Vec::new();
+    encode_varint(MAX_SNAPSHOT_BYTES as u64, &mut body);
+    encode_varint(0, &mut body);
+    encode_varint(MAX_SNAPSHOT_CHUNK_BYTES as u64 + 1, &mut body);
+    assert_eq!(
+        Frame::decode(&raw(FrameKind::Snapshot, b"s", &body)),
+        Err(dec_too_large(
+            Limit::SnapshotChunk,
+            MAX_SNAPSHOT_CHUNK_BYTES + 1
+        ))
+    );
+    // a whole snapshot splits into pieces within the limits
+    let doc = vec![3u8; 2 * MAX_SNAPSHOT_CHUNK_BYTES + 5];
+    let frames = chunk_snapshot("s", EPOCH, &doc).expect("fits");
+    assert_eq!(frames.len(), 3);
+    let mut joined = Vec::new();
+    for frame in &frames {
+        round_trip(frame);
+        if let Frame::Snapshot {
+            offset,
+            chunk,
+            total,
+            ..
+        } = frame
+        {
+            assert_eq!(*offset, joined.len() as u64);
+            assert_eq!(*total, doc.len() as u64);
+            joined.extend_from_slice(chunk);
+        }
+    }
+    assert_eq!(joined, doc);
 }
 
 #[test]
@@ -108,12 +204,14 @@ fn space_name_at_limit_and_one_over() {
 fn changes_per_frame_at_limit_and_one_over() {
     let at = Frame::Changes {
         space: "s".into(),
+        epoch: EPOCH,
         changes: vec![vec![1]; MAX_CHANGES_PER_FRAME],
     };
     round_trip(&at);
 
     let over = Frame::Changes {
         space: "s".into(),
+        epoch: EPOCH,
         changes: vec![vec![1]; MAX_CHANGES_PER_FRAME + 1],
     };
     assert_eq!(
@@ -140,12 +238,14 @@ fn change_bytes_at_limit_and_one_over() {
     let space = "s".repeat(MAX_SPACE_NAME_BYTES);
     let at = Frame::Changes {
         space: space.clone(),
+        epoch: EPOCH,
         changes: vec![vec![0xab; MAX_CHANGE_BYTES]],
     };
     round_trip(&at);
 
     let over = Frame::Changes {
         space: space.clone(),
+        epoch: EPOCH,
         changes: vec![vec![0xab; MAX_CHANGE_BYTES + 1]],
     };
     assert_eq!(
@@ -167,11 +267,13 @@ fn sync_message_at_limit_and_one_over() {
     let space = "s".repeat(MAX_SPACE_NAME_BYTES);
     round_trip(&Frame::SyncMessage {
         space: space.clone(),
+        epoch: EPOCH,
         message: vec![3; MAX_SYNC_MESSAGE_BYTES],
     });
 
     let over = Frame::SyncMessage {
         space: space.clone(),
+        epoch: EPOCH,
         message: vec![3; MAX_SYNC_MESSAGE_BYTES + 1],
     };
     assert_eq!(
@@ -246,6 +348,7 @@ fn actor_bytes_at_limit_and_one_over() {
 fn changes_frame_of_len(target: usize) -> Frame {
     let base = Frame::Changes {
         space: "s".into(),
+        epoch: EPOCH,
         changes: vec![vec![1; MAX_CHANGE_BYTES], Vec::new()],
     }
     .encoded_len();
@@ -253,6 +356,7 @@ fn changes_frame_of_len(target: usize) -> Frame {
     for len in room.saturating_sub(10)..=room {
         let frame = Frame::Changes {
             space: "s".into(),
+            epoch: EPOCH,
             changes: vec![vec![1; MAX_CHANGE_BYTES], vec![2; len]],
         };
         if frame.encoded_len() == target {
@@ -347,6 +451,7 @@ fn check_chunks(space: &str, input: &[Vec<u8>], frames: &[Frame]) {
             grown.push(next[0].clone());
             let grown = Frame::Changes {
                 space: space.into(),
+                epoch: EPOCH,
                 changes: grown,
             };
             assert!(
@@ -359,11 +464,11 @@ fn check_chunks(space: &str, input: &[Vec<u8>], frames: &[Frame]) {
 
 #[test]
 fn chunk_changes_splits_by_count() {
-    assert_eq!(chunk_changes("s", Vec::new()), Ok(Vec::new()));
+    assert_eq!(chunk_changes("s", EPOCH, Vec::new()), Ok(Vec::new()));
     let input: Vec<Vec<u8>> = (0..2 * MAX_CHANGES_PER_FRAME + 1)
         .map(|i| (i as u32).to_le_bytes().to_vec())
         .collect();
-    let frames = chunk_changes("s", input.clone()).expect("small changes chunk");
+    let frames = chunk_changes("s", EPOCH, input.clone()).expect("small changes chunk");
     assert_eq!(frames.len(), 3);
     check_chunks("s", &input, &frames);
 }
@@ -388,7 +493,7 @@ fn chunk_changes_splits_by_bytes() {
         .enumerate()
         .map(|(i, &n)| vec![i as u8; n])
         .collect();
-    let frames = chunk_changes(&space, input.clone()).expect("changes within limit chunk");
+    let frames = chunk_changes(&space, EPOCH, input.clone()).expect("changes within limit chunk");
     check_chunks(&space, &input, &frames);
     assert_eq!(frames.len(), 6);
 }
@@ -396,11 +501,11 @@ fn chunk_changes_splits_by_bytes() {
 #[test]
 fn chunk_changes_refuses_oversized_change_and_space() {
     assert_eq!(
-        chunk_changes("s", vec![vec![1], vec![0; MAX_CHANGE_BYTES + 1]]),
+        chunk_changes("s", EPOCH, vec![vec![1], vec![0; MAX_CHANGE_BYTES + 1]]),
         Err(enc_too_large(Limit::Change, MAX_CHANGE_BYTES + 1))
     );
     assert_eq!(
-        chunk_changes(&"s".repeat(MAX_SPACE_NAME_BYTES + 1), vec![vec![1]]),
+        chunk_changes(&"s".repeat(MAX_SPACE_NAME_BYTES + 1), EPOCH, vec![vec![1]]),
         Err(enc_too_large(Limit::SpaceName, MAX_SPACE_NAME_BYTES + 1))
     );
 }
@@ -409,7 +514,7 @@ fn chunk_changes_refuses_oversized_change_and_space() {
 fn digest_helper_truncates_big_clocks() {
     let clock = |n: usize| (0..n).map(|i| (actor(i), i as u64 + 1));
 
-    let exact = Frame::digest("s", clock(MAX_CLOCK_ENTRIES), [1; 8], false).expect("fits");
+    let exact = Frame::digest("s", EPOCH, clock(MAX_CLOCK_ENTRIES), [1; 8], false).expect("fits");
     match &exact {
         Frame::Digest {
             clock, truncated, ..
@@ -421,7 +526,8 @@ fn digest_helper_truncates_big_clocks() {
     }
     round_trip(&exact);
 
-    let big = Frame::digest("s", clock(MAX_CLOCK_ENTRIES * 4 + 3), [1; 8], true).expect("fits");
+    let big =
+        Frame::digest("s", EPOCH, clock(MAX_CLOCK_ENTRIES * 4 + 3), [1; 8], true).expect("fits");
     match &big {
         Frame::Digest {
             clock: kept,
@@ -439,11 +545,17 @@ fn digest_helper_truncates_big_clocks() {
 
     let dup = vec![(actor(1), 1), (actor(2), 2), (actor(1), 3)];
     assert_eq!(
-        Frame::digest("s", dup, [0; 8], false),
+        Frame::digest("s", EPOCH, dup, [0; 8], false),
         Err(EncodeError::DuplicateActor { index: 2 })
     );
     assert_eq!(
-        Frame::digest("s", vec![(vec![0; MAX_ACTOR_BYTES + 1], 1)], [0; 8], false),
+        Frame::digest(
+            "s",
+            EPOCH,
+            vec![(vec![0; MAX_ACTOR_BYTES + 1], 1)],
+            [0; 8],
+            false
+        ),
         Err(enc_too_large(Limit::Actor, MAX_ACTOR_BYTES + 1))
     );
 }

@@ -40,27 +40,66 @@ fn clock() -> impl Strategy<Value = Vec<(Vec<u8>, u64)>> {
 
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (space(), vec(vec(any::<u8>(), 0..300), 0..40))
-            .prop_map(|(space, changes)| Frame::Changes { space, changes }),
         (
             space(),
+            any::<[u8; 32]>(),
+            vec(vec(any::<u8>(), 0..300), 0..40)
+        )
+            .prop_map(|(space, epoch, changes)| Frame::Changes {
+                space,
+                epoch,
+                changes
+            }),
+        (
+            space(),
+            any::<[u8; 32]>(),
             clock(),
             any::<[u8; 8]>(),
             any::<bool>(),
             any::<bool>()
         )
-            .prop_map(
-                |(space, clock, heads_hash, truncated, reply)| Frame::Digest {
+            .prop_map(|(space, epoch, clock, heads_hash, truncated, reply)| {
+                Frame::Digest {
                     space,
+                    epoch,
                     clock,
                     heads_hash,
                     truncated,
                     reply,
                 }
-            ),
-        (space(), vec(any::<u8>(), 0..2000))
-            .prop_map(|(space, message)| Frame::SyncMessage { space, message }),
+            }),
+        (space(), any::<[u8; 32]>(), vec(any::<u8>(), 0..2000)).prop_map(
+            |(space, epoch, message)| Frame::SyncMessage {
+                space,
+                epoch,
+                message
+            }
+        ),
         (space(), bye_reason()).prop_map(|(space, reason)| Frame::Bye { space, reason }),
+        (space(), any::<[u8; 32]>(), clock()).prop_map(|(space, epoch, cut)| Frame::Epoch {
+            space,
+            epoch,
+            cut
+        }),
+        (space(), any::<[u8; 32]>())
+            .prop_map(|(space, epoch)| Frame::SnapshotRequest { space, epoch }),
+        (
+            space(),
+            any::<[u8; 32]>(),
+            vec(any::<u8>(), 0..2000),
+            0u64..5000,
+            0u64..5000
+        )
+            .prop_map(|(space, epoch, chunk, offset, extra)| {
+                let total = offset + chunk.len() as u64 + extra;
+                Frame::Snapshot {
+                    space,
+                    epoch,
+                    total,
+                    offset,
+                    chunk,
+                }
+            }),
     ]
 }
 

@@ -65,7 +65,10 @@ pub(crate) fn untag(value: &ScalarValue) -> (ScalarValue, Option<Dot>) {
         return match object.remove(ORIGIN_FIELD) {
             Some(Value::String(o)) => {
                 let origin = decode(&o);
-                (ScalarValue::Str(Value::Object(object).to_string().into()), origin)
+                (
+                    ScalarValue::Str(Value::Object(object).to_string().into()),
+                    origin,
+                )
             }
             _ => (value.clone(), None),
         };

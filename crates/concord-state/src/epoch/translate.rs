@@ -13,10 +13,11 @@
 //! - its dependencies: the carried versions of the maximal changes of its
 //!   causal past that the cut lacks, or the epoch's seal when the cut holds
 //!   its whole past;
-//! - each operation's predecessors: the writes live at that key in the new
-//!   document (at those dependencies) whose origin is in the change's causal
-//!   past: exactly what the writer saw and replaced, minus what the cut had
-//!   already replaced concurrently;
+//! - each operation's predecessors: the writes it replaced (named by their
+//!   origins, read in the document it comes from), as far as they are still
+//!   live in the new document at those dependencies (the cut may have
+//!   replaced some concurrently); a counter contribution replaces whatever
+//!   is live at its key, since only its own actor writes it;
 //! - its extra bytes: its causal past (a vector clock), since its
 //!   dependencies in the new document say more than the writer saw.
 //!
@@ -30,11 +31,14 @@ use automerge::{Automerge, Change, ChangeHash, ExpandedChange, ReadDoc, Value};
 
 use super::cut::DocView;
 use super::origin::Dot;
+use crate::keys::{self, Slot};
 use crate::replica::doc::Layout;
 use crate::{StateError, VectorClock};
 
 /// A logical change to carry over, read from the document that holds it.
 pub(crate) struct Source<'a> {
+    /// The document holding it.
+    pub view: &'a DocView<'a>,
     /// The change as its document holds it.
     pub change: &'a Change,
     /// Its logical identity.
@@ -132,6 +136,36 @@ fn get_varint(input: &mut &[u8]) -> Option<u64> {
     None
 }
 
+impl Source<'_> {
+    /// The writes `op` replaced, as dots, read in the source document at the
+    /// change's dependencies (what its writer saw); `None` for a counter
+    /// contribution, whose every write replaces the one live before it
+    /// (only its own actor writes it, one change after the other).
+    fn replaced(
+        &self,
+        op: &legacy::Op,
+        obj: &automerge::ObjId,
+        key: &str,
+    ) -> Result<Option<Vec<Dot>>, StateError> {
+        if matches!(keys::parse_key(key), Some((_, Slot::Contribution(_)))) {
+            return Ok(None);
+        }
+        let mut dots = Vec::with_capacity(op.pred.len());
+        let live = self.view.doc.get_all_at(obj, key, self.change.deps())?;
+        for pred in op.pred.iter() {
+            let found = live.iter().find(|(_, id)| {
+                matches!(id, automerge::ObjId::Id(c, a, _) if *c == pred.counter() && a == pred.actor())
+            });
+            if let Some((Value::Scalar(v), id)) = found
+                && let Some(dot) = self.view.origin_of(id, v, key, self.view.base)
+            {
+                dots.push(dot);
+            }
+        }
+        Ok(Some(dots))
+    }
+}
+
 impl Target<'_> {
     /// Carries `source` over and applies it to the target document; returns
     /// the carried change's hash. Every change of its causal past that the
@@ -168,7 +202,10 @@ impl Target<'_> {
                 .map(|(i, _)| OpId(max_op + 1 + i as u64, actor.clone()));
             let pred = match earlier {
                 Some(id) => vec![id],
-                None => self.replaced(&deps, &obj, key, source.past)?,
+                None => {
+                    let replaced = source.replaced(op, &obj, key)?;
+                    self.live_among(&deps, &obj, key, replaced.as_deref())?
+                }
             };
             debug_assert!(pred.iter().all(|p| p.counter() < counter));
             if pred.is_empty() && op.action == OpType::Delete {
@@ -244,13 +281,14 @@ impl Target<'_> {
         Ok(deps)
     }
 
-    /// The writes live at `key` at `deps` whose origin the writer saw.
-    fn replaced(
+    /// The ops live at `key` at `deps` that are the writes `replaced` names
+    /// (all of them when `replaced` is `None`).
+    fn live_among(
         &self,
         deps: &[ChangeHash],
         obj: &automerge::ObjId,
         key: &str,
-        past: &VectorClock,
+        replaced: Option<&[Dot]>,
     ) -> Result<Vec<OpId>, StateError> {
         let view = DocView {
             doc: self.doc,
@@ -262,12 +300,14 @@ impl Target<'_> {
             let automerge::ObjId::Id(counter, writer, _) = &id else {
                 continue;
             };
-            let origin = match &value {
-                Value::Scalar(v) => view.origin_of(&id, v, key, self.cut),
-                Value::Object(_) => None,
+            let hit = match (replaced, &value) {
+                (None, _) => true,
+                (Some(dots), Value::Scalar(v)) => view
+                    .origin_of(&id, v, key, self.cut)
+                    .is_some_and(|o| dots.contains(&o)),
+                (Some(_), Value::Object(_)) => false,
             };
-            // A carried value of unknown origin predates every write here.
-            if origin.is_none_or(|(a, s)| past.contains(&a, s)) {
+            if hit {
                 out.push(OpId(*counter, writer.clone()));
             }
         }

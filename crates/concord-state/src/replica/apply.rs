@@ -72,7 +72,9 @@ impl Replica {
         let mut outcome = ApplyOutcome::default();
         for change in parsed {
             if self.known.contains(&change.hash())
-                || self.clock.contains(change.actor_id(), self.logical_seq(&change))
+                || self
+                    .clock
+                    .contains(change.actor_id(), self.logical_seq(&change))
                 || self.pending.iter().any(|p| p.hash() == change.hash())
             {
                 outcome.duplicates += 1;
@@ -103,8 +105,7 @@ impl Replica {
         self.clock.get(change.actor_id()) + 1 == self.logical_seq(change)
             && !is_genesis_actor(change.actor_id())
             && change.deps().iter().all(|d| {
-                self.known.contains(d)
-                    && (d == &self.epoch.id.0 || !self.epoch.genesis.contains(d))
+                self.known.contains(d) && (d == &self.epoch.id.0 || !self.epoch.genesis.contains(d))
             })
     }
 

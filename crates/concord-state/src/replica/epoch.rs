@@ -90,7 +90,13 @@ impl EpochState {
         let genesis: HashSet<ChangeHash> = doc.get_heads().into_iter().collect();
         debug_assert_eq!(genesis.len(), 1);
         EpochState {
-            id: EpochId(genesis.iter().next().copied().unwrap_or(ChangeHash([0; 32]))),
+            id: EpochId(
+                genesis
+                    .iter()
+                    .next()
+                    .copied()
+                    .unwrap_or(ChangeHash([0; 32])),
+            ),
             base: VectorClock::new(),
             base_hlc: Hlc::default(),
             number: 0,
@@ -222,8 +228,8 @@ impl Replica {
         theirs: &EpochAnnounce,
         snapshot: Option<&[u8]>,
     ) -> Result<Adoption, StateError> {
-        let _span = tracing::debug_span!("adopt_epoch", space = %self.space, to = %theirs.id)
-            .entered();
+        let _span =
+            tracing::debug_span!("adopt_epoch", space = %self.space, to = %theirs.id).entered();
         self.tick(now);
         match self.epoch.base.compare(&theirs.cut) {
             Causality::Equal if theirs.id == self.epoch.id => return Ok(Adoption::Current),
@@ -326,7 +332,12 @@ impl Replica {
             .get_changes_meta(&[])
             .iter()
             .filter(|m| !self.epoch.genesis.contains(&m.hash))
-            .filter(|m| keep(&(m.actor.clone().into_owned(), self.epoch.logical(&m.actor, m.seq))))
+            .filter(|m| {
+                keep(&(
+                    m.actor.clone().into_owned(),
+                    self.epoch.logical(&m.actor, m.seq),
+                ))
+            })
             .filter_map(|m| m.message.as_deref().and_then(Hlc::parse))
             .fold(self.epoch.base_hlc, Hlc::max)
     }
@@ -342,7 +353,10 @@ impl Replica {
             if self.epoch.genesis.contains(&m.hash) {
                 continue;
             }
-            let dot = (m.actor.clone().into_owned(), self.epoch.logical(&m.actor, m.seq));
+            let dot = (
+                m.actor.clone().into_owned(),
+                self.epoch.logical(&m.actor, m.seq),
+            );
             // A change written in this epoch saw its cut (its writer held
             // the first document); a carried one says what its writer saw.
             let past = decode_past(&m.extra).unwrap_or_else(|| {
@@ -378,6 +392,11 @@ impl Replica {
             .collect();
         changes.sort_by(|a, b| (a.start_op(), a.actor_id()).cmp(&(b.start_op(), b.actor_id())));
         let mut carried = HashMap::new();
+        let source_view = DocView {
+            doc: &self.doc,
+            layout: &self.layout,
+            base: &self.epoch.base,
+        };
         let mut target = Target {
             doc: &mut doc,
             layout: &layout,
@@ -395,6 +414,7 @@ impl Replica {
                 StateError::InvalidEpoch("a change of the epoch has no causal past".into())
             })?;
             target.carry(&Source {
+                view: &source_view,
                 change,
                 dot: dot.clone(),
                 past,
@@ -540,7 +560,9 @@ fn verified_snapshot(bytes: &[u8], theirs: &EpochAnnounce) -> Result<CutState, S
     let state = CutState::read(&view, &[theirs.id.0], cut, descriptor.hlc)?;
     let (_, _, id) = genesis::build(&state, ActorId::from(&GENESIS_ACTOR[..]))?;
     if id != theirs.id {
-        return Err(bad("it is not the canonical first document of its cut".into()));
+        return Err(bad(
+            "it is not the canonical first document of its cut".into()
+        ));
     }
     Ok(state)
 }

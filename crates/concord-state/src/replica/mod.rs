@@ -22,9 +22,9 @@ use automerge::sync;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId};
 use tracing::{debug, warn};
 
+use crate::epoch::EpochConfig;
 use crate::storage::{Storage, TornTail};
 use crate::subscription::Subscriptions;
-use crate::epoch::EpochConfig;
 use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, StateError, VectorClock};
 
 pub use apply::ApplyOutcome;
