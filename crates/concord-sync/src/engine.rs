@@ -11,6 +11,12 @@
 //!   with its own digest so the other side pushes them. Equal clocks with
 //!   different heads, or a truncated clock, fall back to automerge's sync
 //!   protocol ([`Frame::SyncMessage`]).
+//! * **Ephemeral values** (`engine/ephemeral.rs`). Local ephemeral writes
+//!   are broadcast as [`Frame::Ephemeral`] on [`Input::LocalCommit`] (and
+//!   on ticks); a peer that comes up gets every live value; received values
+//!   go through [`Replica::apply_ephemeral`]. While the replica holds some,
+//!   [`SyncEngine::poll_timeout`] includes the next expiry; otherwise they
+//!   add no timer.
 //! * **Bad input.** A frame that does not decode, names another space, or
 //!   carries an invalid change yields [`SyncEvent::ProtocolError`] and a
 //!   [`SyncEvent::Disconnect`] for that peer; the replica is untouched.
@@ -32,6 +38,8 @@ use rand_chacha::ChaCha8Rng;
 use tracing::{debug, trace, warn};
 
 use crate::wire::{self, ByeReason, DecodeError, Frame};
+
+mod ephemeral;
 
 /// Bound on transmits waiting for the driver to take them.
 pub const MAX_QUEUED_TRANSMITS: usize = 4096;
@@ -227,7 +235,10 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
                 self.peers.remove(&peer);
             }
             Input::Frame { from, bytes } => self.on_bytes(from, &bytes),
-            Input::LocalCommit => self.broadcast_local(),
+            Input::LocalCommit => {
+                self.broadcast_local();
+                self.broadcast_ephemeral();
+            }
             Input::Tick => self.on_tick(),
         }
     }
@@ -244,7 +255,8 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
 
     /// When the engine next wants an [`Input::Tick`].
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.peers.values().map(|p| p.next_digest).min()
+        let digest = self.peers.values().map(|p| p.next_digest).min();
+        digest.into_iter().chain(self.ephemeral_timeout()).min()
     }
 
     fn peer_up(&mut self, peer: P) {
@@ -266,6 +278,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             },
         );
         self.send_digest(&peer, true);
+        self.hand_ephemeral(&peer);
     }
 
     fn next_heartbeat(&mut self) -> Millis {
@@ -293,6 +306,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         }
         // Local changes not yet broadcast (e.g. written without LocalCommit).
         self.broadcast_local();
+        self.broadcast_ephemeral();
     }
 
     fn broadcast_local(&mut self) {
@@ -336,6 +350,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
                 debug!(?from, ?reason, "peer said bye");
                 self.peers.remove(&from);
             }
+            Frame::Ephemeral { entries, .. } => self.on_ephemeral(from, entries),
         }
     }
 

@@ -26,6 +26,13 @@
 //!                       no actor twice)
 //! kind 3  SyncMessage  body = len:varint bytes                (len <= MAX_SYNC_MESSAGE_BYTES)
 //! kind 4  Bye          body = reason:u8                       (see ByeReason)
+//! kind 5  Ephemeral    body = count:varint entry*count        (count <= MAX_EPHEMERAL_PER_FRAME)
+//!                      entry = path_len:varint path writer_len:varint writer
+//!                              wall:varint logical:varint ttl_ms:varint
+//!                              value_len:varint value
+//!                      (path UTF-8, path_len <= MAX_PATH_BYTES,
+//!                       writer_len <= MAX_ACTOR_BYTES, logical <= u32::MAX,
+//!                       value_len <= MAX_EPHEMERAL_VALUE_BYTES)
 //!
 //! varint = unsigned LEB128 of a u64: 7 bits per byte, least significant
 //!          group first, high bit set on every byte but the last; at most 10
@@ -49,8 +56,9 @@
 //! # Errors and what the caller does with them
 //!
 //! Encoding a frame that breaks a limit returns an [`EncodeError`]; use
-//! [`chunk_changes`] to split a long list of changes and [`Frame::digest`] to
-//! bound a large vector clock. Decoding a malformed or oversized frame
+//! [`chunk_changes`] to split a long list of changes, [`chunk_ephemeral`]
+//! for ephemeral values, and [`Frame::digest`] to bound a large vector
+//! clock. Decoding a malformed or oversized frame
 //! returns a [`DecodeError`]; the sync engine then disconnects the peer and
 //! scores it down, and the local replica is left untouched (the codec never
 //! sees it anyway).
@@ -67,6 +75,13 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+
+mod ephemeral;
+
+pub use ephemeral::{
+    EphemeralEntry, MAX_EPHEMERAL_PER_FRAME, MAX_EPHEMERAL_VALUE_BYTES, MAX_PATH_BYTES,
+    chunk_ephemeral,
+};
 
 /// Version byte at the start of every frame. A frame with any other version
 /// is rejected with [`DecodeError::UnsupportedVersion`].
@@ -144,6 +159,13 @@ pub enum Limit {
     Actor,
     /// One sync message, against [`MAX_SYNC_MESSAGE_BYTES`].
     SyncMessage,
+    /// The number of entries in an ephemeral frame, against
+    /// [`MAX_EPHEMERAL_PER_FRAME`].
+    EphemeralPerFrame,
+    /// One channel path of an ephemeral entry, against [`MAX_PATH_BYTES`].
+    Path,
+    /// One ephemeral value, against [`MAX_EPHEMERAL_VALUE_BYTES`].
+    EphemeralValue,
 }
 
 impl Limit {
@@ -157,6 +179,9 @@ impl Limit {
             Limit::ClockEntries => MAX_CLOCK_ENTRIES,
             Limit::Actor => MAX_ACTOR_BYTES,
             Limit::SyncMessage => MAX_SYNC_MESSAGE_BYTES,
+            Limit::EphemeralPerFrame => MAX_EPHEMERAL_PER_FRAME,
+            Limit::Path => MAX_PATH_BYTES,
+            Limit::EphemeralValue => MAX_EPHEMERAL_VALUE_BYTES,
         }
     }
 }
@@ -171,6 +196,9 @@ impl fmt::Display for Limit {
             Limit::ClockEntries => "clock entries",
             Limit::Actor => "actor id bytes",
             Limit::SyncMessage => "sync message bytes",
+            Limit::EphemeralPerFrame => "ephemeral values per frame",
+            Limit::Path => "channel path bytes",
+            Limit::EphemeralValue => "ephemeral value bytes",
         })
     }
 }
@@ -256,6 +284,12 @@ pub enum DecodeError {
     /// The reason byte of a bye frame names no known [`ByeReason`].
     #[error("unknown bye reason {0}")]
     UnknownByeReason(u8),
+    /// An ephemeral entry's channel path is not valid UTF-8.
+    #[error("ephemeral channel path is not valid UTF-8")]
+    PathNotUtf8,
+    /// An ephemeral entry's HLC logical part does not fit in 32 bits.
+    #[error("hlc logical part {0} does not fit in 32 bits")]
+    LogicalOverflow(u64),
 }
 
 /// The kind byte of a frame (second byte on the wire).
@@ -269,6 +303,8 @@ pub enum FrameKind {
     SyncMessage = 3,
     /// [`Frame::Bye`].
     Bye = 4,
+    /// [`Frame::Ephemeral`].
+    Ephemeral = 5,
 }
 
 impl FrameKind {
@@ -284,6 +320,7 @@ impl FrameKind {
             2 => Some(FrameKind::Digest),
             3 => Some(FrameKind::SyncMessage),
             4 => Some(FrameKind::Bye),
+            5 => Some(FrameKind::Ephemeral),
             _ => None,
         }
     }
@@ -378,6 +415,15 @@ pub enum Frame {
         /// Why.
         reason: ByeReason,
     },
+    /// Ephemeral values (heartbeats, presence): pushed on the fast path
+    /// after local writes, and every live one to a peer that comes up. At
+    /// most [`MAX_EPHEMERAL_PER_FRAME`] entries; see [`chunk_ephemeral`].
+    Ephemeral {
+        /// The space the values belong to.
+        space: String,
+        /// The values.
+        entries: Vec<EphemeralEntry>,
+    },
 }
 
 impl Frame {
@@ -387,7 +433,8 @@ impl Frame {
             Frame::Changes { space, .. }
             | Frame::Digest { space, .. }
             | Frame::SyncMessage { space, .. }
-            | Frame::Bye { space, .. } => space,
+            | Frame::Bye { space, .. }
+            | Frame::Ephemeral { space, .. } => space,
         }
     }
 
@@ -398,6 +445,7 @@ impl Frame {
             Frame::Digest { .. } => FrameKind::Digest,
             Frame::SyncMessage { .. } => FrameKind::SyncMessage,
             Frame::Bye { .. } => FrameKind::Bye,
+            Frame::Ephemeral { .. } => FrameKind::Ephemeral,
         }
     }
 
@@ -449,6 +497,11 @@ impl Frame {
             ),
             Frame::SyncMessage { message, .. } => prefixed_len(message.len()),
             Frame::Bye { .. } => 1,
+            Frame::Ephemeral { entries, .. } => entries
+                .iter()
+                .fold(varint_len(entries.len() as u64), |acc, entry| {
+                    acc.saturating_add(entry.encoded_len())
+                }),
         };
         header.saturating_add(body)
     }
@@ -476,6 +529,12 @@ impl Frame {
             }
             Frame::SyncMessage { message, .. } => check(Limit::SyncMessage, message.len())?,
             Frame::Bye { .. } => {}
+            Frame::Ephemeral { entries, .. } => {
+                check(Limit::EphemeralPerFrame, entries.len())?;
+                for entry in entries {
+                    entry.validate()?;
+                }
+            }
         }
         check(Limit::Frame, self.encoded_len())
     }
@@ -518,6 +577,12 @@ impl Frame {
             }
             Frame::SyncMessage { message, .. } => put_bytes(&mut out, message),
             Frame::Bye { reason, .. } => out.push(reason.code()),
+            Frame::Ephemeral { entries, .. } => {
+                encode_varint(entries.len() as u64, &mut out);
+                for entry in entries {
+                    entry.encode(&mut out);
+                }
+            }
         }
         debug_assert_eq!(out.len(), self.encoded_len());
         Ok(out)
@@ -588,6 +653,18 @@ impl Frame {
                     ByeReason::from_code(code).ok_or(DecodeError::UnknownByeReason(code))?;
                 Frame::Bye { space, reason }
             }
+            FrameKind::Ephemeral => {
+                let count = r.count(
+                    "ephemeral entry count",
+                    Limit::EphemeralPerFrame,
+                    ephemeral::MIN_ENTRY_BYTES,
+                )?;
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    entries.push(EphemeralEntry::decode(&mut r)?);
+                }
+                Frame::Ephemeral { space, entries }
+            }
         };
         if !r.rest.is_empty() {
             return Err(DecodeError::TrailingBytes {
@@ -610,32 +687,44 @@ pub fn chunk_changes(
     space: &str,
     changes: impl IntoIterator<Item = Vec<u8>>,
 ) -> Result<Vec<Frame>, EncodeError> {
+    chunk_items(
+        space,
+        changes,
+        MAX_CHANGES_PER_FRAME,
+        |change| check(Limit::Change, change.len()).map(|()| prefixed_len(change.len())),
+        |space, changes| Frame::Changes { space, changes },
+    )
+}
+
+/// Splits `items` into as few frames (built by `frame`) of a count-prefixed
+/// list as `max_count` and [`MAX_FRAME_BYTES`] allow, keeping their order.
+/// `measure` checks an item's own limits and gives its encoded size.
+fn chunk_items<T>(
+    space: &str,
+    items: impl IntoIterator<Item = T>,
+    max_count: usize,
+    measure: impl Fn(&T) -> Result<usize, EncodeError>,
+    frame: impl Fn(String, Vec<T>) -> Frame,
+) -> Result<Vec<Frame>, EncodeError> {
     check(Limit::SpaceName, space.len())?;
     let header = 2 + varint_len(space.len() as u64) + space.len();
     let mut frames = Vec::new();
-    let mut current: Vec<Vec<u8>> = Vec::new();
-    // Bytes of the changes in `current`, with their length prefixes.
+    let mut current: Vec<T> = Vec::new();
+    // Encoded bytes of the items in `current`.
     let mut body = 0usize;
-    for change in changes {
-        check(Limit::Change, change.len())?;
-        let item = prefixed_len(change.len());
+    for item in items {
+        let size = measure(&item)?;
         let count = current.len() + 1;
-        let total = header + varint_len(count as u64) + body + item;
-        if !current.is_empty() && (count > MAX_CHANGES_PER_FRAME || total > MAX_FRAME_BYTES) {
-            frames.push(Frame::Changes {
-                space: space.to_owned(),
-                changes: std::mem::take(&mut current),
-            });
+        let total = header + varint_len(count as u64) + body + size;
+        if !current.is_empty() && (count > max_count || total > MAX_FRAME_BYTES) {
+            frames.push(frame(space.to_owned(), std::mem::take(&mut current)));
             body = 0;
         }
-        body += item;
-        current.push(change);
+        body += size;
+        current.push(item);
     }
     if !current.is_empty() {
-        frames.push(Frame::Changes {
-            space: space.to_owned(),
-            changes: current,
-        });
+        frames.push(frame(space.to_owned(), current));
     }
     Ok(frames)
 }
