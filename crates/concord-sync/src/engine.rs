@@ -13,7 +13,8 @@
 //!   protocol ([`Frame::SyncMessage`]).
 //! * **Ephemeral values** (`engine/ephemeral.rs`). Local ephemeral writes
 //!   are broadcast as [`Frame::Ephemeral`] on [`Input::LocalCommit`] (and
-//!   on ticks); a peer that comes up gets every live value; received values
+//!   on ticks); a peer that came up gets every live value once it is heard
+//!   from (its session for the space runs then); received values
 //!   go through [`Replica::apply_ephemeral`]. While the replica holds some,
 //!   [`SyncEngine::poll_timeout`] includes the next expiry; otherwise they
 //!   add no timer.
@@ -154,6 +155,8 @@ pub enum SyncEvent<P> {
 struct PeerState {
     sync: sync::State,
     next_digest: Millis,
+    /// Whether the peer was handed the live ephemeral values of this session.
+    ephemeral_handed: bool,
 }
 
 /// The sync engine of one space on one node.
@@ -275,10 +278,10 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             PeerState {
                 sync: sync::State::new(),
                 next_digest,
+                ephemeral_handed: false,
             },
         );
         self.send_digest(&peer, true);
-        self.hand_ephemeral(&peer);
     }
 
     fn next_heartbeat(&mut self) -> Millis {
@@ -336,6 +339,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         if frame.space() != self.replica.space() {
             return self.refuse(from, ProtocolError::WrongSpace(frame.space().to_owned()));
         }
+        let sender = from.clone();
         match frame {
             Frame::Changes { changes, .. } => self.on_changes(from, changes),
             Frame::Digest {
@@ -352,6 +356,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             }
             Frame::Ephemeral { entries, .. } => self.on_ephemeral(from, entries),
         }
+        self.greet_ephemeral(&sender);
     }
 
     fn on_changes(&mut self, from: P, changes: Vec<Vec<u8>>) {

@@ -226,16 +226,28 @@ fn a_peer_that_comes_up_gets_every_live_value() {
     e[0].replica_mut()
         .apply_ephemeral(Millis(10), vec![theirs])
         .unwrap();
-    // Engine 2 comes up later (the outbox was never broadcast to it).
+    // Engine 2 comes up later (the outbox was never broadcast to it). The
+    // values go to it once it is heard from: its session for the space runs.
     e[0].handle_input(Millis(20), Input::PeerUp(2));
-    let out = transmits(&mut e[0]);
-    let handed: Vec<&Transmit<u8>> = out.iter().filter(|t| is_ephemeral(t)).collect();
-    assert_eq!(handed.len(), 1);
-    assert_eq!(handed[0].to, Destination::Peer(2));
+    let hello = transmits(&mut e[0]);
+    assert!(!hello.iter().any(is_ephemeral));
     e[2].handle_input(Millis(20), Input::PeerUp(0));
-    for t in &out {
-        e[2].handle_input(
+    let mut handed = Vec::new();
+    for t in transmits(&mut e[2]) {
+        e[0].handle_input(
             Millis(21),
+            Input::Frame {
+                from: 2,
+                bytes: t.bytes,
+            },
+        );
+        handed.extend(transmits(&mut e[0]).into_iter().filter(is_ephemeral));
+    }
+    assert_eq!(handed.len(), 1, "handed once, however many frames came");
+    assert_eq!(handed[0].to, Destination::Peer(2));
+    for t in hello.iter().chain(&handed) {
+        e[2].handle_input(
+            Millis(22),
             Input::Frame {
                 from: 0,
                 bytes: t.bytes.clone(),
@@ -246,8 +258,20 @@ fn a_peer_that_comes_up_gets_every_live_value() {
         e[2].replica().get(BEAT).unwrap(),
         Some(json!({ writer_hex(0): "zero", writer_hex(9): "nine" }))
     );
-    // Once they expired, a peer coming up gets none.
-    e[0].handle_input(Millis(1_010), Input::PeerUp(1));
+    // Reconnecting hands them over again.
+    e[0].handle_input(Millis(30), Input::PeerDown(2));
+    e[0].handle_input(Millis(31), Input::PeerUp(2));
+    let digest = Frame::digest("space", Vec::new(), [0; 8], true).unwrap();
+    let from_2 = |e: &mut Engine, at| {
+        let bytes = digest.encode().unwrap();
+        e.handle_input(Millis(at), Input::Frame { from: 2, bytes });
+    };
+    from_2(&mut e[0], 32);
+    assert!(transmits(&mut e[0]).iter().any(is_ephemeral));
+    // Once they expired, a peer gets none.
+    e[0].handle_input(Millis(1_010), Input::PeerDown(2));
+    e[0].handle_input(Millis(1_011), Input::PeerUp(2));
+    from_2(&mut e[0], 1_012);
     assert!(!transmits(&mut e[0]).iter().any(is_ephemeral));
 }
 

@@ -3,6 +3,13 @@
 //! every live value, received values go into the replica, and the engine
 //! asks for a tick at the next expiry.
 //!
+//! A peer gets the live values on the first valid frame it sends after it
+//! came up (normally the digest it sends on its own `PeerUp`), not on
+//! `PeerUp` itself: a connection comes up for every space a node has open,
+//! and a frame sent before the peer opened the space would be lost, while
+//! its first frame shows that its session runs. A peer that reconnects
+//! comes up again and gets them again.
+//!
 //! There is no anti-entropy for them: a value lost on the way is replaced
 //! by its writer's next one or handed over again when the peer reconnects.
 //! This module owns the mapping between wire entries and the replica's
@@ -26,8 +33,15 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         self.send_ephemeral(Destination::Broadcast, fresh);
     }
 
-    /// Hands a peer that came up every live ephemeral value.
-    pub(super) fn hand_ephemeral(&mut self, peer: &P) {
+    /// Hands `peer` every live ephemeral value, once per session: called
+    /// after each valid frame from it.
+    pub(super) fn greet_ephemeral(&mut self, peer: &P) {
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if std::mem::replace(&mut state.ephemeral_handed, true) {
+            return;
+        }
         let live = self.replica.ephemeral_snapshot();
         self.send_ephemeral(Destination::Peer(peer.clone()), live);
     }
