@@ -19,7 +19,7 @@
 //!   [`SyncEngine::poll_timeout`] includes the next expiry; otherwise they
 //!   add no timer.
 //! * **Bad input.** A frame that does not decode, names another space, or
-//!   carries an invalid change yields [`SyncEvent::ProtocolError`] and a
+//!   carries an invalid change or ephemeral value yields [`SyncEvent::ProtocolError`] and a
 //!   [`SyncEvent::Disconnect`] for that peer; the replica is untouched.
 //! * **Bounds.** Outgoing transmits are capped at [`MAX_QUEUED_TRANSMITS`]
 //!   (oldest digests are dropped first: they are re-sent on the next
