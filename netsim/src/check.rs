@@ -1,7 +1,8 @@
 //! Checkers: causal order of subscriber events (per step), the registry of
 //! acknowledged writes and the lost-write check, the final convergence
-//! check (heads, vector clocks, every channel's value, conflicts), and lease
-//! safety with its model of fenced external systems ([`LeaseCheck`]).
+//! check (heads, vector clocks, every channel's value but ephemeral ones,
+//! conflicts), and lease safety with its model of fenced external systems
+//! ([`LeaseCheck`]).
 //!
 //! It owns the definition of each violation and only *reads* replicas. It
 //! must never modify a replica or an engine, and never decide what the
@@ -9,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use concord_state::{ActorId, ChangeHash, EventPosition, Replica, VectorClock};
+use concord_state::{ActorId, ChangeHash, ChannelKind, EventPosition, Replica, VectorClock};
 use serde::Serialize;
 
 use crate::node::NodeId;
@@ -449,7 +450,11 @@ fn visible(replica: &Replica) -> Visible {
         .channels()
         .into_iter()
         .map(|(path, spec)| {
-            let value = replica.get(&path).ok().flatten();
+            // Ephemeral values are not replicated state: each node sees
+            // those that reached it and have not expired.
+            let value = (spec.kind != ChannelKind::Ephemeral)
+                .then(|| replica.get(&path).ok().flatten())
+                .flatten();
             (path.to_string(), spec.to_string(), value)
         })
         .collect();

@@ -25,7 +25,10 @@
 //!   and processed on resume; frames to a crashed node are lost); clock skew
 //!   and drift (each node's `now` is an affine function of virtual time).
 //! * **Workload** ([`workload`]): random writes to `LastValue` (LWW and
-//!   `reject`), `Topic`, `Counter` and `Set` channels.
+//!   `reject`), `Topic`, `Counter` and `Set` channels; in `steady` (or any
+//!   plan with [`Workload::heartbeat_ms`]) also a heartbeat per node and
+//!   interval on an ephemeral channel (gossiped, never in the document, so
+//!   left out of the convergence and causal-order checks).
 //! * **Leases** ([`lease`], for the `lease-*` scenarios, see [`LeasePlan`]):
 //!   the first nodes also run the real concord-lease acceptor (the lease
 //!   peers) and proposer, on their own skewed, drifting clock, exchanging

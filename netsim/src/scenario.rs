@@ -33,7 +33,8 @@ pub(crate) fn stream_rng(seed: u64, stream: u64) -> ChaCha8Rng {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
-    /// Healthy network, everyone writes.
+    /// Healthy network, everyone writes, and every node publishes a
+    /// heartbeat (ephemeral value) each second.
     Steady,
     /// Two partitions into random groups, each healed later.
     PartitionHeal,
@@ -248,7 +249,7 @@ impl ScenarioConfig {
         let mut plan = Plan::base(self, duration_ms);
         let n = self.peers;
         match self.scenario {
-            Scenario::Steady => {}
+            Scenario::Steady => plan.workload.heartbeat_ms = Some(1_000),
             Scenario::PartitionHeal => plan.add_partitions(&mut rng),
             Scenario::FlakyLinks => plan.add_flaky_links(200_000, 50_000, 200),
             Scenario::CrashRestart => {
@@ -338,6 +339,10 @@ pub struct Workload {
     pub end_ms: u64,
     /// A node writing at its own (faster) interval, e.g. the offline edge.
     pub hot: Option<(u32, u64)>,
+    /// Every running node publishes a heartbeat on the ephemeral channel
+    /// [`crate::workload::PRESENCE_CHANNEL`] this often during the write
+    /// phase (virtual ms; off when `None`, the default but for `steady`).
+    pub heartbeat_ms: Option<u64>,
 }
 
 /// A fault injected at a virtual time.
@@ -457,6 +462,7 @@ impl Plan {
                 start_ms,
                 end_ms: start_ms + duration_ms,
                 hot: None,
+                heartbeat_ms: None,
             },
             faults: Vec::new(),
             quiet_max_ms: 60_000,

@@ -53,6 +53,7 @@ enum Event {
         at: u64,
     },
     Write(NodeId),
+    Heartbeat(NodeId),
     Flush(NodeId),
     Fault(usize),
     Redial(NodeId, NodeId),
@@ -252,6 +253,10 @@ impl Sim {
                 let first = self.work_rng.random_range(0..every.max(1));
                 self.schedule(first, Event::Flush(NodeId(i)));
             }
+            if let Some(every) = w.heartbeat_ms {
+                let first = w.start_ms + self.work_rng.random_range(0..every.max(1));
+                self.schedule(first, Event::Heartbeat(NodeId(i)));
+            }
         }
     }
 
@@ -260,6 +265,7 @@ impl Sim {
             Event::Arrive { to, sent_at, msg } => self.arrive(to, sent_at, msg),
             Event::Timer { node, at } => self.timer(node, at),
             Event::Write(node) => self.write(node),
+            Event::Heartbeat(node) => self.heartbeat(node),
             Event::Flush(node) => self.flush(node),
             Event::Fault(i) => {
                 let fault = self.plan.faults[i].fault.clone();
@@ -445,6 +451,8 @@ impl Sim {
         if let Some(sub) = node.sub {
             while let Ok(Some(delivery)) = engine.replica_mut().poll_event(sub) {
                 match delivery {
+                    // Ephemeral values are in no change: no causal order.
+                    Delivery::Event(e) if e.ephemeral => {}
                     Delivery::Event(e) => {
                         if !node.causal.observe(engine.replica(), &e.position) {
                             causal_breaks.push(format!(
@@ -718,15 +726,35 @@ impl Sim {
         }
         let gap = self.write_gap(id);
         self.schedule(self.now + gap, Event::Write(id));
-        let now = self.now;
-        let node = &mut self.nodes[id.index()];
-        if node.status != Status::Up {
+        if self.nodes[id.index()].status == Status::Up {
+            let n = self.nodes[id.index()].writes;
+            let op = Op::random(&mut self.work_rng, id.0, n);
+            self.apply(id, op);
+        }
+    }
+
+    /// A node's periodic heartbeat (ephemeral value), if the plan has them.
+    fn heartbeat(&mut self, id: NodeId) {
+        let Some(every) = self.plan.workload.heartbeat_ms else {
+            return;
+        };
+        if self.now >= self.plan.workload.end_ms {
             return;
         }
+        self.schedule(self.now + every.max(1), Event::Heartbeat(id));
+        if self.nodes[id.index()].status == Status::Up {
+            let n = self.nodes[id.index()].writes;
+            self.apply(id, Op::heartbeat(id.0, n, every));
+        }
+    }
+
+    /// Applies a write of a running node, records it and pushes it.
+    fn apply(&mut self, id: NodeId, op: Op) {
+        let now = self.now;
+        let node = &mut self.nodes[id.index()];
         let Some(engine) = node.engine.as_mut() else {
             return;
         };
-        let op = Op::random(&mut self.work_rng, id.0, node.writes);
         node.writes += 1;
         let local = node.clock.local(now);
         let replica = engine.replica_mut();
@@ -927,6 +955,7 @@ fn frame_name(bytes: &[u8]) -> &'static str {
         Some(FrameKind::Digest) => "digest",
         Some(FrameKind::SyncMessage) => "sync",
         Some(FrameKind::Bye) => "bye",
+        Some(FrameKind::Ephemeral) => "ephemeral",
         Some(FrameKind::Epoch) => "epoch",
         Some(FrameKind::SnapshotRequest) => "snapshot-request",
         Some(FrameKind::Snapshot) => "snapshot",

@@ -1,6 +1,7 @@
 //! The write workload: random operations on `LastValue` (last-write-wins
 //! and `reject`), `Topic`, `Counter` and `Set` channels, from a small pool of
-//! channel names so that concurrent writes collide.
+//! channel names so that concurrent writes collide; and, when a scenario
+//! enables them, heartbeats on an ephemeral channel shared by every node.
 //!
 //! It owns the choice of operation and its application to one replica. It
 //! must never schedule anything or talk to the network.
@@ -12,6 +13,9 @@ use serde_json::{Value, json};
 
 /// The `LastValue` channel declared with the `reject` policy.
 pub const REJECT_CHANNEL: &str = "coordination/leader";
+
+/// The ephemeral channel heartbeats go to: one live value per node.
+pub const PRESENCE_CHANNEL: &str = "coordination/presence";
 
 /// One write.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +30,9 @@ pub enum Op {
     SetAdd(String, Value),
     /// `set_remove`.
     SetRemove(String, Value),
+    /// `put_ephemeral` on an ephemeral channel with this TTL (ms), declaring
+    /// it first if needed.
+    Heartbeat(String, Value, u64),
 }
 
 impl Op {
@@ -55,6 +62,14 @@ impl Op {
         }
     }
 
+    /// `node`'s `n`-th heartbeat on [`PRESENCE_CHANNEL`], living three
+    /// heartbeat intervals.
+    pub fn heartbeat(node: u32, n: u64, interval_ms: u64) -> Op {
+        let value = json!({ "node": node, "beat": n });
+        let ttl = interval_ms.saturating_mul(3).max(1);
+        Op::Heartbeat(PRESENCE_CHANNEL.to_owned(), value, ttl)
+    }
+
     /// The channel written.
     pub fn path(&self) -> &str {
         match self {
@@ -62,12 +77,14 @@ impl Op {
             | Op::Append(p, _)
             | Op::Increment(p, _)
             | Op::SetAdd(p, _)
-            | Op::SetRemove(p, _) => p,
+            | Op::SetRemove(p, _)
+            | Op::Heartbeat(p, _, _) => p,
         }
     }
 
-    /// Applies the operation; `None` when it changed nothing (removing an
-    /// absent member).
+    /// Applies the operation; `None` when it changed nothing in the
+    /// document (removing an absent member; a heartbeat on a channel
+    /// declared already: ephemeral values are no change).
     pub fn apply(
         &self,
         replica: &mut Replica,
@@ -79,6 +96,11 @@ impl Op {
             Op::Increment(p, d) => replica.increment(now, p.as_str(), *d),
             Op::SetAdd(p, m) => replica.set_add(now, p.as_str(), m).map(Some),
             Op::SetRemove(p, m) => replica.set_remove(now, p.as_str(), m),
+            Op::Heartbeat(p, v, ttl) => {
+                let declared = replica.declare(now, p.as_str(), ChannelSpec::ephemeral(*ttl))?;
+                replica.put_ephemeral(now, p.as_str(), v)?;
+                Ok(declared)
+            }
         }
     }
 }

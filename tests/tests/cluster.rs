@@ -1,7 +1,8 @@
 //! Three real `concord node` processes on loopback, driven through the CLI:
 //! writes propagate, `watch` sees remote events, concurrent writes converge,
 //! a node killed with SIGKILL catches up after a restart without losing an
-//! acknowledged write, and `inspect`/`export` describe the space.
+//! acknowledged write, `inspect`/`export` describe the space, and ephemeral
+//! values (`put --ttl`) show in `get`, `watch` and `inspect`, marked.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -9,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use concord_tests::{Binary, Cluster, Guarded, eventually, spaces};
+use concord_tests::{Binary, Cluster, Guarded, NodeProcess, eventually, spaces};
 use serde_json::{Value, json};
 
 /// The CLI under test, built by cargo before these tests run.
@@ -21,18 +22,15 @@ fn team_cluster(n: usize) -> Cluster {
     Cluster::start(CONCORD, n, |_| spaces(&[SPACE]))
 }
 
-#[test]
-fn writes_on_one_node_reach_the_others_and_their_watchers() {
-    let cluster = team_cluster(3);
-    let [a, b, c] = &cluster.nodes[..] else {
-        unreachable!()
-    };
+/// `concord watch` on `node`, subscribed once this returns; its lines come
+/// out of the receiver.
+fn watch(node: &NodeProcess, pattern: &str) -> (Guarded, mpsc::Receiver<String>) {
     let mut watch = Guarded::spawn(
         CONCORD
             .command()
             .args(["watch", "--data"])
-            .arg(c.dir())
-            .args([SPACE, "observation/*"])
+            .arg(node.dir())
+            .args([SPACE, pattern])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
@@ -41,7 +39,7 @@ fn writes_on_one_node_reach_the_others_and_their_watchers() {
     BufReader::new(watch.child().stderr.take().unwrap())
         .read_line(&mut ready)
         .unwrap();
-    assert!(ready.starts_with("watching observation/*"), "{ready}");
+    assert!(ready.starts_with(&format!("watching {pattern}")), "{ready}");
     let (tx, events) = mpsc::channel();
     let stdout = watch.child().stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -49,6 +47,16 @@ fn writes_on_one_node_reach_the_others_and_their_watchers() {
             let _ = tx.send(line);
         }
     });
+    (watch, events)
+}
+
+#[test]
+fn writes_on_one_node_reach_the_others_and_their_watchers() {
+    let cluster = team_cluster(3);
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let (_watch, events) = watch(c, "observation/*");
 
     a.put(SPACE, "observation/ci.status", r#""green""#);
     cluster.converge_on(SPACE, "observation/ci.status", &json!("green"));
@@ -264,4 +272,90 @@ fn exported_automerge_document_loads_in_javascript() {
     // that the JavaScript side sees it at all is this test's.
     let observations = seen["doc"]["observation"].to_string();
     assert!(observations.contains("green"), "{observations}");
+}
+
+#[test]
+fn ephemeral_values_show_in_get_watch_and_inspect() {
+    const BEAT: &str = "observation/a.heartbeat";
+    let cluster = team_cluster(2);
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let (_watch, events) = watch(b, "observation/*");
+    let a_actor = a.inspect(SPACE)["actor"].as_str().unwrap().to_owned();
+    let said = a
+        .cli("put", &["--ttl", "30", SPACE, BEAT, r#"{"beat": 0}"#])
+        .ok();
+    assert!(said.contains("ephemeral"), "{said}");
+    // A heartbeat is published again and again; one reaches b.
+    let mut beat = 0;
+    eventually("b gets a's heartbeat", || {
+        beat += 1;
+        let value = format!(r#"{{"beat": {beat}}}"#);
+        let put = a
+            .cli("put", &["--json", "--ttl", "30", SPACE, BEAT, &value])
+            .ok();
+        let put: Value = serde_json::from_str(&put).unwrap();
+        assert_eq!(
+            (put["ephemeral"].clone(), put["ttl_ms"].clone()),
+            (json!(true), json!(30_000))
+        );
+        b.get(SPACE, BEAT).is_some_and(|v| {
+            v.get(&a_actor)
+                .is_some_and(|b| b["beat"].as_u64() > Some(0))
+        })
+    });
+    let human = b.cli("get", &[SPACE, BEAT]).ok();
+    assert!(
+        human.contains(&a_actor) && human.contains("beat"),
+        "{human}"
+    );
+
+    // The watcher saw it, marked, with no change behind it.
+    let event: Value = loop {
+        let line = events.recv_timeout(Duration::from_secs(10)).unwrap();
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["path"] == BEAT && event["new"].is_object() {
+            break event;
+        }
+    };
+    assert_eq!(event["ephemeral"], true);
+    assert_eq!(event["origin"], "remote");
+    assert_eq!(event["actor"], a_actor.as_str());
+    assert_eq!(event["seq"], 0);
+    assert_eq!(event["key"], a_actor.as_str());
+    // Document events stay as they were: no ephemeral field.
+    a.put(SPACE, "observation/ci.status", r#""green""#);
+    let document: Value = loop {
+        let line = events.recv_timeout(Duration::from_secs(20)).unwrap();
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["path"] == "observation/ci.status" {
+            break event;
+        }
+    };
+    assert!(document.get("ephemeral").is_none(), "{document}");
+
+    // inspect lists the channel as ephemeral with its live values; the
+    // heartbeats added no change: one declaration and one put by a.
+    eventually("b lists the ephemeral channel", || {
+        let report = b.inspect(SPACE);
+        let space = &report["spaces"][0];
+        let row = space["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == BEAT)
+            .cloned();
+        row.is_some_and(|row| {
+            row["kind"] == "ephemeral" && row["live"] == 1 && row["ttl_ms"] == 30_000
+        }) && space["queue"]["ephemeral_values"] == 1
+    });
+    let clock = a.vector_clock(SPACE);
+    assert_eq!(clock[&a_actor], 2, "{clock}");
+    let human = a.cli("inspect", &[SPACE]).ok();
+    assert!(
+        human.contains("ephemeral") && human.contains("1 live"),
+        "{human}"
+    );
+    assert!(human.contains("ttl 30000 ms"), "{human}");
 }

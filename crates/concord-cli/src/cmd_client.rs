@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use crate::client::{Client, call};
 use crate::control::{
-    ExportFormat, ExportResult, GetResult, InspectReport, PutResult, Request, SpaceReport,
-    WatchItem,
+    EphemeralPutResult, ExportFormat, ExportResult, GetResult, InspectReport, PutResult, Request,
+    SpaceReport, WatchItem,
 };
 use crate::table::Table;
 
@@ -44,15 +44,38 @@ fn check_path(path: &str) -> Result<()> {
         .map_err(|e| anyhow!("{e}"))
 }
 
-/// `concord put`: writes a JSON value.
-pub fn put(data: &Path, space: String, path: String, json_text: &str, json: bool) -> Result<()> {
+/// `concord put`: writes a JSON value (an ephemeral one with `ttl_ms`).
+pub fn put(
+    data: &Path,
+    space: String,
+    path: String,
+    json_text: &str,
+    ttl_ms: Option<u64>,
+    json: bool,
+) -> Result<()> {
     let value: Value = serde_json::from_str(json_text).map_err(|e| {
         anyhow!(
             "invalid JSON value {json_text:?}: {e} (a string needs JSON quotes, e.g. '\"green\"')"
         )
     })?;
     check_path(&path)?;
-    let result: PutResult = call(data, &Request::Put { space, path, value })?;
+    let request = Request::Put {
+        space,
+        path,
+        value,
+        ttl_ms,
+    };
+    if ttl_ms.is_some() {
+        let result: EphemeralPutResult = call(data, &request)?;
+        if json {
+            return out(&compact(&result)?);
+        }
+        return out(&format!(
+            "wrote an ephemeral value on {} in space {} (hlc {}, lives {} ms, not stored)",
+            result.path, result.space, result.hlc, result.ttl_ms
+        ));
+    }
+    let result: PutResult = call(data, &request)?;
     if json {
         return out(&compact(&result)?);
     }
@@ -145,16 +168,20 @@ fn render_space(space: &SpaceReport, own_actor: &str) -> String {
     }
     let mut channels = Table::new(["path", "kind", "policy", "value"]);
     for c in &space.channels {
-        let policy = if c.kind == "last_value" {
-            c.policy.clone()
-        } else {
-            "-".to_owned()
+        let policy = match (c.kind.as_str(), c.ttl_ms) {
+            ("last_value", _) => c.policy.clone(),
+            ("ephemeral", Some(ttl)) => format!("ttl {ttl} ms"),
+            _ => "-".to_owned(),
+        };
+        let value = match c.live {
+            Some(live) => format!("{live} live: {}", c.value),
+            None => c.value.to_string(),
         };
         channels.row(vec![
             c.path.clone(),
             c.kind.clone(),
             policy,
-            truncate(&c.value.to_string()),
+            truncate(&value),
         ]);
     }
     let q = &space.queue;

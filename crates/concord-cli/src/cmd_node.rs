@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use concord::{Delivery, LeasePeer, Multiaddr, Node, NodeId, Origin, PeerId, Space};
+use concord::{ChannelKind, Delivery, LeasePeer, Multiaddr, Node, NodeId, Origin, PeerId, Space};
 use concord_state::Replica;
 use futures::StreamExt;
 use serde::Serialize;
@@ -24,8 +24,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
 use crate::control::{
-    self, ChannelRow, ExportFormat, ExportResult, GetResult, InspectReport, LockGranted,
-    LockReleased, PeerRow, PutResult, QueueStats, Reply, Request, SpaceReport, WatchItem,
+    self, ChannelRow, EphemeralPutResult, ExportFormat, ExportResult, GetResult, InspectReport,
+    LockGranted, LockReleased, PeerRow, PutResult, QueueStats, Reply, Request, SpaceReport,
+    WatchItem,
 };
 
 /// The channel that lists unresolved conflicts; it is never declared, so it
@@ -331,7 +332,31 @@ impl Server {
     /// Answers every request but `watch`.
     async fn answer(&self, request: Request) -> Result<Value> {
         Ok(match request {
-            Request::Put { space, path, value } => {
+            Request::Put {
+                space,
+                path,
+                value,
+                ttl_ms: Some(ttl_ms),
+            } => {
+                let handle = self
+                    .space(&space)
+                    .await?
+                    .ephemeral::<Value>(&path, Duration::from_millis(ttl_ms))?;
+                let receipt = handle.set(&value).await?;
+                serde_json::to_value(EphemeralPutResult {
+                    space,
+                    path,
+                    hlc: receipt.hlc.to_string(),
+                    ttl_ms: receipt.expires_at.0.saturating_sub(receipt.hlc.wall),
+                    ephemeral: true,
+                })?
+            }
+            Request::Put {
+                space,
+                path,
+                value,
+                ttl_ms: None,
+            } => {
                 let receipt = self.space(&space).await?.put(&path, value).await?;
                 serde_json::to_value(PutResult {
                     space,
@@ -445,6 +470,9 @@ fn space_report(r: &mut Replica) -> SpaceReport {
             .into_iter()
             .map(|(path, spec)| ChannelRow {
                 value: r.get(&path).ok().flatten().unwrap_or(Value::Null),
+                live: (spec.kind == ChannelKind::Ephemeral)
+                    .then(|| r.ephemeral_values(&path).map_or(0, |v| v.len())),
+                ttl_ms: spec.ttl_ms,
                 path: path.to_string(),
                 kind: spec.kind.to_string(),
                 policy: spec.policy.to_string(),
@@ -458,6 +486,8 @@ fn space_report(r: &mut Replica) -> SpaceReport {
             bytes_on_disk: stats.bytes_on_disk,
             channels: stats.channels,
             actors: stats.actors,
+            ephemeral_values: stats.ephemeral_values as u64,
+            ephemeral_dropped: stats.ephemeral_dropped,
         },
     }
 }
@@ -477,6 +507,7 @@ fn watch_item(delivery: Delivery) -> WatchItem {
             actor: e.position.actor.to_hex_string(),
             seq: e.position.seq,
             hlc: e.position.hlc.map(|h| h.to_string()),
+            ephemeral: e.ephemeral,
         },
         Delivery::Lagged { missed } => WatchItem::Lagged { missed },
     }

@@ -37,7 +37,8 @@ pub fn socket_path(data: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    /// Write a JSON value to a `LastValue` channel.
+    /// Write a JSON value to a `LastValue` channel, or with `ttl_ms` an
+    /// ephemeral value (answered with an [`EphemeralPutResult`]).
     Put {
         /// The space (opened on demand).
         space: String,
@@ -45,6 +46,10 @@ pub enum Request {
         path: String,
         /// The value.
         value: Value,
+        /// Write an ephemeral value living this long (the TTL of a new
+        /// channel; one declared already keeps its own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     /// Read a channel's visible value.
     Get {
@@ -121,6 +126,21 @@ pub struct PutResult {
     pub durable: bool,
 }
 
+/// The result of a `put --ttl`: an ephemeral value, in no change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EphemeralPutResult {
+    /// The space written.
+    pub space: String,
+    /// The channel written.
+    pub path: String,
+    /// The write's hybrid logical clock, `wall.logical`.
+    pub hlc: String,
+    /// How long the value lives, in ms (the channel's declared TTL).
+    pub ttl_ms: u64,
+    /// Always true: the value is not in the document nor on disk.
+    pub ephemeral: bool,
+}
+
 /// The result of a `get`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GetResult {
@@ -175,6 +195,10 @@ pub enum WatchItem {
         seq: u64,
         /// The change's hybrid logical clock, if it carries one.
         hlc: Option<String>,
+        /// An ephemeral value's write or expiry (`seq` is 0 then: no change
+        /// made it); absent for document events.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
     },
     /// The node dropped `missed` older events for this watcher.
     Lagged {
@@ -225,12 +249,18 @@ pub struct SpaceReport {
 pub struct ChannelRow {
     /// `family/name`.
     pub path: String,
-    /// `last_value`, `topic`, `counter` or `set`.
+    /// `last_value`, `topic`, `counter`, `set` or `ephemeral`.
     pub kind: String,
     /// The conflict policy (meaningful for `last_value` only).
     pub policy: String,
     /// The visible value.
     pub value: Value,
+    /// For an ephemeral channel: its TTL in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// For an ephemeral channel: how many live values it holds (one per writer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<usize>,
 }
 
 /// Queue sizes and counters of a replica (`Replica::stats`).
@@ -250,6 +280,17 @@ pub struct QueueStats {
     pub channels: usize,
     /// Actors in the vector clock.
     pub actors: usize,
+    /// Live ephemeral values (in memory only; absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ephemeral_values: u64,
+    /// Ephemeral values from peers dropped because the space was full
+    /// (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ephemeral_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The result of an `export`.
@@ -293,6 +334,34 @@ mod tests {
         assert_eq!(
             serde_json::to_value(WatchItem::Lagged { missed: 3 }).unwrap(),
             json!({"type": "lagged", "missed": 3})
+        );
+        // Ephemeral additions leave the other shapes as they were.
+        let put = Request::Put {
+            space: "team".into(),
+            path: "observation/ci".into(),
+            value: json!(1),
+            ttl_ms: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&put).unwrap(),
+            json!({"cmd": "put", "space": "team", "path": "observation/ci", "value": 1})
+        );
+        let event = |ephemeral| WatchItem::Event {
+            path: "observation/ci".into(),
+            key: None,
+            old: None,
+            new: Some(json!(1)),
+            origin: "local".into(),
+            actor: "ab".into(),
+            seq: 0,
+            hlc: None,
+            ephemeral,
+        };
+        let document = serde_json::to_value(event(false)).unwrap();
+        assert!(document.get("ephemeral").is_none(), "{document}");
+        assert_eq!(
+            serde_json::to_value(event(true)).unwrap()["ephemeral"],
+            true
         );
     }
 }

@@ -1,5 +1,6 @@
 //! `concord demo`: four real nodes on loopback (libp2p over TCP, each with
-//! its own data directory) coordinate a small release. They write
+//! its own data directory) coordinate a small release. They publish
+//! heartbeats on ephemeral channels (`demo/heartbeats.rs`), write
 //! concurrently under every conflict policy, one node leaves and comes back,
 //! and the demo prints the timeline one node observed, the converged state
 //! and every node's vector clock. It checks convergence before saying so.
@@ -8,11 +9,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use concord::{ChannelSpec, Delivery, Node, Origin, Policy, Space};
+use concord::{ChannelKind, ChannelSpec, Delivery, Node, Origin, Policy, Space};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::table::Table;
+
+mod heartbeats;
 
 const SPACE: &str = "release";
 const AGENTS: [&str; 4] = ["planner", "builder", "reviewer", "deployer"];
@@ -159,6 +162,9 @@ async fn scenario(as_json: bool) -> Result<()> {
     let took = converge(&agents).await?;
     log.say("all", format!("converged in {} ms", took.as_millis()));
 
+    // 1b. Heartbeats on ephemeral channels: seen by the others, not stored.
+    let beats = heartbeats::run(&agents, 2, &mut log).await?;
+
     // 2. Everyone writes at once.
     let status = ["running", "failed", "green", "queued"];
     let peaks = [0.42, 0.91, 0.67, 0.15];
@@ -250,8 +256,13 @@ async fn scenario(as_json: bool) -> Result<()> {
 
     // What the reviewer saw, as it happened.
     let mut seen = Vec::new();
+    let mut ephemeral_events = 0;
     while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(50), watch.next()).await {
         if let Delivery::Event(e) = d {
+            if e.ephemeral {
+                ephemeral_events += 1;
+                continue;
+            }
             let who = names
                 .get(&e.position.actor.to_hex_string())
                 .copied()
@@ -307,6 +318,12 @@ async fn scenario(as_json: bool) -> Result<()> {
             "conflicts": serde_json::to_value(&conflicts)?,
             "final_state": rows_json(&final_state),
             "vector_clocks": clocks.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
+            "heartbeats": {
+                "published": beats.published,
+                "seen_by_reviewer": beats.seen,
+                "document_changes": beats.changes,
+                "reviewer_events": ephemeral_events,
+            },
             "converged": true,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -326,6 +343,7 @@ async fn scenario(as_json: bool) -> Result<()> {
         for line in &seen {
             println!("  {line}");
         }
+        println!("  (and {ephemeral_events} heartbeat events from ephemeral channels, not listed)");
         println!("\nState after the concurrent writes (identical on every node)");
         println!("{}", indent(&render_rows(&mid_state)));
         println!("\nConflicting proposals kept out of intent/release.version (policy: reject)");
@@ -376,6 +394,8 @@ async fn state_rows(space: &Space) -> Result<Rows> {
             let mut rows: Rows = r
                 .channels()
                 .into_iter()
+                // Heartbeats are no part of the converged state.
+                .filter(|(_, spec)| spec.kind != ChannelKind::Ephemeral)
                 .map(|(path, spec)| {
                     let value = r
                         .get(&path)

@@ -58,6 +58,12 @@ enum Command {
     Put {
         #[command(flatten)]
         common: Common,
+        /// Write an ephemeral value (a heartbeat, presence): kept in memory
+        /// and gossiped, never stored; it lives SECS seconds. A new channel
+        /// is declared ephemeral with this TTL; one declared already keeps
+        /// its own (the output says which applies).
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u64>,
         /// The space.
         space: String,
         /// The channel, `family/name` (e.g. `observation/ci.status`).
@@ -136,10 +142,14 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Id { common } => cmd_node::id(&common.data, common.json),
         Command::Put {
             common,
+            ttl,
             space,
             path,
             value,
-        } => cmd_client::put(&common.data, space, path, &value, common.json),
+        } => {
+            let ttl_ms = ttl.map(|secs| secs.saturating_mul(1_000));
+            cmd_client::put(&common.data, space, path, &value, ttl_ms, common.json)
+        }
         Command::Get {
             common,
             space,

@@ -1,6 +1,8 @@
 //! Channel kinds and conflict policies: what a channel is, declared once per
-//! path and stored in the document so every replica reads it the same way.
-//! This module owns the declaration format; it never reads or writes values.
+//! path and stored in the document so every replica reads it the same way
+//! (an ephemeral channel's declaration too, though its values never enter
+//! the document). This module owns the declaration format; it never reads
+//! or writes values.
 
 use std::fmt;
 
@@ -18,6 +20,10 @@ pub enum ChannelKind {
     Counter,
     /// An add-wins set of JSON values: an add concurrent with a remove wins.
     Set,
+    /// Heartbeats, presence, progress: each writer's last value (by HLC),
+    /// living [`ChannelSpec::ttl_ms`] after its write, kept in memory and
+    /// gossiped, never written to the document nor persisted.
+    Ephemeral,
 }
 
 impl ChannelKind {
@@ -28,6 +34,7 @@ impl ChannelKind {
             ChannelKind::Topic => "topic",
             ChannelKind::Counter => "counter",
             ChannelKind::Set => "set",
+            ChannelKind::Ephemeral => "ephemeral",
         }
     }
 }
@@ -66,13 +73,20 @@ impl fmt::Display for Policy {
     }
 }
 
-/// The declaration of a channel: its kind and, for `LastValue`, its policy.
+/// The declaration of a channel: its kind, for `LastValue` its policy, for
+/// `Ephemeral` its TTL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChannelSpec {
     /// What the channel holds.
     pub kind: ChannelKind,
     /// How concurrent writes resolve (only meaningful for `LastValue`).
     pub policy: Policy,
+    /// How long an `Ephemeral` value lives after its write, in ms: required
+    /// for that kind (1 to [`crate::MAX_EPHEMERAL_TTL_MS`]), `None` for the
+    /// others (and then absent from the stored declaration, which keeps the
+    /// declarations of the other kinds byte for byte what they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 impl ChannelSpec {
@@ -81,6 +95,7 @@ impl ChannelSpec {
         ChannelSpec {
             kind: ChannelKind::LastValue,
             policy,
+            ttl_ms: None,
         }
     }
 
@@ -99,11 +114,22 @@ impl ChannelSpec {
         Self::of_kind(ChannelKind::Set)
     }
 
-    /// A channel of `kind` with the default policy (last write wins).
+    /// An `Ephemeral` channel whose values live `ttl_ms` after their write
+    /// (see [`crate::Replica::put_ephemeral`]).
+    pub fn ephemeral(ttl_ms: u64) -> Self {
+        ChannelSpec {
+            ttl_ms: Some(ttl_ms),
+            ..Self::of_kind(ChannelKind::Ephemeral)
+        }
+    }
+
+    /// A channel of `kind` with the default policy (last write wins) and no
+    /// TTL (an `Ephemeral` channel needs one: see [`ChannelSpec::ephemeral`]).
     pub fn of_kind(kind: ChannelKind) -> Self {
         ChannelSpec {
             kind,
             policy: Policy::LastWriteWins,
+            ttl_ms: None,
         }
     }
 }
@@ -112,6 +138,10 @@ impl fmt::Display for ChannelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             ChannelKind::LastValue => write!(f, "last_value/{}", self.policy),
+            ChannelKind::Ephemeral => match self.ttl_ms {
+                Some(ttl) => write!(f, "ephemeral/{ttl}ms"),
+                None => f.write_str("ephemeral"),
+            },
             kind => f.write_str(kind.as_str()),
         }
     }

@@ -78,4 +78,32 @@ pub enum StateError {
     /// The stored document is not a Concord space (missing channel families).
     #[error("document is not a concord space: {0}")]
     NotASpace(String),
+    /// An ephemeral channel has no TTL, or one out of range: declare it with
+    /// [`crate::ChannelSpec::ephemeral`] and 1 to
+    /// [`crate::MAX_EPHEMERAL_TTL_MS`] ms.
+    #[error(
+        "ephemeral channel {path} needs a TTL of 1 to {max} ms (got {ttl_ms:?}); \
+         declare it with ChannelSpec::ephemeral(ttl_ms)"
+    )]
+    EphemeralTtl {
+        /// The channel.
+        path: String,
+        /// The TTL given, if any.
+        ttl_ms: Option<u64>,
+        /// The longest TTL accepted.
+        max: u64,
+    },
+    /// The space holds [`crate::MAX_EPHEMERAL_VALUES`] live ephemeral values
+    /// already, none of them this writer's on this channel.
+    #[error("space holds {max} live ephemeral values already; no room for one on {path}")]
+    EphemeralFull {
+        /// The channel written.
+        path: String,
+        /// The bound.
+        max: usize,
+    },
+    /// Ephemeral values received from a peer are malformed (nothing of the
+    /// batch was applied).
+    #[error("invalid ephemeral value from peer: {0}")]
+    InvalidEphemeral(String),
 }

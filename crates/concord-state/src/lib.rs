@@ -3,8 +3,10 @@
 //! A *space* is one automerge document shared by many agent processes. This
 //! crate owns everything that happens to one replica of it: typed channels in
 //! the four families (observation, intent, coordination, execution), conflict
-//! policies, hybrid logical clocks, TTL, vector clocks, subscriptions and
-//! persistence (snapshot + checksummed change log behind [`storage::Storage`]).
+//! policies, hybrid logical clocks, TTL, vector clocks, subscriptions,
+//! ephemeral values (heartbeats, presence: in memory only, never in the
+//! document nor persisted) and persistence (snapshot + checksummed change
+//! log behind [`storage::Storage`]).
 //!
 //! It must never do network I/O, spawn tasks, read the system clock or use a
 //! global RNG: time comes in as [`Millis`] from the caller, so the very same
@@ -28,6 +30,7 @@
 
 mod channel;
 mod clock;
+mod ephemeral;
 pub mod epoch;
 mod error;
 mod hlc;
@@ -41,6 +44,10 @@ mod subscription;
 pub use automerge::{ActorId, ChangeHash};
 pub use channel::{ChannelKind, ChannelSpec, Policy};
 pub use clock::{Causality, VectorClock};
+pub use ephemeral::{
+    EphemeralOutcome, EphemeralReceipt, EphemeralUpdate, EphemeralValue, MAX_EPHEMERAL_TTL_MS,
+    MAX_EPHEMERAL_VALUES,
+};
 pub use epoch::{EpochConfig, EpochId};
 pub use error::StateError;
 pub use hlc::{Hlc, HlcClock};

@@ -41,14 +41,16 @@ pub enum Origin {
     Remote,
 }
 
-/// The causal position of an event: the change that produced it.
+/// The causal position of an event: the change that produced it (for an
+/// [ephemeral](Event::ephemeral) event, which no change produced: the
+/// writer, sequence 0, an all-zero hash and the write's HLC).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventPosition {
-    /// The change's actor.
+    /// The change's actor (an ephemeral value's writer).
     pub actor: ActorId,
-    /// The change's sequence number for that actor.
+    /// The change's sequence number for that actor (0 for an ephemeral event).
     pub seq: u64,
-    /// The change's hash.
+    /// The change's hash (all zero for an ephemeral event).
     pub change: ChangeHash,
     /// The change's hybrid logical clock, when it carries one.
     pub hlc: Option<Hlc>,
@@ -59,7 +61,8 @@ pub struct EventPosition {
 pub struct Event {
     /// The channel.
     pub path: ChannelPath,
-    /// Topic entry id or set member for those kinds; `None` for the whole channel.
+    /// Topic entry id or set member for those kinds, the writer's actor id
+    /// (hex) for an ephemeral value; `None` for the whole channel.
     pub key: Option<String>,
     /// Value before (for a topic entry or set member: whether it existed).
     pub old: Option<Value>,
@@ -69,6 +72,11 @@ pub struct Event {
     pub origin: Origin,
     /// The change that caused it.
     pub position: EventPosition,
+    /// Whether it is about an ephemeral value (a write, or an expiry with
+    /// `new: None`) rather than a document change: `position` then names
+    /// no change (`seq` 0, an all-zero `change`; `actor` is the writer and
+    /// `hlc` the write's), and [`crate::Replica::replay`] never returns it.
+    pub ephemeral: bool,
 }
 
 /// What a subscriber receives.

@@ -92,7 +92,7 @@ fn a_cut_keeps_what_readers_see_and_sheds_history() {
     // writes go on with the next logical numbers
     let receipt = a.put(Millis(800), "observation/status", &"next").unwrap();
     assert_eq!(receipt.seq, clock.get(a.actor()) + 1);
-    assert_eq!(a.cut_epoch(Millis(900)).unwrap().is_some(), true);
+    assert!(a.cut_epoch(Millis(900)).unwrap().is_some());
     assert_eq!(
         a.cut_epoch(Millis(901)).unwrap(),
         None,

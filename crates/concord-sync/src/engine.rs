@@ -22,8 +22,15 @@
 //!   [`SyncConfig::cut_jitter_ms`], so that one replica's cut usually
 //!   reaches the others before they make their own. See the `epoch`
 //!   submodule.
+//! * **Ephemeral values** (`engine/ephemeral.rs`). Local ephemeral writes
+//!   are broadcast as [`Frame::Ephemeral`] on [`Input::LocalCommit`] (and
+//!   on ticks); a peer that came up gets every live value once it is heard
+//!   from (its session for the space runs then); received values
+//!   go through [`Replica::apply_ephemeral`]. While the replica holds some,
+//!   [`SyncEngine::poll_timeout`] includes the next expiry; otherwise they
+//!   add no timer.
 //! * **Bad input.** A frame that does not decode, names another space, or
-//!   carries an invalid change yields [`SyncEvent::ProtocolError`] and a
+//!   carries an invalid change or ephemeral value yields [`SyncEvent::ProtocolError`] and a
 //!   [`SyncEvent::Disconnect`] for that peer; the replica is untouched.
 //! * **Bounds.** Outgoing transmits are capped at [`MAX_QUEUED_TRANSMITS`]
 //!   (oldest digests are dropped first: they are re-sent on the next
@@ -46,6 +53,7 @@ use tracing::{debug, trace, warn};
 
 use crate::wire::{self, ByeReason, DecodeError, Frame};
 
+mod ephemeral;
 mod epoch;
 
 /// Bound on transmits waiting for the driver to take them.
@@ -174,6 +182,8 @@ pub enum SyncEvent<P> {
 struct PeerState {
     sync: sync::State,
     next_digest: Millis,
+    /// Whether the peer was handed the live ephemeral values of this session.
+    ephemeral_handed: bool,
 }
 
 /// The sync engine of one space on one node.
@@ -258,7 +268,10 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
                 self.epochs.forget(&peer);
             }
             Input::Frame { from, bytes } => self.on_bytes(from, &bytes),
-            Input::LocalCommit => self.broadcast_local(),
+            Input::LocalCommit => {
+                self.broadcast_local();
+                self.broadcast_ephemeral();
+            }
             Input::Tick => self.on_tick(),
         }
         self.consider_cut();
@@ -277,7 +290,8 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
     /// When the engine next wants an [`Input::Tick`].
     pub fn poll_timeout(&self) -> Option<Millis> {
         let digests = self.peers.values().map(|p| p.next_digest);
-        digests.chain(self.epochs.cut_at).min()
+        let expiry = self.ephemeral_timeout();
+        digests.chain(self.epochs.cut_at).chain(expiry).min()
     }
 
     fn peer_up(&mut self, peer: P) {
@@ -296,6 +310,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             PeerState {
                 sync: sync::State::new(),
                 next_digest,
+                ephemeral_handed: false,
             },
         );
         self.send_digest(&peer, true);
@@ -326,6 +341,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         }
         // Local changes not yet broadcast (e.g. written without LocalCommit).
         self.broadcast_local();
+        self.broadcast_ephemeral();
     }
 
     fn broadcast_local(&mut self) {
@@ -356,6 +372,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             return self.refuse(from, ProtocolError::WrongSpace(frame.space().to_owned()));
         }
         let mine = self.epoch_bytes();
+        let sender = from.clone();
         match frame {
             Frame::Changes { epoch, .. }
             | Frame::SyncMessage { epoch, .. }
@@ -387,7 +404,9 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
                 chunk,
                 ..
             } => self.on_snapshot(from, epoch, total, offset, chunk),
+            Frame::Ephemeral { entries, .. } => self.on_ephemeral(from, entries),
         }
+        self.greet_ephemeral(&sender);
     }
 
     fn on_changes(&mut self, from: P, changes: Vec<Vec<u8>>) {

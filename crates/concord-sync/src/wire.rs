@@ -28,10 +28,17 @@
 //!                      (count <= MAX_CLOCK_ENTRIES)
 //! kind 3  SyncMessage  body = epoch len:varint bytes          (len <= MAX_SYNC_MESSAGE_BYTES)
 //! kind 4  Bye          body = reason:u8                       (see ByeReason)
-//! kind 5  Epoch        body = epoch clock                     (the epoch's cut;
+//! kind 5  Ephemeral    body = count:varint entry*count        (count <= MAX_EPHEMERAL_PER_FRAME)
+//!                      entry = path_len:varint path writer_len:varint writer
+//!                              wall:varint logical:varint ttl_ms:varint
+//!                              value_len:varint value
+//!                      (path UTF-8, path_len <= MAX_PATH_BYTES,
+//!                       writer_len <= MAX_ACTOR_BYTES, logical <= u32::MAX,
+//!                       value_len <= MAX_EPHEMERAL_VALUE_BYTES)
+//! kind 6  Epoch        body = epoch clock                     (the epoch's cut;
 //!                                                              count <= MAX_CUT_ENTRIES)
-//! kind 6  SnapshotRequest  body = epoch
-//! kind 7  Snapshot     body = epoch total:varint offset:varint len:varint bytes
+//! kind 7  SnapshotRequest  body = epoch
+//! kind 8  Snapshot     body = epoch total:varint offset:varint len:varint bytes
 //!                      (total <= MAX_SNAPSHOT_BYTES, len <= MAX_SNAPSHOT_CHUNK_BYTES,
 //!                       offset + len <= total)
 //!
@@ -58,8 +65,9 @@
 //! # Errors and what the caller does with them
 //!
 //! Encoding a frame that breaks a limit returns an [`EncodeError`]; use
-//! [`chunk_changes`] to split a long list of changes and [`Frame::digest`] to
-//! bound a large vector clock. Decoding a malformed or oversized frame
+//! [`chunk_changes`] to split a long list of changes, [`chunk_ephemeral`]
+//! for ephemeral values, and [`Frame::digest`] to bound a large vector
+//! clock. Decoding a malformed or oversized frame
 //! returns a [`DecodeError`]; the sync engine then disconnects the peer and
 //! scores it down, and the local replica is left untouched (the codec never
 //! sees it anyway).
@@ -76,6 +84,13 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+
+mod ephemeral;
+
+pub use ephemeral::{
+    EphemeralEntry, MAX_EPHEMERAL_PER_FRAME, MAX_EPHEMERAL_VALUE_BYTES, MAX_PATH_BYTES,
+    chunk_ephemeral,
+};
 
 /// Version byte at the start of every frame. A frame with any other version
 /// is rejected with [`DecodeError::UnsupportedVersion`].
@@ -185,6 +200,13 @@ pub enum Limit {
     Snapshot,
     /// One piece of a snapshot, against [`MAX_SNAPSHOT_CHUNK_BYTES`].
     SnapshotChunk,
+    /// The number of entries in an ephemeral frame, against
+    /// [`MAX_EPHEMERAL_PER_FRAME`].
+    EphemeralPerFrame,
+    /// One channel path of an ephemeral entry, against [`MAX_PATH_BYTES`].
+    Path,
+    /// One ephemeral value, against [`MAX_EPHEMERAL_VALUE_BYTES`].
+    EphemeralValue,
 }
 
 impl Limit {
@@ -201,6 +223,9 @@ impl Limit {
             Limit::CutEntries => MAX_CUT_ENTRIES,
             Limit::Snapshot => MAX_SNAPSHOT_BYTES,
             Limit::SnapshotChunk => MAX_SNAPSHOT_CHUNK_BYTES,
+            Limit::EphemeralPerFrame => MAX_EPHEMERAL_PER_FRAME,
+            Limit::Path => MAX_PATH_BYTES,
+            Limit::EphemeralValue => MAX_EPHEMERAL_VALUE_BYTES,
         }
     }
 }
@@ -218,6 +243,9 @@ impl fmt::Display for Limit {
             Limit::CutEntries => "cut entries",
             Limit::Snapshot => "snapshot bytes",
             Limit::SnapshotChunk => "snapshot chunk bytes",
+            Limit::EphemeralPerFrame => "ephemeral values per frame",
+            Limit::Path => "channel path bytes",
+            Limit::EphemeralValue => "ephemeral value bytes",
         })
     }
 }
@@ -316,6 +344,12 @@ pub enum DecodeError {
         /// The snapshot's size.
         total: u64,
     },
+    /// An ephemeral entry's channel path is not valid UTF-8.
+    #[error("ephemeral channel path is not valid UTF-8")]
+    PathNotUtf8,
+    /// An ephemeral entry's HLC logical part does not fit in 32 bits.
+    #[error("hlc logical part {0} does not fit in 32 bits")]
+    LogicalOverflow(u64),
 }
 
 /// The kind byte of a frame (second byte on the wire).
@@ -329,12 +363,14 @@ pub enum FrameKind {
     SyncMessage = 3,
     /// [`Frame::Bye`].
     Bye = 4,
+    /// [`Frame::Ephemeral`].
+    Ephemeral = 5,
     /// [`Frame::Epoch`].
-    Epoch = 5,
+    Epoch = 6,
     /// [`Frame::SnapshotRequest`].
-    SnapshotRequest = 6,
+    SnapshotRequest = 7,
     /// [`Frame::Snapshot`].
-    Snapshot = 7,
+    Snapshot = 8,
 }
 
 impl FrameKind {
@@ -350,9 +386,10 @@ impl FrameKind {
             2 => Some(FrameKind::Digest),
             3 => Some(FrameKind::SyncMessage),
             4 => Some(FrameKind::Bye),
-            5 => Some(FrameKind::Epoch),
-            6 => Some(FrameKind::SnapshotRequest),
-            7 => Some(FrameKind::Snapshot),
+            5 => Some(FrameKind::Ephemeral),
+            6 => Some(FrameKind::Epoch),
+            7 => Some(FrameKind::SnapshotRequest),
+            8 => Some(FrameKind::Snapshot),
             _ => None,
         }
     }
@@ -487,6 +524,15 @@ pub enum Frame {
         /// The piece, at most [`MAX_SNAPSHOT_CHUNK_BYTES`].
         chunk: Vec<u8>,
     },
+    /// Ephemeral values (heartbeats, presence): pushed on the fast path
+    /// after local writes, and every live one to a peer that comes up. At
+    /// most [`MAX_EPHEMERAL_PER_FRAME`] entries; see [`chunk_ephemeral`].
+    Ephemeral {
+        /// The space the values belong to.
+        space: String,
+        /// The values.
+        entries: Vec<EphemeralEntry>,
+    },
 }
 
 impl Frame {
@@ -499,7 +545,8 @@ impl Frame {
             | Frame::Bye { space, .. }
             | Frame::Epoch { space, .. }
             | Frame::SnapshotRequest { space, .. }
-            | Frame::Snapshot { space, .. } => space,
+            | Frame::Snapshot { space, .. }
+            | Frame::Ephemeral { space, .. } => space,
         }
     }
 
@@ -513,6 +560,7 @@ impl Frame {
             Frame::Epoch { .. } => FrameKind::Epoch,
             Frame::SnapshotRequest { .. } => FrameKind::SnapshotRequest,
             Frame::Snapshot { .. } => FrameKind::Snapshot,
+            Frame::Ephemeral { .. } => FrameKind::Ephemeral,
         }
     }
 
@@ -568,6 +616,11 @@ impl Frame {
                 chunk,
                 ..
             } => EPOCH_BYTES + varint_len(*total) + varint_len(*offset) + prefixed_len(chunk.len()),
+            Frame::Ephemeral { entries, .. } => entries
+                .iter()
+                .fold(varint_len(entries.len() as u64), |acc, entry| {
+                    acc.saturating_add(entry.encoded_len())
+                }),
         };
         header.saturating_add(body)
     }
@@ -600,6 +653,12 @@ impl Frame {
                 )?;
                 if offset.saturating_add(chunk.len() as u64) > *total {
                     return Err(EncodeError::SnapshotRange);
+                }
+            }
+            Frame::Ephemeral { entries, .. } => {
+                check(Limit::EphemeralPerFrame, entries.len())?;
+                for entry in entries {
+                    entry.validate()?;
                 }
             }
         }
@@ -662,6 +721,12 @@ impl Frame {
                 encode_varint(*total, &mut out);
                 encode_varint(*offset, &mut out);
                 put_bytes(&mut out, chunk);
+            }
+            Frame::Ephemeral { entries, .. } => {
+                encode_varint(entries.len() as u64, &mut out);
+                for entry in entries {
+                    entry.encode(&mut out);
+                }
             }
         }
         debug_assert_eq!(out.len(), self.encoded_len());
@@ -763,6 +828,18 @@ impl Frame {
                     chunk,
                 }
             }
+            FrameKind::Ephemeral => {
+                let count = r.count(
+                    "ephemeral entry count",
+                    Limit::EphemeralPerFrame,
+                    ephemeral::MIN_ENTRY_BYTES,
+                )?;
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    entries.push(EphemeralEntry::decode(&mut r)?);
+                }
+                Frame::Ephemeral { space, entries }
+            }
         };
         if !r.rest.is_empty() {
             return Err(DecodeError::TrailingBytes {
@@ -786,34 +863,51 @@ pub fn chunk_changes(
     epoch: [u8; EPOCH_BYTES],
     changes: impl IntoIterator<Item = Vec<u8>>,
 ) -> Result<Vec<Frame>, EncodeError> {
+    chunk_items(
+        space,
+        EPOCH_BYTES,
+        changes,
+        MAX_CHANGES_PER_FRAME,
+        |change| check(Limit::Change, change.len()).map(|()| prefixed_len(change.len())),
+        |space, changes| Frame::Changes {
+            space,
+            epoch,
+            changes,
+        },
+    )
+}
+
+/// Splits `items` into as few frames (built by `frame`) of a count-prefixed
+/// list as `max_count` and [`MAX_FRAME_BYTES`] allow, keeping their order.
+/// `fixed` is the frame's bytes between the space name and the list;
+/// `measure` checks an item's own limits and gives its encoded size.
+fn chunk_items<T>(
+    space: &str,
+    fixed: usize,
+    items: impl IntoIterator<Item = T>,
+    max_count: usize,
+    measure: impl Fn(&T) -> Result<usize, EncodeError>,
+    frame: impl Fn(String, Vec<T>) -> Frame,
+) -> Result<Vec<Frame>, EncodeError> {
     check(Limit::SpaceName, space.len())?;
-    let header = 2 + varint_len(space.len() as u64) + space.len() + EPOCH_BYTES;
+    let header = 2 + varint_len(space.len() as u64) + space.len() + fixed;
     let mut frames = Vec::new();
-    let mut current: Vec<Vec<u8>> = Vec::new();
-    // Bytes of the changes in `current`, with their length prefixes.
+    let mut current: Vec<T> = Vec::new();
+    // Encoded bytes of the items in `current`.
     let mut body = 0usize;
-    for change in changes {
-        check(Limit::Change, change.len())?;
-        let item = prefixed_len(change.len());
+    for item in items {
+        let size = measure(&item)?;
         let count = current.len() + 1;
-        let total = header + varint_len(count as u64) + body + item;
-        if !current.is_empty() && (count > MAX_CHANGES_PER_FRAME || total > MAX_FRAME_BYTES) {
-            frames.push(Frame::Changes {
-                space: space.to_owned(),
-                epoch,
-                changes: std::mem::take(&mut current),
-            });
+        let total = header + varint_len(count as u64) + body + size;
+        if !current.is_empty() && (count > max_count || total > MAX_FRAME_BYTES) {
+            frames.push(frame(space.to_owned(), std::mem::take(&mut current)));
             body = 0;
         }
-        body += item;
-        current.push(change);
+        body += size;
+        current.push(item);
     }
     if !current.is_empty() {
-        frames.push(Frame::Changes {
-            space: space.to_owned(),
-            epoch,
-            changes: current,
-        });
+        frames.push(frame(space.to_owned(), current));
     }
     Ok(frames)
 }

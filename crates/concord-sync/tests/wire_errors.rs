@@ -2,8 +2,8 @@
 //! variant it yields.
 
 use concord_sync::wire::{
-    ByeReason, DecodeError, EncodeError, Frame, FrameKind, WIRE_VERSION, decode_varint,
-    encode_varint,
+    ByeReason, DecodeError, EncodeError, EphemeralEntry, Frame, FrameKind, WIRE_VERSION,
+    decode_varint, encode_varint,
 };
 
 /// The epoch id every frame of these tests names.
@@ -82,7 +82,7 @@ fn unsupported_version() {
 
 #[test]
 fn unknown_kind() {
-    for k in [0, 8, 0xff] {
+    for k in [0, 9, 0xff] {
         assert_eq!(
             Frame::decode(&raw(k, b"s", &[0])),
             Err(DecodeError::UnknownKind(k))
@@ -111,6 +111,47 @@ fn invalid_utf8_space() {
         Frame::decode(&raw(FrameKind::Bye.code(), &[0x66, 0xff, 0x66], &[0])),
         Err(DecodeError::InvalidUtf8)
     );
+}
+
+/// The body of an ephemeral frame with one entry: the path bytes, writer
+/// `[7]`, wall 1, the given logical part, ttl 5, value `1`.
+fn ephemeral_body(path: &[u8], logical: u64) -> Vec<u8> {
+    let mut body = vec![1];
+    encode_varint(path.len() as u64, &mut body);
+    body.extend_from_slice(path);
+    body.extend_from_slice(&[1, 7, 1]);
+    encode_varint(logical, &mut body);
+    body.extend_from_slice(&[5, 1, b'1']);
+    body
+}
+
+#[test]
+fn ephemeral_path_and_logical_clock() {
+    let kind = FrameKind::Ephemeral.code();
+    assert!(Frame::decode(&raw(kind, b"s", &ephemeral_body(b"observation/x", 0))).is_ok());
+    assert_eq!(
+        Frame::decode(&raw(kind, b"s", &ephemeral_body(&[b'o', 0xff], 0))),
+        Err(DecodeError::PathNotUtf8)
+    );
+    let at = raw(
+        kind,
+        b"s",
+        &ephemeral_body(b"observation/x", u64::from(u32::MAX)),
+    );
+    assert!(Frame::decode(&at).is_ok());
+    let over = u64::from(u32::MAX) + 1;
+    assert_eq!(
+        Frame::decode(&raw(kind, b"s", &ephemeral_body(b"observation/x", over))),
+        Err(DecodeError::LogicalOverflow(over))
+    );
+    // Every entry field cut short is a typed error.
+    let full = raw(kind, b"s", &ephemeral_body(b"observation/x", 300));
+    for cut in 5..full.len() {
+        assert!(matches!(
+            Frame::decode(&full[..cut]),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
 }
 
 #[test]
@@ -281,7 +322,7 @@ fn known_bytes_of_each_kind() {
     };
     assert_eq!(
         epoch.encode().expect("encodes"),
-        with_epoch(&[2, 5, 1, b's'], &[1, 1, 0x10, 2])
+        with_epoch(&[2, 6, 1, b's'], &[1, 1, 0x10, 2])
     );
     let request = Frame::SnapshotRequest {
         space: "s".into(),
@@ -289,7 +330,7 @@ fn known_bytes_of_each_kind() {
     };
     assert_eq!(
         request.encode().expect("encodes"),
-        with_epoch(&[2, 6, 1, b's'], &[])
+        with_epoch(&[2, 7, 1, b's'], &[])
     );
     let piece = Frame::Snapshot {
         space: "s".into(),
@@ -300,9 +341,29 @@ fn known_bytes_of_each_kind() {
     };
     assert_eq!(
         piece.encode().expect("encodes"),
-        with_epoch(&[2, 7, 1, b's'], &[3, 1, 2, 7, 7])
+        with_epoch(&[2, 8, 1, b's'], &[3, 1, 2, 7, 7])
     );
-    for frame in [changes, digest, sync, bye, epoch, request, piece] {
+    let ephemeral = Frame::Ephemeral {
+        space: "s".into(),
+        entries: vec![EphemeralEntry {
+            path: "intent/p".into(),
+            writer: vec![0x10, 0x11],
+            wall: 300,
+            logical: 2,
+            ttl_ms: 5,
+            value: b"{}".to_vec(),
+        }],
+    };
+    assert_eq!(
+        ephemeral.encode().expect("encodes"),
+        [
+            &[2, 5, 1, b's', 1, 8][..],
+            b"intent/p",
+            &[2, 0x10, 0x11, 0xac, 0x02, 2, 5, 2, b'{', b'}'],
+        ]
+        .concat()
+    );
+    for frame in [changes, digest, sync, bye, ephemeral, epoch, request, piece] {
         let bytes = frame.encode().expect("encodes");
         assert_eq!(Frame::decode(&bytes), Ok(frame));
     }

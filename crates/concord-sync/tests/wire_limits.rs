@@ -1,13 +1,14 @@
 //! Every limit of the wire codec hit exactly: at the limit encodes and
 //! decodes, one over is an `EncodeError` on encode and a `DecodeError` on
 //! decode. Also the helpers that keep frames within the limits:
-//! `chunk_changes` and `Frame::digest`.
+//! `chunk_changes`, `chunk_ephemeral` and `Frame::digest`.
 
 use concord_sync::wire::{
-    DecodeError, EncodeError, FRAME_HEADROOM, Frame, FrameKind, Limit, MAX_ACTOR_BYTES,
-    MAX_CHANGE_BYTES, MAX_CHANGES_PER_FRAME, MAX_CLOCK_ENTRIES, MAX_CUT_ENTRIES, MAX_FRAME_BYTES,
+    DecodeError, EncodeError, EphemeralEntry, FRAME_HEADROOM, Frame, FrameKind, Limit,
+    MAX_ACTOR_BYTES, MAX_CHANGE_BYTES, MAX_CHANGES_PER_FRAME, MAX_CLOCK_ENTRIES, MAX_CUT_ENTRIES,
+    MAX_EPHEMERAL_PER_FRAME, MAX_EPHEMERAL_VALUE_BYTES, MAX_FRAME_BYTES, MAX_PATH_BYTES,
     MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_CHUNK_BYTES, MAX_SPACE_NAME_BYTES, MAX_SYNC_MESSAGE_BYTES,
-    WIRE_VERSION, chunk_changes, chunk_snapshot, encode_varint,
+    WIRE_VERSION, chunk_changes, chunk_ephemeral, chunk_snapshot, encode_varint,
 };
 
 /// The epoch id every frame of these tests names.
@@ -35,7 +36,7 @@ fn raw(kind: FrameKind, space: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION, kind.code()];
     encode_varint(space.len() as u64, &mut out);
     out.extend_from_slice(space);
-    if kind != FrameKind::Bye {
+    if !matches!(kind, FrameKind::Bye | FrameKind::Ephemeral) {
         out.extend_from_slice(&EPOCH);
     }
     out.extend_from_slice(body);
@@ -558,4 +559,135 @@ fn digest_helper_truncates_big_clocks() {
         ),
         Err(enc_too_large(Limit::Actor, MAX_ACTOR_BYTES + 1))
     );
+}
+
+fn entry(path: &str, value_len: usize) -> EphemeralEntry {
+    EphemeralEntry {
+        path: path.into(),
+        writer: vec![7; 16],
+        wall: 1_700_000_000_000,
+        logical: 3,
+        ttl_ms: 5_000,
+        value: vec![b'1'; value_len],
+    }
+}
+
+fn ephemeral(entries: Vec<EphemeralEntry>) -> Frame {
+    Frame::Ephemeral {
+        space: "s".into(),
+        entries,
+    }
+}
+
+#[test]
+fn ephemeral_entries_per_frame_at_limit_and_one_over() {
+    round_trip(&ephemeral(vec![
+        entry("observation/x", 1);
+        MAX_EPHEMERAL_PER_FRAME
+    ]));
+    let over = ephemeral(vec![entry("observation/x", 1); MAX_EPHEMERAL_PER_FRAME + 1]);
+    assert_eq!(
+        over.encode(),
+        Err(enc_too_large(
+            Limit::EphemeralPerFrame,
+            MAX_EPHEMERAL_PER_FRAME + 1
+        ))
+    );
+    let mut body = Vec::new();
+    encode_varint((MAX_EPHEMERAL_PER_FRAME + 1) as u64, &mut body);
+    body.extend(std::iter::repeat_n(0u8, 6 * (MAX_EPHEMERAL_PER_FRAME + 1)));
+    assert_eq!(
+        Frame::decode(&raw(FrameKind::Ephemeral, b"s", &body)),
+        Err(dec_too_large(
+            Limit::EphemeralPerFrame,
+            MAX_EPHEMERAL_PER_FRAME + 1
+        ))
+    );
+    // A count the remaining input cannot hold (entries take 6 bytes at least).
+    let mut body = Vec::new();
+    encode_varint(MAX_EPHEMERAL_PER_FRAME as u64, &mut body);
+    body.extend(std::iter::repeat_n(0u8, 6 * MAX_EPHEMERAL_PER_FRAME - 1));
+    assert!(matches!(
+        Frame::decode(&raw(FrameKind::Ephemeral, b"s", &body)),
+        Err(DecodeError::Truncated { .. })
+    ));
+}
+
+#[test]
+fn ephemeral_path_writer_and_value_at_limit_and_one_over() {
+    let at = EphemeralEntry {
+        writer: vec![1; MAX_ACTOR_BYTES],
+        ..entry(&"p".repeat(MAX_PATH_BYTES), MAX_EPHEMERAL_VALUE_BYTES)
+    };
+    round_trip(&ephemeral(vec![at.clone()]));
+    let long_path = entry(&"p".repeat(MAX_PATH_BYTES + 1), 1);
+    let long_writer = EphemeralEntry {
+        writer: vec![1; MAX_ACTOR_BYTES + 1],
+        ..entry("observation/x", 1)
+    };
+    let long_value = entry("observation/x", MAX_EPHEMERAL_VALUE_BYTES + 1);
+    for (bad, limit, len) in [
+        (long_path, Limit::Path, MAX_PATH_BYTES + 1),
+        (long_writer, Limit::Actor, MAX_ACTOR_BYTES + 1),
+        (
+            long_value,
+            Limit::EphemeralValue,
+            MAX_EPHEMERAL_VALUE_BYTES + 1,
+        ),
+    ] {
+        let frame = ephemeral(vec![at.clone(), bad.clone()]);
+        assert_eq!(frame.encode(), Err(enc_too_large(limit, len)));
+        assert_eq!(
+            chunk_ephemeral("s", vec![bad.clone()]),
+            Err(enc_too_large(limit, len))
+        );
+        // The same bytes built by hand are refused by the decoder.
+        let mut body = vec![1];
+        for field in [bad.path.as_bytes(), &bad.writer] {
+            encode_varint(field.len() as u64, &mut body);
+            body.extend_from_slice(field);
+        }
+        for n in [bad.wall, u64::from(bad.logical), bad.ttl_ms] {
+            encode_varint(n, &mut body);
+        }
+        encode_varint(bad.value.len() as u64, &mut body);
+        body.extend_from_slice(&bad.value);
+        assert_eq!(
+            Frame::decode(&raw(FrameKind::Ephemeral, b"s", &body)),
+            Err(dec_too_large(limit, len))
+        );
+    }
+}
+
+#[test]
+fn chunk_ephemeral_splits_by_count_and_bytes() {
+    assert_eq!(chunk_ephemeral("s", Vec::new()), Ok(Vec::new()));
+    let many: Vec<EphemeralEntry> = (0..2 * MAX_EPHEMERAL_PER_FRAME + 1)
+        .map(|i| entry(&format!("observation/n{i}"), 4))
+        .collect();
+    let big: Vec<EphemeralEntry> = (0..200)
+        .map(|i| entry(&format!("coordination/p{i}"), MAX_EPHEMERAL_VALUE_BYTES))
+        .collect();
+    for (input, frames_wanted) in [(many, 3), (big, 4)] {
+        let frames = chunk_ephemeral("s", input.clone()).expect("entries within limits chunk");
+        assert_eq!(frames.len(), frames_wanted);
+        let mut back = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            let Frame::Ephemeral { entries, .. } = frame else {
+                panic!("not an ephemeral frame: {frame:?}");
+            };
+            assert!(frame.encode().expect("every chunk encodes").len() <= MAX_FRAME_BYTES);
+            // Greedy: no frame but the last could take the next one's first entry.
+            if let Some(Frame::Ephemeral { entries: next, .. }) = frames.get(i + 1) {
+                let mut grown = entries.clone();
+                grown.push(next[0].clone());
+                assert!(
+                    ephemeral(grown).encode().is_err(),
+                    "chunk {i} could hold more"
+                );
+            }
+            back.extend(entries.iter().cloned());
+        }
+        assert_eq!(back, input, "order and content kept");
+    }
 }

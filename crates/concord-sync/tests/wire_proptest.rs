@@ -3,8 +3,8 @@
 //! bytes (never a panic; a frame that decodes re-encodes to the same bytes).
 
 use concord_sync::wire::{
-    ByeReason, DecodeError, Frame, MAX_ACTOR_BYTES, MAX_CLOCK_ENTRIES, WIRE_VERSION, decode_varint,
-    encode_varint, varint_len,
+    ByeReason, DecodeError, EphemeralEntry, Frame, MAX_ACTOR_BYTES, MAX_CLOCK_ENTRIES,
+    WIRE_VERSION, decode_varint, encode_varint, varint_len,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -36,6 +36,27 @@ fn clock() -> impl Strategy<Value = Vec<(Vec<u8>, u64)>> {
     ]
     .prop_map(|m| m.into_iter().collect::<Vec<_>>())
     .prop_shuffle()
+}
+
+fn ephemeral_entry() -> impl Strategy<Value = EphemeralEntry> {
+    (
+        prop_oneof!["[a-z]{1,12}/[a-z0-9._:-]{1,128}", "\\PC{0,64}"],
+        vec(any::<u8>(), 0..=MAX_ACTOR_BYTES),
+        any::<u64>(),
+        any::<u32>(),
+        any::<u64>(),
+        vec(any::<u8>(), 0..300),
+    )
+        .prop_map(
+            |(path, writer, wall, logical, ttl_ms, value)| EphemeralEntry {
+                path,
+                writer,
+                wall,
+                logical,
+                ttl_ms,
+                value,
+            },
+        )
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
@@ -100,6 +121,8 @@ fn frame() -> impl Strategy<Value = Frame> {
                     chunk,
                 }
             }),
+        (space(), vec(ephemeral_entry(), 0..20))
+            .prop_map(|(space, entries)| Frame::Ephemeral { space, entries }),
     ]
 }
 
@@ -170,7 +193,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bodies_after_a_valid_header_never_panic(
-        kind in 0u8..6,
+        kind in 0u8..7,
         body in vec(any::<u8>(), 0..600),
     ) {
         let mut bytes = vec![WIRE_VERSION, kind];

@@ -1,4 +1,5 @@
-//! Typed channel handles: `LastValue<T>`, `Topic<T>`, `Counter`, `SetChannel<T>`.
+//! Typed channel handles: `LastValue<T>`, `Topic<T>`, `Counter`, `SetChannel<T>`
+//! (and `Ephemeral<T>` in its own module, on the same [`Channel`]).
 //! Each is a path plus a [`Space`]; values cross the API as `T` via serde.
 
 use std::marker::PhantomData;
@@ -10,23 +11,23 @@ use serde::de::DeserializeOwned;
 
 use crate::{Error, Space};
 
-fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, Error> {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, Error> {
     serde_json::to_value(value).map_err(|e| Error::State(e.into()))
 }
 
-fn from_json<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Error> {
+pub(crate) fn from_json<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Error> {
     serde_json::from_value(v).map_err(|e| Error::State(e.into()))
 }
 
 /// What every handle holds: the space and the validated path.
 #[derive(Debug, Clone)]
-struct Channel {
+pub(crate) struct Channel {
     space: Space,
     path: ChannelPath,
 }
 
 impl Channel {
-    fn new(space: Space, path: &str) -> Result<Self, Error> {
+    pub(crate) fn new(space: Space, path: &str) -> Result<Self, Error> {
         Ok(Channel {
             space,
             path: path.parse::<ChannelPath>()?,
@@ -34,7 +35,7 @@ impl Channel {
     }
 
     /// Runs `f` with the replica and this channel's path.
-    async fn run<R: Send + 'static>(
+    pub(crate) async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Replica, ChannelPath) -> Result<R, StateError> + Send + 'static,
     ) -> Result<R, Error> {

@@ -4,8 +4,9 @@
 //! identity (persisted in its data directory), durable replicas of the
 //! [`Space`]s it joins, and the network driver that keeps them converged with
 //! its peers. A [`Space`] gives typed access to channels in the four families
-//! (`observation`, `intent`, `coordination`, `execution`) and subscriptions
-//! as [`futures::Stream`]s.
+//! (`observation`, `intent`, `coordination`, `execution`), ephemeral
+//! channels for heartbeats and presence ([`Ephemeral`]: gossiped, never
+//! stored) and subscriptions as [`futures::Stream`]s.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), concord::Error> {
@@ -40,6 +41,7 @@
 
 mod channels;
 pub mod coordinator;
+mod ephemeral;
 mod error;
 mod identity;
 mod lease;
@@ -53,8 +55,10 @@ pub use concord_lease::{
 pub use concord_net::lease::LeasePeer;
 pub use concord_net::{Multiaddr, PeerId, PeerInfo, Subscription};
 pub use concord_state::{
-    ChannelKind, ChannelSpec, Delivery, Event, Origin, Policy, VectorClock, WriteReceipt,
+    ActorId, ChannelKind, ChannelSpec, Delivery, EphemeralReceipt, Event, Origin, Policy,
+    VectorClock, WriteReceipt,
 };
+pub use ephemeral::Ephemeral;
 pub use error::Error;
 pub use lease::{HeldLock, LOCK_HOLDERS, LockHolder};
 pub use node::{Node, NodeBuilder};

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::Error;
 use crate::channels::{Counter, LastValue, SetChannel, Topic};
+use crate::{Ephemeral, Error};
 
 /// Default number of deliveries buffered in a subscription stream.
 pub const SUBSCRIPTION_CAPACITY: usize = 256;
@@ -292,6 +292,37 @@ impl Space {
         path: &str,
     ) -> Result<SetChannel<T>, Error> {
         SetChannel::new(self.clone(), path)
+    }
+
+    /// A typed handle to an ephemeral channel: every node's last value,
+    /// living `ttl` after its write, gossiped to peers and handed to those
+    /// that join, never written to the document or to disk (see
+    /// [`Ephemeral`]).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let presence = space.ephemeral::<String>("coordination/presence", Duration::from_secs(30))?;
+    /// presence.set(&"reviewing #42".to_owned()).await?;
+    /// assert_eq!(presence.get().await?.len(), 1);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub fn ephemeral<T: Serialize + DeserializeOwned + Send + 'static>(
+        &self,
+        path: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Ephemeral<T>, Error> {
+        Ephemeral::new(self.clone(), path, ttl)
     }
 
     /// A stream of events on channels matching the glob `pattern`.

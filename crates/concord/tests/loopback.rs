@@ -1,7 +1,8 @@
 //! Real nodes on loopback inside one process: writes propagate, concurrent
 //! writes converge, subscriptions see remote events, a node that restarts
-//! catches up, an allowlisted space refuses strangers, and nodes that only
-//! speak QUIC sync over it.
+//! catches up, an allowlisted space refuses strangers, nodes that only
+//! speak QUIC sync over it, and ephemeral heartbeats reach peers (and a node
+//! that joins later) without entering the document.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -220,4 +221,58 @@ async fn nodes_sync_over_quic() {
     assert!(via.contains("/quic-v1"), "{via}");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_heartbeats_reach_peers_and_late_joiners() {
+    const BEAT: &str = "observation/a.heartbeat";
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(dirs[0].path(), &[]).await;
+    let a_addr = addr(&a).await;
+    let b = node(dirs[1].path(), std::slice::from_ref(&a_addr)).await;
+    let (sa, sb) = (
+        a.space("team").await.unwrap(),
+        b.space("team").await.unwrap(),
+    );
+    let mut events = sb.subscribe("observation/*").await.unwrap();
+    let beat = sa.ephemeral::<u32>(BEAT, Duration::from_secs(30)).unwrap();
+    beat.set(&0).await.unwrap(); // declares the channel: one change
+    let changes = sa.vector_clock().await.unwrap().total();
+    // Like any heartbeat: published again and again, until b has seen one.
+    let mut sent = 0;
+    let seen = loop {
+        sent += 1;
+        assert!(sent < 100, "no heartbeat reached b");
+        beat.set(&sent).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+            Ok(Some(Delivery::Event(e))) if e.ephemeral => break e,
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => panic!("subscription closed"),
+        }
+    };
+    assert_eq!(seen.path.as_str(), BEAT);
+    assert_eq!(seen.origin, concord::Origin::Remote);
+    assert_eq!(&seen.position.actor, a.actor());
+    assert_eq!(seen.position.seq, 0);
+    assert!(seen.new.is_some());
+    let last = sent;
+    let on_b = sb.ephemeral::<u32>(BEAT, Duration::from_secs(30)).unwrap();
+    eventually(|| async { on_b.get().await.unwrap() == [(a.actor().clone(), last)] }).await;
+    assert_eq!(
+        sb.get(BEAT).await.unwrap(),
+        Some(json!({ a.actor().to_hex_string(): last }))
+    );
+    // No heartbeat added to the document, on either side.
+    assert_eq!(sa.vector_clock().await.unwrap().total(), changes);
+    eventually(|| async { sb.vector_clock().await.unwrap() == sa.vector_clock().await.unwrap() })
+        .await;
+
+    // A node that joins later is handed the current value; a writes nothing more.
+    let c = node(dirs[2].path(), &[a_addr]).await;
+    let sc = c.space("team").await.unwrap();
+    let on_c = sc.ephemeral::<u32>(BEAT, Duration::from_secs(30)).unwrap();
+    eventually(|| async { on_c.get().await.unwrap() == [(a.actor().clone(), last)] }).await;
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
 }

@@ -153,8 +153,8 @@ pub struct EpochInfo {
     pub bytes: u64,
     /// Most operations added to one channel bucket since the cut.
     pub max_bucket_ops: u64,
-    /// Earlier epochs retained.
-    pub retained: usize,
+    /// Earlier epochs retained, oldest first.
+    pub retained: Vec<EpochId>,
 }
 
 /// An earlier epoch kept for history and replay.
@@ -175,7 +175,7 @@ impl Replica {
             changes: e.growth.changes,
             bytes: e.growth.bytes,
             max_bucket_ops: e.growth.bucket_ops.values().copied().max().unwrap_or(0),
-            retained: self.retained.len(),
+            retained: self.retained.iter().map(|r| r.id).collect(),
         }
     }
 

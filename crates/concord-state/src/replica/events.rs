@@ -73,6 +73,11 @@ impl Replica {
     /// Every event on channels matching `pattern` caused by changes *not*
     /// covered by `since`, in causal order. Each event shows the change's
     /// effect as its writer saw it (old value at the change's dependencies).
+    ///
+    /// Ephemeral values are not replayed: they never enter the document, so
+    /// no change and no vector clock covers them, and the old ones are gone
+    /// by design. The live ones are read with [`Replica::get`] or
+    /// [`Replica::ephemeral_values`].
     pub fn replay(&self, pattern: &str, since: &VectorClock) -> Result<Vec<Event>, StateError> {
         let matcher = compile_pattern(pattern)?;
         let wants = |p: &ChannelPath| matcher.is_match(p.as_str());
@@ -278,6 +283,7 @@ pub(crate) fn build_events(
             new,
             origin,
             position: position.clone(),
+            ephemeral: false,
         })
         .collect()
 }

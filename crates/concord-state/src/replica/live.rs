@@ -186,6 +186,7 @@ impl Replica {
                     new,
                     origin: Origin::Remote,
                     position: position.clone(),
+                    ephemeral: false,
                 });
             }
         }

@@ -8,6 +8,7 @@
 
 mod apply;
 pub(crate) mod doc;
+mod ephemeral;
 mod epoch;
 mod events;
 mod flush;
@@ -138,6 +139,11 @@ pub struct Stats {
     pub pending: usize,
     /// Actors in the vector clock.
     pub actors: usize,
+    /// Live ephemeral values, (channel, writer) pairs (never in the document).
+    pub ephemeral_values: usize,
+    /// Ephemeral values from peers dropped because the space held
+    /// [`crate::MAX_EPHEMERAL_VALUES`] already.
+    pub ephemeral_dropped: u64,
 }
 
 /// One replica of one space.
@@ -157,6 +163,7 @@ pub struct Replica {
     pending: Vec<Change>,
     cache: HashMap<ChannelPath, CachedChannel>,
     live: live::LiveRegisters,
+    ephemeral: crate::ephemeral::EphemeralStore,
     merge_fns: HashMap<String, MergeFn>,
     subs: Subscriptions,
     storage: Option<Box<dyn Storage>>,
@@ -274,6 +281,7 @@ impl Replica {
             pending: Vec::new(),
             cache: HashMap::new(),
             live: live::LiveRegisters::default(),
+            ephemeral: crate::ephemeral::EphemeralStore::default(),
             merge_fns: HashMap::new(),
             subs: Subscriptions::default(),
             storage,
@@ -346,11 +354,13 @@ impl Replica {
         self.now
     }
 
-    /// Advances the replica's notion of time (reads use it for TTL).
+    /// Advances the replica's notion of time (reads use it for TTL) and
+    /// removes the ephemeral values expired by then, with their events.
     pub fn tick(&mut self, now: Millis) {
         if now > self.now {
             self.now = now;
         }
+        self.expire_ephemeral();
     }
 
     /// The torn log tail dropped when this replica was opened, if any.
@@ -380,6 +390,8 @@ impl Replica {
             conflicts: self.conflicts().len(),
             pending: self.pending.len(),
             actors: self.clock.len(),
+            ephemeral_values: self.ephemeral.live_count(self.now),
+            ephemeral_dropped: self.ephemeral.dropped,
         }
     }
 

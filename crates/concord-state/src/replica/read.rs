@@ -64,7 +64,9 @@ impl Replica {
     }
 
     /// The visible value of any channel as JSON: a `LastValue`'s value, a
-    /// `Topic`'s entries as an array, a `Counter`'s total, a `Set`'s members.
+    /// `Topic`'s entries as an array, a `Counter`'s total, a `Set`'s members,
+    /// an `Ephemeral` channel's live values as `{ "<writer actor hex>":
+    /// value, ... }`.
     /// `coordination/conflicts` lists unresolved conflicts. `None` if the
     /// channel holds nothing or does not exist.
     pub fn get(&self, path: impl IntoChannelPath) -> Result<Option<Value>, StateError> {
@@ -76,7 +78,8 @@ impl Replica {
                 .transpose()?);
         }
         let Some(spec) = self.spec_of(&path) else {
-            return Ok(None);
+            // Ephemeral values may arrive before their channel's declaration.
+            return Ok(self.ephemeral_object(&path));
         };
         Ok(match spec.kind {
             ChannelKind::LastValue => self.register_at(&path, &spec, None)?.value,
@@ -88,6 +91,9 @@ impl Replica {
             )),
             ChannelKind::Counter => Some(self.counter_at(&path, None)?.into()),
             ChannelKind::Set => Some(Value::Array(self.members_at(&path, None))),
+            ChannelKind::Ephemeral => self
+                .ephemeral_object(&path)
+                .or_else(|| Some(Value::Object(serde_json::Map::new()))),
         })
     }
 
@@ -165,7 +171,11 @@ impl Replica {
         Ok(out)
     }
 
-    fn expect_kind(&self, path: &ChannelPath, kind: ChannelKind) -> Result<(), StateError> {
+    pub(crate) fn expect_kind(
+        &self,
+        path: &ChannelPath,
+        kind: ChannelKind,
+    ) -> Result<(), StateError> {
         match self.spec_of(path) {
             Some(spec) if spec.kind != kind => Err(StateError::WrongKind {
                 path: path.to_string(),

@@ -49,7 +49,9 @@ fn encode(envelope: &Envelope) -> Result<String, StateError> {
 
 impl Replica {
     /// Declares a channel's kind and policy. Declaring again with the same
-    /// kind is allowed (and may change the policy); another kind is refused.
+    /// kind is allowed (and may change the policy, or an ephemeral channel's
+    /// TTL); another kind is refused. An ephemeral channel needs a TTL
+    /// ([`StateError::EphemeralTtl`] otherwise).
     pub fn declare(
         &mut self,
         now: Millis,
@@ -58,6 +60,9 @@ impl Replica {
     ) -> Result<Option<WriteReceipt>, StateError> {
         let path = path.into_path()?;
         refuse_reserved(&path)?;
+        if spec.kind == ChannelKind::Ephemeral {
+            super::ephemeral::check_ttl(&path, spec.ttl_ms)?;
+        }
         self.tick(now);
         match self.cached_spec(&path) {
             Some(existing) if existing == spec => return Ok(None),
@@ -504,6 +509,7 @@ impl Replica {
                 change: receipt.change,
                 hlc: Some(receipt.hlc),
             },
+            ephemeral: false,
         };
         self.subs.publish(&event);
     }
