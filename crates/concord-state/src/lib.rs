@@ -34,7 +34,8 @@ mod keys;
 mod path;
 mod policy;
 mod replica;
-pub mod storage;
+/// The storage backends, moved to the `concord-storage` crate.
+pub use concord_storage as storage;
 mod subscription;
 
 pub use automerge::{ActorId, ChangeHash};
