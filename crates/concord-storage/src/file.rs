@@ -2,19 +2,19 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::{debug, warn};
 
 use crate::format::{
-    check_record_len, check_snapshot_len, framed_len, log_header, read_snapshot, record_header,
-    scan_log, snapshot_prefix,
+    check_record_len, check_snapshot_len, framed_len, log_header, peek_generation, read_snapshot,
+    read_snapshot_header, record_header, scan_log, snapshot_prefix,
 };
 use crate::{
-    FILE_HEADER_BYTES, MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES, Recovered, SNAPSHOT_OVERHEAD_BYTES,
-    Storage, StorageError, SyncJob, TornTail,
+    FILE_HEADER_BYTES, LOG_MAGIC, MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES, Recovered, SNAPSHOT_MAGIC,
+    SNAPSHOT_OVERHEAD_BYTES, Storage, StorageError, SyncJob, TornTail,
 };
 
 /// Appends are gathered in memory up to this many bytes before they are
@@ -178,11 +178,13 @@ impl FileStorage {
         })
     }
 
-    /// Scans the log (handing intact records to `on_record`), truncates a torn
-    /// tail, writes the header of a new log, and makes the storage ready for
-    /// appends. On `Corrupt` nothing changes.
+    /// Scans the log of the snapshot's `generation` (handing intact records
+    /// to `on_record`), truncates a torn tail, writes the header of a new log
+    /// or resets a stale one, and makes the storage ready for appends. On
+    /// `Corrupt` nothing changes.
     fn recover_log(
         &mut self,
+        generation: u64,
         on_record: &mut dyn FnMut(Vec<u8>),
     ) -> Result<Option<TornTail>, StorageError> {
         let reader = File::open(self.dir.join(Self::LOG_FILE))
@@ -192,7 +194,16 @@ impl FileStorage {
             .map_err(|e| StorageError::io("stat", self.log_name.clone(), e))?
             .len();
         let reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-        let scan = scan_log(reader, total, &self.log_name, on_record)?;
+        let scan = scan_log(reader, total, &self.log_name, generation, on_record)?;
+        if let Some(stale) = scan.stale {
+            warn!(
+                file = %self.log_name,
+                stale,
+                generation,
+                bytes = total,
+                "resetting the stale log of an interrupted compaction"
+            );
+        }
         if let Some(t) = &scan.torn_tail {
             warn!(
                 file = %self.log_name,
@@ -201,9 +212,10 @@ impl FileStorage {
                 "dropping torn tail of log"
             );
         }
-        if scan.valid_len < FILE_HEADER_BYTES as u64 {
-            // New log, or one whose header never made it: (re)write it.
-            self.reset_log()?;
+        if scan.valid_len == 0 {
+            // New log, one whose header never made it, or a stale one:
+            // (re)write it.
+            self.reset_log(generation)?;
         } else if scan.torn_tail.is_some() {
             self.log
                 .set_len(scan.valid_len)
@@ -219,10 +231,11 @@ impl FileStorage {
         Ok(scan.torn_tail)
     }
 
-    /// Empties the log down to its header and makes that durable (the
-    /// directory too, in case the log file is new). A crash part way leaves
-    /// an empty log or a prefix of the header, both recovered as empty.
-    fn reset_log(&mut self) -> Result<(), StorageError> {
+    /// Empties the log down to a header of `generation` and makes that
+    /// durable (the directory too, in case the log file is new). A crash
+    /// part way leaves an empty log or a prefix of the header, both
+    /// recovered as empty.
+    fn reset_log(&mut self, generation: u64) -> Result<(), StorageError> {
         self.buf.clear();
         let name = &self.log_name;
         self.log
@@ -231,7 +244,7 @@ impl FileStorage {
         self.log_len = 0;
         // The file is in append mode: the header lands at offset 0.
         (&*self.log)
-            .write_all(&log_header())
+            .write_all(&log_header(generation))
             .map_err(|e| StorageError::io("write", name.clone(), e))?;
         self.log
             .sync_all()
@@ -241,7 +254,8 @@ impl FileStorage {
         Ok(())
     }
 
-    fn load_snapshot(&mut self) -> Result<Option<Vec<u8>>, StorageError> {
+    /// The snapshot file and its length, if there is one.
+    fn open_snapshot(&mut self) -> Result<Option<(File, u64)>, StorageError> {
         let file = match File::open(&self.snapshot_path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -254,12 +268,51 @@ impl FileStorage {
             .metadata()
             .map_err(|e| StorageError::io("stat", self.snapshot_name.clone(), e))?
             .len();
-        let payload = read_snapshot(file, len, &self.snapshot_name)?;
         self.snapshot_len = len;
-        Ok(Some(payload))
+        Ok(Some((file, len)))
     }
 
-    fn write_tmp_snapshot(&self, snapshot: &[u8]) -> Result<(), StorageError> {
+    /// The snapshot's generation and payload (generation 0 without one).
+    fn load_snapshot(&mut self) -> Result<(u64, Option<Vec<u8>>), StorageError> {
+        Ok(match self.open_snapshot()? {
+            Some((file, len)) => {
+                let (generation, payload) = read_snapshot(file, len, &self.snapshot_name)?;
+                (generation, Some(payload))
+            }
+            None => (0, None),
+        })
+    }
+
+    /// Scans (and if needed repairs or resets) the log without loading the
+    /// snapshot, whose header alone gives the log's generation.
+    fn ready_log(&mut self) -> Result<(), StorageError> {
+        let generation = match self.open_snapshot()? {
+            Some((mut file, len)) => {
+                read_snapshot_header(&mut file, len, &self.snapshot_name)?.generation
+            }
+            None => 0,
+        };
+        self.recover_log(generation, &mut |_| {}).map(|_| ())
+    }
+
+    /// The generation of the next snapshot: past both files' headers, so
+    /// that a crash can never leave a log that passes for the new
+    /// snapshot's. Unreadable headers count as generation 0 (the next load
+    /// reports them).
+    fn next_generation(&self) -> u64 {
+        let peek = |path: &Path, magic| {
+            let mut head = Vec::with_capacity(FILE_HEADER_BYTES);
+            let read = File::open(path)
+                .and_then(|f| f.take(FILE_HEADER_BYTES as u64).read_to_end(&mut head));
+            read.map_or(0, |_| peek_generation(&head, magic))
+        };
+        let log = peek(&self.dir.join(Self::LOG_FILE), LOG_MAGIC);
+        peek(&self.snapshot_path, SNAPSHOT_MAGIC)
+            .max(log)
+            .saturating_add(1)
+    }
+
+    fn write_tmp_snapshot(&self, snapshot: &[u8], generation: u64) -> Result<(), StorageError> {
         let name = || self.tmp_path.display().to_string();
         let mut tmp = OpenOptions::new()
             .write(true)
@@ -267,7 +320,7 @@ impl FileStorage {
             .truncate(true)
             .open(&self.tmp_path)
             .map_err(|e| StorageError::io("create", name(), e))?;
-        tmp.write_all(&snapshot_prefix(snapshot))
+        tmp.write_all(&snapshot_prefix(snapshot, generation))
             .and_then(|()| tmp.write_all(snapshot))
             .map_err(|e| StorageError::io("write", name(), e))?;
         tmp.sync_all()
@@ -284,12 +337,13 @@ impl Storage for FileStorage {
         } else {
             self.write_buffer()?;
         }
-        let snapshot = self.load_snapshot()?;
+        let (generation, snapshot) = self.load_snapshot()?;
         let mut records = Vec::new();
-        let torn_tail = self.recover_log(&mut |r| records.push(r))?;
+        let torn_tail = self.recover_log(generation, &mut |r| records.push(r))?;
         self.poisoned = false;
         debug!(
             dir = %self.dir.display(),
+            generation,
             snapshot_bytes = snapshot.as_ref().map_or(0, Vec::len),
             records = records.len(),
             "loaded file storage"
@@ -307,7 +361,7 @@ impl Storage for FileStorage {
             return Err(self.poisoned_error());
         }
         if !self.ready {
-            self.recover_log(&mut |_| {})?;
+            self.ready_log()?;
         }
         let header = record_header(record);
         let framed = framed_len(record);
@@ -370,7 +424,8 @@ impl Storage for FileStorage {
 
     fn compact(&mut self, snapshot: &[u8]) -> Result<(), StorageError> {
         check_snapshot_len(snapshot.len(), self.max_snapshot_bytes)?;
-        if let Err(e) = self.write_tmp_snapshot(snapshot) {
+        let generation = self.next_generation();
+        if let Err(e) = self.write_tmp_snapshot(snapshot, generation) {
             let _ = fs::remove_file(&self.tmp_path);
             return Err(e);
         }
@@ -379,11 +434,11 @@ impl Storage for FileStorage {
             return Err(StorageError::io("rename to", self.snapshot_name.clone(), e));
         }
         self.snapshot_len = (SNAPSHOT_OVERHEAD_BYTES + snapshot.len()) as u64;
-        sync_dir(&self.dir)?;
-        // From here a crash leaves the new snapshot and the old log: fine,
-        // the old records are in the snapshot already.
+        // From here a crash leaves the new snapshot and the old log, which
+        // is stale (an older generation): recovery resets it. Until the log
+        // is reset here, nothing may be appended to it.
         let log_before = self.log_len;
-        if let Err(e) = self.reset_log() {
+        if let Err(e) = sync_dir(&self.dir).and_then(|()| self.reset_log(generation)) {
             self.poisoned = true;
             self.ready = false;
             return Err(e);
@@ -392,6 +447,7 @@ impl Storage for FileStorage {
         self.poisoned = false;
         debug!(
             dir = %self.dir.display(),
+            generation,
             snapshot_bytes = snapshot.len(),
             log_bytes_dropped = log_before,
             "compacted file storage"

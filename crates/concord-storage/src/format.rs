@@ -8,17 +8,21 @@ use std::io::{self, Read};
 use crate::{
     FILE_HEADER_BYTES, FORMAT_VERSION, LOG_MAGIC, MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES,
     RECORD_HEADER_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_OVERHEAD_BYTES, StorageError, TornTail,
+    V1_FILE_HEADER_BYTES,
 };
 
-/// The header a log file starts with.
-pub(crate) fn log_header() -> [u8; FILE_HEADER_BYTES] {
-    file_header(LOG_MAGIC)
+/// The header a log of `generation` starts with.
+pub(crate) fn log_header(generation: u64) -> [u8; FILE_HEADER_BYTES] {
+    file_header(LOG_MAGIC, generation)
 }
 
-fn file_header(magic: [u8; 4]) -> [u8; FILE_HEADER_BYTES] {
+fn file_header(magic: [u8; 4], generation: u64) -> [u8; FILE_HEADER_BYTES] {
     let mut h = [0u8; FILE_HEADER_BYTES];
     h[..4].copy_from_slice(&magic);
-    h[4..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..16].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&h[..16]);
+    h[16..].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
@@ -48,10 +52,10 @@ pub(crate) fn framed_len(payload: &[u8]) -> u64 {
     (RECORD_HEADER_BYTES + payload.len()) as u64
 }
 
-/// Everything a snapshot file holds before its payload.
-pub(crate) fn snapshot_prefix(payload: &[u8]) -> [u8; SNAPSHOT_OVERHEAD_BYTES] {
+/// Everything a snapshot file of `generation` holds before its payload.
+pub(crate) fn snapshot_prefix(payload: &[u8], generation: u64) -> [u8; SNAPSHOT_OVERHEAD_BYTES] {
     let mut p = [0u8; SNAPSHOT_OVERHEAD_BYTES];
-    p[..FILE_HEADER_BYTES].copy_from_slice(&file_header(SNAPSHOT_MAGIC));
+    p[..FILE_HEADER_BYTES].copy_from_slice(&file_header(SNAPSHOT_MAGIC, generation));
     p[FILE_HEADER_BYTES..].copy_from_slice(&record_header(payload));
     p
 }
@@ -74,52 +78,165 @@ pub(crate) fn check_snapshot_len(len: usize, max: usize) -> Result<(), StorageEr
     }
 }
 
+/// A file header as read from disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// Its length in the file: [`V1_FILE_HEADER_BYTES`] for a version-1
+    /// file, [`FILE_HEADER_BYTES`] since.
+    pub len: u64,
+    /// The file's generation (0 for a version-1 file).
+    pub generation: u64,
+}
+
+/// Reads the header of a file of `total_len` bytes that should start with
+/// `magic`. `Ok(None)` when it is torn: cut short, or zero bytes with nothing
+/// but zeros after them (both what a crash while the file was created
+/// leaves), or a bad header checksum with nothing but zeros after the
+/// header. A bad magic, or a bad checksum followed by data, is corrupt.
+fn read_header<R: Read>(
+    reader: &mut R,
+    total_len: u64,
+    magic: [u8; 4],
+    file: &str,
+) -> Result<Option<Header>, StorageError> {
+    let read_err = |e| StorageError::io("read", file, e);
+    let corrupt = |reason: &'static str| StorageError::Corrupt {
+        file: file.to_owned(),
+        offset: 0,
+        reason,
+    };
+    let mut h = [0u8; FILE_HEADER_BYTES];
+    let first = total_len.min(V1_FILE_HEADER_BYTES as u64) as usize;
+    reader.read_exact(&mut h[..first]).map_err(read_err)?;
+    let zeros = h[..first].iter().all(|&b| b == 0);
+    if first < V1_FILE_HEADER_BYTES {
+        let prefix_of = |version: u32| {
+            let mut v = [0u8; V1_FILE_HEADER_BYTES];
+            v[..4].copy_from_slice(&magic);
+            v[4..].copy_from_slice(&version.to_le_bytes());
+            h[..first] == v[..first]
+        };
+        return if zeros || prefix_of(FORMAT_VERSION) || prefix_of(1) {
+            Ok(None)
+        } else {
+            Err(corrupt("bad magic"))
+        };
+    }
+    if h[..4] != magic {
+        return if zeros && rest_is_zero(reader, file)? {
+            Ok(None)
+        } else {
+            Err(corrupt("bad magic"))
+        };
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&h[4..8]);
+    match u32::from_le_bytes(v) {
+        1 => {
+            return Ok(Some(Header {
+                len: V1_FILE_HEADER_BYTES as u64,
+                generation: 0,
+            }));
+        }
+        FORMAT_VERSION => {}
+        found => {
+            return Err(StorageError::UnsupportedVersion {
+                file: file.to_owned(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+    }
+    if total_len < FILE_HEADER_BYTES as u64 {
+        return Ok(None);
+    }
+    reader
+        .read_exact(&mut h[V1_FILE_HEADER_BYTES..])
+        .map_err(read_err)?;
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&h[16..]);
+    if crc32fast::hash(&h[..16]) != u32::from_le_bytes(crc) {
+        let zero_filled = h[V1_FILE_HEADER_BYTES..].iter().all(|&b| b == 0);
+        return if total_len == FILE_HEADER_BYTES as u64
+            || (zero_filled && rest_is_zero(reader, file)?)
+        {
+            Ok(None)
+        } else {
+            Err(corrupt("header checksum mismatch"))
+        };
+    }
+    let mut generation = [0u8; 8];
+    generation.copy_from_slice(&h[8..16]);
+    Ok(Some(Header {
+        len: FILE_HEADER_BYTES as u64,
+        generation: u64::from_le_bytes(generation),
+    }))
+}
+
+/// Reads and checks only the header of a snapshot file of `total_len`
+/// bytes: its generation. Anything torn is corrupt (snapshots are written
+/// atomically).
+pub(crate) fn read_snapshot_header<R: Read>(
+    reader: &mut R,
+    total_len: u64,
+    file: &str,
+) -> Result<Header, StorageError> {
+    read_header(reader, total_len, SNAPSHOT_MAGIC, file)?.ok_or_else(|| StorageError::Corrupt {
+        file: file.to_owned(),
+        offset: 0,
+        reason: "snapshot header cut short",
+    })
+}
+
 /// Reads and verifies a whole snapshot file of `total_len` bytes from
-/// `reader`, returning its payload. Allocates only after the length field
-/// agreed with `total_len` and [`MAX_SNAPSHOT_BYTES`].
+/// `reader`, returning its generation and payload. Allocates only after the
+/// length field agreed with `total_len` and [`MAX_SNAPSHOT_BYTES`].
 pub(crate) fn read_snapshot<R: Read>(
     mut reader: R,
     total_len: u64,
     file: &str,
-) -> Result<Vec<u8>, StorageError> {
-    let corrupt = |offset: u64, reason: &'static str| StorageError::Corrupt {
+) -> Result<(u64, Vec<u8>), StorageError> {
+    let header = read_snapshot_header(&mut reader, total_len, file)?;
+    let corrupt = |reason: &'static str| StorageError::Corrupt {
         file: file.to_owned(),
-        offset,
+        offset: header.len,
         reason,
     };
-    if total_len < SNAPSHOT_OVERHEAD_BYTES as u64 {
-        return Err(corrupt(0, "snapshot shorter than its header"));
+    let overhead = header.len + RECORD_HEADER_BYTES as u64;
+    if total_len < overhead {
+        return Err(corrupt("snapshot shorter than its header"));
     }
-    let mut prefix = [0u8; SNAPSHOT_OVERHEAD_BYTES];
+    let mut rh = [0u8; RECORD_HEADER_BYTES];
     reader
-        .read_exact(&mut prefix)
+        .read_exact(&mut rh)
         .map_err(|e| StorageError::io("read", file, e))?;
-    check_file_header(&prefix, SNAPSHOT_MAGIC, file, "snapshot has bad magic")?;
-    let (len, crc) = split_record_header(&prefix[FILE_HEADER_BYTES..]);
-    let len_field = len as u64;
+    let (len, crc) = split_record_header(&rh);
     if len as usize > MAX_SNAPSHOT_BYTES {
-        return Err(corrupt(
-            FILE_HEADER_BYTES as u64,
-            "snapshot length exceeds MAX_SNAPSHOT_BYTES",
-        ));
+        return Err(corrupt("snapshot length exceeds MAX_SNAPSHOT_BYTES"));
     }
-    if SNAPSHOT_OVERHEAD_BYTES as u64 + len_field != total_len {
-        return Err(corrupt(
-            FILE_HEADER_BYTES as u64,
-            "snapshot length does not match the file size",
-        ));
+    if overhead + u64::from(len) != total_len {
+        return Err(corrupt("snapshot length does not match the file size"));
     }
     let mut payload = vec![0u8; len as usize];
     reader
         .read_exact(&mut payload)
         .map_err(|e| StorageError::io("read", file, e))?;
     if record_crc(len.to_le_bytes(), &payload) != crc {
-        return Err(corrupt(
-            FILE_HEADER_BYTES as u64,
-            "snapshot checksum mismatch",
-        ));
+        return Err(corrupt("snapshot checksum mismatch"));
     }
-    Ok(payload)
+    Ok((header.generation, payload))
+}
+
+/// The generation in the header of `bytes` (a whole log or snapshot file),
+/// 0 when there is no readable header. For choosing the next generation
+/// when the files were not loaded: a crash must never leave a log whose
+/// generation equals a newer snapshot's.
+pub(crate) fn peek_generation(bytes: &[u8], magic: [u8; 4]) -> u64 {
+    let mut reader = bytes;
+    read_header(&mut reader, bytes.len() as u64, magic, "")
+        .ok()
+        .flatten()
+        .map_or(0, |h| h.generation)
 }
 
 fn split_record_header(h: &[u8]) -> (u32, u32) {
@@ -130,51 +247,33 @@ fn split_record_header(h: &[u8]) -> (u32, u32) {
     (u32::from_le_bytes(len), u32::from_le_bytes(crc))
 }
 
-fn check_file_header(
-    h: &[u8],
-    magic: [u8; 4],
-    file: &str,
-    bad_magic: &'static str,
-) -> Result<(), StorageError> {
-    if h[..4] != magic {
-        return Err(StorageError::Corrupt {
-            file: file.to_owned(),
-            offset: 0,
-            reason: bad_magic,
-        });
-    }
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&h[4..FILE_HEADER_BYTES]);
-    let found = u32::from_le_bytes(v);
-    if found != FORMAT_VERSION {
-        return Err(StorageError::UnsupportedVersion {
-            file: file.to_owned(),
-            found,
-            supported: FORMAT_VERSION,
-        });
-    }
-    Ok(())
-}
-
 /// Result of [`scan_log`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LogScan {
     /// Length of the intact prefix (header + whole good records). Zero when
-    /// the log holds not even an intact header: it must be (re)written.
+    /// the log holds not even an intact header, or is stale: it must be
+    /// (re)written.
     pub valid_len: u64,
     /// What lies past `valid_len`, if anything.
     pub torn_tail: Option<TornTail>,
+    /// The generation of a stale log (older than the snapshot), whose
+    /// records were not read.
+    pub stale: Option<u64>,
 }
 
 /// Parses a log of `total_len` bytes from `reader` by the recovery rules of
-/// the module documentation, handing each intact record to `on_record` in
-/// order. Never allocates more than [`MAX_RECORD_BYTES`] (and never more than
-/// the bytes actually left) for one record. Changes nothing; the caller
-/// truncates to `valid_len` when a torn tail is reported.
+/// the crate documentation, handing each intact record to `on_record` in
+/// order, if the log's generation is `generation` (the snapshot's). An older
+/// log is stale and none of its records is read; a newer one is corrupt.
+/// Never allocates more than [`MAX_RECORD_BYTES`] (and never more than the
+/// bytes actually left) for one record. Changes nothing; the caller
+/// truncates to `valid_len` when a torn tail is reported, and rewrites the
+/// log when `valid_len` is zero.
 pub(crate) fn scan_log<R: Read>(
     mut reader: R,
     total_len: u64,
     file: &str,
+    generation: u64,
     on_record: &mut dyn FnMut(Vec<u8>),
 ) -> Result<LogScan, StorageError> {
     let read_err = |e| StorageError::io("read", file, e);
@@ -184,50 +283,45 @@ pub(crate) fn scan_log<R: Read>(
             offset,
             dropped_bytes: total_len - offset,
         }),
+        stale: None,
     };
     if total_len == 0 {
         return Ok(LogScan {
             valid_len: 0,
             torn_tail: None,
+            stale: None,
         });
     }
-
-    // File header.
-    let header_len = total_len.min(FILE_HEADER_BYTES as u64) as usize;
-    let mut header = [0u8; FILE_HEADER_BYTES];
-    reader
-        .read_exact(&mut header[..header_len])
-        .map_err(read_err)?;
-    let expected = log_header();
-    if header_len < FILE_HEADER_BYTES {
+    let Some(header) = read_header(&mut reader, total_len, LOG_MAGIC, file)? else {
         // Crash while the log was being created.
-        let h = &header[..header_len];
-        if h == &expected[..header_len] || h.iter().all(|&b| b == 0) {
-            return Ok(torn(0));
-        }
+        return Ok(torn(0));
+    };
+    if header.generation < generation {
+        // A compaction renamed its snapshot into place, then crashed before
+        // it reset the log: every record is in the snapshot already.
+        return Ok(LogScan {
+            valid_len: 0,
+            torn_tail: None,
+            stale: Some(header.generation),
+        });
+    }
+    if header.generation > generation {
         return Err(StorageError::Corrupt {
             file: file.to_owned(),
             offset: 0,
-            reason: "log has bad magic",
+            reason: "log generation is newer than the snapshot's",
         });
     }
-    if header[..4] != LOG_MAGIC
-        && header.iter().all(|&b| b == 0)
-        && rest_is_zero(&mut reader, file)?
-    {
-        // A log whose size reached the disk but whose header did not.
-        return Ok(torn(0));
-    }
-    check_file_header(&header, LOG_MAGIC, file, "log has bad magic")?;
 
     // Records.
-    let mut offset = FILE_HEADER_BYTES as u64;
+    let mut offset = header.len;
     loop {
         let remaining = total_len - offset;
         if remaining == 0 {
             return Ok(LogScan {
                 valid_len: offset,
                 torn_tail: None,
+                stale: None,
             });
         }
         if remaining < RECORD_HEADER_BYTES as u64 {

@@ -24,7 +24,9 @@
 //! ```text
 //! log      = log header, then zero or more records
 //! header   = magic (4 bytes: "CCLG" for the log, "CCSN" for the snapshot)
-//!            ++ format version (u32, currently FORMAT_VERSION = 1)
+//!            ++ format version (u32, currently FORMAT_VERSION = 2)
+//!            ++ generation (u64)
+//!            ++ header crc (u32) = CRC-32 of the 16 bytes before it
 //! record   = len (u32) ++ crc (u32) ++ payload (len bytes)
 //!            crc = CRC-32 (crc32fast) of len's 4 bytes ++ payload
 //! snapshot = snapshot header ++ exactly one record (nothing after it)
@@ -36,31 +38,51 @@
 //! input is 0 for the empty string but not for the four bytes of a zero
 //! length.
 //!
+//! The *generation* says which snapshot a log belongs to: a log holds the
+//! records written after the snapshot of the same generation (no snapshot:
+//! generation 0). Every compaction writes its snapshot with the next
+//! generation and starts a log of that generation. It has its own checksum
+//! because a log whose generation is older than the snapshot's is dropped
+//! (see Compaction and crashes): a damaged generation must never pass for an
+//! old one.
+//!
+//! Version 1 of the format (header = magic ++ version, 8 bytes, no
+//! generation) is still read, as generation 0; records appended to a
+//! version-1 log keep its header until the next compaction rewrites both
+//! files in version 2.
+//!
 //! # Recovery rules
 //!
-//! [`Storage::load`] returns the snapshot and every intact record after it, in
-//! order. It drops a *torn tail* — the remains of appends that were cut short
-//! by a crash — truncates it away and reports it in [`Recovered::torn_tail`].
-//! What counts as a torn tail, and what is corruption:
+//! [`Storage::load`] returns the snapshot and every intact record of the log
+//! of the same generation, in order. It drops a *torn tail* — the remains of
+//! appends that were cut short by a crash — truncates it away and reports it
+//! in [`Recovered::torn_tail`]. What counts as a torn tail, and what is
+//! corruption:
 //!
 //! 1. A record whose header or payload runs past the end of the log
 //!    (incomplete) is a torn tail. So is a log header cut short (a prefix of
-//!    the header), which happens on a crash while the log is created.
+//!    the header), which happens on a crash while the log is created, and a
+//!    header whose checksum fails with nothing after it.
 //! 2. A complete record with a bad checksum that ends exactly at the end of
 //!    the log is a torn tail too: the last write was interrupted.
 //! 3. A length over [`MAX_RECORD_BYTES`] is a torn tail when the record would
 //!    end at or past the end of the log, and corruption otherwise. Lengths
 //!    read from disk are checked against the limit and against the bytes that
 //!    are actually there before anything is allocated.
-//! 4. A bad record followed by more data is [`StorageError::Corrupt`], with the
-//!    record's offset, and nothing on disk is changed: good records are never
-//!    dropped silently. One exception: when the bad record and everything
-//!    after it are zero bytes, that is the zero-filled tail some file systems
-//!    leave after a crash (the file size reached the disk, its data did not),
-//!    and it is a torn tail. Zeros can never be a valid record (see Format).
+//! 4. A bad record (or log header) followed by more data is
+//!    [`StorageError::Corrupt`], with the record's offset, and nothing on
+//!    disk is changed: good records are never dropped silently. One
+//!    exception: when the bad record and everything after it are zero bytes,
+//!    that is the zero-filled tail some file systems leave after a crash (the
+//!    file size reached the disk, its data did not), and it is a torn tail.
+//!    Zeros can never be a valid record (see Format).
 //! 5. A snapshot is written atomically and is never torn: a snapshot that
 //!    fails any check is [`StorageError::Corrupt`]; a newer format version is
 //!    [`StorageError::UnsupportedVersion`] (for the log too).
+//! 6. A log of an older generation than the snapshot is *stale* (see
+//!    below): it is reset to an empty log of the snapshot's generation and
+//!    none of its records is returned. A log of a newer generation cannot
+//!    come from a crash and is [`StorageError::Corrupt`].
 //!
 //! Limits of rule 1: a corrupted length *inside* the log that points past the
 //! end of the file cannot be told apart from a torn append, so the records
@@ -69,19 +91,21 @@
 //!
 //! # Compaction and crashes
 //!
-//! [`Storage::compact`] writes the new snapshot to `snapshot.tmp`, fsyncs it,
-//! renames it over `snapshot`, fsyncs the directory, and only then resets the
-//! log to its bare header (and fsyncs it). A crash at any point leaves one of:
+//! [`Storage::compact`] writes the new snapshot, with the next generation
+//! `g + 1`, to `snapshot.tmp`, fsyncs it, renames it over `snapshot`, fsyncs
+//! the directory, and only then resets the log to a bare header of
+//! generation `g + 1` (and fsyncs it). A crash at any point leaves one of:
 //!
 //! - old snapshot + old log, plus maybe a leftover `snapshot.tmp` (crash before
 //!   the rename): the temp file is ignored and removed when the storage is
 //!   opened;
 //! - new snapshot + old log (crash after the rename, before the log reset):
-//!   the old log's records are replayed on top of a snapshot that already
-//!   contains them. That is fine for Concord because records are automerge
-//!   changes, and applying a change twice is a no-op. It also means a caller
-//!   must only compact with a snapshot that covers every record appended
-//!   before it;
+//!   the old log has generation `g`, older than the snapshot's, so it is
+//!   stale: recovery resets it and never replays its records on top of the
+//!   newer snapshot. So a caller must only compact with a snapshot that
+//!   covers every record appended before it (the records are discarded
+//!   either way), and a snapshot need not contain the records it replaces
+//!   (a space that starts a new epoch writes a document of its own);
 //! - new snapshot + empty log.
 //!
 //! # Durability
@@ -95,8 +119,8 @@
 //! whole state.
 //!
 //! Appending before the first [`Storage::load`] is allowed: the backend then
-//! scans (and if needed repairs) the log first, so a new record never lands
-//! after a torn tail.
+//! scans (and if needed repairs or resets) the log first, so a new record
+//! never lands after a torn tail or in a stale log.
 
 use std::io;
 
@@ -128,9 +152,10 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 
 /// Version of the on-disk format written by this code, stored in the header
-/// of the log and of the snapshot. A file with another version is refused
-/// with [`StorageError::UnsupportedVersion`].
-pub const FORMAT_VERSION: u32 = 1;
+/// of the log and of the snapshot. Version 1 (no generation) is still read;
+/// a file with any other version is refused with
+/// [`StorageError::UnsupportedVersion`].
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Magic bytes at the start of a log file.
 pub const LOG_MAGIC: [u8; 4] = *b"CCLG";
@@ -138,13 +163,17 @@ pub const LOG_MAGIC: [u8; 4] = *b"CCLG";
 /// Magic bytes at the start of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CCSN";
 
-/// Bytes of a file header (magic + version).
-pub const FILE_HEADER_BYTES: usize = 8;
+/// Bytes of a file header (magic + version + generation + header crc).
+pub const FILE_HEADER_BYTES: usize = 20;
+
+/// Bytes of the header of a version-1 file (magic + version), still read.
+pub const V1_FILE_HEADER_BYTES: usize = 8;
 
 /// Bytes of a record header (length + checksum) in front of each payload.
 pub const RECORD_HEADER_BYTES: usize = 8;
 
-/// Bytes a snapshot file occupies beyond its payload (file header + record header).
+/// Bytes a snapshot file written by this code occupies beyond its payload
+/// (file header + record header).
 pub const SNAPSHOT_OVERHEAD_BYTES: usize = FILE_HEADER_BYTES + RECORD_HEADER_BYTES;
 
 /// The slow half of a sync, returned by [`Storage::start_sync`] to run on
@@ -153,11 +182,13 @@ pub type SyncJob = Box<dyn FnOnce() -> Result<(), StorageError> + Send>;
 
 /// One space's durable storage: a snapshot plus an append-only log of records.
 ///
-/// The module documentation gives the format, the recovery rules and what a
+/// The crate documentation gives the format, the recovery rules and what a
 /// crash at each point of a compaction leaves behind.
 pub trait Storage: Send {
-    /// Reads what is durable: the newest snapshot and every intact log record after it, in order.
-    /// Drops (and truncates away, for files) a torn tail and reports it in `Recovered::torn_tail`.
+    /// Reads what is durable: the newest snapshot and every intact record of
+    /// the log of its generation, in order. Drops (and truncates away, for
+    /// files) a torn tail and reports it in `Recovered::torn_tail`; resets a
+    /// stale log (older generation) without returning its records.
     ///
     /// Records appended but not yet synced are included when the medium
     /// still holds them (a file's page cache does; a crashed [`MemDisk`]
@@ -187,10 +218,13 @@ pub trait Storage: Send {
     fn finish_sync(&mut self, result: Result<(), StorageError>) -> Result<(), StorageError> {
         result
     }
-    /// Atomically replaces the snapshot with `snapshot` and empties the log (write temp, fsync, rename, fsync dir, then reset log).
+    /// Atomically replaces the snapshot with `snapshot` and empties the log,
+    /// both under the next generation (write temp, fsync, rename, fsync
+    /// dir, then reset log).
     ///
     /// `snapshot` must cover every record appended before the call, synced
-    /// or not: those records are discarded. On return everything is durable.
+    /// or not: those records are discarded, and a crash part way never
+    /// replays them on top of it. On return everything is durable.
     fn compact(&mut self, snapshot: &[u8]) -> Result<(), StorageError>;
     /// Bytes this space occupies on disk (snapshot + log).
     ///
@@ -228,7 +262,7 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
 pub struct Recovered {
     /// Payload of the newest snapshot, if one was ever written.
     pub snapshot: Option<Vec<u8>>,
-    /// Every intact log record after the snapshot, in append order.
+    /// Every intact record of the snapshot's log, in append order.
     pub records: Vec<Vec<u8>>,
     /// The torn tail that was dropped from the end of the log, if any.
     pub torn_tail: Option<TornTail>,

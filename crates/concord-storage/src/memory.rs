@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tracing::{debug, warn};
 
 use crate::format::{
-    check_record_len, check_snapshot_len, log_header, read_snapshot, record_header, scan_log,
-    snapshot_prefix,
+    check_record_len, check_snapshot_len, log_header, peek_generation, read_snapshot,
+    read_snapshot_header, record_header, scan_log, snapshot_prefix,
 };
 use crate::{
-    FILE_HEADER_BYTES, MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES, Recovered, Storage, StorageError,
-    TornTail,
+    LOG_MAGIC, MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES, Recovered, SNAPSHOT_MAGIC, Storage,
+    StorageError, TornTail,
 };
 
 /// One node's simulated disk, shared by the [`MemStorage`] of each of its
@@ -199,14 +199,26 @@ impl MemStorage {
     }
 }
 
-/// Scans `files.log`, truncates a torn tail, writes the header of a new log.
-/// Repairs count as synced, as the file backend fsyncs them.
+/// Scans `files.log` if it has the snapshot's `generation`, truncates a
+/// torn tail, writes the header of a new log or resets a stale one. Repairs
+/// count as synced, as the file backend fsyncs them.
 fn recover_log(
     files: &mut SpaceFiles,
+    generation: u64,
     name: &str,
     on_record: &mut dyn FnMut(Vec<u8>),
 ) -> Result<Option<TornTail>, StorageError> {
-    let scan = scan_log(&files.log[..], files.log.len() as u64, name, on_record)?;
+    let total = files.log.len() as u64;
+    let scan = scan_log(&files.log[..], total, name, generation, on_record)?;
+    if let Some(stale) = scan.stale {
+        warn!(
+            file = name,
+            stale,
+            generation,
+            bytes = total,
+            "resetting the stale log of an interrupted compaction"
+        );
+    }
     if let Some(t) = &scan.torn_tail {
         warn!(
             file = name,
@@ -217,9 +229,9 @@ fn recover_log(
     }
     // valid_len <= log.len(), so it fits a usize.
     let valid = usize::try_from(scan.valid_len).unwrap_or(files.log.len());
-    if valid < FILE_HEADER_BYTES {
+    if valid == 0 {
         files.log.clear();
-        files.log.extend_from_slice(&log_header());
+        files.log.extend_from_slice(&log_header(generation));
         files.synced = files.log.len();
     } else if scan.torn_tail.is_some() {
         files.log.truncate(valid);
@@ -233,16 +245,18 @@ impl Storage for MemStorage {
         let mut inner = self.disk.lock();
         let crashes = inner.crashes;
         let files = inner.spaces.entry(Arc::clone(&self.space)).or_default();
-        let snapshot = match &files.snapshot {
-            None => None,
-            Some(bytes) => Some(read_snapshot(
-                &bytes[..],
-                bytes.len() as u64,
-                &self.snapshot_name,
-            )?),
+        let (generation, snapshot) = match &files.snapshot {
+            None => (0, None),
+            Some(bytes) => {
+                let (generation, payload) =
+                    read_snapshot(&bytes[..], bytes.len() as u64, &self.snapshot_name)?;
+                (generation, Some(payload))
+            }
         };
         let mut records = Vec::new();
-        let torn_tail = recover_log(files, &self.log_name, &mut |r| records.push(r))?;
+        let torn_tail = recover_log(files, generation, &self.log_name, &mut |r| {
+            records.push(r);
+        })?;
         self.ready_at = Some(crashes);
         Ok(Recovered {
             snapshot,
@@ -258,7 +272,15 @@ impl Storage for MemStorage {
         let ready = self.check_alive(crashes)?;
         let files = inner.spaces.entry(Arc::clone(&self.space)).or_default();
         if !ready {
-            recover_log(files, &self.log_name, &mut |_| {})?;
+            let generation = match &files.snapshot {
+                None => 0,
+                Some(bytes) => {
+                    let mut reader = &bytes[..];
+                    let len = bytes.len() as u64;
+                    read_snapshot_header(&mut reader, len, &self.snapshot_name)?.generation
+                }
+            };
+            recover_log(files, generation, &self.log_name, &mut |_| {})?;
             self.ready_at = Some(crashes);
         }
         files.log.extend_from_slice(&record_header(record));
@@ -279,15 +301,20 @@ impl Storage for MemStorage {
 
     fn compact(&mut self, snapshot: &[u8]) -> Result<(), StorageError> {
         check_snapshot_len(snapshot.len(), self.max_snapshot_bytes)?;
-        let mut file = Vec::with_capacity(crate::SNAPSHOT_OVERHEAD_BYTES + snapshot.len());
-        file.extend_from_slice(&snapshot_prefix(snapshot));
-        file.extend_from_slice(snapshot);
         let mut inner = self.disk.lock();
         let crashes = inner.crashes;
         let files = inner.spaces.entry(Arc::clone(&self.space)).or_default();
+        // Past both headers, as the file backend does.
+        let old = files.snapshot.as_deref().unwrap_or_default();
+        let generation = peek_generation(old, SNAPSHOT_MAGIC)
+            .max(peek_generation(&files.log, LOG_MAGIC))
+            .saturating_add(1);
+        let mut file = Vec::with_capacity(crate::SNAPSHOT_OVERHEAD_BYTES + snapshot.len());
+        file.extend_from_slice(&snapshot_prefix(snapshot, generation));
+        file.extend_from_slice(snapshot);
         files.snapshot = Some(file);
         files.log.clear();
-        files.log.extend_from_slice(&log_header());
+        files.log.extend_from_slice(&log_header(generation));
         files.synced = files.log.len();
         self.ready_at = Some(crashes);
         Ok(())

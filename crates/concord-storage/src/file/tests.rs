@@ -1,5 +1,5 @@
 use super::*;
-use crate::RECORD_HEADER_BYTES;
+use crate::{FORMAT_VERSION, RECORD_HEADER_BYTES, V1_FILE_HEADER_BYTES};
 
 fn records(n: usize) -> Vec<Vec<u8>> {
     (0..n)
@@ -215,7 +215,7 @@ fn zero_filled_tail_is_dropped() {
 #[test]
 fn torn_log_header_is_rewritten() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(log_path(dir.path()), &log_header()[..3]).unwrap();
+    fs::write(log_path(dir.path()), &log_header(0)[..3]).unwrap();
     let mut s = open(dir.path());
     let got = s.load().unwrap();
     assert_eq!(
@@ -225,7 +225,7 @@ fn torn_log_header_is_rewritten() {
             dropped_bytes: 3
         })
     );
-    assert_eq!(fs::read(log_path(dir.path())).unwrap(), log_header());
+    assert_eq!(fs::read(log_path(dir.path())).unwrap(), log_header(0));
     s.append(b"r").unwrap();
     s.sync().unwrap();
     drop(s);
@@ -238,7 +238,7 @@ fn torn_log_header_is_rewritten() {
 #[test]
 fn foreign_or_newer_log_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let mut newer = log_header().to_vec();
+    let mut newer = log_header(0).to_vec();
     newer[4] = 9;
     for (bytes, want_version) in [(newer, true), (b"not a concord log".to_vec(), false)] {
         fs::write(log_path(dir.path()), &bytes).unwrap();
@@ -311,8 +311,7 @@ fn crash_before_snapshot_rename_keeps_old_snapshot_and_log() {
     drop(s);
     let tmp = dir.path().join(FileStorage::SNAPSHOT_TMP_FILE);
     // A complete new snapshot that never got renamed, then a torn one.
-    let mut complete = snapshot_prefix(b"new snapshot").to_vec();
-    complete.extend_from_slice(b"new snapshot");
+    let complete = snapshot_file(b"new snapshot", 2);
     for content in [
         complete.clone(),
         complete[..10].to_vec(),
@@ -328,21 +327,146 @@ fn crash_before_snapshot_rename_keeps_old_snapshot_and_log() {
     }
 }
 
-#[test]
-fn crash_after_rename_before_log_reset_replays_old_log_on_new_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = open(dir.path());
+/// A snapshot file of `generation` holding `payload`.
+fn snapshot_file(payload: &[u8], generation: u64) -> Vec<u8> {
+    let mut file = snapshot_prefix(payload, generation).to_vec();
+    file.extend_from_slice(payload);
+    file
+}
+
+/// A space compacted once (generation 1) with `r1` appended and synced,
+/// then a compaction that crashed after renaming its snapshot (generation
+/// 2) into place, before it reset the log.
+fn crashed_in_compaction(dir: &Path) {
+    let mut s = open(dir);
     s.load().unwrap();
+    s.compact(b"old snapshot").unwrap();
     s.append(b"r1").unwrap();
     s.sync().unwrap();
     drop(s);
-    // The rename happened (new snapshot in place), the log reset did not.
-    let mut snap = snapshot_prefix(b"new snapshot").to_vec();
-    snap.extend_from_slice(b"new snapshot");
-    fs::write(dir.path().join(FileStorage::SNAPSHOT_FILE), &snap).unwrap();
-    let got = open(dir.path()).load().unwrap();
+    fs::write(
+        dir.join(FileStorage::SNAPSHOT_FILE),
+        snapshot_file(b"new snapshot", 2),
+    )
+    .unwrap();
+}
+
+#[test]
+fn crash_after_rename_before_log_reset_leaves_a_stale_log_that_is_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    crashed_in_compaction(dir.path());
+    let mut s = open(dir.path());
+    let got = s.load().unwrap();
     assert_eq!(got.snapshot.as_deref(), Some(&b"new snapshot"[..]));
-    assert_eq!(got.records, vec![b"r1".to_vec()]);
+    assert!(got.records.is_empty(), "stale records replayed");
+    assert_eq!(got.torn_tail, None);
+    // The stale log is gone from disk: a bare header of the new generation.
+    assert_eq!(fs::read(log_path(dir.path())).unwrap(), log_header(2));
+    assert_eq!(s.bytes_on_disk(), files_len(dir.path()));
+    s.append(b"r2").unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let got = open(dir.path()).load().unwrap();
+    assert_eq!(got.records, vec![b"r2".to_vec()]);
+}
+
+#[test]
+fn appending_or_compacting_before_load_never_writes_into_a_stale_log() {
+    let dir = tempfile::tempdir().unwrap();
+    crashed_in_compaction(dir.path());
+    let mut s = open(dir.path());
+    s.append(b"r2").unwrap();
+    s.sync().unwrap();
+    drop(s);
+    assert_eq!(
+        open(dir.path()).load().unwrap().records,
+        vec![b"r2".to_vec()]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    crashed_in_compaction(dir.path());
+    let mut s = open(dir.path());
+    s.compact(b"newest snapshot").unwrap();
+    // Past the generation of both files.
+    assert_eq!(fs::read(log_path(dir.path())).unwrap(), log_header(3));
+    s.append(b"r3").unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let got = open(dir.path()).load().unwrap();
+    assert_eq!(got.snapshot.as_deref(), Some(&b"newest snapshot"[..]));
+    assert_eq!(got.records, vec![b"r3".to_vec()]);
+}
+
+#[test]
+fn each_compaction_starts_the_next_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.load().unwrap();
+    for generation in 1..=3 {
+        s.append(b"r").unwrap();
+        s.compact(b"snap").unwrap();
+        assert_eq!(
+            fs::read(dir.path().join(FileStorage::SNAPSHOT_FILE)).unwrap(),
+            snapshot_file(b"snap", generation)
+        );
+        assert_eq!(
+            fs::read(log_path(dir.path())).unwrap(),
+            log_header(generation)
+        );
+    }
+}
+
+#[test]
+fn a_log_newer_than_its_snapshot_is_corrupt_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_header(5).to_vec();
+    log.extend_from_slice(&record_header(b"r"));
+    log.extend_from_slice(b"r");
+    fs::write(log_path(dir.path()), &log).unwrap();
+    assert!(matches!(
+        open(dir.path()).load(),
+        Err(StorageError::Corrupt { offset: 0, .. })
+    ));
+    assert_eq!(fs::read(log_path(dir.path())).unwrap(), log);
+}
+
+#[test]
+fn version_1_files_still_load_and_take_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = |magic: [u8; 4]| {
+        let mut h = magic.to_vec();
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h
+    };
+    let mut snapshot = v1(crate::SNAPSHOT_MAGIC);
+    snapshot.extend_from_slice(&record_header(b"v1 snapshot"));
+    snapshot.extend_from_slice(b"v1 snapshot");
+    let mut log = v1(crate::LOG_MAGIC);
+    log.extend_from_slice(&record_header(b"v1 record"));
+    log.extend_from_slice(b"v1 record");
+    fs::write(dir.path().join(FileStorage::SNAPSHOT_FILE), &snapshot).unwrap();
+    fs::write(log_path(dir.path()), &log).unwrap();
+    let mut s = open(dir.path());
+    let got = s.load().unwrap();
+    assert_eq!(got.snapshot.as_deref(), Some(&b"v1 snapshot"[..]));
+    assert_eq!(got.records, vec![b"v1 record".to_vec()]);
+    assert_eq!(s.bytes_on_disk(), files_len(dir.path()));
+    s.append(b"new record").unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = open(dir.path());
+    let got = s.load().unwrap();
+    assert_eq!(
+        got.records,
+        vec![b"v1 record".to_vec(), b"new record".to_vec()]
+    );
+    // The log kept its version-1 header; compaction writes version 2.
+    let on_disk = fs::read(log_path(dir.path())).unwrap();
+    assert_eq!(on_disk[..V1_FILE_HEADER_BYTES], log[..V1_FILE_HEADER_BYTES]);
+    s.compact(b"v2 snapshot").unwrap();
+    assert_eq!(fs::read(log_path(dir.path())).unwrap(), log_header(1));
+    let snapshot = fs::read(dir.path().join(FileStorage::SNAPSHOT_FILE)).unwrap();
+    assert_eq!(snapshot[4..8], FORMAT_VERSION.to_le_bytes());
 }
 
 #[test]

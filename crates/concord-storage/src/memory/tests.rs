@@ -1,5 +1,5 @@
 use super::*;
-use crate::{RECORD_HEADER_BYTES, SNAPSHOT_OVERHEAD_BYTES};
+use crate::{FILE_HEADER_BYTES, RECORD_HEADER_BYTES, SNAPSHOT_OVERHEAD_BYTES};
 
 fn rec(i: usize) -> Vec<u8> {
     format!("record number {i}").into_bytes()
@@ -235,5 +235,74 @@ fn record_too_large_writes_nothing() {
     assert_eq!(
         MemStorage::new(disk, "s").load().unwrap(),
         Recovered::default()
+    );
+}
+
+#[test]
+fn crash_after_snapshot_before_log_reset_leaves_a_stale_log_that_is_not_replayed() {
+    let disk = MemDisk::new();
+    let mut s = MemStorage::new(disk.clone(), "s");
+    s.load().unwrap();
+    s.compact(b"old snapshot").unwrap();
+    s.append(&rec(1)).unwrap();
+    s.sync().unwrap();
+    // What a compaction to generation 2 leaves when the power fails after
+    // its snapshot is in place and before the log is reset.
+    let mut snapshot = snapshot_prefix(b"new snapshot", 2).to_vec();
+    snapshot.extend_from_slice(b"new snapshot");
+    with_files(&disk, "s", |f| f.snapshot = Some(snapshot));
+    disk.crash();
+    for load_first in [true, false] {
+        let mut s = MemStorage::new(disk.clone(), "s");
+        if load_first {
+            let got = s.load().unwrap();
+            assert_eq!(got.snapshot.as_deref(), Some(&b"new snapshot"[..]));
+            assert!(got.records.is_empty(), "stale records replayed");
+            assert_eq!(with_files(&disk, "s", |f| f.log.clone()), log_header(2));
+        } else {
+            // An append before any load resets the stale log first.
+            s.append(&rec(2)).unwrap();
+            s.sync().unwrap();
+        }
+    }
+    disk.crash();
+    let got = MemStorage::new(disk.clone(), "s").load().unwrap();
+    assert_eq!(got.records, vec![rec(2)]);
+    // The next compaction goes past both generations.
+    MemStorage::new(disk.clone(), "s")
+        .compact(b"newest")
+        .unwrap();
+    assert_eq!(with_files(&disk, "s", |f| f.log.clone()), log_header(3));
+}
+
+#[test]
+fn version_1_files_still_load() {
+    let disk = MemDisk::new();
+    let v1 = |magic: [u8; 4], payload: &[u8]| {
+        let mut file = magic.to_vec();
+        file.extend_from_slice(&1u32.to_le_bytes());
+        file.extend_from_slice(&record_header(payload));
+        file.extend_from_slice(payload);
+        file
+    };
+    MemStorage::new(disk.clone(), "s").load().unwrap();
+    with_files(&disk, "s", |f| {
+        f.snapshot = Some(v1(crate::SNAPSHOT_MAGIC, b"v1 snapshot"));
+        f.log = v1(crate::LOG_MAGIC, b"v1 record");
+        f.synced = f.log.len();
+    });
+    let mut s = MemStorage::new(disk.clone(), "s");
+    let got = s.load().unwrap();
+    assert_eq!(got.snapshot.as_deref(), Some(&b"v1 snapshot"[..]));
+    assert_eq!(got.records, vec![b"v1 record".to_vec()]);
+    s.append(&rec(1)).unwrap();
+    s.sync().unwrap();
+    let got = MemStorage::new(disk.clone(), "s").load().unwrap();
+    assert_eq!(got.records, vec![b"v1 record".to_vec(), rec(1)]);
+    s.compact(b"v2").unwrap();
+    assert_eq!(with_files(&disk, "s", |f| f.log.clone()), log_header(1));
+    assert_eq!(
+        s.bytes_on_disk(),
+        (SNAPSHOT_OVERHEAD_BYTES + 2 + FILE_HEADER_BYTES) as u64
     );
 }
