@@ -4,12 +4,15 @@
 //! crate owns everything that happens to one replica of it: typed channels in
 //! the four families (observation, intent, coordination, execution), conflict
 //! policies, hybrid logical clocks, TTL, vector clocks, subscriptions and
-//! persistence (snapshot + checksummed change log behind [`storage::Storage`]).
+//! what must be persisted: every change it holds goes out as a
+//! [`Persist`] op through [`Replica::poll_persist`], and its owner writes it
+//! (concord-storage holds the backends) and confirms it with
+//! [`Replica::persisted`].
 //!
-//! It must never do network I/O, spawn tasks, read the system clock or use a
-//! global RNG: time comes in as [`Millis`] from the caller, so the very same
-//! code runs under the network driver and under the deterministic simulator.
-//! The only I/O it does is through the [`storage::Storage`] trait.
+//! It must never do I/O of any kind (network or files), spawn tasks, read the
+//! system clock or use a global RNG: time comes in as [`Millis`] from the
+//! caller, so the very same code runs under the network driver and under
+//! the deterministic simulator.
 //!
 //! ```
 //! use concord_state::{ActorId, ChannelSpec, Millis, Replica};
@@ -34,8 +37,6 @@ mod keys;
 mod path;
 mod policy;
 mod replica;
-/// The storage backends, moved to the `concord-storage` crate.
-pub use concord_storage as storage;
 mod subscription;
 
 pub use automerge::{ActorId, ChangeHash};
@@ -47,9 +48,9 @@ pub use path::{ChannelPath, Family};
 pub use path::{IntoChannelPath, MAX_CHANNEL_NAME_BYTES};
 pub use policy::{Candidate, Conflict, MergeFn};
 pub use replica::{
-    ApplyOutcome, CompactReport, FlushOutcome, HistoryEntry, MAX_LIVE_REGISTER_BYTES,
-    MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_VALUE_BYTES, Millis, PendingFlush, Replica,
-    ReplicaConfig, Stats, SyncPolicy, WriteReceipt,
+    ApplyOutcome, CompactReport, Durable, HistoryEntry, MAX_LIVE_REGISTER_BYTES,
+    MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_UNPERSISTED_BYTES, MAX_VALUE_BYTES, Millis,
+    Persist, PersistOp, Replica, ReplicaConfig, Stats, WriteReceipt,
 };
 pub use subscription::{
     DEFAULT_SUBSCRIBER_CAPACITY, Delivery, Event, EventFilter, EventPosition, EventSink, Origin,

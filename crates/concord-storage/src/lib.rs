@@ -17,6 +17,47 @@
 //! - [`MemStorage`] on a [`MemDisk`]: a simulated disk for the deterministic
 //!   simulator, where [`MemDisk::crash`] loses everything not yet synced.
 //!
+//! # With a replica
+//!
+//! The replica (`concord_state::Replica`) never sees a [`Storage`]: its owner
+//! loads what storage holds, rebuilds the replica from it, then carries out
+//! the ops the replica hands out, fsyncs, and confirms them.
+//!
+//! ```
+//! use concord_state::{ActorId, Durable, Millis, Persist, Replica, ReplicaConfig};
+//! use concord_storage::{MemDisk, MemStorage, Storage};
+//!
+//! let disk = MemDisk::new();
+//! let mut storage = MemStorage::new(disk.clone(), "team");
+//! let recovered = storage.load()?;
+//! if let Some(torn) = recovered.torn_tail {
+//!     eprintln!("dropped {} torn bytes", torn.dropped_bytes); // the owner reports it
+//! }
+//! let durable = Durable { snapshot: recovered.snapshot, records: recovered.records };
+//! let actor = ActorId::from(&[1u8; 16][..]);
+//! let mut replica = Replica::recover("team", actor, durable, ReplicaConfig::default())?;
+//!
+//! let receipt = replica.put(Millis(1), "observation/ci", &"green")?;
+//! let mut written = 0;
+//! while let Some(op) = replica.poll_persist() {
+//!     match &op.op {
+//!         Persist::Append(record) => storage.append(record)?,
+//!         Persist::Snapshot(doc) => storage.compact(doc)?,
+//!     }
+//!     written = op.version;
+//! }
+//! storage.sync()?; // the fsync: only now is the write durable...
+//! replica.persisted(written); // ...and the replica knows it
+//! assert_eq!(replica.durable_seq(), receipt.seq);
+//!
+//! disk.crash(); // power loss: nothing synced is lost
+//! let recovered = MemStorage::new(disk, "team").load()?;
+//! let durable = Durable { snapshot: recovered.snapshot, records: recovered.records };
+//! let again = Replica::recover("team", ActorId::from(&[2u8; 16][..]), durable, ReplicaConfig::default())?;
+//! assert_eq!(again.get("observation/ci")?, Some(serde_json::json!("green")));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Format
 //!
 //! Every integer is little-endian.

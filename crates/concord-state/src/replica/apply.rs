@@ -23,7 +23,8 @@ pub struct ApplyOutcome {
     pub duplicates: usize,
     /// Changes now waiting for dependencies.
     pub pending: usize,
-    /// Changes dropped because the pending queue was full.
+    /// Changes dropped: the pending queue was full, or the persist backlog
+    /// at its bound ([`crate::ReplicaConfig::max_unpersisted_bytes`]).
     pub dropped: usize,
     /// Of the applied changes, those whose events were known from cached
     /// register state and published before automerge applied them.
@@ -31,7 +32,7 @@ pub struct ApplyOutcome {
 }
 
 impl ApplyOutcome {
-    /// Whether the pending queue overflowed: the caller should run anti-entropy.
+    /// Whether changes were dropped: the caller should run anti-entropy.
     pub fn overflowed(&self) -> bool {
         self.dropped > 0
     }
@@ -55,6 +56,8 @@ impl Replica {
     /// Applies changes received from a peer (raw automerge change chunks or
     /// bundles, in any order, duplicates allowed). Changes whose dependencies are missing
     /// wait in a queue bounded by [`crate::ReplicaConfig::max_pending_changes`].
+    /// While the persist backlog is at its bound no change is applied or
+    /// queued: they count as dropped, for anti-entropy to bring them later.
     ///
     /// If any element is not a valid change, nothing is applied and
     /// [`StateError::InvalidChange`] is returned: the peer sent garbage.
@@ -74,6 +77,8 @@ impl Replica {
                 || self.pending.iter().any(|p| p.hash() == change.hash())
             {
                 outcome.duplicates += 1;
+            } else if self.backlogged() {
+                outcome.dropped += 1;
             } else if self.is_ready(&change) {
                 outcome.published_early += usize::from(self.apply_one(change)?);
                 outcome.applied += 1;
@@ -84,10 +89,14 @@ impl Replica {
                 self.pending.push(change);
             }
         }
-        self.sync_after_batch()?;
         outcome.pending = self.pending.len();
         if outcome.dropped > 0 {
-            warn!(space = %self.space, dropped = outcome.dropped, "pending queue full");
+            warn!(
+                space = %self.space,
+                dropped = outcome.dropped,
+                backlog = self.backlogged(),
+                "pending queue or persist backlog full"
+            );
         }
         trace!(space = %self.space, ?outcome, "applied changes");
         Ok(outcome)
@@ -100,7 +109,8 @@ impl Replica {
     }
 
     /// Applies every queued change whose dependencies are now held,
-    /// counting them in `outcome`.
+    /// counting them in `outcome`; stops early at the persist backlog's
+    /// bound (the rest waits for the next change).
     fn drain_pending(&mut self, outcome: &mut ApplyOutcome) -> Result<(), StateError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -108,7 +118,7 @@ impl Replica {
         loop {
             let mut progressed = false;
             let mut i = 0;
-            while i < self.pending.len() {
+            while i < self.pending.len() && !self.backlogged() {
                 let c = &self.pending[i];
                 if self.clock.contains(c.actor_id(), c.seq()) {
                     self.pending.swap_remove(i);
@@ -162,7 +172,7 @@ impl Replica {
                 self.live.clear();
                 return Err(error.into());
             }
-            self.observe_remote(&change, hlc)?;
+            self.observe_remote(&change, hlc);
             self.plan_applied(plan);
             return Ok(true);
         }
@@ -178,7 +188,7 @@ impl Replica {
         };
         let old = self.slot_values(&touched, None)?;
         self.doc.apply_changes([change.clone()])?;
-        self.observe_remote(&change, hlc)?;
+        self.observe_remote(&change, hlc);
         self.cache.clear();
         self.live.clear();
         if !touched.is_empty() {
@@ -192,11 +202,11 @@ impl Replica {
     }
 
     /// Bookkeeping for a remote change automerge just applied.
-    fn observe_remote(&mut self, change: &Change, hlc: Option<Hlc>) -> Result<(), StateError> {
+    fn observe_remote(&mut self, change: &Change, hlc: Option<Hlc>) {
         if let Some(h) = hlc {
             self.hlc.observe(h);
         }
-        self.record_change(change, false).map(|_| ())
+        self.record_change(change, false);
     }
 
     /// Every held change not covered by `clock` — exactly what a peer at
@@ -283,7 +293,9 @@ impl Replica {
 
     /// Receives a message of automerge's sync protocol. Returns how many new
     /// changes it brought. Invalid bytes give [`StateError::InvalidChange`]
-    /// and leave the replica untouched.
+    /// and leave the replica untouched. While the persist backlog is at its
+    /// bound the message is dropped (0 changes) and the session `state`
+    /// starts over, so the exchange resumes from scratch later.
     pub fn receive_sync_message(
         &mut self,
         now: Millis,
@@ -293,6 +305,10 @@ impl Replica {
         self.tick(now);
         let message =
             sync::Message::decode(bytes).map_err(|e| StateError::InvalidChange(e.to_string()))?;
+        if self.backlogged() {
+            self.refuse_sync_message(state);
+            return Ok(0);
+        }
         let before = self.doc.get_heads();
         let mut log = PatchLog::new(self.subs.any());
         self.doc
@@ -304,7 +320,7 @@ impl Replica {
             if let Some(h) = change.message().and_then(Hlc::parse) {
                 self.hlc.observe(h);
             }
-            self.record_change(change, false)?;
+            self.record_change(change, false);
         }
         if !fresh.is_empty() {
             self.cache.clear();
@@ -321,7 +337,6 @@ impl Replica {
             self.publish_remote(&patches, &before, &position)?;
         }
         self.drain_pending(&mut ApplyOutcome::default())?;
-        self.sync_after_batch()?;
         debug!(space = %self.space, new = fresh.len(), "sync message received");
         Ok(fresh.len())
     }

@@ -1,33 +1,33 @@
 //! The replica: one automerge document per space plus the bookkeeping around
-//! it (vector clock, change index, pending queue, subscriptions, storage).
+//! it (vector clock, change index, pending queue, subscriptions, and the
+//! outbox of records to persist).
 //!
-//! It owns every mutation of the document. It must never do network I/O or
-//! read a clock: callers pass `now`, peers' bytes come in through
-//! [`Replica::apply_changes`] and [`Replica::receive_sync_message`], and what
-//! peers need goes out through [`Replica::changes_since`].
+//! It owns every mutation of the document. It must never do I/O or read a
+//! clock: callers pass `now`, peers' bytes come in through
+//! [`Replica::apply_changes`] and [`Replica::receive_sync_message`], what
+//! peers need goes out through [`Replica::changes_since`], and what must
+//! reach the disk goes out through [`Replica::poll_persist`] (see the
+//! `persist` module).
 
 mod apply;
 mod doc;
 mod events;
-mod flush;
 mod live;
+mod persist;
 mod read;
 mod write;
 
 use std::collections::{HashMap, HashSet};
 
+use crate::subscription::Subscriptions;
+use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, VectorClock};
 #[cfg(test)]
 use automerge::sync;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId};
-use tracing::{debug, warn};
-
-use crate::storage::{Storage, TornTail};
-use crate::subscription::Subscriptions;
-use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, StateError, VectorClock};
 
 pub use apply::ApplyOutcome;
-pub use flush::{FlushOutcome, PendingFlush};
 pub use live::{MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS};
+pub use persist::{Durable, MAX_UNPERSISTED_BYTES, Persist, PersistOp};
 pub use read::HistoryEntry;
 pub use write::CompactReport;
 
@@ -69,38 +69,29 @@ pub const MAX_PENDING_CHANGES: usize = 1024;
 /// fresh commit never rebuilds the change from the document.
 const RECENT_LOCAL_CHANGES: usize = 64;
 
-/// When local writes are fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// Every write is durable before it returns.
-    Always,
-    /// Writes are synced once `max_unsynced` of them are waiting, or on
-    /// [`Replica::flush`]; a write is acknowledged durable only then.
-    Batched {
-        /// Bound on unsynced records.
-        max_unsynced: usize,
-    },
-}
-
 /// Replica settings.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
-    /// Fsync policy for the storage backend.
-    pub sync: SyncPolicy,
     /// Bound on changes waiting for their dependencies.
     pub max_pending_changes: usize,
+    /// Bound on the bytes of persist ops queued or handed out and not yet
+    /// confirmed (see [`Replica::poll_persist`]); past it local writes are
+    /// refused with [`crate::StateError::PersistBacklog`] and remote changes are
+    /// dropped.
+    pub max_unpersisted_bytes: usize,
 }
 
 impl Default for ReplicaConfig {
     fn default() -> Self {
         ReplicaConfig {
-            sync: SyncPolicy::Always,
             max_pending_changes: MAX_PENDING_CHANGES,
+            max_unpersisted_bytes: MAX_UNPERSISTED_BYTES,
         }
     }
 }
 
-/// What a local write produced.
+/// What a local write produced. Whether it is durable is the owner's
+/// business: it is once [`Replica::durable_seq`] reaches `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteReceipt {
     /// The new change.
@@ -109,8 +100,6 @@ pub struct WriteReceipt {
     pub seq: u64,
     /// Its hybrid logical clock.
     pub hlc: Hlc,
-    /// Whether the change is on durable storage already (always false without storage).
-    pub durable: bool,
 }
 
 /// Counters describing a replica.
@@ -118,8 +107,6 @@ pub struct WriteReceipt {
 pub struct Stats {
     /// Changes held (sum of the vector clock).
     pub changes: u64,
-    /// Bytes of snapshot plus log on storage.
-    pub bytes_on_disk: u64,
     /// Declared channels.
     pub channels: usize,
     /// Active subscriptions.
@@ -149,14 +136,8 @@ pub struct Replica {
     live: live::LiveRegisters,
     merge_fns: HashMap<String, MergeFn>,
     subs: Subscriptions,
-    storage: Option<Box<dyn Storage>>,
-    /// Records appended to storage since open, and how many of them are
-    /// known durable (see the `flush` module).
-    appended: u64,
-    synced: u64,
-    durable_seq: u64,
+    outbox: persist::Outbox,
     config: ReplicaConfig,
-    recovered_torn_tail: Option<TornTail>,
     recent_local: std::collections::VecDeque<(u64, Vec<u8>)>,
 }
 
@@ -171,64 +152,15 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    /// An in-memory replica of `space` writing as `actor` (nothing is durable).
+    /// An in-memory replica of `space` writing as `actor`: nothing is
+    /// durable, and it hands out no persist ops at all.
     pub fn new(space: &str, actor: ActorId) -> Replica {
         let (doc, layout) = doc::genesis(actor.clone());
-        let mut r = Replica::from_parts(space, doc, layout, actor, None, ReplicaConfig::default());
+        let config = ReplicaConfig::default();
+        let outbox = persist::Outbox::in_memory();
+        let mut r = Replica::from_parts(space, doc, layout, actor, outbox, config);
         r.reindex();
         r
-    }
-
-    /// Opens (or creates) a durable replica of `space` on `storage`, writing
-    /// as `actor`. Recovery loads the snapshot, replays the log and drops a torn
-    /// tail (reported by [`Replica::recovered_torn_tail`]).
-    ///
-    /// A node that restarts after an unclean shutdown must pass a *new* actor
-    /// id (identity + incarnation, see DESIGN §5): a change it wrote but lost
-    /// before fsync may already be held by peers under the old sequence number.
-    pub fn open(
-        space: &str,
-        actor: ActorId,
-        mut storage: Box<dyn Storage>,
-        config: ReplicaConfig,
-    ) -> Result<Replica, StateError> {
-        let _span = tracing::info_span!("replica_open", space).entered();
-        let recovered = storage.load()?;
-        let fresh = recovered.snapshot.is_none() && recovered.records.is_empty();
-        let mut doc = match &recovered.snapshot {
-            Some(bytes) => Automerge::load(bytes)?,
-            None => Automerge::new(),
-        };
-        let mut changes = Vec::with_capacity(recovered.records.len());
-        for record in recovered.records {
-            changes.push(
-                Change::from_bytes(record).map_err(|e| StateError::InvalidChange(e.to_string()))?,
-            );
-        }
-        doc.apply_changes(changes)?;
-        if fresh {
-            doc = doc::genesis(actor.clone()).0;
-            for change in doc.get_changes(&[]) {
-                storage.append(change.raw_bytes())?;
-            }
-            storage.sync()?;
-        }
-        doc.set_actor(actor.clone());
-        let layout = doc::layout(&doc)?;
-        if let Some(t) = &recovered.torn_tail {
-            warn!(
-                space,
-                offset = t.offset,
-                bytes = t.dropped_bytes,
-                "dropped torn log tail"
-            );
-        }
-        let mut r = Replica::from_parts(space, doc, layout, actor, Some(storage), config);
-        r.recovered_torn_tail = recovered.torn_tail;
-        r.reindex();
-        r.durable_seq = r.clock.get(&r.actor);
-        debug!(space, changes = r.clock.total(), "replica opened");
-        Ok(r)
     }
 
     fn from_parts(
@@ -236,7 +168,7 @@ impl Replica {
         doc: Automerge,
         layout: doc::Layout,
         actor: ActorId,
-        storage: Option<Box<dyn Storage>>,
+        outbox: persist::Outbox,
         config: ReplicaConfig,
     ) -> Replica {
         Replica {
@@ -255,12 +187,8 @@ impl Replica {
             live: live::LiveRegisters::default(),
             merge_fns: HashMap::new(),
             subs: Subscriptions::default(),
-            storage,
-            appended: 0,
-            synced: 0,
-            durable_seq: 0,
+            outbox,
             config,
-            recovered_torn_tail: None,
             recent_local: std::collections::VecDeque::new(),
         }
     }
@@ -325,11 +253,6 @@ impl Replica {
         }
     }
 
-    /// The torn log tail dropped when this replica was opened, if any.
-    pub fn recovered_torn_tail(&self) -> Option<&TornTail> {
-        self.recovered_torn_tail.as_ref()
-    }
-
     /// Registers a merge function for `Policy::Merge(name)` channels. Every
     /// replica of the space must register the same function under the same name.
     pub fn register_merge(
@@ -345,7 +268,6 @@ impl Replica {
     pub fn stats(&self) -> Stats {
         Stats {
             changes: self.clock.total(),
-            bytes_on_disk: self.storage.as_ref().map_or(0, |s| s.bytes_on_disk()),
             channels: self.channels().len(),
             subscribers: self.subs.len(),
             conflicts: self.conflicts().len(),
@@ -360,8 +282,8 @@ impl Replica {
     }
 
     /// Records a change now held by the document (local or remote) in the
-    /// index and on storage. Returns whether it was already synced.
-    fn record_change(&mut self, change: &Change, local: bool) -> Result<bool, StateError> {
+    /// index, and queues it to be persisted.
+    fn record_change(&mut self, change: &Change, local: bool) {
         if local {
             if self.recent_local.len() >= RECENT_LOCAL_CHANGES {
                 self.recent_local.pop_front();
@@ -373,31 +295,8 @@ impl Replica {
         self.clock.observe(&actor, change.seq());
         self.chains.entry(actor).or_default().push(change.hash());
         self.known.insert(change.hash());
-        let Some(storage) = &mut self.storage else {
-            return Ok(false);
-        };
-        storage.append(change.raw_bytes())?;
-        self.appended += 1;
-        let must_sync = match self.config.sync {
-            SyncPolicy::Always => local,
-            SyncPolicy::Batched { max_unsynced } => {
-                self.appended - self.synced >= max_unsynced as u64
-            }
-        };
-        if must_sync {
-            storage.sync()?;
-            self.synced = self.appended;
-            self.durable_seq = self.clock.get(&self.actor);
-        }
-        Ok(must_sync)
-    }
-
-    /// Syncs storage after a batch of remote changes when the policy says so.
-    fn sync_after_batch(&mut self) -> Result<(), StateError> {
-        if matches!(self.config.sync, SyncPolicy::Always) && self.unsynced() > 0 {
-            self.flush()?;
-        }
-        Ok(())
+        let own_seq = self.clock.get(&self.actor);
+        self.outbox.append(change.raw_bytes(), own_seq);
     }
 }
 

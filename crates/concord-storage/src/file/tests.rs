@@ -574,3 +574,27 @@ fn bytes_on_disk_tracks_the_files() {
     // Right after open, before load, too.
     assert_eq!(open(dir.path()).bytes_on_disk(), files_len(dir.path()));
 }
+
+#[test]
+fn a_failed_detached_fsync_poisons_the_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = open(dir.path());
+    storage.load().unwrap();
+    storage.append(b"one").unwrap();
+    let job = storage.start_sync().unwrap();
+    assert!(job.is_some(), "files fsync off the caller's thread");
+    let failed = Err(StorageError::Io {
+        op: "fsync",
+        file: "log".into(),
+        source: io::Error::other("EIO"),
+    });
+    assert!(storage.finish_sync(failed).is_err());
+    assert!(matches!(
+        storage.append(b"two"),
+        Err(StorageError::Poisoned { .. })
+    ));
+    // a reload trusts only the disk again
+    let recovered = storage.load().unwrap();
+    assert_eq!(recovered.records, vec![b"one".to_vec()]);
+    storage.append(b"two").unwrap();
+}
