@@ -117,8 +117,9 @@ impl SpaceDisk {
     }
 
     /// First half of an fsync of everything written: `None` when nothing
-    /// waits for one; an error when the storage is broken.
-    pub(crate) fn start_sync(&mut self) -> Result<Option<PendingSync>, String> {
+    /// waits for one; an error when the storage is broken (the first time,
+    /// logged).
+    pub(crate) fn start_sync(&mut self, space: &str) -> Result<Option<PendingSync>, String> {
         if let Some(error) = &self.broken {
             return Err(error.clone());
         }
@@ -131,6 +132,7 @@ impl SpaceDisk {
                 covers: self.written,
             })),
             Err(error) => {
+                warn!(space, %error, "fsyncing the space's storage failed");
                 let error = error.to_string();
                 self.broken = Some(error.clone());
                 Err(error)
@@ -190,11 +192,10 @@ impl Flushing {
         let mut failed = HashMap::new();
         let mut pending = Vec::new();
         for (name, disk) in disks {
-            match disk.start_sync() {
+            match disk.start_sync(name) {
                 Ok(Some(sync)) => pending.push((name.clone(), sync)),
                 Ok(None) => {}
                 Err(error) => {
-                    warn!(space = %name, %error, "flushing the space's storage failed");
                     failed.insert(name.clone(), error);
                 }
             }

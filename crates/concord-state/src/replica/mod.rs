@@ -19,11 +19,12 @@ mod write;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::subscription::Subscriptions;
-use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, VectorClock};
 #[cfg(test)]
 use automerge::sync;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId};
+
+use crate::subscription::Subscriptions;
+use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, VectorClock};
 
 pub use apply::ApplyOutcome;
 pub use live::{MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS};
