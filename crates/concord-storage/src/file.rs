@@ -1,4 +1,9 @@
 //! [`FileStorage`]: a space's snapshot and log as two files in a directory.
+//!
+//! It owns those files (locked while open) and their I/O. It must never
+//! parse or frame bytes itself (the `format` module does, for both backends)
+//! and never append after a torn tail, into a stale log, or after a failed
+//! write or fsync without re-reading the disk first.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};

@@ -1,7 +1,9 @@
 //! The on-disk format shared by both backends: file headers, record
 //! framing, and the parsers that apply the recovery rules of the
 //! [crate documentation](crate). Owns no file and no state: everything here
-//! is a pure function of the bytes it is given.
+//! is a pure function of the bytes it is given, and must never allocate for
+//! a length read from disk before checking it against the limits and the
+//! bytes actually there.
 
 use std::io::{self, Read};
 

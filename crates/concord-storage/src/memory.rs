@@ -2,6 +2,10 @@
 //! simulator. It holds the same bytes a [`crate::FileStorage`] would write and
 //! recovers them with the same parser, so a simulated crash exercises the real
 //! recovery rules.
+//!
+//! It owns the simulated disk's bytes. It must never consult a clock or an
+//! RNG (a crash's outcome is given by the caller), nor let a storage that
+//! lived through a crash write again before it is loaded.
 
 use std::collections::BTreeMap;
 use std::fmt;
