@@ -3,7 +3,7 @@
 //! It owns those files (locked while open) and their I/O. It must never
 //! parse or frame bytes itself (the `format` module does, for both backends)
 //! and never append after a torn tail, into a stale log, or after a failed
-//! write or fsync without re-reading the disk first.
+//! write or fsync before a load or a compaction.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
