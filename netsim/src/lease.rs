@@ -18,7 +18,7 @@ use concord_lease::{
     Acceptor, AcceptorConfig, AcceptorState, FencingToken, LeaseId, Message, Millis, Persist,
     Proposer, ProposerConfig,
 };
-use concord_state::storage::{MemDisk, MemStorage, Storage};
+use concord_storage::{MemDisk, MemStorage, Storage};
 
 use crate::check::GrantId;
 

@@ -2,7 +2,7 @@
 //!
 //! Runs N nodes, each a real [`concord_sync::SyncEngine`] over a real durable
 //! [`concord_state::Replica`] on a simulated disk
-//! ([`concord_state::storage::MemDisk`]), over a virtual network, from one
+//! ([`concord_storage::MemDisk`]), over a virtual network, from one
 //! `u64` seed (DESIGN §8). Virtual time is in milliseconds; events are
 //! processed in (time, sequence) order; there is no wall clock, no thread and
 //! no hash-map iteration in anything that reaches the output, so the same
@@ -20,7 +20,10 @@
 //!   last node it reached (the mesh diameter is the lossless lower bound).
 //! * **Nodes** ([`node`]): crash (clean, or power loss dropping unsynced
 //!   disk data, possibly leaving a torn record) and restart from disk with a
-//!   new actor id (node + incarnation) after an unclean stop; pause (nothing
+//!   new actor id (node + incarnation) after an unclean stop. A node carries
+//!   out what its replica hands out to persist as the network driver does:
+//!   written at once, durable at the simulated fsync after a write or at
+//!   the periodic flush. Pause (nothing
 //!   processed, timers deferred, incoming frames queued in a bounded inbox
 //!   and processed on resume; frames to a crashed node are lost); clock skew
 //!   and drift (each node's `now` is an affine function of virtual time).

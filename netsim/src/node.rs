@@ -1,19 +1,22 @@
 //! One simulated process: its disk, its (optional, while running) sync
-//! engine over a durable replica, its local clock, its incarnation, its
-//! inbox while paused, and its gossip de-duplication cache.
+//! engine over a durable replica and the replica's storage on that disk, its
+//! local clock, its incarnation, its inbox while paused, and its gossip
+//! de-duplication cache.
 //!
 //! It owns the life cycle of a process (start, clean stop, power loss,
-//! pause). It must never route messages or decide about the network, and it
-//! never reads a real clock: its `now` is a function of virtual time.
+//! pause) and carries out what the replica hands out to persist, as the
+//! network driver does: records are written when handed out and become
+//! durable when the simulator fsyncs them ([`Node::sync`]). It must never
+//! route messages or decide about the network, and it never reads a real
+//! clock: its `now` is a function of virtual time.
 
 use std::collections::VecDeque;
 use std::fmt;
 
-use concord_state::storage::{MemDisk, MemStorage};
 use concord_state::{
-    ActorId, Millis, Replica, ReplicaConfig, StateError, SubscribeOptions, SubscriptionId,
-    SyncPolicy,
+    ActorId, Durable, Millis, Persist, Replica, ReplicaConfig, SubscribeOptions, SubscriptionId,
 };
+use concord_storage::{MemDisk, MemStorage, Storage};
 use concord_sync::{Input, SyncConfig, SyncEngine};
 use serde::Serialize;
 
@@ -162,8 +165,6 @@ pub struct Stopped {
 pub struct NodeSetup {
     /// Sync engine settings.
     pub sync: SyncConfig,
-    /// Replica fsync policy.
-    pub replica_sync: SyncPolicy,
     /// The `*` subscriber's buffer.
     pub subscriber_capacity: usize,
 }
@@ -176,6 +177,10 @@ pub struct Node {
     pub status: Status,
     /// The engine while the process runs.
     pub engine: Option<SyncEngine<NodeId>>,
+    /// The replica's storage while the process runs.
+    storage: Option<MemStorage>,
+    /// The last persist version written to `storage`.
+    written: u64,
     /// The `*` subscription of the running process.
     pub sub: Option<SubscriptionId>,
     /// Its disk, which survives crashes.
@@ -207,6 +212,8 @@ impl Node {
             id,
             status: Status::Down,
             engine: None,
+            storage: None,
+            written: 0,
             sub: None,
             disk: MemDisk::new(),
             incarnation: 0,
@@ -233,47 +240,120 @@ impl Node {
 
     /// Starts the process from its disk (a new incarnation after an unclean
     /// stop) with an engine seeded by `seed`.
-    pub fn start(&mut self, setup: &NodeSetup, seed: u64) -> Result<(), StateError> {
+    ///
+    /// # Errors
+    /// The disk or the replica could not be recovered; the node stays down.
+    pub fn start(&mut self, setup: &NodeSetup, seed: u64) -> Result<(), String> {
         if self.unclean {
             self.incarnation += 1;
             self.unclean = false;
         }
-        let storage = MemStorage::new(self.disk.clone(), SPACE);
-        let config = ReplicaConfig {
-            sync: setup.replica_sync,
-            ..ReplicaConfig::default()
+        let mut storage = MemStorage::new(self.disk.clone(), SPACE);
+        let recovered = storage.load().map_err(|e| format!("disk: {e}"))?;
+        let durable = Durable {
+            snapshot: recovered.snapshot,
+            records: recovered.records,
         };
-        let mut replica = Replica::open(SPACE, self.actor(), Box::new(storage), config)?;
-        let sub = replica.subscribe(
-            "*",
-            SubscribeOptions::default().capacity(setup.subscriber_capacity),
-        )?;
+        let mut replica = Replica::recover(SPACE, self.actor(), durable, ReplicaConfig::default())
+            .map_err(|e| format!("replica: {e}"))?;
+        let sub = replica
+            .subscribe(
+                "*",
+                SubscribeOptions::default().capacity(setup.subscriber_capacity),
+            )
+            .map_err(|e| format!("subscribe: {e}"))?;
         self.clock_total = replica.vector_clock().total();
         self.engine = Some(SyncEngine::new(setup.sync.clone(), replica, seed));
+        self.storage = Some(storage);
+        self.written = 0;
         self.sub = Some(sub);
         self.status = Status::Up;
         self.timer_at = None;
         self.causal = CausalOrder::default();
+        self.persist()
+    }
+
+    /// Writes every op the replica hands out to the disk, as the driver
+    /// does after every input: records not yet durable, snapshots durable
+    /// at once.
+    ///
+    /// # Errors
+    /// The disk refused a write.
+    pub fn persist(&mut self) -> Result<(), String> {
+        let (Some(engine), Some(storage)) = (&mut self.engine, &mut self.storage) else {
+            return Ok(());
+        };
+        let replica = engine.replica_mut();
+        while let Some(op) = replica.poll_persist() {
+            match &op.op {
+                Persist::Append(record) => storage.append(record),
+                Persist::Snapshot(doc) => storage.compact(doc),
+            }
+            .map_err(|e| format!("disk: {e}"))?;
+            self.written = op.version;
+            if matches!(op.op, Persist::Snapshot(_)) {
+                replica.persisted(op.version);
+            }
+        }
         Ok(())
     }
 
-    /// Stops the process. Clean: everything is flushed first. Unclean: the
+    /// The fsync: makes everything written durable and confirms it to the
+    /// replica. Returns the replica's durable sequence (0 while down).
+    ///
+    /// # Errors
+    /// The disk refused the sync.
+    pub fn sync(&mut self) -> Result<u64, String> {
+        self.persist()?;
+        let (Some(engine), Some(storage)) = (&mut self.engine, &mut self.storage) else {
+            return Ok(0);
+        };
+        storage.sync().map_err(|e| format!("disk: {e}"))?;
+        let replica = engine.replica_mut();
+        replica.persisted(self.written);
+        Ok(replica.durable_seq())
+    }
+
+    /// After a local write: writes what it handed out to persist and, with
+    /// `sync`, fsyncs it, as the driver answers a write command once its
+    /// fsync is done (here at once); without, the write waits for the next
+    /// [`Node::sync`]. Returns the replica's durable sequence.
+    ///
+    /// # Errors
+    /// The disk refused the write or the sync.
+    pub fn settle_write(&mut self, sync: bool) -> Result<u64, String> {
+        if sync {
+            return self.sync();
+        }
+        self.persist()?;
+        Ok(self
+            .engine
+            .as_ref()
+            .map_or(0, |e| e.replica().durable_seq()))
+    }
+
+    /// Stops the process. Clean: everything is fsynced first. Unclean: the
     /// disk loses what was not synced, except `keep(unsynced_bytes)` bytes
     /// that made it anyway (possibly a torn record).
+    ///
+    /// # Errors
+    /// The final fsync of a clean stop failed; the stop then counts as
+    /// unclean.
     pub fn stop(
         &mut self,
         clean: bool,
         mut keep: impl FnMut(u64) -> u64,
-    ) -> Result<Stopped, StateError> {
+    ) -> Result<Stopped, String> {
         let mut stopped = Stopped::default();
-        let mut flushed = Ok(());
-        if let Some(mut engine) = self.engine.take() {
-            let replica = engine.replica_mut();
-            if clean {
-                flushed = replica.flush().map(|_| ());
-            }
-            stopped.durable_seq = replica.durable_seq();
+        let flushed = if clean {
+            self.sync().map(|_| ())
+        } else {
+            Ok(())
+        };
+        if let Some(engine) = self.engine.take() {
+            stopped.durable_seq = engine.replica().durable_seq();
         }
+        self.storage = None;
         // A failed flush makes the stop unclean: what reached the disk is unknown.
         let clean = clean && flushed.is_ok();
         if !clean {
@@ -341,5 +421,44 @@ mod tests {
     fn actor_ids_differ_by_incarnation() {
         assert_ne!(actor_id(NodeId(1), 0), actor_id(NodeId(1), 1));
         assert_ne!(actor_id(NodeId(1), 0), actor_id(NodeId(2), 0));
+    }
+
+    fn put(node: &mut Node, v: u64) -> u64 {
+        let engine = node.engine.as_mut().expect("running");
+        let receipt = engine.replica_mut().put(Millis(v), "observation/a", &v);
+        receipt.expect("put").seq
+    }
+
+    fn value(node: &Node) -> Option<serde_json::Value> {
+        let engine = node.engine.as_ref().expect("running");
+        engine.replica().get("observation/a").expect("get")
+    }
+
+    #[test]
+    fn a_power_loss_keeps_what_was_synced_and_loses_the_rest() {
+        let setup = NodeSetup {
+            sync: SyncConfig::default(),
+            subscriber_capacity: 16,
+        };
+        let mut node = Node::new(NodeId(0), LocalClock::EXACT, 16);
+        node.start(&setup, 1).expect("start");
+        let first = put(&mut node, 1);
+        assert_eq!(node.settle_write(true), Ok(first));
+        put(&mut node, 2);
+        assert_eq!(node.settle_write(false), Ok(first), "written, not synced");
+        assert!(node.disk.unsynced_bytes(SPACE) > 0);
+        let stopped = node.stop(false, |_| 0).expect("crash");
+        assert_eq!(stopped.durable_seq, first);
+        assert!(stopped.lost_bytes > 0);
+        node.start(&setup, 2).expect("restart");
+        assert_eq!(node.incarnation, 1, "a new incarnation after a crash");
+        assert_eq!(value(&node), Some(serde_json::json!(1)));
+        // A clean stop fsyncs first and keeps the incarnation.
+        let third = put(&mut node, 3);
+        assert_eq!(node.settle_write(false), Ok(0));
+        assert_eq!(node.stop(true, |_| 0).expect("stop").durable_seq, third);
+        node.start(&setup, 3).expect("restart");
+        assert_eq!(node.incarnation, 1);
+        assert_eq!(value(&node), Some(serde_json::json!(3)));
     }
 }

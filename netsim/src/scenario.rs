@@ -12,7 +12,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use concord_state::SyncPolicy;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -403,10 +402,14 @@ pub struct Plan {
     pub heartbeat_ms: u64,
     /// Heartbeat jitter of the sync engines.
     pub heartbeat_jitter_ms: u64,
-    /// When replicas fsync.
-    #[serde(skip)]
-    pub replica_sync: SyncPolicy,
-    /// Periodic flush (group commit) of every replica, if any.
+    /// Whether a node fsyncs right after each write, before acknowledging
+    /// it (the network driver after a write command, with a disk that takes
+    /// no time); otherwise writes wait for the periodic flush, as writes
+    /// made while an fsync is on its way wait for the next one.
+    pub sync_writes: bool,
+    /// Periodic fsync of every node's replica (the driver's tick, which
+    /// also makes received changes durable; group commit for unsynced
+    /// writes), if any.
     pub flush_interval_ms: Option<u64>,
     /// Clock skew and drift.
     pub clocks: ClockSpread,
@@ -449,7 +452,7 @@ impl Plan {
             },
             heartbeat_ms: 1_000,
             heartbeat_jitter_ms: 250,
-            replica_sync: SyncPolicy::Always,
+            sync_writes: true,
             flush_interval_ms: None,
             clocks: ClockSpread {
                 max_skew_ms: 0,
@@ -502,11 +505,11 @@ impl Plan {
         };
     }
 
-    /// Batched fsync with a 100 ms group commit, and a fifth of the nodes
+    /// Writes fsynced by a 100 ms group commit, and a fifth of the nodes
     /// (at least one) crashing once, two in three uncleanly, each restarting
     /// 0.5–3 s later.
     fn add_crashes(&mut self, rng: &mut ChaCha8Rng) {
-        self.replica_sync = SyncPolicy::Batched { max_unsynced: 4 };
+        self.sync_writes = false;
         self.flush_interval_ms = Some(100);
         let (start, end) = (self.workload.start_ms, self.workload.end_ms);
         for node in pick_nodes(rng, self.peers, (self.peers / 5).max(1)) {

@@ -137,7 +137,6 @@ impl Sim {
                 jitter_ms: plan.heartbeat_jitter_ms,
                 ..SyncConfig::default()
             },
-            replica_sync: plan.replica_sync,
             subscriber_capacity: plan.subscriber_capacity,
         };
         let quiet_start = plan.workload.end_ms.max(plan.last_fault_ms());
@@ -434,9 +433,13 @@ impl Sim {
         self.after_input(id);
     }
 
-    /// After every engine input: check bounds, drain transmits, engine
-    /// events and subscriber events, update progress, re-arm the timer.
+    /// After every engine input: write what the replica hands out to
+    /// persist, check bounds, drain transmits, engine events and subscriber
+    /// events, update progress, re-arm the timer.
     fn after_input(&mut self, id: NodeId) {
+        if let Err(e) = self.nodes[id.index()].persist() {
+            self.violation(Kind::Errors, id, format!("writing to disk failed: {e}"));
+        }
         let now = self.now;
         let node = &mut self.nodes[id.index()];
         let Some(engine) = node.engine.as_mut() else {
@@ -761,14 +764,20 @@ impl Sim {
         let path = op.path().to_owned();
         match op.apply(replica, local) {
             Ok(receipt) => {
-                let (seq, durable) = receipt.as_ref().map_or((0, false), |r| (r.seq, r.durable));
+                let settled = node.settle_write(self.plan.sync_writes);
+                let seq = receipt.as_ref().map_or(0, |r| r.seq);
+                let durable = seq > 0 && settled.as_ref().is_ok_and(|d| *d >= seq);
                 if let Some(r) = receipt {
-                    let actor = replica.actor().clone();
+                    let actor = node.actor();
                     self.writes
                         .record(id, node.incarnation, &actor, r.seq, r.change);
-                    self.writes
-                        .ack(id, node.incarnation, &actor, replica.durable_seq());
+                    if let Ok(durable_seq) = settled {
+                        self.writes.ack(id, node.incarnation, &actor, durable_seq);
+                    }
                     self.last_disturbance = now;
+                }
+                if let Err(e) = settled {
+                    self.violation(Kind::Errors, id, format!("write not persisted: {e}"));
                 }
                 self.trace.record(
                     now,
@@ -803,15 +812,12 @@ impl Sim {
         if node.status != Status::Up {
             return;
         }
-        let Some(engine) = node.engine.as_mut() else {
-            return;
-        };
-        let replica = engine.replica_mut();
-        // The replica also syncs on its own (batch full), so compare with
-        // the last acknowledged mark, not with the durable sequence before.
-        match replica.flush() {
+        // A write may have been synced already (`sync_writes`), so compare
+        // with the last acknowledged mark, not with the durable sequence
+        // before.
+        match node.sync() {
             Ok(durable_seq) => {
-                let actor = replica.actor().clone();
+                let actor = node.actor();
                 if self.writes.ack(id, node.incarnation, &actor, durable_seq) {
                     self.trace.record(
                         self.now,

@@ -357,14 +357,17 @@ impl Server {
                 value,
                 ttl_ms: None,
             } => {
-                let receipt = self.space(&space).await?.put(&path, value).await?;
+                let handle = self.space(&space).await?;
+                let receipt = handle.put(&path, value).await?;
+                let seq = receipt.seq;
+                let durable = handle.with(move |r| r.durable_seq() >= seq).await?;
                 serde_json::to_value(PutResult {
                     space,
                     path,
                     seq: receipt.seq,
                     change: receipt.change.to_string(),
                     hlc: receipt.hlc.to_string(),
-                    durable: receipt.durable,
+                    durable,
                 })?
             }
             Request::Get { space, path } => {
@@ -408,7 +411,8 @@ impl Server {
         };
         let mut reports = Vec::with_capacity(spaces.len());
         for space in spaces {
-            reports.push(space.with(space_report).await?);
+            let bytes_on_disk = space.bytes_on_disk().await?;
+            reports.push(space.with(move |r| space_report(r, bytes_on_disk)).await?);
         }
         Ok(InspectReport {
             peer_id: self.node.peer_id().to_string(),
@@ -456,7 +460,9 @@ fn visible_values(r: &mut Replica) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn space_report(r: &mut Replica) -> SpaceReport {
+/// What `inspect` shows of a space; `bytes_on_disk` comes from its storage,
+/// which the driver keeps.
+fn space_report(r: &mut Replica, bytes_on_disk: u64) -> SpaceReport {
     let stats = r.stats();
     SpaceReport {
         name: r.space().to_owned(),
@@ -483,7 +489,7 @@ fn space_report(r: &mut Replica) -> SpaceReport {
             subscribers: stats.subscribers,
             conflicts: stats.conflicts,
             changes: stats.changes,
-            bytes_on_disk: stats.bytes_on_disk,
+            bytes_on_disk,
             channels: stats.channels,
             actors: stats.actors,
             ephemeral_values: stats.ephemeral_values as u64,

@@ -13,8 +13,8 @@
 use std::time::{Duration, Instant};
 
 use concord_net::{NetConfig, NetHandle, SpaceOptions, identity};
-use concord_state::storage::FileStorage;
-use concord_state::{ActorId, Delivery, Millis, Replica, ReplicaConfig, SyncPolicy};
+use concord_state::{ActorId, Delivery, Durable, Millis, Replica, ReplicaConfig};
+use concord_storage::{FileStorage, Storage};
 use concord_sync::wire;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
@@ -27,8 +27,9 @@ const SUSTAINED_PER_NODE: usize = 500;
 const SUSTAINED_WRITERS: usize = 4;
 
 /// A node as `concord::Node` runs one: the space on disk (`FileStorage` in
-/// `dir`), syncing deferred to the driver, which fsyncs every write while
-/// its gossip is on the way and answers after the fsync.
+/// `dir`) kept by the driver, which writes what the replica hands out,
+/// fsyncs every write while its gossip is on the way and answers after the
+/// fsync.
 async fn concord_node(
     boot: Option<Multiaddr>,
     actor: u8,
@@ -38,19 +39,17 @@ async fn concord_node(
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
     config.bootstrap = boot.into_iter().collect();
     let handle = concord_net::spawn(config).expect("spawn");
-    let storage = FileStorage::open(dir).expect("storage");
-    let replica = Replica::open(
-        "bench",
-        ActorId::from(&[actor; 16][..]),
-        Box::new(storage),
-        ReplicaConfig {
-            sync: SyncPolicy::Batched { max_unsynced: 64 },
-            ..ReplicaConfig::default()
-        },
-    )
-    .expect("replica");
+    let mut storage = FileStorage::open(dir).expect("storage");
+    let recovered = storage.load().expect("load");
+    let durable = Durable {
+        snapshot: recovered.snapshot,
+        records: recovered.records,
+    };
+    let actor = ActorId::from(&[actor; 16][..]);
+    let replica =
+        Replica::recover("bench", actor, durable, ReplicaConfig::default()).expect("replica");
     handle
-        .open_space(replica, SpaceOptions::default())
+        .open_space(replica, Box::new(storage), SpaceOptions::default())
         .await
         .expect("open");
     let addr = loop {

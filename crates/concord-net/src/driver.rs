@@ -1,15 +1,17 @@
-//! The driver task: owns the swarm and the sync engines, turns swarm events
-//! and commands into engine inputs and engine outputs into swarm actions.
-//! Never decides what to send: that is the engine's job.
+//! The driver task: owns the swarm, the sync engines and each space's
+//! storage, turns swarm events and commands into engine inputs and engine
+//! outputs into swarm actions and storage writes (the `persist` module).
+//! Never decides what to send or what to persist: that is the engine's and
+//! the replica's job.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use concord_state::{
-    Delivery, EventSink, FlushOutcome, Millis, Replica, StateError, SubscribeOptions,
-    SubscriptionId,
+    Delivery, EventSink, Millis, Replica, StateError, SubscribeOptions, SubscriptionId,
 };
+use concord_storage::Storage;
 use concord_sync::wire::Frame;
 use concord_sync::{Destination, Input, SyncConfig, SyncEngine, SyncEvent};
 use futures::{FutureExt, StreamExt};
@@ -22,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
 use crate::handle::{NetHandle, PeerInfo};
+use crate::persist::{FlushDone, Flushing, SpaceDisk, answer};
 
 /// Bound on commands waiting for the driver.
 pub const COMMAND_QUEUE: usize = 256;
@@ -58,8 +61,8 @@ pub enum NetError {
     /// The replica refused an operation.
     #[error(transparent)]
     State(#[from] StateError),
-    /// Writing a space's changes to its storage failed: the writes of the
-    /// command are not known to be durable.
+    /// Writing a space's changes to its storage, or fsyncing them, failed:
+    /// the writes of the command are not known to be durable.
     #[error("flushing space storage: {0}")]
     Flush(String),
 }
@@ -113,6 +116,7 @@ pub(crate) type Finish = Box<dyn FnOnce(Result<(), NetError>) + Send>;
 pub(crate) enum Command {
     OpenSpace {
         replica: Box<Replica>,
+        storage: Box<dyn Storage>,
         options: SpaceOptions,
         reply: oneshot::Sender<Result<(), NetError>>,
     },
@@ -134,6 +138,10 @@ pub(crate) enum Command {
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
+    BytesOnDisk {
+        space: String,
+        reply: oneshot::Sender<Result<u64, NetError>>,
+    },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
@@ -154,6 +162,7 @@ impl std::fmt::Debug for Command {
 
 struct SpaceState {
     engine: SyncEngine<PeerId>,
+    disk: SpaceDisk,
     options: SpaceOptions,
     topic: gossipsub::IdentTopic,
 }
@@ -191,40 +200,8 @@ struct Driver {
     config: NetConfig,
 }
 
-/// What a flush task returns: each space's outcome, for `finish_flush`.
-type FlushDone = Result<Vec<(String, FlushOutcome)>, tokio::task::JoinError>;
-
 /// The caller of [`Command::Shutdown`].
 type ShutdownReply = oneshot::Sender<Result<Vec<Replica>, NetError>>;
-
-/// A flush running on a blocking thread (see [`Replica::start_flush`]), and
-/// the writes it answers.
-struct Flushing {
-    task: tokio::task::JoinHandle<Vec<(String, FlushOutcome)>>,
-    writers: Vec<(String, Finish)>,
-    /// Spaces whose flush failed, with the error.
-    failed: HashMap<String, String>,
-}
-
-impl Flushing {
-    /// Waits for the flush in `slot`; forever if there is none.
-    async fn done(slot: &mut Option<Flushing>) -> FlushDone {
-        match slot {
-            Some(f) => (&mut f.task).await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// Answers every writer: an error for those whose space's flush failed.
-fn answer(writers: Vec<(String, Finish)>, failed: &HashMap<String, String>) {
-    for (space, finish) in writers {
-        finish(match failed.get(&space) {
-            Some(error) => Err(NetError::Flush(error.clone())),
-            None => Ok(()),
-        });
-    }
-}
 
 /// A sink that puts a subscriber's events straight into its channel as the
 /// replica publishes them (for remote register writes, before the change is
@@ -352,12 +329,8 @@ impl Driver {
             // Received changes wait for the next tick (or the next write
             // group): nobody waits for their fsync, and one fsync covers
             // all of them.
-            let due = !waiting.is_empty()
-                || (ticked
-                    && self
-                        .spaces
-                        .values()
-                        .any(|s| s.engine.replica().unsynced() > 0));
+            let due =
+                !waiting.is_empty() || (ticked && self.spaces.values().any(|s| s.disk.unsynced()));
             if flushing.is_none() && due {
                 flushing = self.start_flush(std::mem::take(&mut waiting));
             }
@@ -438,43 +411,15 @@ impl Driver {
         (space, finish)
     }
 
-    /// Starts flushing, on a blocking thread, every space with unsynced
-    /// changes; `writers` are answered when it is done (at once when there
-    /// is nothing to flush: `None`).
+    /// Starts fsyncing, on a blocking thread, every space with records not
+    /// yet synced; `writers` are answered when it is done (at once when
+    /// there is nothing to fsync: `None`).
     fn start_flush(&mut self, writers: Vec<(String, Finish)>) -> Option<Flushing> {
-        let mut failed = HashMap::new();
-        let mut pending = Vec::new();
-        for (name, state) in &mut self.spaces {
-            let replica = state.engine.replica_mut();
-            if replica.unsynced() == 0 {
-                continue;
-            }
-            match replica.start_flush() {
-                Ok(flush) => pending.push((name.clone(), flush)),
-                Err(error) => {
-                    warn!(space = %name, %error, "flushing the replica failed");
-                    failed.insert(name.clone(), error.to_string());
-                }
-            }
-        }
-        if pending.is_empty() {
-            answer(writers, &failed);
-            return None;
-        }
-        let task = tokio::task::spawn_blocking(move || {
-            pending
-                .into_iter()
-                .map(|(name, flush)| (name, flush.run()))
-                .collect()
-        });
-        Some(Flushing {
-            task,
-            writers,
-            failed,
-        })
+        let disks = self.spaces.iter_mut().map(|(n, s)| (n, &mut s.disk));
+        Flushing::start(disks, writers)
     }
 
-    /// Records a finished flush in its replicas and answers its writers.
+    /// Confirms a finished flush to its replicas and answers its writers.
     fn flushed(&mut self, mut flush: Flushing, done: FlushDone) {
         match done {
             Ok(outcomes) => {
@@ -482,9 +427,10 @@ impl Driver {
                     let Some(state) = self.spaces.get_mut(&name) else {
                         continue;
                     };
-                    if let Err(error) = state.engine.replica_mut().finish_flush(outcome) {
-                        warn!(space = %name, %error, "flushing the replica failed");
-                        flush.failed.insert(name, error.to_string());
+                    let replica = state.engine.replica_mut();
+                    if let Err(error) = state.disk.finish_sync(replica, outcome) {
+                        warn!(space = %name, %error, "fsyncing the space's storage failed");
+                        flush.failed.insert(name, error);
                     }
                 }
             }
@@ -516,9 +462,9 @@ impl Driver {
     fn shutdown(&mut self) -> Result<Vec<Replica>, NetError> {
         let spaces = std::mem::take(&mut self.spaces);
         let mut out = Vec::new();
-        for (_, space) in spaces {
+        for (_, mut space) in spaces {
             let mut replica = space.engine.into_replica();
-            replica.flush()?;
+            space.disk.sync_now(&mut replica).map_err(NetError::Flush)?;
             out.push(replica);
         }
         info!("driver stopped");
@@ -559,6 +505,8 @@ impl Driver {
         self.pump(space);
     }
 
+    /// Carries out what an input made the engine and its replica ask for:
+    /// transmits, events, records to persist, subscription deliveries.
     fn pump(&mut self, space: &str) {
         let Some(state) = self.spaces.get_mut(space) else {
             return;
@@ -602,6 +550,9 @@ impl Driver {
                 other => debug!(?other, "sync event"),
             }
         }
+        // After the transmits are handed to the swarm, so that writing a
+        // compaction's snapshot (in place) never holds up gossip.
+        state.disk.write(space, state.engine.replica_mut());
         self.deliver(space);
     }
 
@@ -636,10 +587,19 @@ impl Driver {
         match cmd {
             Command::OpenSpace {
                 replica,
+                storage,
                 options,
                 reply,
             } => {
-                let _ = reply.send(self.open_space(*replica, options));
+                let _ = reply.send(self.open_space(*replica, storage, options));
+            }
+            Command::BytesOnDisk { space, reply } => {
+                let bytes = self
+                    .spaces
+                    .get(&space)
+                    .map(|s| s.disk.bytes_on_disk())
+                    .ok_or(NetError::UnknownSpace(space));
+                let _ = reply.send(bytes);
             }
             Command::Subscribe {
                 space,
@@ -697,7 +657,12 @@ impl Driver {
         }
     }
 
-    fn open_space(&mut self, replica: Replica, options: SpaceOptions) -> Result<(), NetError> {
+    fn open_space(
+        &mut self,
+        replica: Replica,
+        storage: Box<dyn Storage>,
+        options: SpaceOptions,
+    ) -> Result<(), NetError> {
         let name = replica.space().to_owned();
         if self.spaces.contains_key(&name) {
             return Err(NetError::SpaceExists(name));
@@ -714,6 +679,7 @@ impl Driver {
         let engine = SyncEngine::new(self.config.sync.clone(), replica, seed);
         let state = SpaceState {
             engine,
+            disk: SpaceDisk::new(storage),
             options,
             topic,
         };
@@ -724,6 +690,8 @@ impl Driver {
             .copied()
             .collect();
         self.spaces.insert(name.clone(), state);
+        // A fresh replica's genesis change, fsynced on the next tick.
+        self.pump(&name);
         let now = wall_clock();
         for peer in peers {
             self.input(&name, now, Input::PeerUp(peer));

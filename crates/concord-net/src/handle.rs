@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use concord_state::{Delivery, Replica};
+use concord_storage::Storage;
 use futures::Stream;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
@@ -59,14 +60,22 @@ impl NetHandle {
         rx.await.map_err(|_| NetError::Stopped)
     }
 
-    /// Starts replicating a space held by `replica`.
+    /// Starts replicating a space held by `replica`, persisting it on
+    /// `storage`: `replica` must have been rebuilt from what `storage` holds
+    /// ([`Replica::recover`] from [`Storage::load`]'s snapshot and records).
+    /// The driver keeps both: it carries out every persist op the replica
+    /// hands out on `storage`, fsyncs off its task, and confirms them
+    /// ([`Replica::persisted`]). An in-memory replica ([`Replica::new`])
+    /// hands out nothing, and `storage` then stays untouched.
     pub async fn open_space(
         &self,
         replica: Replica,
+        storage: Box<dyn Storage>,
         options: SpaceOptions,
     ) -> Result<(), NetError> {
         self.ask(|reply| Command::OpenSpace {
             replica: Box::new(replica),
+            storage,
             options,
             reply,
         })
@@ -74,11 +83,12 @@ impl NetHandle {
     }
 
     /// Runs `f` on a space's replica inside the driver, then pushes any
-    /// changes it committed to peers at once (the fast path) and flushes the
-    /// replica's storage; returns once the flush is done, so whatever `f`
-    /// wrote is durable by then (an error if the flush failed). The push and
-    /// the fsync overlap: peers may hold a change before it is on this
-    /// node's disk, which incarnations make safe (DESIGN §5).
+    /// changes it committed to peers at once (the fast path), writes them to
+    /// the space's storage and fsyncs it; returns once the fsync is done, so
+    /// whatever `f` wrote is durable by then (an error if writing or
+    /// fsyncing failed). The push and the fsync overlap: peers may hold a
+    /// change before it is on this node's disk, which incarnations make safe
+    /// (DESIGN §5).
     pub async fn with_replica<R: Send + 'static>(
         &self,
         space: &str,
@@ -125,6 +135,15 @@ impl NetHandle {
         Ok(Subscription { rx })
     }
 
+    /// Bytes the space occupies on its storage (snapshot + log).
+    pub async fn bytes_on_disk(&self, space: &str) -> Result<u64, NetError> {
+        self.ask(|reply| Command::BytesOnDisk {
+            space: space.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
     /// Currently connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetError> {
         self.ask(|reply| Command::Peers { reply }).await
@@ -140,8 +159,8 @@ impl NetHandle {
         self.ask(|reply| Command::Dial { addr, reply }).await?
     }
 
-    /// Flushes every space to storage and stops the driver; returns the
-    /// replicas so the caller can inspect or persist them further.
+    /// Fsyncs every space's storage and stops the driver; returns the
+    /// replicas so the caller can inspect them (their storages are closed).
     pub async fn shutdown(&self) -> Result<Vec<Replica>, NetError> {
         self.ask(|reply| Command::Shutdown { reply }).await?
     }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use concord_state::{ActorId, Millis, Replica};
+use concord_storage::{MemDisk, MemStorage};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, identity};
@@ -20,8 +21,9 @@ async fn node() -> (NetHandle, Multiaddr) {
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
     let handle = crate::spawn(config).expect("spawn");
     let replica = Replica::new(SPACE, ActorId::from(&[1u8; 16][..]));
+    let storage = Box::new(MemStorage::new(MemDisk::new(), SPACE));
     handle
-        .open_space(replica, SpaceOptions::default())
+        .open_space(replica, storage, SpaceOptions::default())
         .await
         .expect("open");
     handle

@@ -6,7 +6,9 @@
 //! [`concord_sync::SyncEngine`] per space: frames from the wire go through
 //! concord-sync's codec and limits, the engines' transmits go out as
 //! gossipsub publications (fast path) or request-response messages (directed
-//! frames), and ticks come from tokio's clock.
+//! frames), and ticks come from tokio's clock. Each space's storage lives
+//! beside its engine: the driver writes what the replica hands out to
+//! persist and fsyncs it on a blocking thread (the `persist` module).
 //!
 //! It must never implement protocol decisions itself: what to send and when
 //! is the engine's business; this crate only moves bytes, keeps peers
@@ -19,6 +21,7 @@ mod handle;
 #[cfg(test)]
 mod hostile_tests;
 pub mod lease;
+mod persist;
 
 pub use driver::{
     COMMAND_QUEUE, MAX_GROUP_COMMIT, NetConfig, NetError, SpaceOptions, spawn, wall_clock,

@@ -1,42 +1,52 @@
-//! `with_replica` answers only once the replica's storage is flushed, even
-//! when the replica defers syncing to its owner (`SyncPolicy::Batched`, as
-//! `concord::Node` opens spaces): a write it acknowledged survives a power
-//! loss. Changes received from peers are flushed too, without any command.
-//! Concurrent writers share fsyncs (group commit). The driver never waits
-//! for the disk: fsyncs run on a blocking thread while it goes on.
+//! `with_replica` answers only once the driver wrote what the replica handed
+//! out to persist and fsynced the space's storage: a write it acknowledged
+//! survives a power loss. Changes received from peers are fsynced too,
+//! without any command. Concurrent writers share fsyncs (group commit). The
+//! driver never waits for the disk: fsyncs run on a blocking thread while
+//! it goes on.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use concord_net::{NetConfig, NetHandle, SpaceOptions, identity};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use concord_state::storage::{MemDisk, MemStorage, Recovered, Storage, StorageError, SyncJob};
-use concord_state::{ActorId, Delivery, Millis, Replica, ReplicaConfig, SyncPolicy};
+use concord_state::{ActorId, Delivery, Durable, Millis, Persist, Replica, ReplicaConfig};
+use concord_storage::{MemDisk, MemStorage, Recovered, Storage, StorageError, SyncJob};
 use futures::StreamExt;
 
 const SPACE: &str = "team";
 
-fn deferred() -> ReplicaConfig {
-    ReplicaConfig {
-        sync: SyncPolicy::Batched { max_unsynced: 64 },
-        ..ReplicaConfig::default()
+/// A replica recovered from `storage`, and the storage, for `open_space`.
+/// A fresh space's genesis change is written and synced here, so that the
+/// fsyncs the tests count and gate are those of their writes.
+fn open_on(mut storage: impl Storage + 'static, actor: u8) -> (Replica, Box<dyn Storage>) {
+    let recovered = storage.load().unwrap();
+    let durable = Durable {
+        snapshot: recovered.snapshot,
+        records: recovered.records,
+    };
+    let actor = ActorId::from(&[actor; 16][..]);
+    let mut replica = Replica::recover(SPACE, actor, durable, ReplicaConfig::default()).unwrap();
+    while let Some(op) = replica.poll_persist() {
+        match op.op {
+            Persist::Append(record) => storage.append(&record).unwrap(),
+            Persist::Snapshot(doc) => storage.compact(&doc).unwrap(),
+        }
+        storage.sync().unwrap();
+        replica.persisted(op.version);
     }
+    (replica, Box::new(storage))
 }
 
-fn open(disk: &MemDisk, actor: u8) -> Replica {
+fn open(disk: &MemDisk, actor: u8) -> (Replica, Box<dyn Storage>) {
     open_on(MemStorage::new(disk.clone(), SPACE), actor)
 }
 
-fn open_on(storage: impl Storage + 'static, actor: u8) -> Replica {
-    Replica::open(
-        SPACE,
-        ActorId::from(&[actor; 16][..]),
-        Box::new(storage),
-        deferred(),
-    )
-    .unwrap()
+/// What `disk` holds for the space, as a replica (after a restart).
+fn recover(disk: &MemDisk, actor: u8) -> Replica {
+    open(disk, actor).0
 }
 
 async fn node(disk: &MemDisk, actor: u8, bootstrap: Option<concord_net::Multiaddr>) -> NetHandle {
@@ -44,8 +54,9 @@ async fn node(disk: &MemDisk, actor: u8, bootstrap: Option<concord_net::Multiadd
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.bootstrap = bootstrap.into_iter().collect();
     let handle = concord_net::spawn(config).unwrap();
+    let (replica, storage) = open(disk, actor);
     handle
-        .open_space(open(disk, actor), SpaceOptions::default())
+        .open_space(replica, storage, SpaceOptions::default())
         .await
         .unwrap();
     handle
@@ -56,17 +67,24 @@ async fn an_acknowledged_write_survives_a_power_loss() {
     let disk = MemDisk::new();
     let a = node(&disk, 1, None).await;
     for i in 0..20u64 {
-        let receipt = a
-            .with_replica(SPACE, move |r| r.put(Millis(i + 1), "observation/n", &i))
+        let (receipt, durable) = a
+            .with_replica(SPACE, move |r| {
+                let receipt = r.put(Millis(i + 1), "observation/n", &i).unwrap();
+                (receipt, r.durable_seq())
+            })
             .await
-            .unwrap()
             .unwrap();
-        assert!(!receipt.durable, "the replica itself defers the sync");
+        assert!(durable < receipt.seq, "the replica itself never writes");
         assert_eq!(disk.unsynced_bytes(SPACE), 0, "answered before the fsync");
+        let durable = a.with_replica(SPACE, |r| r.durable_seq()).await.unwrap();
+        assert!(
+            durable >= receipt.seq,
+            "the fsync was confirmed to the replica"
+        );
     }
     // Power loss while the driver still runs: nothing acknowledged is lost.
     disk.crash();
-    let recovered = open(&disk, 1);
+    let recovered = recover(&disk, 1);
     assert_eq!(
         recovered.get("observation/n").unwrap(),
         Some(serde_json::json!(19))
@@ -86,6 +104,7 @@ async fn changes_from_peers_are_flushed_without_a_command() {
     };
     let b = node(&disk_b, 2, Some(addr)).await;
     let mut events = b.subscribe(SPACE, "observation/*", 16).await.unwrap();
+    let before = disk_b.bytes_on_disk();
     a.with_replica(SPACE, |r| r.put(Millis(1), "observation/ci", &"green"))
         .await
         .unwrap()
@@ -94,10 +113,11 @@ async fn changes_from_peers_are_flushed_without_a_command() {
         .await
         .unwrap();
     assert!(matches!(event, Some(Delivery::Event(e)) if e.new == Some(serde_json::json!("green"))));
-    // No command reaches b from here on: the driver flushes on its own.
+    // No command reaches b from here on: the driver writes the change (the
+    // event may come first) and fsyncs it on its own.
     let mut synced = false;
     for _ in 0..200 {
-        if disk_b.unsynced_bytes(SPACE) == 0 {
+        if disk_b.bytes_on_disk() > before && disk_b.unsynced_bytes(SPACE) == 0 {
             synced = true;
             break;
         }
@@ -105,7 +125,7 @@ async fn changes_from_peers_are_flushed_without_a_command() {
     }
     assert!(synced, "b never synced the change it received");
     disk_b.crash();
-    let recovered = open(&disk_b, 2);
+    let recovered = recover(&disk_b, 2);
     assert_eq!(
         recovered.get("observation/ci").unwrap(),
         Some(serde_json::json!("green"))
@@ -118,11 +138,11 @@ async fn changes_from_peers_are_flushed_without_a_command() {
 async fn concurrent_writers_share_fsyncs_and_every_write_is_durable() {
     let disk = MemDisk::new();
     let syncs = Arc::new(AtomicUsize::new(0));
-    let replica = open_on(TestDisk::new(&disk, &syncs), 1);
+    let (replica, storage) = open_on(TestDisk::new(&disk, &syncs), 1);
     let mut config = NetConfig::new(identity::Keypair::generate_ed25519());
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     let node = concord_net::spawn(config).unwrap();
-    node.open_space(replica, SpaceOptions::default())
+    node.open_space(replica, storage, SpaceOptions::default())
         .await
         .unwrap();
     let before = syncs.load(Ordering::SeqCst);
@@ -152,7 +172,7 @@ async fn concurrent_writers_share_fsyncs_and_every_write_is_durable() {
         "{fsyncs} fsyncs for {writes} writes: no group commit"
     );
     disk.crash();
-    let recovered = open(&disk, 1);
+    let recovered = recover(&disk, 1);
     for w in 0..WRITERS {
         let value = recovered.get(format!("observation/w{w}").as_str()).unwrap();
         assert_eq!(value, Some(serde_json::json!(EACH - 1)));
@@ -162,11 +182,13 @@ async fn concurrent_writers_share_fsyncs_and_every_write_is_durable() {
 
 /// A simulated disk that counts its fsyncs; with a gate, each fsync (run
 /// off the driver, see `Storage::start_sync`) waits until the test lets it
-/// through, with the outcome the test chooses.
+/// through, with the outcome the test chooses. Appends fail while
+/// `full` is set.
 struct TestDisk {
     inner: MemStorage,
     syncs: Arc<AtomicUsize>,
     gate: Option<Arc<std::sync::Mutex<std::sync::mpsc::Receiver<bool>>>>,
+    full: Arc<AtomicBool>,
 }
 
 impl TestDisk {
@@ -175,6 +197,7 @@ impl TestDisk {
             inner: MemStorage::new(disk.clone(), SPACE),
             syncs: syncs.clone(),
             gate: None,
+            full: Arc::default(),
         }
     }
 }
@@ -184,6 +207,13 @@ impl Storage for TestDisk {
         self.inner.load()
     }
     fn append(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(StorageError::Io {
+                op: "append to",
+                file: "test".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
         self.inner.append(record)
     }
     fn sync(&mut self) -> Result<(), StorageError> {
@@ -229,9 +259,9 @@ async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
         gate: Some(Arc::new(std::sync::Mutex::new(gate))),
         ..TestDisk::new(&MemDisk::new(), &started)
     };
-    let replica = open_on(storage, 1);
+    let (replica, storage) = open_on(storage, 1);
     let node = concord_net::spawn(NetConfig::new(identity::Keypair::generate_ed25519())).unwrap();
-    node.open_space(replica, SpaceOptions::default())
+    node.open_space(replica, storage, SpaceOptions::default())
         .await
         .unwrap();
     // fsyncs since the space opened
@@ -269,14 +299,103 @@ async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
     // It stays unsynced, so the driver tries again (on its next tick).
     eventually("a flush retries", || started() == 3).await;
     open_gate.send(true).unwrap();
-    let mut unsynced = usize::MAX;
+    let mut unpersisted = usize::MAX;
     for _ in 0..1000 {
-        unsynced = node.with_replica(SPACE, |r| r.unsynced()).await.unwrap();
-        if unsynced == 0 {
+        unpersisted = node.with_replica(SPACE, |r| r.unpersisted()).await.unwrap();
+        if unpersisted == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(unsynced, 0, "the retried flush covers the failed write");
+    assert_eq!(unpersisted, 0, "the retried flush covers the failed write");
+    assert_eq!(
+        node.with_replica(SPACE, |r| r.durable_seq()).await.unwrap(),
+        2
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_replaces_the_log_and_survives_a_power_loss() {
+    let disk = MemDisk::new();
+    let node = node(&disk, 1, None).await;
+    for i in 0..10u64 {
+        node.with_replica(SPACE, move |r| r.put(Millis(i + 1), "observation/n", &i))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let log_before = node.bytes_on_disk(SPACE).await.unwrap();
+    let report = node
+        .with_replica(SPACE, |r| r.compact(Millis(20)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.snapshot_bytes > 0);
+    assert_eq!(
+        disk.unsynced_bytes(SPACE),
+        0,
+        "a snapshot is durable at once"
+    );
+    assert_ne!(node.bytes_on_disk(SPACE).await.unwrap(), log_before);
+    node.with_replica(SPACE, |r| r.put(Millis(21), "observation/n", &"after"))
+        .await
+        .unwrap()
+        .unwrap();
+    disk.crash();
+    let recovered = MemStorage::new(disk.clone(), SPACE).load().unwrap();
+    assert!(recovered.snapshot.is_some());
+    assert_eq!(
+        recovered.records.len(),
+        1,
+        "the log restarted at the snapshot"
+    );
+    assert_eq!(
+        recover(&disk, 2).get("observation/n").unwrap(),
+        Some(serde_json::json!("after"))
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_could_not_be_written_fails_writes_until_a_compaction() {
+    let disk = MemDisk::new();
+    let storage = TestDisk::new(&disk, &Arc::default());
+    let full = storage.full.clone();
+    let (replica, storage) = open_on(storage, 1);
+    let node = concord_net::spawn(NetConfig::new(identity::Keypair::generate_ed25519())).unwrap();
+    node.open_space(replica, storage, SpaceOptions::default())
+        .await
+        .unwrap();
+    let put = |i: u64| node.with_replica(SPACE, move |r| r.put(Millis(i), "observation/n", &i));
+    put(1).await.unwrap().unwrap();
+    full.store(true, Ordering::SeqCst);
+    assert!(matches!(put(2).await, Err(concord_net::NetError::Flush(_))));
+    // The log now misses a record: later ones must not follow it, even once
+    // the disk takes appends again.
+    full.store(false, Ordering::SeqCst);
+    assert!(matches!(put(3).await, Err(concord_net::NetError::Flush(_))));
+    // A snapshot rewrites the whole state.
+    node.with_replica(SPACE, |r| r.compact(Millis(4)))
+        .await
+        .unwrap()
+        .unwrap();
+    put(5).await.unwrap().unwrap();
+    assert_eq!(
+        node.with_replica(SPACE, |r| r.durable_seq()).await.unwrap(),
+        4
+    );
+    disk.crash();
+    let recovered = recover(&disk, 2);
+    let writer = ActorId::from(&[1u8; 16][..]);
+    assert_eq!(
+        recovered.vector_clock().get(&writer),
+        4,
+        "every write survived"
+    );
+    assert_eq!(
+        recovered.get("observation/n").unwrap(),
+        Some(serde_json::json!(5))
+    );
     node.shutdown().await.unwrap();
 }

@@ -1,8 +1,6 @@
 //! Typed errors of the replica. Every failure a caller or a peer can cause is
 //! one of these; the replica never panics on bad input.
 
-use crate::storage::StorageError;
-
 /// What went wrong in a replica operation. Local state is unchanged whenever
 /// one of these is returned, unless the variant says otherwise.
 #[derive(Debug, thiserror::Error)]
@@ -51,15 +49,23 @@ pub enum StateError {
         /// The missing function's name.
         name: String,
     },
-    /// Bytes received from a peer (or loaded from disk) are not a valid automerge change.
+    /// Bytes received from a peer (or recovered from storage) are not a valid automerge change.
     #[error("invalid change from peer: {0}")]
     InvalidChange(String),
     /// automerge refused an operation (a bug or a corrupt document).
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),
-    /// The storage backend failed or holds corrupt data.
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    /// Records handed out to persist and not yet confirmed durable reached
+    /// [`crate::ReplicaConfig::max_unpersisted_bytes`]: the owner must carry
+    /// out [`crate::Replica::poll_persist`]'s ops and confirm them before
+    /// the replica takes another write. Nothing changed.
+    #[error("{unpersisted_bytes} bytes wait to be persisted (bound {max}); write refused")]
+    PersistBacklog {
+        /// Bytes of the ops not yet confirmed.
+        unpersisted_bytes: usize,
+        /// The bound.
+        max: usize,
+    },
     /// A glob pattern for a subscription is invalid.
     #[error("invalid subscription pattern {pattern:?}: {reason}")]
     BadPattern {

@@ -5,13 +5,15 @@
 //! the four families (observation, intent, coordination, execution), conflict
 //! policies, hybrid logical clocks, TTL, vector clocks, subscriptions,
 //! ephemeral values (heartbeats, presence: in memory only, never in the
-//! document nor persisted) and persistence (snapshot + checksummed change
-//! log behind [`storage::Storage`]).
+//! document nor persisted), epochs (see [`epoch`]) and what must be
+//! persisted: every change it holds goes out as a [`Persist`] op through
+//! [`Replica::poll_persist`], and its owner writes it (concord-storage holds
+//! the backends) and confirms it with [`Replica::persisted`].
 //!
-//! It must never do network I/O, spawn tasks, read the system clock or use a
-//! global RNG: time comes in as [`Millis`] from the caller, so the very same
-//! code runs under the network driver and under the deterministic simulator.
-//! The only I/O it does is through the [`storage::Storage`] trait.
+//! It must never do I/O of any kind (network or files), spawn tasks, read the
+//! system clock or use a global RNG: time comes in as [`Millis`] from the
+//! caller, so the very same code runs under the network driver and under
+//! the deterministic simulator.
 //!
 //! ```
 //! use concord_state::{ActorId, ChannelSpec, Millis, Replica};
@@ -38,7 +40,6 @@ mod keys;
 mod path;
 mod policy;
 mod replica;
-pub mod storage;
 mod subscription;
 
 pub use automerge::{ActorId, ChangeHash};
@@ -55,9 +56,9 @@ pub use path::{ChannelPath, Family};
 pub use path::{IntoChannelPath, MAX_CHANNEL_NAME_BYTES};
 pub use policy::{Candidate, Conflict, MergeFn};
 pub use replica::{
-    Adoption, ApplyOutcome, CompactReport, EpochAnnounce, EpochInfo, FlushOutcome, HistoryEntry,
-    MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_VALUE_BYTES, Millis,
-    PendingFlush, Replica, ReplicaConfig, Stats, SyncPolicy, WriteReceipt,
+    Adoption, ApplyOutcome, CompactReport, Durable, EpochAnnounce, EpochInfo, HistoryEntry,
+    MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_UNPERSISTED_BYTES,
+    MAX_VALUE_BYTES, Millis, Persist, PersistOp, Replica, ReplicaConfig, Stats, WriteReceipt,
 };
 pub use subscription::{
     DEFAULT_SUBSCRIBER_CAPACITY, Delivery, Event, EventFilter, EventPosition, EventSink, Origin,

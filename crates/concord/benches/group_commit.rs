@@ -32,11 +32,11 @@ async fn throughput(writers: usize) -> f64 {
             let space = space.clone();
             tokio::spawn(async move {
                 for i in 0..WRITES / writers {
-                    let receipt = space
+                    // Answered once fsynced: every put is durable.
+                    space
                         .put(&format!("observation/w{w}"), json!(i))
                         .await
                         .expect("put");
-                    assert!(receipt.durable);
                 }
             })
         })

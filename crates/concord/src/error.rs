@@ -63,6 +63,9 @@ pub enum Error {
     /// The replica refused an operation.
     #[error(transparent)]
     State(#[from] concord_state::StateError),
+    /// A space's storage could not be opened or read, or holds corrupt data.
+    #[error("space storage: {0}")]
+    Storage(#[from] concord_storage::StorageError),
 }
 
 impl Error {

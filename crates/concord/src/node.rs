@@ -9,8 +9,8 @@ use concord_lease::{LeaseBackend, NodeId};
 use concord_net::lease::{LeasePeer, QuorumConfig, QuorumLeaseBackend};
 
 use concord_net::{Multiaddr, NetConfig, NetHandle, PeerId, PeerInfo, SpaceOptions};
-use concord_state::storage::FileStorage;
-use concord_state::{ActorId, Replica, ReplicaConfig, SyncPolicy};
+use concord_state::{ActorId, Durable, Replica, ReplicaConfig};
+use concord_storage::{FileStorage, Storage};
 use concord_sync::SyncConfig;
 
 use crate::identity::NodeIdentity;
@@ -20,11 +20,6 @@ use crate::{Error, Space};
 /// Where the default single-member lease quorum listens: loopback, a port
 /// chosen by the OS (nobody else dials it).
 const SOLO_LEASE_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
-
-/// Most local or remote changes a space's replica holds unsynced before it
-/// fsyncs on its own; the driver normally flushes long before (after every
-/// write command, and received changes on its next tick).
-const MAX_UNSYNCED_CHANGES: usize = 64;
 
 /// Configures and starts a [`Node`].
 ///
@@ -540,37 +535,32 @@ impl Node {
         let mut open = self.open.lock().await;
         if !open.contains(name) {
             let dir = self.identity.dir.join("spaces").join(name);
-            let replica = FileStorage::open(&dir)
-                .map_err(concord_state::StateError::from)
-                .and_then(|storage| {
-                    Replica::open(
-                        name,
-                        self.actor.clone(),
-                        Box::new(storage),
-                        ReplicaConfig {
-                            // The network driver fsyncs after each write
-                            // command, off its task, while the command's
-                            // gossip is on its way (DESIGN §5); received
-                            // changes on its next tick. The bound only caps
-                            // a burst.
-                            sync: SyncPolicy::Batched {
-                                max_unsynced: MAX_UNSYNCED_CHANGES,
-                            },
-                            ..ReplicaConfig::default()
-                        },
-                    )
-                })?;
-            if let Some(t) = replica.recovered_torn_tail() {
+            // The driver keeps the storage beside the replica: it writes
+            // what the replica hands out to persist, fsyncs after each
+            // write command (off its task, while the command's gossip is on
+            // its way, DESIGN §5) and received changes on its next tick.
+            let mut storage = FileStorage::open(&dir)?;
+            let recovered = storage.load()?;
+            if let Some(t) = recovered.torn_tail {
                 tracing::warn!(
                     space = name,
                     offset = t.offset,
+                    bytes = t.dropped_bytes,
                     "recovered from a torn log tail"
                 );
             }
+            let durable = Durable {
+                snapshot: recovered.snapshot,
+                records: recovered.records,
+            };
+            let replica =
+                Replica::recover(name, self.actor.clone(), durable, ReplicaConfig::default())?;
             let options = SpaceOptions {
                 allowlist: self.allowlists.get(name).cloned(),
             };
-            self.net.open_space(replica, options).await?;
+            self.net
+                .open_space(replica, Box::new(storage), options)
+                .await?;
             open.insert(name.to_owned());
         }
         Ok(Space::new(self.net.clone(), name))

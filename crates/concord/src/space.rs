@@ -101,6 +101,29 @@ impl Space {
         Ok(self.net.with_replica(&self.name, f).await?)
     }
 
+    /// Bytes the space occupies in the node's data directory (snapshot +
+    /// log).
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let before = space.bytes_on_disk().await?;
+    /// space.put("observation/ci", serde_json::json!("green")).await?;
+    /// assert!(space.bytes_on_disk().await? > before);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub async fn bytes_on_disk(&self) -> Result<u64, Error> {
+        Ok(self.net.bytes_on_disk(&self.name).await?)
+    }
+
     /// Runs a fallible replica operation and flattens its error.
     pub(crate) async fn run<R: Send + 'static>(
         &self,
@@ -164,12 +187,9 @@ impl Space {
     /// ```
     pub async fn put(&self, path: &str, value: Value) -> Result<WriteReceipt, Error> {
         let path = path.to_owned();
-        let mut receipt = self
-            .run(move |r| r.put(wall_clock(), path.as_str(), &value))
-            .await?;
-        // The driver answers only after flushing the replica to disk.
-        receipt.durable = true;
-        Ok(receipt)
+        // The driver answers only once the write is fsynced: it is durable.
+        self.run(move |r| r.put(wall_clock(), path.as_str(), &value))
+            .await
     }
 
     /// The visible value of any channel as JSON (see `Replica::get`).

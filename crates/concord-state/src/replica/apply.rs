@@ -24,7 +24,8 @@ pub struct ApplyOutcome {
     pub duplicates: usize,
     /// Changes now waiting for dependencies.
     pub pending: usize,
-    /// Changes dropped because the pending queue was full.
+    /// Changes dropped: the pending queue was full, or the persist backlog
+    /// at its bound ([`crate::ReplicaConfig::max_unpersisted_bytes`]).
     pub dropped: usize,
     /// Of the applied changes, those whose events were known from cached
     /// register state and published before automerge applied them.
@@ -32,7 +33,7 @@ pub struct ApplyOutcome {
 }
 
 impl ApplyOutcome {
-    /// Whether the pending queue overflowed: the caller should run anti-entropy.
+    /// Whether changes were dropped: the caller should run anti-entropy.
     pub fn overflowed(&self) -> bool {
         self.dropped > 0
     }
@@ -56,6 +57,8 @@ impl Replica {
     /// Applies changes received from a peer (raw automerge change chunks or
     /// bundles, in any order, duplicates allowed). Changes whose dependencies are missing
     /// wait in a queue bounded by [`crate::ReplicaConfig::max_pending_changes`].
+    /// While the persist backlog is at its bound no change is applied or
+    /// queued: they count as dropped, for anti-entropy to bring them later.
     ///
     /// If any element is not a valid change, nothing is applied and
     /// [`StateError::InvalidChange`] is returned: the peer sent garbage.
@@ -78,6 +81,8 @@ impl Replica {
                 || self.pending.iter().any(|p| p.hash() == change.hash())
             {
                 outcome.duplicates += 1;
+            } else if self.backlogged() {
+                outcome.dropped += 1;
             } else if self.is_ready(&change) {
                 outcome.published_early += usize::from(self.apply_one(change)?);
                 outcome.applied += 1;
@@ -88,10 +93,14 @@ impl Replica {
                 self.pending.push(change);
             }
         }
-        self.sync_after_batch()?;
         outcome.pending = self.pending.len();
         if outcome.dropped > 0 {
-            warn!(space = %self.space, dropped = outcome.dropped, "pending queue full");
+            warn!(
+                space = %self.space,
+                dropped = outcome.dropped,
+                backlog = self.backlogged(),
+                "pending queue or persist backlog full"
+            );
         }
         trace!(space = %self.space, ?outcome, "applied changes");
         Ok(outcome)
@@ -110,7 +119,8 @@ impl Replica {
     }
 
     /// Applies every queued change whose dependencies are now held,
-    /// counting them in `outcome`.
+    /// counting them in `outcome`; stops early at the persist backlog's
+    /// bound (the rest waits for the next change).
     fn drain_pending(&mut self, outcome: &mut ApplyOutcome) -> Result<(), StateError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -118,7 +128,7 @@ impl Replica {
         loop {
             let mut progressed = false;
             let mut i = 0;
-            while i < self.pending.len() {
+            while i < self.pending.len() && !self.backlogged() {
                 let c = &self.pending[i];
                 if self.clock.contains(c.actor_id(), self.logical_seq(c)) {
                     self.pending.swap_remove(i);
@@ -174,7 +184,7 @@ impl Replica {
                 self.live.clear();
                 return Err(error.into());
             }
-            self.observe_remote(&change, hlc, &buckets)?;
+            self.observe_remote(&change, hlc, &buckets);
             self.plan_applied(plan);
             return Ok(true);
         }
@@ -190,7 +200,7 @@ impl Replica {
         };
         let old = self.slot_values(&touched, None)?;
         self.doc.apply_changes([change.clone()])?;
-        self.observe_remote(&change, hlc, &buckets)?;
+        self.observe_remote(&change, hlc, &buckets);
         self.cache.clear();
         self.live.clear();
         if !touched.is_empty() {
@@ -204,16 +214,11 @@ impl Replica {
     }
 
     /// Bookkeeping for a remote change automerge just applied.
-    fn observe_remote(
-        &mut self,
-        change: &Change,
-        hlc: Option<Hlc>,
-        buckets: &[automerge::ObjId],
-    ) -> Result<(), StateError> {
+    fn observe_remote(&mut self, change: &Change, hlc: Option<Hlc>, buckets: &[automerge::ObjId]) {
         if let Some(h) = hlc {
             self.hlc.observe(h);
         }
-        self.record_change(change, false, buckets).map(|_| ())
+        self.record_change(change, false, buckets);
     }
 
     /// Every held change not covered by `clock` — exactly what a peer at
@@ -302,7 +307,9 @@ impl Replica {
 
     /// Receives a message of automerge's sync protocol. Returns how many new
     /// changes it brought. Invalid bytes give [`StateError::InvalidChange`]
-    /// and leave the replica untouched.
+    /// and leave the replica untouched. While the persist backlog is at its
+    /// bound the message is dropped (0 changes) and the session `state`
+    /// starts over, so the exchange resumes from scratch later.
     pub fn receive_sync_message(
         &mut self,
         now: Millis,
@@ -312,6 +319,10 @@ impl Replica {
         self.tick(now);
         let message =
             sync::Message::decode(bytes).map_err(|e| StateError::InvalidChange(e.to_string()))?;
+        if self.backlogged() {
+            self.refuse_sync_message(state);
+            return Ok(0);
+        }
         let before = self.doc.get_heads();
         let mut log = PatchLog::new(self.subs.any());
         self.doc
@@ -324,7 +335,7 @@ impl Replica {
                 self.hlc.observe(h);
             }
             let buckets = self.layout.buckets_written(&change.decode());
-            self.record_change(change, false, &buckets)?;
+            self.record_change(change, false, &buckets);
         }
         if !fresh.is_empty() {
             self.cache.clear();
@@ -341,7 +352,6 @@ impl Replica {
             self.publish_remote(&patches, &before, &position)?;
         }
         self.drain_pending(&mut ApplyOutcome::default())?;
-        self.sync_after_batch()?;
         debug!(space = %self.space, new = fresh.len(), "sync message received");
         Ok(fresh.len())
     }

@@ -442,7 +442,8 @@ impl Replica {
             self.clock.get(&self.actor) >= own,
             "a switch never loses this replica's own changes"
         );
-        self.persist_switch()?;
+        // The new epoch replaces everything on storage at once.
+        self.queue_snapshot();
         info!(
             space = %self.space,
             %from,
@@ -462,19 +463,6 @@ impl Replica {
             .map(Automerge::save)
             .collect();
         archive::pack(&docs)
-    }
-
-    /// Writes the new epoch to storage: a snapshot replaces everything.
-    fn persist_switch(&mut self) -> Result<(), StateError> {
-        if self.storage.is_none() {
-            return Ok(());
-        }
-        self.flush()?;
-        let snapshot = self.snapshot_bytes();
-        if let Some(storage) = &mut self.storage {
-            storage.compact(&snapshot)?;
-        }
-        Ok(())
     }
 
     /// Keeps an earlier epoch, within the configured retention.

@@ -1,18 +1,21 @@
 //! The replica: one automerge document per space plus the bookkeeping around
-//! it (vector clock, change index, pending queue, subscriptions, storage).
+//! it (vector clock, change index, pending queue, subscriptions, and the
+//! outbox of records to persist).
 //!
-//! It owns every mutation of the document. It must never do network I/O or
-//! read a clock: callers pass `now`, peers' bytes come in through
-//! [`Replica::apply_changes`] and [`Replica::receive_sync_message`], and what
-//! peers need goes out through [`Replica::changes_since`].
+//! It owns every mutation of the document. It must never do I/O or read a
+//! clock: callers pass `now`, peers' bytes come in through
+//! [`Replica::apply_changes`] and [`Replica::receive_sync_message`], what
+//! peers need goes out through [`Replica::changes_since`], and what must
+//! reach the disk goes out through [`Replica::poll_persist`] (see the
+//! `persist` module).
 
 mod apply;
 pub(crate) mod doc;
 mod ephemeral;
 mod epoch;
 mod events;
-mod flush;
 mod live;
+mod persist;
 mod read;
 mod write;
 
@@ -21,17 +24,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 #[cfg(test)]
 use automerge::sync;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId};
-use tracing::{debug, warn};
 
 use crate::epoch::EpochConfig;
-use crate::storage::{Storage, TornTail};
 use crate::subscription::Subscriptions;
-use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, StateError, VectorClock};
+use crate::{ChannelPath, ChannelSpec, Hlc, HlcClock, MergeFn, VectorClock};
 
 pub use apply::ApplyOutcome;
 pub use epoch::{Adoption, EpochAnnounce, EpochInfo};
-pub use flush::{FlushOutcome, PendingFlush};
 pub use live::{MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS};
+pub use persist::{Durable, MAX_UNPERSISTED_BYTES, Persist, PersistOp};
 pub use read::HistoryEntry;
 pub use write::CompactReport;
 
@@ -73,41 +74,32 @@ pub const MAX_PENDING_CHANGES: usize = 1024;
 /// fresh commit never rebuilds the change from the document.
 const RECENT_LOCAL_CHANGES: usize = 64;
 
-/// When local writes are fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// Every write is durable before it returns.
-    Always,
-    /// Writes are synced once `max_unsynced` of them are waiting, or on
-    /// [`Replica::flush`]; a write is acknowledged durable only then.
-    Batched {
-        /// Bound on unsynced records.
-        max_unsynced: usize,
-    },
-}
-
 /// Replica settings.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
-    /// Fsync policy for the storage backend.
-    pub sync: SyncPolicy,
     /// Bound on changes waiting for their dependencies.
     pub max_pending_changes: usize,
     /// When the replica cuts its epoch, and how many earlier ones it keeps.
     pub epochs: EpochConfig,
+    /// Bound on the bytes of persist ops queued or handed out and not yet
+    /// confirmed (see [`Replica::poll_persist`]); past it local writes are
+    /// refused with [`crate::StateError::PersistBacklog`] and remote changes are
+    /// dropped.
+    pub max_unpersisted_bytes: usize,
 }
 
 impl Default for ReplicaConfig {
     fn default() -> Self {
         ReplicaConfig {
-            sync: SyncPolicy::Always,
             max_pending_changes: MAX_PENDING_CHANGES,
             epochs: EpochConfig::default(),
+            max_unpersisted_bytes: MAX_UNPERSISTED_BYTES,
         }
     }
 }
 
-/// What a local write produced.
+/// What a local write produced. Whether it is durable is the owner's
+/// business: it is once [`Replica::durable_seq`] reaches `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteReceipt {
     /// The new change.
@@ -116,8 +108,6 @@ pub struct WriteReceipt {
     pub seq: u64,
     /// Its hybrid logical clock.
     pub hlc: Hlc,
-    /// Whether the change is on durable storage already (always false without storage).
-    pub durable: bool,
 }
 
 /// Counters describing a replica.
@@ -127,8 +117,6 @@ pub struct Stats {
     pub changes: u64,
     /// Changes in the current epoch's document since its cut.
     pub epoch_changes: u64,
-    /// Bytes of snapshot plus log on storage.
-    pub bytes_on_disk: u64,
     /// Declared channels.
     pub channels: usize,
     /// Active subscriptions.
@@ -166,14 +154,8 @@ pub struct Replica {
     ephemeral: crate::ephemeral::EphemeralStore,
     merge_fns: HashMap<String, MergeFn>,
     subs: Subscriptions,
-    storage: Option<Box<dyn Storage>>,
-    /// Records appended to storage since open, and how many of them are
-    /// known durable (see the `flush` module).
-    appended: u64,
-    synced: u64,
-    durable_seq: u64,
+    outbox: persist::Outbox,
     config: ReplicaConfig,
-    recovered_torn_tail: Option<TornTail>,
     recent_local: std::collections::VecDeque<(u64, Vec<u8>)>,
 }
 
@@ -188,7 +170,8 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    /// An in-memory replica of `space` writing as `actor` (nothing is durable).
+    /// An in-memory replica of `space` writing as `actor`: nothing is
+    /// durable, and it hands out no persist ops at all.
     pub fn new(space: &str, actor: ActorId) -> Replica {
         Replica::with_config(space, actor, ReplicaConfig::default())
     }
@@ -197,63 +180,10 @@ impl Replica {
     pub fn with_config(space: &str, actor: ActorId, config: ReplicaConfig) -> Replica {
         let (doc, layout) = doc::genesis(actor.clone());
         let epoch = epoch::EpochState::first(&doc);
-        let mut r = Replica::from_parts(space, doc, layout, epoch, actor, None, config);
+        let outbox = persist::Outbox::in_memory();
+        let mut r = Replica::from_parts(space, doc, layout, epoch, actor, outbox, config);
         r.reindex();
         r
-    }
-
-    /// Opens (or creates) a durable replica of `space` on `storage`, writing
-    /// as `actor`. Recovery loads the snapshot, replays the log and drops a torn
-    /// tail (reported by [`Replica::recovered_torn_tail`]).
-    ///
-    /// A node that restarts after an unclean shutdown must pass a *new* actor
-    /// id (identity + incarnation, see DESIGN §5): a change it wrote but lost
-    /// before fsync may already be held by peers under the old sequence number.
-    pub fn open(
-        space: &str,
-        actor: ActorId,
-        mut storage: Box<dyn Storage>,
-        config: ReplicaConfig,
-    ) -> Result<Replica, StateError> {
-        let _span = tracing::info_span!("replica_open", space).entered();
-        let recovered = storage.load()?;
-        let fresh = recovered.snapshot.is_none() && recovered.records.is_empty();
-        let (mut doc, retained) = match &recovered.snapshot {
-            Some(bytes) => epoch::load_snapshot(bytes)?,
-            None => (Automerge::new(), VecDeque::new()),
-        };
-        let mut changes = Vec::with_capacity(recovered.records.len());
-        for record in recovered.records {
-            changes.push(
-                Change::from_bytes(record).map_err(|e| StateError::InvalidChange(e.to_string()))?,
-            );
-        }
-        doc.apply_changes(changes)?;
-        if fresh {
-            doc = doc::genesis(actor.clone()).0;
-            for change in doc.get_changes(&[]) {
-                storage.append(change.raw_bytes())?;
-            }
-            storage.sync()?;
-        }
-        doc.set_actor(actor.clone());
-        let layout = doc::layout(&doc)?;
-        let epoch = epoch::EpochState::of(&doc, 0)?;
-        if let Some(t) = &recovered.torn_tail {
-            warn!(
-                space,
-                offset = t.offset,
-                bytes = t.dropped_bytes,
-                "dropped torn log tail"
-            );
-        }
-        let mut r = Replica::from_parts(space, doc, layout, epoch, actor, Some(storage), config);
-        r.retained = retained;
-        r.recovered_torn_tail = recovered.torn_tail;
-        r.reindex();
-        r.durable_seq = r.clock.get(&r.actor);
-        debug!(space, changes = r.clock.total(), "replica opened");
-        Ok(r)
     }
 
     fn from_parts(
@@ -262,7 +192,7 @@ impl Replica {
         layout: doc::Layout,
         epoch: epoch::EpochState,
         actor: ActorId,
-        storage: Option<Box<dyn Storage>>,
+        outbox: persist::Outbox,
         config: ReplicaConfig,
     ) -> Replica {
         Replica {
@@ -284,12 +214,8 @@ impl Replica {
             ephemeral: crate::ephemeral::EphemeralStore::default(),
             merge_fns: HashMap::new(),
             subs: Subscriptions::default(),
-            storage,
-            appended: 0,
-            synced: 0,
-            durable_seq: 0,
+            outbox,
             config,
-            recovered_torn_tail: None,
             recent_local: std::collections::VecDeque::new(),
         }
     }
@@ -363,11 +289,6 @@ impl Replica {
         self.expire_ephemeral();
     }
 
-    /// The torn log tail dropped when this replica was opened, if any.
-    pub fn recovered_torn_tail(&self) -> Option<&TornTail> {
-        self.recovered_torn_tail.as_ref()
-    }
-
     /// Registers a merge function for `Policy::Merge(name)` channels. Every
     /// replica of the space must register the same function under the same name.
     pub fn register_merge(
@@ -384,7 +305,6 @@ impl Replica {
         Stats {
             changes: self.clock.total(),
             epoch_changes: self.epoch.growth.changes,
-            bytes_on_disk: self.storage.as_ref().map_or(0, |s| s.bytes_on_disk()),
             channels: self.channels().len(),
             subscribers: self.subs.len(),
             conflicts: self.conflicts().len(),
@@ -401,13 +321,8 @@ impl Replica {
     }
 
     /// Records a change now held by the document (local or remote) in the
-    /// index and on storage. Returns whether it was already synced.
-    fn record_change(
-        &mut self,
-        change: &Change,
-        local: bool,
-        buckets: &[ObjId],
-    ) -> Result<bool, StateError> {
+    /// index, and queues it to be persisted.
+    fn record_change(&mut self, change: &Change, local: bool, buckets: &[ObjId]) {
         let seq = self.logical_seq(change);
         if local {
             if self.recent_local.len() >= RECENT_LOCAL_CHANGES {
@@ -421,31 +336,8 @@ impl Replica {
         self.clock.observe(&actor, seq);
         self.chains.entry(actor).or_default().push(change.hash());
         self.known.insert(change.hash());
-        let Some(storage) = &mut self.storage else {
-            return Ok(false);
-        };
-        storage.append(change.raw_bytes())?;
-        self.appended += 1;
-        let must_sync = match self.config.sync {
-            SyncPolicy::Always => local,
-            SyncPolicy::Batched { max_unsynced } => {
-                self.appended - self.synced >= max_unsynced as u64
-            }
-        };
-        if must_sync {
-            storage.sync()?;
-            self.synced = self.appended;
-            self.durable_seq = self.clock.get(&self.actor);
-        }
-        Ok(must_sync)
-    }
-
-    /// Syncs storage after a batch of remote changes when the policy says so.
-    fn sync_after_batch(&mut self) -> Result<(), StateError> {
-        if matches!(self.config.sync, SyncPolicy::Always) && self.unsynced() > 0 {
-            self.flush()?;
-        }
-        Ok(())
+        let own_seq = self.clock.get(&self.actor);
+        self.outbox.append(change.raw_bytes(), own_seq);
     }
 }
 

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::{ChannelSpec, Delivery, Origin, Policy, SubscribeOptions, SubscriptionId};
+use crate::{ChannelSpec, Delivery, Origin, Policy, StateError, SubscribeOptions, SubscriptionId};
 
 fn actor(n: u8) -> ActorId {
     ActorId::from(&[n; 16][..])

@@ -21,10 +21,9 @@ use crate::{ChannelKind, ChannelPath, ChannelSpec, Family, Hlc, Policy, StateErr
 pub struct CompactReport {
     /// Expired entries deleted from the document.
     pub expired_removed: usize,
-    /// Storage size before compaction.
-    pub bytes_before: u64,
-    /// Storage size after compaction.
-    pub bytes_after: u64,
+    /// Bytes of the snapshot queued as a [`crate::Persist::Snapshot`] (0 for
+    /// an in-memory replica, which queues nothing).
+    pub snapshot_bytes: usize,
 }
 
 /// The derived channel that lists unresolved conflicts; it cannot be written.
@@ -63,6 +62,7 @@ impl Replica {
         if spec.kind == ChannelKind::Ephemeral {
             super::ephemeral::check_ttl(&path, spec.ttl_ms)?;
         }
+        self.check_backlog()?;
         self.tick(now);
         match self.cached_spec(&path) {
             Some(existing) if existing == spec => return Ok(None),
@@ -335,15 +335,20 @@ impl Replica {
     }
 
     /// Deletes expired entries from the document (one change, if any) and,
-    /// with storage, writes a fresh snapshot atomically and empties the log.
+    /// for a durable replica, queues a snapshot of the whole document
+    /// ([`crate::Persist::Snapshot`]): the owner replaces its snapshot and
+    /// log with it, atomically.
+    ///
+    /// While the persist backlog is at its bound nothing is deleted, but the
+    /// snapshot is still queued: it replaces every op not yet handed out, so
+    /// it is the way out of a backlog.
     pub fn compact(&mut self, now: Millis) -> Result<CompactReport, StateError> {
         let _span = tracing::debug_span!("compact", space = %self.space).entered();
         self.tick(now);
-        let expired = self.expired_keys()?;
-        let mut report = CompactReport {
-            expired_removed: expired.len(),
-            bytes_before: self.storage.as_ref().map_or(0, |s| s.bytes_on_disk()),
-            bytes_after: 0,
+        let expired = if self.backlogged() {
+            Vec::new()
+        } else {
+            self.expired_keys()?
         };
         if !expired.is_empty() {
             self.live.clear();
@@ -361,15 +366,10 @@ impl Replica {
             }
             self.record_local_commit(hash, hlc, &buckets)?;
         }
-        if self.storage.is_some() {
-            self.flush()?;
-            let snapshot = self.snapshot_bytes();
-            if let Some(storage) = &mut self.storage {
-                storage.compact(&snapshot)?;
-                report.bytes_after = storage.bytes_on_disk();
-            }
-        }
-        Ok(report)
+        Ok(CompactReport {
+            expired_removed: expired.len(),
+            snapshot_bytes: self.queue_snapshot(),
+        })
     }
 
     /// Every register and topic entry whose live values have all expired,
@@ -406,6 +406,7 @@ impl Replica {
         kind: ChannelKind,
     ) -> Result<Prepared, StateError> {
         refuse_reserved(&path)?;
+        self.check_backlog()?;
         self.tick(now);
         match self.cached_spec(&path) {
             Some(spec) if spec.kind == kind => Ok(Prepared {
@@ -440,7 +441,7 @@ impl Replica {
     }
 
     /// Runs `ops` and, if `declare` is given, the channel declaration in one
-    /// change, then records and persists it.
+    /// change, then records it and queues it to be persisted.
     fn commit(
         &mut self,
         now: Millis,
@@ -467,7 +468,7 @@ impl Replica {
         Ok(receipt)
     }
 
-    /// Indexes, persists and acknowledges the change a local commit made.
+    /// Indexes the change a local commit made and queues it to be persisted.
     fn record_local_commit(
         &mut self,
         hash: Option<automerge::ChangeHash>,
@@ -477,12 +478,11 @@ impl Replica {
         let change = hash
             .and_then(|_| self.doc.get_last_local_change())
             .ok_or_else(|| StateError::InvalidChange("commit produced no change".into()))?;
-        let durable = self.record_change(&change, true, buckets)?;
+        self.record_change(&change, true, buckets);
         Ok(WriteReceipt {
             change: change.hash(),
             seq: self.logical_seq(&change),
             hlc,
-            durable,
         })
     }
 

@@ -9,7 +9,7 @@
 
 use std::fs::{self, OpenOptions};
 
-use concord_state::storage::{
+use concord_storage::{
     FILE_HEADER_BYTES, FileStorage, MemDisk, MemStorage, RECORD_HEADER_BYTES, Storage, TornTail,
 };
 use proptest::prelude::*;
@@ -174,9 +174,8 @@ fn check_load(s: &mut impl Storage, m: &mut Model) -> Result<(), TestCaseError> 
 }
 
 fn run<B: Backend>(backend: &mut B, ops: &[Op]) -> Result<(), TestCaseError> {
-    let fail = |what: &str, e: concord_state::storage::StorageError| {
-        TestCaseError::fail(format!("{what}: {e}"))
-    };
+    let fail =
+        |what: &str, e: concord_storage::StorageError| TestCaseError::fail(format!("{what}: {e}"));
     let mut s = backend.open();
     let mut m = Model::default();
     let mut next_id = 0u64;
