@@ -44,13 +44,37 @@ pub const MAX_CHANGES_PER_BUNDLE: usize = 256;
 
 /// Decodes one item of a changes frame: a change chunk or a bundle of changes.
 fn parse_item(bytes: &[u8]) -> Result<Vec<Change>, StateError> {
-    if let Ok(change) = Change::from_bytes(bytes.to_vec()) {
-        return Ok(vec![change]);
+    let changes = match Change::from_bytes(bytes.to_vec()) {
+        Ok(change) => vec![change],
+        Err(_) => automerge::Bundle::try_from(bytes)
+            .map_err(|e| StateError::InvalidChange(e.to_string()))?
+            .to_changes()
+            .map_err(|e| StateError::InvalidChange(e.to_string()))?,
+    };
+    for change in &changes {
+        check_ops(change)?;
     }
-    automerge::Bundle::try_from(bytes)
-        .map_err(|e| StateError::InvalidChange(e.to_string()))?
-        .to_changes()
-        .map_err(|e| StateError::InvalidChange(e.to_string()))
+    Ok(changes)
+}
+
+/// Refuses a change whose ops automerge accepts but cannot serve again: a
+/// delete or an increment that names no predecessor is not kept in its op
+/// set, and rebuilding the change later (for a peer, or for `history`)
+/// then panics inside automerge 0.12. No honest writer makes one.
+fn check_ops(change: &Change) -> Result<(), StateError> {
+    let empty = change.decode().operations.iter().any(|op| {
+        matches!(
+            op.action,
+            automerge::legacy::OpType::Delete | automerge::legacy::OpType::Increment(_)
+        ) && op.pred.is_empty()
+    });
+    if empty {
+        return Err(StateError::InvalidChange(format!(
+            "change {} deletes or increments nothing",
+            change.hash()
+        )));
+    }
+    Ok(())
 }
 
 impl Replica {

@@ -182,6 +182,39 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
 }
 
 #[test]
+fn a_change_that_deletes_nothing_is_refused() {
+    // automerge 0.12 applies such a change but panics when it rebuilds it
+    // later (for a peer's delta): a hostile peer must not get that far.
+    let mut a = Replica::new("s", actor(1));
+    a.put(Millis(1), "observation/x", &1).unwrap();
+    let heads = a.heads();
+    let last = automerge::ReadDoc::get_change_by_hash(a.doc(), &heads[0]).unwrap();
+    let bucket = a.layout.obj(&"observation/x".parse().unwrap()).clone();
+    let forged = automerge::Change::from(automerge::ExpandedChange {
+        operations: vec![automerge::legacy::Op {
+            action: automerge::legacy::OpType::Delete,
+            obj: super::doc::legacy_id(&bucket).unwrap(),
+            key: automerge::legacy::Key::Map("x#v".into()),
+            pred: Vec::new().into_iter().collect(),
+            insert: false,
+        }],
+        actor_id: actor(9),
+        hash: None,
+        seq: 1,
+        start_op: std::num::NonZeroU64::new(last.max_op() + 1).unwrap(),
+        time: 0,
+        message: None,
+        deps: heads.clone(),
+        extra_bytes: Vec::new(),
+        author: None,
+    });
+    let err = a.apply_changes(Millis(2), [forged.raw_bytes().to_vec()]);
+    assert!(matches!(err, Err(StateError::InvalidChange(_))), "{err:?}");
+    assert_eq!(a.heads(), heads);
+    assert_eq!(a.changes_since(&VectorClock::new()).len(), 1);
+}
+
+#[test]
 fn out_of_order_changes_wait_and_queue_is_bounded() {
     let mut a = Replica::new("s", actor(1));
     for i in 0..5 {
