@@ -14,6 +14,7 @@ use concord_state::{ActorId, ChangeHash, ChannelKind, EventPosition, Replica, Ve
 use serde::Serialize;
 
 use crate::node::NodeId;
+use crate::workload::Effect;
 
 /// Violation counts of one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -22,8 +23,11 @@ pub struct Violations {
     pub convergence: u64,
     /// Subscriber events delivered after an event that depends on them.
     pub causality: u64,
-    /// Acknowledged writes missing (or different) on some live replica at the end.
+    /// Acknowledged writes missing on some live replica at the end.
     pub lost_writes: u64,
+    /// Counters and topics that do not show each write a live replica holds
+    /// exactly once (a write carried into a new epoch twice, or lost there).
+    pub not_once: u64,
     /// Bounded queues over their bound (engine transmits, pending changes)
     /// and lagged subscribers.
     pub bounds: u64,
@@ -58,6 +62,7 @@ impl Violations {
         self.convergence
             + self.causality
             + self.lost_writes
+            + self.not_once
             + self.bounds
             + self.protocol
             + self.errors
@@ -102,31 +107,12 @@ impl CausalOrder {
         ok
     }
 
-    /// Adds the change's causal past to the frontier. The frontier is a
-    /// union of down-sets, hence down-closed: the walk stops at changes it
-    /// already covers. It only grows once the walk is done, because covering
-    /// `(actor, seq)` in a clock claims predecessors not yet walked.
+    /// Adds the change's causal past (logical, across epochs) to the
+    /// frontier. The frontier is a union of down-sets, hence down-closed:
+    /// the walk stops at changes it already covers.
     fn absorb(&mut self, replica: &Replica, change: ChangeHash) {
-        let doc = replica.doc();
-        let mut stack = vec![change];
-        let mut walked = BTreeSet::new();
-        let mut found = Vec::new();
-        while let Some(hash) = stack.pop() {
-            if !walked.insert(hash) {
-                continue;
-            }
-            let Some(meta) = doc.get_change_meta_by_hash(&hash) else {
-                continue;
-            };
-            if self.frontier.contains(&meta.actor, meta.seq) {
-                continue;
-            }
-            found.push((meta.actor.into_owned(), meta.seq));
-            stack.extend(meta.deps.iter().copied());
-        }
-        for (actor, seq) in found {
-            self.frontier.observe(&actor, seq);
-        }
+        let found = replica.causal_past_beyond(&change, &self.frontier);
+        self.frontier.merge(&found);
     }
 }
 
@@ -135,7 +121,7 @@ impl CausalOrder {
 struct ActorWrites {
     actor: ActorId,
     node: NodeId,
-    changes: Vec<(u64, ChangeHash)>,
+    changes: Vec<(u64, Effect)>,
     acked_seq: u64,
 }
 
@@ -159,16 +145,10 @@ pub struct LostWrite {
 }
 
 impl WriteLog {
-    /// Records a write by `node` (incarnation `inc`).
-    pub fn record(
-        &mut self,
-        node: NodeId,
-        inc: u32,
-        actor: &ActorId,
-        seq: u64,
-        change: ChangeHash,
-    ) {
-        self.entry(node, inc, actor).changes.push((seq, change));
+    /// Records a write by `node` (incarnation `inc`): the actor's logical
+    /// change `seq` and its effect.
+    pub fn record(&mut self, node: NodeId, inc: u32, actor: &ActorId, seq: u64, effect: Effect) {
+        self.entry(node, inc, actor).changes.push((seq, effect));
     }
 
     /// Marks everything up to `seq` of the incarnation acknowledged
@@ -204,18 +184,21 @@ impl WriteLog {
             .sum()
     }
 
-    /// Every acknowledged write that some replica in `live` lacks (or holds
-    /// with another hash), with the first replica lacking it.
+    /// Every acknowledged write that some replica in `live` lacks, with the
+    /// first replica lacking it. Writes are logical changes: a write carried
+    /// into a later epoch is the same write under another change hash, and
+    /// one inside an epoch's cut has no change of its own any more.
     pub fn lost<'a>(
         &self,
         live: impl Iterator<Item = (NodeId, &'a Replica)> + Clone,
     ) -> Vec<LostWrite> {
         let mut out = Vec::new();
         for w in self.actors.values() {
-            for &(seq, hash) in w.changes.iter().filter(|(s, _)| *s <= w.acked_seq) {
+            for (seq, _) in w.changes.iter().filter(|(s, _)| *s <= w.acked_seq) {
+                let seq = *seq;
                 let missing = live
                     .clone()
-                    .find(|(_, r)| r.change_hash(&w.actor, seq) != Some(hash));
+                    .find(|(_, r)| !r.vector_clock().contains(&w.actor, seq));
                 if let Some((node, _)) = missing {
                     out.push(LostWrite {
                         writer: w.node,
@@ -224,6 +207,59 @@ impl WriteLog {
                         missing_on: node,
                     });
                 }
+            }
+        }
+        out
+    }
+}
+
+impl WriteLog {
+    /// Counters and topics of `replica` that do not show every write it
+    /// holds exactly once: each counter must equal the sum of the
+    /// increments of the writes its vector clock covers, each topic hold
+    /// exactly the entries those writes appended. Returns what differs.
+    pub fn applied_once(&self, replica: &Replica) -> Vec<String> {
+        let clock = replica.vector_clock();
+        let mut counters: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut topics: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for w in self.actors.values() {
+            for (seq, effect) in &w.changes {
+                let held = clock.contains(&w.actor, *seq);
+                match effect {
+                    Effect::Increment(path, delta) => {
+                        let sum = counters.entry(path).or_default();
+                        if held {
+                            *sum = sum.saturating_add(*delta);
+                        }
+                    }
+                    Effect::Append(path, id) => {
+                        let ids = topics.entry(path).or_default();
+                        if held {
+                            ids.insert(id);
+                        }
+                    }
+                    Effect::Other => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (path, expected) in counters {
+            match replica.counter(path) {
+                Ok(actual) if actual == expected => {}
+                got => out.push(format!("{path}: {got:?}, expected {expected}")),
+            }
+        }
+        for (path, expected) in topics {
+            let actual = replica.topic_entries(path).unwrap_or_default();
+            let ids: Vec<&str> = actual.iter().map(|(id, _)| id.as_str()).collect();
+            let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+            if distinct != expected || distinct.len() != ids.len() {
+                out.push(format!(
+                    "{path}: {} entries ({} distinct), expected {}",
+                    ids.len(),
+                    distinct.len(),
+                    expected.len()
+                ));
             }
         }
         out
@@ -557,7 +593,7 @@ mod tests {
         let b = Replica::new("s", actor(2));
         let w = a.put(Millis(1), "observation/x", &1).unwrap();
         let mut log = WriteLog::default();
-        log.record(NodeId(0), 0, &actor(1), w.seq, w.change);
+        log.record(NodeId(0), 0, &actor(1), w.seq, Effect::Other);
         log.ack(NodeId(0), 0, &actor(1), w.seq);
         let live = [(NodeId(0), &a), (NodeId(1), &b)];
         assert_eq!(divergent(live.iter().copied()), vec![NodeId(1)]);
@@ -565,5 +601,57 @@ mod tests {
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].missing_on, NodeId(1));
         assert_eq!((log.total(), log.acked()), (1, 1));
+        // a write inside an epoch's cut has no change of its own: still held
+        a.cut_epoch(Millis(2)).unwrap();
+        assert!(log.lost([(NodeId(0), &a)].into_iter()).is_empty());
+    }
+
+    #[test]
+    fn a_write_shown_twice_or_not_at_all_is_found() {
+        let mut a = Replica::new("s", actor(1));
+        let mut log = WriteLog::default();
+        let one = a.increment(Millis(1), "execution/n", 2).unwrap().unwrap();
+        log.record(
+            NodeId(0),
+            0,
+            &actor(1),
+            one.seq,
+            Effect::Increment("execution/n".into(), 2),
+        );
+        let (id, two) = a.append(Millis(2), "intent/log", &"x").unwrap();
+        log.record(
+            NodeId(0),
+            0,
+            &actor(1),
+            two.seq,
+            Effect::Append("intent/log".into(), id),
+        );
+        assert!(log.applied_once(&a).is_empty());
+        // a write the log says was made but counted once more
+        log.record(
+            NodeId(0),
+            0,
+            &actor(1),
+            one.seq,
+            Effect::Increment("execution/n".into(), 2),
+        );
+        assert_eq!(log.applied_once(&a).len(), 1, "{:?}", log.applied_once(&a));
+        // an entry the replica holds but no held write appended
+        let mut other = WriteLog::default();
+        other.record(
+            NodeId(0),
+            0,
+            &actor(1),
+            one.seq,
+            Effect::Increment("execution/n".into(), 2),
+        );
+        other.record(
+            NodeId(0),
+            0,
+            &actor(1),
+            two.seq,
+            Effect::Append("intent/log".into(), "y".into()),
+        );
+        assert_eq!(other.applied_once(&a).len(), 1);
     }
 }

@@ -156,11 +156,12 @@ fn sweep(args: &Args) -> anyhow::Result<bool> {
                 failed += 1;
                 let v = &report.violations;
                 println!(
-                    "FAIL seed={seed} converged={} convergence={} causality={} lost_writes={} bounds={} protocol={} errors={} lease={}",
+                    "FAIL seed={seed} converged={} convergence={} causality={} lost_writes={} not_once={} bounds={} protocol={} errors={} lease={}",
                     report.converged,
                     v.convergence,
                     v.causality,
                     v.lost_writes,
+                    v.not_once,
                     v.bounds,
                     v.protocol,
                     v.errors,

@@ -167,6 +167,8 @@ pub struct NodeSetup {
     pub sync: SyncConfig,
     /// The `*` subscriber's buffer.
     pub subscriber_capacity: usize,
+    /// Replica settings (epoch thresholds).
+    pub replica: ReplicaConfig,
 }
 
 /// One simulated process.
@@ -254,7 +256,7 @@ impl Node {
             snapshot: recovered.snapshot,
             records: recovered.records,
         };
-        let mut replica = Replica::recover(SPACE, self.actor(), durable, ReplicaConfig::default())
+        let mut replica = Replica::recover(SPACE, self.actor(), durable, setup.replica.clone())
             .map_err(|e| format!("replica: {e}"))?;
         let sub = replica
             .subscribe(
@@ -439,6 +441,7 @@ mod tests {
         let setup = NodeSetup {
             sync: SyncConfig::default(),
             subscriber_capacity: 16,
+            replica: ReplicaConfig::default(),
         };
         let mut node = Node::new(NodeId(0), LocalClock::EXACT, 16);
         node.start(&setup, 1).expect("start");

@@ -229,8 +229,15 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  violations:   convergence {}, causality {}, lost_writes {}, bounds {}, protocol {}, errors {}, lease {}",
-            v.convergence, v.causality, v.lost_writes, v.bounds, v.protocol, v.errors, v.lease
+            "  violations:   convergence {}, causality {}, lost_writes {}, not_once {}, bounds {}, protocol {}, errors {}, lease {}",
+            v.convergence,
+            v.causality,
+            v.lost_writes,
+            v.not_once,
+            v.bounds,
+            v.protocol,
+            v.errors,
+            v.lease
         );
         for f in &self.failures {
             let _ = writeln!(s, "    - {f}");

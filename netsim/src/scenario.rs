@@ -12,6 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use concord_state::EpochConfig;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -27,6 +28,9 @@ pub(crate) fn stream_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     rng.set_stream(stream);
     rng
 }
+
+/// Changes after which a replica of the epoch scenarios cuts its epoch.
+pub const EPOCH_SCENARIO_CHANGES: u64 = 50;
 
 /// The named scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -64,11 +68,19 @@ pub enum Scenario {
     /// Like `lease-skew`, but clocks drift 30 times beyond the configured
     /// bound: built to fail, the lease checker must catch overlaps.
     LeaseSkewBeyond,
+    /// Epochs cut every few dozen changes while everyone writes, during
+    /// partitions (whose sides cut on their own and join on heal) and
+    /// crashes.
+    Epochs,
+    /// Epochs cut every few dozen changes while one node is disconnected
+    /// across several of them, writing fast (and cutting on its own), then
+    /// rejoins.
+    EpochsOffline,
 }
 
 impl Scenario {
     /// Every scenario whose runs must pass, in a fixed order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Steady,
         Scenario::PartitionHeal,
         Scenario::FlakyLinks,
@@ -81,6 +93,8 @@ impl Scenario {
         Scenario::LeasePartition,
         Scenario::LeasePause,
         Scenario::LeaseSkew,
+        Scenario::Epochs,
+        Scenario::EpochsOffline,
     ];
 
     /// Scenarios that break an assumption on purpose: their runs are
@@ -103,6 +117,8 @@ impl Scenario {
             Scenario::LeasePause => "lease-pause",
             Scenario::LeaseSkew => "lease-skew",
             Scenario::LeaseSkewBeyond => "lease-skew-beyond",
+            Scenario::Epochs => "epochs",
+            Scenario::EpochsOffline => "epochs-offline",
         }
     }
 
@@ -132,7 +148,8 @@ impl Scenario {
         match self {
             Scenario::Steady | Scenario::FlakyLinks | Scenario::ClockSkew => 10,
             Scenario::PartitionHeal | Scenario::CrashRestart | Scenario::Chaos => 20,
-            Scenario::OfflineEdge => 30,
+            Scenario::Epochs => 20,
+            Scenario::OfflineEdge | Scenario::EpochsOffline => 30,
             Scenario::Scale => 2,
             Scenario::LeaseContention
             | Scenario::LeasePartition
@@ -290,6 +307,15 @@ impl ScenarioConfig {
                 plan.add_leases(LeasePlan::contention(n));
                 plan.add_extreme_skew(30_000, 30 * DEFAULT_DRIFT_BOUND_PPM);
             }
+            Scenario::Epochs => {
+                plan.epochs.max_changes = EPOCH_SCENARIO_CHANGES;
+                plan.add_partitions(&mut rng);
+                plan.add_crashes(&mut rng);
+            }
+            Scenario::EpochsOffline => {
+                plan.epochs.max_changes = EPOCH_SCENARIO_CHANGES;
+                plan.add_offline_edge(&mut rng);
+            }
         }
         plan.faults.sort_by_key(|f| f.at_ms);
         plan
@@ -433,6 +459,9 @@ pub struct Plan {
     /// Lease acceptors, proposers and their workload, if the scenario has
     /// leases.
     pub lease: Option<LeasePlan>,
+    /// When replicas cut their epoch (the product's defaults but for the
+    /// epoch scenarios, which cut every few dozen changes).
+    pub epochs: EpochConfig,
 }
 
 impl Plan {
@@ -475,6 +504,7 @@ impl Plan {
             seen_capacity: 4_096,
             record: cfg.record,
             lease: None,
+            epochs: EpochConfig::default(),
         }
     }
 

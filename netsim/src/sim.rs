@@ -11,7 +11,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::rc::Rc;
 
-use concord_state::{Delivery, MAX_PENDING_CHANGES};
+use concord_state::{Delivery, MAX_PENDING_CHANGES, ReplicaConfig};
 use concord_sync::engine::MAX_QUEUED_TRANSMITS;
 use concord_sync::wire::FrameKind;
 use concord_sync::{Destination, Input, SyncConfig, SyncEvent, Transmit};
@@ -138,6 +138,10 @@ impl Sim {
                 ..SyncConfig::default()
             },
             subscriber_capacity: plan.subscriber_capacity,
+            replica: ReplicaConfig {
+                epochs: plan.epochs.clone(),
+                ..ReplicaConfig::default()
+            },
         };
         let quiet_start = plan.workload.end_ms.max(plan.last_fault_ms());
         let plan_seed = plan.seed;
@@ -765,12 +769,12 @@ impl Sim {
         match op.apply(replica, local) {
             Ok(receipt) => {
                 let settled = node.settle_write(self.plan.sync_writes);
-                let seq = receipt.as_ref().map_or(0, |r| r.seq);
+                let seq = receipt.as_ref().map_or(0, |(r, _)| r.seq);
                 let durable = seq > 0 && settled.as_ref().is_ok_and(|d| *d >= seq);
-                if let Some(r) = receipt {
+                if let Some((r, effect)) = receipt {
                     let actor = node.actor();
                     self.writes
-                        .record(id, node.incarnation, &actor, r.seq, r.change);
+                        .record(id, node.incarnation, &actor, r.seq, effect);
                     if let Ok(durable_seq) = settled {
                         self.writes.ack(id, node.incarnation, &actor, durable_seq);
                     }
@@ -907,6 +911,12 @@ impl Sim {
         let divergent = check::divergent(live.iter().copied());
         let lost = self.writes.lost(live.iter().copied());
         let mut notes = Vec::new();
+        for (node, replica) in &live {
+            for what in self.writes.applied_once(replica) {
+                self.violations.not_once += 1;
+                notes.push(format!("{node:?}: not each write once: {what}"));
+            }
+        }
         for node in &divergent {
             notes.push(format!("{node:?}: state differs from the first live node"));
         }

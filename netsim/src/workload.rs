@@ -89,20 +89,37 @@ impl Op {
         &self,
         replica: &mut Replica,
         now: Millis,
-    ) -> Result<Option<WriteReceipt>, StateError> {
+    ) -> Result<Option<(WriteReceipt, Effect)>, StateError> {
+        let plain = |r: WriteReceipt| (r, Effect::Other);
         match self {
-            Op::Put(p, v) => replica.put(now, p.as_str(), v).map(Some),
-            Op::Append(p, v) => replica.append(now, p.as_str(), v).map(|(_, r)| Some(r)),
-            Op::Increment(p, d) => replica.increment(now, p.as_str(), *d),
-            Op::SetAdd(p, m) => replica.set_add(now, p.as_str(), m).map(Some),
-            Op::SetRemove(p, m) => replica.set_remove(now, p.as_str(), m),
+            Op::Put(p, v) => replica.put(now, p.as_str(), v).map(|r| Some(plain(r))),
+            Op::Append(p, v) => replica
+                .append(now, p.as_str(), v)
+                .map(|(id, r)| Some((r, Effect::Append(p.clone(), id)))),
+            Op::Increment(p, d) => Ok(replica
+                .increment(now, p.as_str(), *d)?
+                .map(|r| (r, Effect::Increment(p.clone(), *d)))),
+            Op::SetAdd(p, m) => replica.set_add(now, p.as_str(), m).map(|r| Some(plain(r))),
+            Op::SetRemove(p, m) => Ok(replica.set_remove(now, p.as_str(), m)?.map(plain)),
             Op::Heartbeat(p, v, ttl) => {
                 let declared = replica.declare(now, p.as_str(), ChannelSpec::ephemeral(*ttl))?;
                 replica.put_ephemeral(now, p.as_str(), v)?;
-                Ok(declared)
+                Ok(declared.map(plain))
             }
         }
     }
+}
+
+/// What a write does that must show exactly once in every replica that
+/// holds it (see `check::WriteLog::applied_once`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Adds the delta to the counter.
+    Increment(String, i64),
+    /// Adds the entry (by id) to the topic.
+    Append(String, String),
+    /// Anything else (its effect depends on concurrent writes).
+    Other,
 }
 
 /// Declares [`REJECT_CHANNEL`] (done once, by node 0, at start).

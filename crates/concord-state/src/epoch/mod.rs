@@ -59,7 +59,7 @@ impl fmt::Display for EpochId {
 
 /// When a replica cuts its epoch on its own (see [`crate::Replica::wants_cut`]).
 /// Every threshold counts what the current epoch added since its cut.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EpochConfig {
     /// Changes since the cut. `0` turns automatic cuts off.
     pub max_changes: u64,

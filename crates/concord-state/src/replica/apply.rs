@@ -305,22 +305,22 @@ impl Replica {
     }
 
     pub(crate) fn changes_after(&self, clock: &VectorClock) -> Vec<Change> {
-        let mut out: Vec<Change> = Vec::new();
+        let mut metas = Vec::new();
         for (actor, chain) in &self.chains {
             let have = clock.get(actor).saturating_sub(self.epoch.base.get(actor));
             let have = usize::try_from(have).unwrap_or(usize::MAX);
             if have < chain.len() {
-                out.extend(
+                metas.extend(
                     chain[have..]
                         .iter()
-                        .filter_map(|h| self.doc.get_change_by_hash(h)),
+                        .filter_map(|h| self.doc.get_change_meta_by_hash(h)),
                 );
             }
         }
-        // A change's first op counter exceeds every op of its dependencies,
-        // so this order is topological.
-        out.sort_by(|a, b| (a.start_op(), a.actor_id()).cmp(&(b.start_op(), b.actor_id())));
-        out
+        super::doc::causal_order(metas)
+            .iter()
+            .filter_map(|h| self.doc.get_change_by_hash(h))
+            .collect()
     }
 
     /// Produces the next message of automerge's sync protocol for the peer
@@ -351,9 +351,15 @@ impl Replica {
         let mut log = PatchLog::new(self.subs.any());
         self.doc
             .receive_sync_message_log_patches(state, message, &mut log)?;
-        let mut fresh = self.doc.get_changes(&before);
-        fresh.retain(|c| !self.known.contains(&c.hash()));
-        fresh.sort_by_key(|c| c.start_op());
+        let fresh: Vec<Change> = super::doc::causal_order(
+            self.doc
+                .get_changes_meta(&before)
+                .into_iter()
+                .filter(|m| !self.known.contains(&m.hash)),
+        )
+        .iter()
+        .filter_map(|h| self.doc.get_change_by_hash(h))
+        .collect();
         for change in &fresh {
             if let Some(h) = change.message().and_then(Hlc::parse) {
                 self.hlc.observe(h);

@@ -98,6 +98,49 @@ impl Layout {
     }
 }
 
+/// The hashes of `changes` in an order that puts every change after those
+/// of its dependencies that are among them (ties: first op counter, then
+/// actor, so every replica orders alike). A change's first op counter alone
+/// is not enough: a change without ops (a carried change whose ops all
+/// vanished, see `epoch::translate`) shares it with its successor.
+pub(crate) fn causal_order<'a>(
+    changes: impl IntoIterator<Item = automerge::ChangeMetadata<'a>>,
+) -> Vec<automerge::ChangeHash> {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+
+    let metas: Vec<_> = changes.into_iter().collect();
+    let index: HashMap<automerge::ChangeHash, usize> =
+        metas.iter().enumerate().map(|(i, m)| (m.hash, i)).collect();
+    let mut waiting = vec![0usize; metas.len()];
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); metas.len()];
+    for (i, m) in metas.iter().enumerate() {
+        for dep in &m.deps {
+            if let Some(&d) = index.get(dep) {
+                waiting[i] += 1;
+                children[d].push(i);
+            }
+        }
+    }
+    let key = |i: usize| (metas[i].start_op, metas[i].actor.clone(), i);
+    let mut ready: BinaryHeap<_> = (0..metas.len())
+        .filter(|i| waiting[*i] == 0)
+        .map(|i| Reverse(key(i)))
+        .collect();
+    let mut out = Vec::with_capacity(metas.len());
+    while let Some(Reverse((_, _, i))) = ready.pop() {
+        out.push(metas[i].hash);
+        for &c in &children[i] {
+            waiting[c] -= 1;
+            if waiting[c] == 0 {
+                ready.push(Reverse(key(c)));
+            }
+        }
+    }
+    debug_assert_eq!(out.len(), metas.len(), "a document's changes form no cycle");
+    out
+}
+
 /// Whether `actor` is one of the fixed actors of an epoch's first document
 /// (see [`crate::epoch::genesis`]).
 pub(crate) fn is_genesis_actor(actor: &ActorId) -> bool {

@@ -11,6 +11,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+
+use super::doc::{Layout, causal_order};
 use tracing::{debug, info};
 
 use super::{Millis, Replica};
@@ -155,6 +157,9 @@ pub struct EpochInfo {
     pub max_bucket_ops: u64,
     /// Earlier epochs retained, oldest first.
     pub retained: Vec<EpochId>,
+    /// Operations held in memory: this epoch's document and the retained
+    /// ones (automerge keeps every op it ever applied).
+    pub ops: u64,
 }
 
 /// An earlier epoch kept for history and replay.
@@ -176,6 +181,7 @@ impl Replica {
             bytes: e.growth.bytes,
             max_bucket_ops: e.growth.bucket_ops.values().copied().max().unwrap_or(0),
             retained: self.retained.iter().map(|r| r.id).collect(),
+            ops: self.epochs_held().map(|(_, doc)| doc.stats().num_ops).sum(),
         }
     }
 
@@ -210,7 +216,8 @@ impl Replica {
         let heads = self.doc.get_heads();
         let hlc = self.hlc_of(|_| true);
         let state = self.read_cut(&heads, self.clock.clone(), hlc)?;
-        let (to, _) = self.switch_to(&state)?;
+        let built = genesis::build(&state, self.actor.clone())?;
+        let (to, _) = self.switch_to(&state, built)?;
         Ok(Some(to))
     }
 
@@ -244,23 +251,21 @@ impl Replica {
         }
         let mut target = self.epoch.base.clone();
         target.merge(&theirs.cut);
-        let state = if matches!(
+        let (state, built) = if matches!(
             self.clock.compare(&target),
             Causality::Equal | Causality::After
         ) {
             let heads = self.heads_within(&target);
             let hlc = self.hlc_of(|dot| target.contains(&dot.0, dot.1));
             let state = self.read_cut(&heads, target.clone(), hlc)?;
-            if target == theirs.cut {
-                let (_, _, id) = genesis::build(&state, self.actor.clone())?;
-                if id != theirs.id {
-                    return Err(StateError::InvalidEpoch(format!(
-                        "epoch {} does not match its cut's changes held here (they give {id})",
-                        theirs.id
-                    )));
-                }
+            let built = genesis::build(&state, self.actor.clone())?;
+            if target == theirs.cut && built.2 != theirs.id {
+                return Err(StateError::InvalidEpoch(format!(
+                    "epoch {} does not match its cut's changes held here (they give {})",
+                    theirs.id, built.2
+                )));
             }
-            state
+            (state, built)
         } else {
             let Some(bytes) = snapshot else {
                 return Ok(Adoption::NeedSnapshot);
@@ -271,9 +276,11 @@ impl Replica {
                 self.epoch.base.clone(),
                 self.epoch.base_hlc,
             )?;
-            mine.join(&their_state)
+            let state = mine.join(&their_state);
+            let built = genesis::build(&state, self.actor.clone())?;
+            (state, built)
         };
-        let (to, carried) = self.switch_to(&state)?;
+        let (to, carried) = self.switch_to(&state, built)?;
         Ok(Adoption::Switched { to, carried })
     }
 
@@ -377,49 +384,58 @@ impl Replica {
 
     /// Starts the epoch whose cut has `state`: its first document plus every
     /// change of this replica the cut lacks, carried over.
-    fn switch_to(&mut self, state: &CutState) -> Result<(EpochId, usize), StateError> {
-        let (mut doc, layout, id) = genesis::build(state, self.actor.clone())?;
-        let pasts = self.pasts();
-        let mut changes: Vec<Change> = self
-            .doc
-            .get_changes(&[])
-            .into_iter()
-            .filter(|c| !self.epoch.genesis.contains(&c.hash()))
-            .filter(|c| {
-                let seq = self.epoch.logical(c.actor_id(), c.seq());
-                !state.clock.contains(c.actor_id(), seq)
-            })
-            .collect();
-        changes.sort_by(|a, b| (a.start_op(), a.actor_id()).cmp(&(b.start_op(), b.actor_id())));
-        let mut carried = HashMap::new();
-        let source_view = DocView {
-            doc: &self.doc,
-            layout: &self.layout,
-            base: &self.epoch.base,
-        };
-        let mut target = Target {
-            doc: &mut doc,
-            layout: &layout,
-            cut: &state.clock,
-            seal: id.0,
-            carried: &mut carried,
-            pasts: &pasts,
-        };
-        for change in &changes {
-            let dot = (
-                change.actor_id().clone(),
-                self.epoch.logical(change.actor_id(), change.seq()),
-            );
-            let past = pasts.get(&dot).ok_or_else(|| {
-                StateError::InvalidEpoch("a change of the epoch has no causal past".into())
-            })?;
-            target.carry(&Source {
-                view: &source_view,
-                change,
-                dot: dot.clone(),
-                past,
-            })?;
+    fn switch_to(
+        &mut self,
+        state: &CutState,
+        (mut doc, layout, id): (Automerge, Layout, EpochId),
+    ) -> Result<(EpochId, usize), StateError> {
+        let beyond = causal_order(
+            self.doc
+                .get_changes_meta(&[])
+                .into_iter()
+                .filter(|m| !self.epoch.genesis.contains(&m.hash))
+                .filter(|m| {
+                    !state
+                        .clock
+                        .contains(&m.actor, self.epoch.logical(&m.actor, m.seq))
+                }),
+        );
+        if !beyond.is_empty() {
+            let pasts = self.pasts();
+            let mut carried = HashMap::new();
+            let source_view = DocView {
+                doc: &self.doc,
+                layout: &self.layout,
+                base: &self.epoch.base,
+            };
+            let mut target = Target {
+                doc: &mut doc,
+                layout: &layout,
+                cut: &state.clock,
+                seal: id.0,
+                carried: &mut carried,
+                pasts: &pasts,
+            };
+            for hash in &beyond {
+                let change = self.doc.get_change_by_hash(hash).ok_or_else(|| {
+                    StateError::InvalidEpoch("a change of the epoch is gone".into())
+                })?;
+                let dot = (
+                    change.actor_id().clone(),
+                    self.epoch.logical(change.actor_id(), change.seq()),
+                );
+                let past = pasts.get(&dot).ok_or_else(|| {
+                    StateError::InvalidEpoch("a change of the epoch has no causal past".into())
+                })?;
+                target.carry(&Source {
+                    view: &source_view,
+                    change: &change,
+                    dot: dot.clone(),
+                    past,
+                })?;
+            }
         }
+        let changes = beyond;
         let from = self.epoch.id;
         let number = self.epoch.number + 1;
         let old_doc = std::mem::replace(&mut self.doc, doc);

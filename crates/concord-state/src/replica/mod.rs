@@ -355,6 +355,40 @@ impl Replica {
         self.chains.get(actor)?.get(index).copied()
     }
 
+    /// The part of a change's causal clock (see [`Replica::clock_of`]) that
+    /// `covered` lacks, for a caller that keeps a down-closed union of
+    /// causal pasts: the walk stops at changes `covered` holds. Empty for a
+    /// change this epoch does not hold.
+    pub fn causal_past_beyond(&self, change: &ChangeHash, covered: &VectorClock) -> VectorClock {
+        let mut found = VectorClock::new();
+        let mut stack = vec![*change];
+        let mut seen = HashSet::new();
+        let mut native = false;
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h) || self.epoch.genesis.contains(&h) {
+                continue;
+            }
+            let Some(meta) = self.doc.get_change_meta_by_hash(&h) else {
+                continue;
+            };
+            if let Some(past) = crate::epoch::translate::decode_past(&meta.extra) {
+                found.merge(&past);
+                continue;
+            }
+            let seq = self.epoch.logical(&meta.actor, meta.seq);
+            if covered.contains(&meta.actor, seq) {
+                continue;
+            }
+            native = true;
+            found.observe(&meta.actor, seq);
+            stack.extend(meta.deps.iter().copied());
+        }
+        if native {
+            found.merge(&self.epoch.base);
+        }
+        found
+    }
+
     /// The causal clock of a change of the current epoch: everything its
     /// writer had seen, itself included (for a change written in this
     /// epoch, the epoch's cut and its dependencies; for one carried over

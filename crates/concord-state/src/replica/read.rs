@@ -156,9 +156,8 @@ impl Replica {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for (base, doc) in self.epochs_held() {
-            let mut changes = doc.get_changes(&[]);
-            changes.sort_by_key(|c| c.start_op());
-            for change in changes {
+            let order = super::doc::causal_order(doc.get_changes_meta(&[]));
+            for change in order.iter().filter_map(|h| doc.get_change_by_hash(h)) {
                 let seq = base.get(change.actor_id()) + change.seq();
                 if is_genesis_actor(change.actor_id())
                     || !seen.insert((change.actor_id().clone(), seq))

@@ -384,3 +384,23 @@ fn a_sink_never_overtakes_buffered_events() {
             .is_err()
     );
 }
+
+#[test]
+fn causal_order_puts_a_change_after_an_empty_dependency() {
+    use automerge::transaction::{CommitOptions, Transactable};
+    // An empty change shares its first op counter with its successor; the
+    // successor's actor sorts first, so ordering by counter alone is wrong.
+    let mut doc = automerge::Automerge::new().with_actor(actor(9));
+    let empty = doc.empty_commit(CommitOptions::default());
+    doc.set_actor(actor(1));
+    let mut tx = doc.transaction();
+    tx.put(automerge::ROOT, "k", 1).unwrap();
+    let next = tx.commit().0.unwrap();
+    let metas = doc.get_changes_meta(&[]);
+    assert_eq!(
+        metas.iter().map(|m| m.start_op).collect::<Vec<_>>(),
+        vec![1, 1],
+        "the two changes share their first op counter"
+    );
+    assert_eq!(super::doc::causal_order(metas), vec![empty, next]);
+}
