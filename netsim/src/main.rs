@@ -27,8 +27,9 @@ struct Args {
     seed: u64,
     /// Scenario: steady, partition-heal, flaky-links, crash-restart,
     /// clock-skew, offline-edge, scale, chaos, lease-contention,
-    /// lease-partition, lease-pause, lease-skew, or lease-skew-beyond (built
-    /// to fail: clocks drift beyond the lease drift bound).
+    /// lease-partition, lease-pause, lease-skew, epochs, epochs-offline, or
+    /// lease-skew-beyond (built to fail: clocks drift beyond the lease drift
+    /// bound).
     #[arg(long, default_value = "steady")]
     scenario: Scenario,
     /// Length of the write phase in virtual seconds (scenario default if absent).

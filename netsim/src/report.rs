@@ -50,6 +50,9 @@ pub struct Counters {
     pub acked_writes: u64,
     /// Epoch switches, over all nodes (own cuts and adopted ones).
     pub epoch_switches: u64,
+    /// Most epoch switches the other nodes made (each, on average) while
+    /// one node was disconnected.
+    pub epochs_missed_offline: u64,
     /// Diameter of the gossip mesh (`None` if disconnected).
     pub mesh_diameter: Option<u32>,
     /// What the lease machines and their applications did.
@@ -202,6 +205,13 @@ impl Report {
             "  messages:     {} ({} bytes), {} delivered, {} duplicated, {} gossip duplicates ignored",
             self.messages, self.bytes, c.delivered, c.duplicated, c.suppressed
         );
+        if c.epoch_switches > 0 {
+            let _ = writeln!(
+                s,
+                "  epochs:       {} switches over all nodes, {} missed by a disconnected node",
+                c.epoch_switches, c.epochs_missed_offline
+            );
+        }
         let _ = writeln!(
             s,
             "  dropped:      loss {}, partition {}, offline {}, down {}, inbox {}",

@@ -30,7 +30,7 @@ pub(crate) fn stream_rng(seed: u64, stream: u64) -> ChaCha8Rng {
 }
 
 /// Changes after which a replica of the epoch scenarios cuts its epoch.
-pub const EPOCH_SCENARIO_CHANGES: u64 = 50;
+pub const EPOCH_SCENARIO_CHANGES: u64 = 25;
 
 /// The named scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

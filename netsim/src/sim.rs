@@ -115,6 +115,8 @@ pub struct Sim {
     lease_resources: Vec<(concord_lease::Resource, concord_lease::Permits)>,
     lease_check: check::LeaseCheck,
     lease_rng: ChaCha8Rng,
+    /// Disconnected nodes, with the epoch switches counted when they left.
+    away: BTreeMap<NodeId, u64>,
 }
 
 impl Sim {
@@ -170,6 +172,7 @@ impl Sim {
             lease_resources: Vec::new(),
             lease_check: check::LeaseCheck::default(),
             lease_rng: stream_rng(plan_seed, LEASE_STREAM),
+            away: BTreeMap::new(),
         }
     }
 
@@ -864,6 +867,7 @@ impl Sim {
             Fault::Resume(node) => self.resume(NodeId(node)),
             Fault::Disconnect(node) => {
                 let id = NodeId(node);
+                self.away.insert(id, self.counters.epoch_switches);
                 for peer in self.net.mesh.neighbours(id).to_vec() {
                     self.inbound(id, Inbound::PeerDown(peer));
                     self.inbound(peer, Inbound::PeerDown(id));
@@ -872,6 +876,13 @@ impl Sim {
             }
             Fault::Reconnect(node) => {
                 let id = NodeId(node);
+                if let Some(before) = self.away.remove(&id) {
+                    // switches of the others while this node was away, per node
+                    let others = self.plan.peers.saturating_sub(1).max(1) as u64;
+                    let missed = (self.counters.epoch_switches - before) / others;
+                    let c = &mut self.counters;
+                    c.epochs_missed_offline = c.epochs_missed_offline.max(missed);
+                }
                 self.net.set_offline(id, false);
                 for peer in self.net.mesh.neighbours(id).to_vec() {
                     self.connect(id, peer);

@@ -97,3 +97,37 @@ fn links_can_turn_bad_and_recover_mid_run() {
     assert!(report.passed(), "{}", report.summary());
     assert!(report.counters.dropped_loss > 0);
 }
+
+#[test]
+fn epochs() {
+    check(Scenario::Epochs, 8, 6, &[1, 2]);
+}
+
+#[test]
+fn epochs_offline() {
+    check(Scenario::EpochsOffline, 6, 8, &[2, 3]);
+}
+
+#[test]
+fn epoch_scenarios_really_cut_and_carry() {
+    // every node switches several times; the offline node's peers cut at
+    // least three times while it is away
+    let mut cfg = ScenarioConfig::new(Scenario::Epochs, 8, 1);
+    cfg.duration_s = Some(10);
+    let report = netsim::run(&cfg);
+    assert!(report.passed(), "{}", report.summary());
+    assert!(
+        report.counters.epoch_switches >= 3 * 8,
+        "{}",
+        report.summary()
+    );
+    let mut cfg = ScenarioConfig::new(Scenario::EpochsOffline, 6, 1);
+    cfg.duration_s = Some(12);
+    let report = netsim::run(&cfg);
+    assert!(report.passed(), "{}", report.summary());
+    assert!(
+        report.counters.epochs_missed_offline >= 3,
+        "{}",
+        report.summary()
+    );
+}
