@@ -190,6 +190,10 @@ fn inspect_and_export_describe_the_space() {
         json!({"path": "observation/ci.status", "kind": "last_value",
                "policy": "last_write_wins", "value": "green"})
     );
+    // the first epoch: nothing cut yet, both writes since
+    assert_eq!(space["epoch"]["cut_changes"], 0);
+    assert_eq!(space["epoch"]["changes"], 2);
+    assert_eq!(space["epoch"]["retained"], json!([]));
     let human = b.cli("inspect", &[]).ok();
     for heading in [
         "peers (1)",
@@ -198,6 +202,8 @@ fn inspect_and_export_describe_the_space() {
         "channels (2)",
         "queue",
         "pending",
+        "epoch",
+        "ops_held",
     ] {
         assert!(human.contains(heading), "{heading:?} missing in:\n{human}");
     }

@@ -208,13 +208,37 @@ fn render_space(space: &SpaceReport, own_actor: &str) -> String {
         .map(u64::to_string)
         .collect(),
     );
+    let e = &space.epoch;
+    let mut epoch = Table::new([
+        "epoch",
+        "switches",
+        "cut_changes",
+        "since_cut",
+        "bytes_since_cut",
+        "ops_held",
+        "retained",
+    ]);
+    epoch.row(vec![
+        e.id.clone(),
+        e.number.to_string(),
+        e.cut_changes.to_string(),
+        e.changes.to_string(),
+        e.bytes.to_string(),
+        e.ops.to_string(),
+        if e.retained.is_empty() {
+            "-".to_owned()
+        } else {
+            e.retained.join(" ")
+        },
+    ]);
     format!(
-        "space {}\n\nvector clock\n{}\n\nchannels ({})\n{}\n\nqueue\n{}",
+        "space {}\n\nvector clock\n{}\n\nchannels ({})\n{}\n\nqueue\n{}\n\nepoch\n{}",
         space.name,
         clock.render(),
         space.channels.len(),
         channels.render(),
-        queue.render()
+        queue.render(),
+        epoch.render()
     )
 }
 

@@ -24,9 +24,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
 use crate::control::{
-    self, ChannelRow, EphemeralPutResult, ExportFormat, ExportResult, GetResult, InspectReport,
-    LockGranted, LockReleased, PeerRow, PutResult, QueueStats, Reply, Request, SpaceReport,
-    WatchItem,
+    self, ChannelRow, EphemeralPutResult, EpochRow, ExportFormat, ExportResult, GetResult,
+    InspectReport, LockGranted, LockReleased, PeerRow, PutResult, QueueStats, Reply, Request,
+    SpaceReport, WatchItem,
 };
 
 /// The channel that lists unresolved conflicts; it is never declared, so it
@@ -494,6 +494,18 @@ fn space_report(r: &mut Replica, bytes_on_disk: u64) -> SpaceReport {
             actors: stats.actors,
             ephemeral_values: stats.ephemeral_values as u64,
             ephemeral_dropped: stats.ephemeral_dropped,
+        },
+        epoch: {
+            let e = r.epoch();
+            EpochRow {
+                id: e.id.to_string(),
+                number: e.number,
+                cut_changes: e.cut.total(),
+                changes: e.changes,
+                bytes: e.bytes,
+                ops: e.ops,
+                retained: e.retained.iter().map(ToString::to_string).collect(),
+            }
         },
     }
 }

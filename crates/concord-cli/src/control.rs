@@ -242,6 +242,27 @@ pub struct SpaceReport {
     pub channels: Vec<ChannelRow>,
     /// Queue sizes and counters of the replica.
     pub queue: QueueStats,
+    /// Where the space's epoch stands.
+    pub epoch: EpochRow,
+}
+
+/// A space's epoch (see `concord_state::epoch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    /// The epoch's id (short hex).
+    pub id: String,
+    /// Switches this node made since the space opened here.
+    pub number: u64,
+    /// Changes the epoch's cut holds.
+    pub cut_changes: u64,
+    /// Changes added since the cut.
+    pub changes: u64,
+    /// Bytes of those changes.
+    pub bytes: u64,
+    /// Operations held in memory (this epoch's document and retained ones).
+    pub ops: u64,
+    /// Earlier epochs retained (short hex ids, oldest first).
+    pub retained: Vec<String>,
 }
 
 /// One declared channel.

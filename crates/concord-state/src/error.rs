@@ -81,6 +81,13 @@ pub enum StateError {
     /// the replica holds; nothing changed.
     #[error("invalid epoch: {0}")]
     InvalidEpoch(String),
+    /// A replay from a vector clock older than the oldest retained epoch's
+    /// cut: the changes in between are gone (see `EpochConfig::retain`).
+    #[error("replay from before the oldest retained epoch (its cut holds {oldest} changes)")]
+    ReplayTooOld {
+        /// Changes in the oldest retained epoch's cut.
+        oldest: u64,
+    },
     /// The stored document is not a Concord space (missing channel families).
     #[error("document is not a concord space: {0}")]
     NotASpace(String),

@@ -501,6 +501,31 @@ impl Replica {
             .chain(std::iter::once((&self.epoch.base, &self.doc)))
     }
 
+    /// Read-only replicas of the retained epochs, oldest first, for replay
+    /// (each holds a copy of its document).
+    pub(crate) fn retained_views(&self) -> Result<Vec<Replica>, StateError> {
+        self.retained
+            .iter()
+            .map(|r| {
+                let doc = r.doc.fork();
+                let epoch = EpochState::of(&doc, 0)?;
+                let mut view = Replica::from_parts(
+                    &self.space,
+                    doc,
+                    self.layout.clone(),
+                    epoch,
+                    self.actor.clone(),
+                    super::persist::Outbox::in_memory(),
+                    self.config.clone(),
+                );
+                view.merge_fns = self.merge_fns.clone();
+                view.now = self.now;
+                view.reindex();
+                Ok(view)
+            })
+            .collect()
+    }
+
     /// Counts what a change recorded in this epoch adds.
     pub(crate) fn grow(&mut self, change: &Change, buckets: &[automerge::ObjId]) {
         let g = &mut self.epoch.growth;

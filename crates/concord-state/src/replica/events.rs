@@ -11,7 +11,7 @@ use crate::keys::{self, Slot};
 use crate::subscription::{
     Event, EventPosition, EventSink, Origin, SubscribeOptions, SubscriptionId, compile_pattern,
 };
-use crate::{ChannelKind, ChannelPath, Delivery, Family, Hlc, StateError, VectorClock};
+use crate::{Causality, ChannelKind, ChannelPath, Delivery, Family, Hlc, StateError, VectorClock};
 
 impl Replica {
     /// Subscribes to events on channels whose path matches the glob `pattern`
@@ -78,11 +78,52 @@ impl Replica {
     /// no change and no vector clock covers them, and the old ones are gone
     /// by design. The live ones are read with [`Replica::get`] or
     /// [`Replica::ephemeral_values`].
+    ///
+    /// Across epochs: `since` may lie before the current epoch's cut as far
+    /// as the retained earlier epochs reach ([`crate::EpochConfig::retain`]);
+    /// each write is replayed once, from the oldest epoch holding it as a
+    /// change. Before that, [`StateError::ReplayTooOld`].
     pub fn replay(&self, pattern: &str, since: &VectorClock) -> Result<Vec<Event>, StateError> {
         let matcher = compile_pattern(pattern)?;
         let wants = |p: &ChannelPath| matcher.is_match(p.as_str());
+        let (oldest, _) = self
+            .epochs_held()
+            .next()
+            .unwrap_or((&self.epoch.base, &self.doc));
+        if !matches!(since.compare(oldest), Causality::After | Causality::Equal) {
+            return Err(StateError::ReplayTooOld {
+                oldest: oldest.total(),
+            });
+        }
+        let mut seen = HashSet::new();
         let mut out = Vec::new();
+        // Every switch carries what its cut lacks: past the current cut,
+        // the current document holds it all.
+        let within = matches!(
+            since.compare(&self.epoch.base),
+            Causality::After | Causality::Equal
+        );
+        if !within {
+            for retained in self.retained_views()? {
+                retained.replay_here(since, &wants, &mut seen, &mut out)?;
+            }
+        }
+        self.replay_here(since, &wants, &mut seen, &mut out)?;
+        Ok(out)
+    }
+
+    /// The events of this epoch's changes that `since` and `seen` lack.
+    fn replay_here(
+        &self,
+        since: &VectorClock,
+        wants: &dyn Fn(&ChannelPath) -> bool,
+        seen: &mut HashSet<(automerge::ActorId, u64)>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), StateError> {
         for change in self.changes_after(since) {
+            if !seen.insert((change.actor_id().clone(), self.logical_seq(&change))) {
+                continue;
+            }
             let after = [change.hash()];
             let patches = self.doc.diff(change.deps(), &after);
             let origin = if change.actor_id() == &self.actor {
@@ -102,10 +143,10 @@ impl Replica {
                 Some(&after),
                 origin,
                 &position,
-                &wants,
+                wants,
             )?);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Turns patches between `before` and `after` (now if `None`) into events.
