@@ -518,3 +518,50 @@ fn subscribers_see_each_write_once_across_cuts() {
     assert!(seen.iter().all(|s| expected.contains(s)));
     assert_eq!(b.counter("observation/n").unwrap(), 4);
 }
+
+#[test]
+fn an_announcement_that_contradicts_held_changes_or_garbage_changes_nothing() {
+    use concord_state::{ChangeHash, EpochAnnounce, EpochId, StateError};
+    let (mut a, mut b) = (replica(1), replica(2));
+    a.put(Millis(1), "observation/x", &1).unwrap();
+    converge(&mut a, &mut b, 2);
+    a.cut_epoch(Millis(3)).unwrap();
+    let real = a.epoch_announce();
+    let before = (b.epoch().id, b.heads());
+    // the cut b holds, under another id
+    let forged = EpochAnnounce {
+        id: EpochId(ChangeHash([7; 32])),
+        cut: real.cut.clone(),
+    };
+    assert!(matches!(
+        b.adopt_epoch(Millis(4), &forged, None),
+        Err(StateError::InvalidEpoch(_))
+    ));
+    // a cut b lacks, with garbage for its first document
+    let mut lacking = real.cut.clone();
+    lacking.observe(&ActorId::from(&[9u8; 16][..]), 3);
+    let unknown = EpochAnnounce {
+        id: real.id,
+        cut: lacking,
+    };
+    assert_eq!(
+        b.adopt_epoch(Millis(4), &unknown, None).unwrap(),
+        Adoption::NeedSnapshot
+    );
+    assert!(matches!(
+        b.adopt_epoch(Millis(4), &unknown, Some(b"not a document")),
+        Err(StateError::InvalidEpoch(_))
+    ));
+    // the real first document, announced with a cut it does not have
+    let snapshot = a.epoch_snapshot().unwrap();
+    assert!(matches!(
+        b.adopt_epoch(Millis(4), &unknown, Some(&snapshot)),
+        Err(StateError::InvalidEpoch(_))
+    ));
+    assert_eq!((b.epoch().id, b.heads()), before);
+    // and the real announcement still works
+    assert!(matches!(
+        b.adopt_epoch(Millis(5), &real, None).unwrap(),
+        Adoption::Switched { .. }
+    ));
+}
