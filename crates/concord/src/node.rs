@@ -9,7 +9,7 @@ use concord_lease::{LeaseBackend, NodeId};
 use concord_net::lease::{LeasePeer, QuorumConfig, QuorumLeaseBackend};
 
 use concord_net::{Multiaddr, NetConfig, NetHandle, PeerId, PeerInfo, SpaceOptions};
-use concord_state::{ActorId, Durable, Replica, ReplicaConfig};
+use concord_state::{ActorId, Durable, EpochConfig, Replica, ReplicaConfig};
 use concord_storage::{FileStorage, Storage};
 use concord_sync::SyncConfig;
 
@@ -47,6 +47,7 @@ pub struct NodeBuilder {
     allowlists: BTreeMap<String, BTreeSet<PeerId>>,
     lease_peers: Option<Vec<LeasePeer>>,
     lease_max_ttl: Option<Duration>,
+    epochs: Option<EpochConfig>,
 }
 
 impl NodeBuilder {
@@ -157,6 +158,25 @@ impl NodeBuilder {
     /// ```
     pub fn sync_config(mut self, config: SyncConfig) -> Self {
         self.sync = Some(config);
+        self
+    }
+
+    /// When this node's spaces cut their epoch (see the README's "Long-lived
+    /// spaces"); every node of a space should use the same thresholds.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// use concord_state::EpochConfig;
+    ///
+    /// let busy = EpochConfig { max_changes: 1_000, ..EpochConfig::default() };
+    /// let node = concord::Node::builder().data_dir(dir.path()).epochs(busy).build().await?;
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub fn epochs(mut self, config: EpochConfig) -> Self {
+        self.epochs = Some(config);
         self
     }
 
@@ -295,6 +315,10 @@ impl NodeBuilder {
             allowlists: self.allowlists,
             open: tokio::sync::Mutex::new(BTreeSet::new()),
             lease,
+            replica: ReplicaConfig {
+                epochs: self.epochs.unwrap_or_default(),
+                ..ReplicaConfig::default()
+            },
         })
     }
 }
@@ -366,6 +390,8 @@ pub struct Node {
     /// Spaces already open; held across the opening so two callers never race.
     open: tokio::sync::Mutex<BTreeSet<String>>,
     lease: Arc<QuorumLeaseBackend>,
+    /// Settings of every replica this node opens.
+    replica: ReplicaConfig,
 }
 
 impl std::fmt::Debug for Node {
@@ -554,7 +580,7 @@ impl Node {
                 records: recovered.records,
             };
             let replica =
-                Replica::recover(name, self.actor.clone(), durable, ReplicaConfig::default())?;
+                Replica::recover(name, self.actor.clone(), durable, self.replica.clone())?;
             let options = SpaceOptions {
                 allowlist: self.allowlists.get(name).cloned(),
             };
