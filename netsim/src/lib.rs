@@ -83,6 +83,7 @@ pub mod html;
 pub mod lease;
 pub mod network;
 pub mod node;
+pub mod profile;
 pub mod progress;
 pub mod report;
 pub mod scenario;
@@ -91,6 +92,7 @@ pub mod trace;
 pub mod workload;
 
 pub use check::Violations;
+pub use profile::Profile;
 pub use report::{Counters, LeaseCounters, Report};
 pub use scenario::{
     ClockSpread, DEFAULT_DRIFT_BOUND_PPM, DEFAULT_MESH_DEGREE, Fault, FaultAt, LeasePlan,

@@ -142,6 +142,10 @@ pub struct Report {
     /// The plan that ran.
     #[serde(skip)]
     pub plan: Plan,
+    /// Where the wall time went, when the plan asked (never part of the
+    /// trace: it differs between runs of one seed).
+    #[serde(skip)]
+    pub profile: Option<crate::Profile>,
 }
 
 #[derive(Serialize)]

@@ -462,6 +462,9 @@ pub struct Plan {
     /// When replicas cut their epoch (the product's defaults but for the
     /// epoch scenarios, which cut every few dozen changes).
     pub epochs: EpochConfig,
+    /// Measure where the wall time goes (see `Report::profile`); off by
+    /// default, it reads the wall clock (never into the trace).
+    pub profile: bool,
 }
 
 impl Plan {
@@ -505,6 +508,7 @@ impl Plan {
             record: cfg.record,
             lease: None,
             epochs: EpochConfig::default(),
+            profile: false,
         }
     }
 

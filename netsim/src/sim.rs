@@ -22,6 +22,7 @@ use crate::check::{self, Kind, Violations, WriteLog};
 use crate::lease::LeaseNode;
 use crate::network::{DropReason, Mesh, Network, message_id};
 use crate::node::{Inbound, LocalClock, Node, NodeId, NodeSetup, Status};
+use crate::profile::Stopwatch;
 use crate::progress::Progress;
 use crate::report::{Counters, Report};
 use crate::scenario::{Fault, Plan, stream_rng};
@@ -117,6 +118,8 @@ pub struct Sim {
     lease_rng: ChaCha8Rng,
     /// Disconnected nodes, with the epoch switches counted when they left.
     away: BTreeMap<NodeId, u64>,
+    /// Machine time, when the plan asks for a profile.
+    stopwatch: Stopwatch,
 }
 
 impl Sim {
@@ -147,6 +150,7 @@ impl Sim {
         };
         let quiet_start = plan.workload.end_ms.max(plan.last_fault_ms());
         let plan_seed = plan.seed;
+        let plan_profile = plan.profile;
         Sim {
             trace: Trace::new(plan.record),
             work_rng: stream_rng(plan.seed, WORK_STREAM),
@@ -173,6 +177,7 @@ impl Sim {
             lease_check: check::LeaseCheck::default(),
             lease_rng: stream_rng(plan_seed, LEASE_STREAM),
             away: BTreeMap::new(),
+            stopwatch: Stopwatch::new(plan_profile),
         }
     }
 
@@ -290,7 +295,8 @@ impl Sim {
 
     fn start(&mut self, id: NodeId) {
         let seed = self.node_rng.next_u64();
-        if let Err(e) = self.nodes[id.index()].start(&self.setup, seed) {
+        let (node, setup) = (&mut self.nodes[id.index()], &self.setup);
+        if let Err(e) = self.stopwatch.machine(|| node.start(setup, seed)) {
             self.violation(Kind::Errors, id, format!("restart failed: {e}"));
             return;
         }
@@ -436,7 +442,8 @@ impl Sim {
 
     fn feed(&mut self, id: NodeId, input: Input<NodeId>) {
         let now = self.now;
-        self.node(id).handle(now, input);
+        let node = &mut self.nodes[id.index()];
+        self.stopwatch.machine(|| node.handle(now, input));
         self.after_input(id);
     }
 
@@ -453,13 +460,18 @@ impl Sim {
             return;
         };
         let queued = engine.queued_transmits();
-        let transmits: Vec<Transmit<NodeId>> =
-            std::iter::from_fn(|| engine.poll_transmit()).collect();
-        let events: Vec<SyncEvent<NodeId>> = std::iter::from_fn(|| engine.poll_event()).collect();
+        let watch = &mut self.stopwatch;
+        let (transmits, events): (Vec<Transmit<NodeId>>, Vec<SyncEvent<NodeId>>) =
+            watch.machine(|| {
+                (
+                    std::iter::from_fn(|| engine.poll_transmit()).collect(),
+                    std::iter::from_fn(|| engine.poll_event()).collect(),
+                )
+            });
         let mut causal_breaks = Vec::new();
         let mut lagged = 0;
         if let Some(sub) = node.sub {
-            while let Ok(Some(delivery)) = engine.replica_mut().poll_event(sub) {
+            while let Ok(Some(delivery)) = watch.machine(|| engine.replica_mut().poll_event(sub)) {
                 match delivery {
                     // Ephemeral values are in no change: no causal order.
                     Delivery::Event(e) if e.ephemeral => {}
@@ -480,7 +492,9 @@ impl Sim {
             node.clock_total = clock.total();
             self.progress.update(now, id.index(), clock);
         }
-        let timer = engine.poll_timeout().map(|t| node.clock.virtual_at(t, now));
+        let timer = watch
+            .machine(|| engine.poll_timeout())
+            .map(|t| node.clock.virtual_at(t, now));
         if timer.is_some() && timer != node.timer_at {
             node.timer_at = timer;
             if let Some(at) = timer {
@@ -769,7 +783,7 @@ impl Sim {
         let local = node.clock.local(now);
         let replica = engine.replica_mut();
         let path = op.path().to_owned();
-        match op.apply(replica, local) {
+        match self.stopwatch.machine(|| op.apply(replica, local)) {
             Ok(receipt) => {
                 let settled = node.settle_write(self.plan.sync_writes);
                 let seq = receipt.as_ref().map_or(0, |(r, _)| r.seq);
@@ -971,6 +985,7 @@ impl Sim {
             curve: self.progress.into_curve(),
             records,
             plan: self.plan,
+            profile: self.stopwatch.finish(),
         }
     }
 }

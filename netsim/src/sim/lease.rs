@@ -246,7 +246,11 @@ impl Sim {
                 let Some(acceptor) = self.leases[id.index()].acceptor.as_mut() else {
                     return;
                 };
-                if let Err(e) = acceptor.handle_input(now, AcceptorInput::Persisted { version }) {
+                let persisted = AcceptorInput::Persisted { version };
+                if let Err(e) = self
+                    .stopwatch
+                    .machine(|| acceptor.handle_input(now, persisted))
+                {
                     return self.violation(Kind::Errors, id, format!("persisted: {e}"));
                 }
                 self.lease_after_acceptor(id);
@@ -279,25 +283,30 @@ impl Sim {
         let Some(lease) = self.leases.get_mut(id.index()) else {
             return self.violation(Kind::Protocol, id, format!("lease frame from {from:?}"));
         };
+        let watch = &mut self.stopwatch;
         let result = if to_acceptor {
             lease.acceptor.as_mut().map(|a| {
-                a.handle_input(
-                    now,
-                    AcceptorInput::Message {
-                        from: sender,
-                        message,
-                    },
-                )
+                watch.machine(|| {
+                    a.handle_input(
+                        now,
+                        AcceptorInput::Message {
+                            from: sender,
+                            message,
+                        },
+                    )
+                })
             })
         } else {
             lease.proposer.as_mut().map(|p| {
-                p.handle_input(
-                    now,
-                    Input::Message {
-                        from: sender,
-                        message,
-                    },
-                )
+                watch.machine(|| {
+                    p.handle_input(
+                        now,
+                        Input::Message {
+                            from: sender,
+                            message,
+                        },
+                    )
+                })
             })
         };
         match result {
@@ -323,8 +332,12 @@ impl Sim {
         let Some(acceptor) = lease.acceptor.as_mut() else {
             return;
         };
-        let persists: Vec<_> = std::iter::from_fn(|| acceptor.poll_persist()).collect();
-        let transmits: Vec<_> = std::iter::from_fn(|| acceptor.poll_transmit()).collect();
+        let (persists, transmits): (Vec<_>, Vec<_>) = self.stopwatch.machine(|| {
+            (
+                std::iter::from_fn(|| acceptor.poll_persist()).collect(),
+                std::iter::from_fn(|| acceptor.poll_transmit()).collect(),
+            )
+        });
         for p in persists {
             if let Err(e) = self.leases[id.index()].persist(&p) {
                 self.violation(Kind::Errors, id, e);
@@ -371,7 +384,7 @@ impl Sim {
     fn lease_propose(&mut self, id: NodeId, input: Input) -> Result<(), LeaseError> {
         let now = self.lease_now(id);
         let result = match self.leases[id.index()].proposer.as_mut() {
-            Some(p) => p.handle_input(now, input),
+            Some(p) => self.stopwatch.machine(|| p.handle_input(now, input)),
             None => Ok(()),
         };
         self.lease_after_proposer(id);
@@ -391,8 +404,12 @@ impl Sim {
             let Some(proposer) = self.leases[id.index()].proposer.as_mut() else {
                 return;
             };
-            let transmits: Vec<_> = std::iter::from_fn(|| proposer.poll_transmit()).collect();
-            let events: Vec<_> = std::iter::from_fn(|| proposer.poll_event()).collect();
+            let (transmits, events): (Vec<_>, Vec<_>) = self.stopwatch.machine(|| {
+                (
+                    std::iter::from_fn(|| proposer.poll_transmit()).collect(),
+                    std::iter::from_fn(|| proposer.poll_event()).collect(),
+                )
+            });
             if transmits.is_empty() && events.is_empty() {
                 break;
             }
