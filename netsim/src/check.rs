@@ -56,6 +56,24 @@ pub enum Kind {
     Lease,
 }
 
+impl std::fmt::Display for Violations {
+    /// `convergence=0 causality=0 …`, every count by name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "convergence={} causality={} lost_writes={} not_once={} bounds={} protocol={} errors={} lease={}",
+            self.convergence,
+            self.causality,
+            self.lost_writes,
+            self.not_once,
+            self.bounds,
+            self.protocol,
+            self.errors,
+            self.lease
+        )
+    }
+}
+
 impl Violations {
     /// Sum of all counts.
     pub fn total(&self) -> u64 {

@@ -241,18 +241,7 @@ impl Report {
                 l.writes_accepted, l.stale_writes_rejected, l.late_writes_accepted
             );
         }
-        let _ = writeln!(
-            s,
-            "  violations:   convergence {}, causality {}, lost_writes {}, not_once {}, bounds {}, protocol {}, errors {}, lease {}",
-            v.convergence,
-            v.causality,
-            v.lost_writes,
-            v.not_once,
-            v.bounds,
-            v.protocol,
-            v.errors,
-            v.lease
-        );
+        let _ = writeln!(s, "  violations:   {v}");
         for f in &self.failures {
             let _ = writeln!(s, "    - {f}");
         }

@@ -93,6 +93,44 @@ struct Checkpoint {
     rss: u64,
 }
 
+/// Samples the apply times around each checkpoint.
+struct Sampler {
+    checkpoints: Vec<u64>,
+    last: u64,
+    samples: Vec<Duration>,
+}
+
+impl Sampler {
+    fn new(checkpoints: Vec<u64>, last: u64) -> Sampler {
+        Sampler {
+            checkpoints,
+            last,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Records write `i`'s apply time if it is near a checkpoint; at the
+    /// end of a window, the checkpoint with the window's p50 and p99.
+    fn sample(&mut self, i: u64, took: Duration) -> Option<(u64, Duration, Duration)> {
+        if self
+            .checkpoints
+            .iter()
+            .any(|c| i + WINDOW / 2 > *c && i <= *c + WINDOW / 2)
+        {
+            self.samples.push(took);
+        }
+        let at = self
+            .checkpoints
+            .iter()
+            .copied()
+            .find(|c| i == (*c + WINDOW / 2).min(self.last))?;
+        let p50 = percentile(&mut self.samples, 0.5);
+        let p99 = percentile(&mut self.samples, 0.99);
+        self.samples.clear();
+        Some((at, p50, p99))
+    }
+}
+
 /// The process's resident set, in bytes (Linux; 0 elsewhere).
 fn rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -109,9 +147,8 @@ fn concord(writes: u64) -> (Vec<Checkpoint>, Vec<Duration>, Vec<Duration>) {
     let disk = MemDisk::new();
     let mut a = Side::new(1, &disk);
     let mut b = Side::new(2, &disk);
-    let checkpoints = [1_000, writes - WINDOW / 2];
+    let mut sampler = Sampler::new(vec![1_000, writes - WINDOW / 2], writes);
     let mut out = Vec::new();
-    let mut samples = Vec::new();
     let (mut cuts, mut adoptions) = (Vec::new(), Vec::new());
     let mut sent = 0;
     for i in 1..=writes {
@@ -124,12 +161,6 @@ fn concord(writes: u64) -> (Vec<Checkpoint>, Vec<Duration>, Vec<Duration>) {
         let took = start.elapsed();
         a.persist();
         b.persist();
-        if checkpoints
-            .iter()
-            .any(|c| i + WINDOW / 2 > *c && i <= *c + WINDOW / 2)
-        {
-            samples.push(took);
-        }
         if a.replica.wants_cut() {
             let start = Instant::now();
             a.replica.cut_epoch(now).expect("cut");
@@ -142,20 +173,15 @@ fn concord(writes: u64) -> (Vec<Checkpoint>, Vec<Duration>, Vec<Duration>) {
             a.persist();
             b.persist();
         }
-        if let Some(at) = checkpoints
-            .iter()
-            .copied()
-            .find(|c| i == (*c + WINDOW / 2).min(writes))
-        {
+        if let Some((at, p50, p99)) = sampler.sample(i, took) {
             out.push(Checkpoint {
                 at,
-                p50: percentile(&mut samples, 0.5),
-                p99: percentile(&mut samples, 0.99),
+                p50,
+                p99,
                 disk: disk.bytes_on_disk(),
                 ops: b.replica.epoch().ops,
                 rss: rss(),
             });
-            samples.clear();
         }
     }
     assert_eq!(
@@ -168,9 +194,8 @@ fn concord(writes: u64) -> (Vec<Checkpoint>, Vec<Duration>, Vec<Duration>) {
 fn raw(writes: u64) -> Vec<Checkpoint> {
     let mut a = Automerge::new().with_actor(RawActor::from(&[1u8; 16][..]));
     let mut b = Automerge::new().with_actor(RawActor::from(&[2u8; 16][..]));
-    let checkpoints = [1_000, 10_000, writes - WINDOW / 2];
+    let mut sampler = Sampler::new(vec![1_000, 10_000, writes - WINDOW / 2], writes);
     let mut out = Vec::new();
-    let mut samples = Vec::new();
     for i in 1..=writes {
         let mut tx = a.transaction();
         tx.put(ROOT, "status", i).expect("put");
@@ -178,27 +203,15 @@ fn raw(writes: u64) -> Vec<Checkpoint> {
         let change = a.get_last_local_change().expect("change");
         let start = Instant::now();
         b.apply_changes([change]).expect("apply");
-        let took = start.elapsed();
-        if checkpoints
-            .iter()
-            .any(|c| i + WINDOW / 2 > *c && i <= *c + WINDOW / 2)
-        {
-            samples.push(took);
-        }
-        if let Some(at) = checkpoints
-            .iter()
-            .copied()
-            .find(|c| i == (*c + WINDOW / 2).min(writes))
-        {
+        if let Some((at, p50, p99)) = sampler.sample(i, start.elapsed()) {
             out.push(Checkpoint {
                 at,
-                p50: percentile(&mut samples, 0.5),
-                p99: percentile(&mut samples, 0.99),
+                p50,
+                p99,
                 disk: b.save().len() as u64,
                 ops: b.stats().num_ops,
                 rss: rss(),
             });
-            samples.clear();
         }
     }
     assert!(b.get(ROOT, "status").expect("get").is_some());

@@ -1,8 +1,9 @@
 //! Real nodes on loopback inside one process: writes propagate, concurrent
 //! writes converge, subscriptions see remote events, a node that restarts
 //! catches up, an allowlisted space refuses strangers, nodes that only
-//! speak QUIC sync over it, and ephemeral heartbeats reach peers (and a node
-//! that joins later) without entering the document.
+//! speak QUIC sync over it, ephemeral heartbeats reach peers (and a node
+//! that joins later) without entering the document, and nodes that cut
+//! epochs often converge on one and recover it after a restart.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -38,6 +39,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("condition not reached in 10 s");
+}
+
+/// A node whose spaces cut their epoch every 20 changes.
+async fn cutting_node(dir: &std::path::Path, bootstrap: Option<concord::Multiaddr>) -> Node {
+    let mut b = Node::builder()
+        .data_dir(dir)
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .epochs(concord_state::EpochConfig {
+            max_changes: 20,
+            ..concord_state::EpochConfig::default()
+        });
+    if let Some(a) = bootstrap {
+        b = b.bootstrap(a);
+    }
+    b.build().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,6 +289,58 @@ async fn ephemeral_heartbeats_reach_peers_and_late_joiners() {
     let on_c = sc.ephemeral::<u32>(BEAT, Duration::from_secs(30)).unwrap();
     eventually(|| async { on_c.get().await.unwrap() == [(a.actor().clone(), last)] }).await;
     for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_cut_converge_and_recover_their_epochs() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = cutting_node(dirs[0].path(), None).await;
+    let a_addr = addr(&a).await;
+    let b = cutting_node(dirs[1].path(), Some(a_addr.clone())).await;
+    let (sa, sb) = (
+        a.space("team").await.unwrap(),
+        b.space("team").await.unwrap(),
+    );
+    let (na, nb) = (
+        sa.counter("observation/n").unwrap(),
+        sb.counter("observation/n").unwrap(),
+    );
+    let epoch = |s: &concord::Space| {
+        let s = s.clone();
+        async move { s.with(|r| (r.epoch().id, r.epoch().number)).await.unwrap() }
+    };
+    // six rounds of twenty concurrent changes, each past the threshold
+    for round in 1..=6u64 {
+        for _ in 0..10 {
+            na.add(1).await.unwrap();
+            nb.add(10).await.unwrap();
+        }
+        eventually(|| async {
+            let (x, y) = (epoch(&sa).await, epoch(&sb).await);
+            x.0 == y.0 && y.1 >= round.min(3)
+        })
+        .await;
+    }
+    eventually(|| async { na.value().await.unwrap() == 660 && nb.value().await.unwrap() == 660 })
+        .await;
+    eventually(|| async { epoch(&sa).await.0 == epoch(&sb).await.0 }).await;
+    let (id, switches) = epoch(&sb).await;
+    assert!(
+        switches >= 3,
+        "120 changes at 20 per epoch: {switches} switches"
+    );
+    // b restarts from its disk: same epoch, same state, and goes on
+    b.shutdown().await.unwrap();
+    let b = cutting_node(dirs[1].path(), Some(a_addr)).await;
+    let sb = b.space("team").await.unwrap();
+    assert_eq!(sb.with(|r| r.epoch().id).await.unwrap(), id);
+    let nb = sb.counter("observation/n").unwrap();
+    assert_eq!(nb.value().await.unwrap(), 660);
+    nb.add(5).await.unwrap();
+    eventually(|| async { na.value().await.unwrap() == 665 }).await;
+    for n in [a, b] {
         n.shutdown().await.unwrap();
     }
 }
