@@ -45,6 +45,9 @@ pub(crate) struct EpochState {
 pub(crate) struct Growth {
     pub changes: u64,
     pub bytes: u64,
+    /// The largest hybrid logical clock of those changes (the replica's own
+    /// clock also moves with ephemeral writes, which are in no change).
+    pub max_hlc: Hlc,
     pub bucket_ops: HashMap<automerge::ObjId, u64>,
 }
 
@@ -167,6 +170,9 @@ pub(crate) struct Retained {
     pub id: EpochId,
     pub base: VectorClock,
     pub doc: Automerge,
+    /// The document saved, once: it never changes, and every snapshot
+    /// carries it.
+    pub saved: Vec<u8>,
 }
 
 impl Replica {
@@ -214,7 +220,8 @@ impl Replica {
             return Ok(None);
         }
         let heads = self.doc.get_heads();
-        let hlc = self.hlc_of(|_| true);
+        let hlc = self.epoch.base_hlc.max(self.epoch.growth.max_hlc);
+        debug_assert_eq!(hlc, self.hlc_of(|_| true));
         let state = self.read_cut(&heads, self.clock.clone(), hlc)?;
         let built = genesis::build(&state, self.actor.clone())?;
         let (to, _) = self.switch_to(&state, built)?;
@@ -256,7 +263,11 @@ impl Replica {
             Causality::Equal | Causality::After
         ) {
             let heads = self.heads_within(&target);
-            let hlc = self.hlc_of(|dot| target.contains(&dot.0, dot.1));
+            let hlc = if self.clock == target {
+                self.epoch.base_hlc.max(self.epoch.growth.max_hlc)
+            } else {
+                self.hlc_of(|dot| target.contains(&dot.0, dot.1))
+            };
             let state = self.read_cut(&heads, target.clone(), hlc)?;
             let built = genesis::build(&state, self.actor.clone())?;
             if target == theirs.cut && built.2 != theirs.id {
@@ -474,9 +485,8 @@ impl Replica {
     /// What a snapshot of this replica holds: the current document and the
     /// retained epochs (see [`crate::epoch::archive`]).
     pub(crate) fn snapshot_bytes(&self) -> Vec<u8> {
-        let docs: Vec<Vec<u8>> = std::iter::once(&self.doc)
-            .chain(self.retained.iter().rev().map(|r| &r.doc))
-            .map(Automerge::save)
+        let docs: Vec<Vec<u8>> = std::iter::once(self.doc.save())
+            .chain(self.retained.iter().rev().map(|r| r.saved.clone()))
             .collect();
         archive::pack(&docs)
     }
@@ -489,7 +499,13 @@ impl Replica {
         if self.retained.len() >= self.config.epochs.retain {
             self.retained.pop_front();
         }
-        self.retained.push_back(Retained { id, base, doc });
+        let saved = doc.save();
+        self.retained.push_back(Retained {
+            id,
+            base,
+            doc,
+            saved,
+        });
         debug!(space = %self.space, retained = self.retained.len(), "epoch retained");
     }
 
@@ -531,6 +547,9 @@ impl Replica {
         let g = &mut self.epoch.growth;
         g.changes += 1;
         g.bytes += change.raw_bytes().len() as u64;
+        if let Some(hlc) = change.message().and_then(Hlc::parse) {
+            g.max_hlc = g.max_hlc.max(hlc);
+        }
         for obj in buckets {
             *g.bucket_ops.entry(obj.clone()).or_default() += 1;
         }
@@ -553,6 +572,7 @@ pub(crate) fn load_snapshot(bytes: &[u8]) -> Result<(Automerge, VecDeque<Retaine
             id: epoch.id,
             base: epoch.base,
             doc,
+            saved: bytes.to_vec(),
         });
     }
     Ok((current, retained))

@@ -238,8 +238,14 @@ impl Replica {
                 .entry(m.actor.clone().into_owned())
                 .or_default()
                 .push(m.hash);
+            // What the epoch added: counted again on every rebuild (bytes
+            // and bucket ops only from here on: they are thresholds, while
+            // the largest HLC goes into a cut's first document).
+            let growth = &mut self.epoch.growth;
+            growth.changes += 1;
             if let Some(h) = m.message.as_deref().and_then(Hlc::parse) {
                 self.hlc.observe(h);
+                growth.max_hlc = growth.max_hlc.max(h);
             }
         }
     }
