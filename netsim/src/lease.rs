@@ -48,6 +48,14 @@ pub enum Agent {
     },
     /// Holding a lease.
     Holding(Holding),
+    /// Released a lease (no longer using it), waiting for the proposer to
+    /// report the release done, as concord-net's release call does.
+    Releasing {
+        /// Index of the resource in the plan.
+        resource: usize,
+        /// The token of the released lease.
+        token: FencingToken,
+    },
 }
 
 /// A held lease and what the application means to do with it.
@@ -267,6 +275,7 @@ pub fn frame_name(message: &Message) -> &'static str {
         Message::Accepted { .. } => "lease-accepted",
         Message::Reject { .. } => "lease-reject",
         Message::Release { .. } => "lease-release",
+        Message::Released { .. } => "lease-released",
     }
 }
 

@@ -66,8 +66,11 @@ pub struct LeaseCounters {
     pub grants: u64,
     /// Successful renewals.
     pub renewals: u64,
-    /// Leases released by their holder.
+    /// Releases done (the proposer reported the holder's release over).
     pub released: u64,
+    /// Of those, releases some acceptor did not confirm before their
+    /// deadline.
+    pub unconfirmed_releases: u64,
     /// Leases that ran out (not renewed, or abandoned).
     pub expired: u64,
     /// Acquisitions given up.
@@ -225,10 +228,11 @@ impl Report {
             let l = &c.lease;
             let _ = writeln!(
                 s,
-                "  leases:       {} grants, {} renewals, {} released, {} expired, {} denied, {} messages, {} persisted, {} acceptor restarts",
+                "  leases:       {} grants, {} renewals, {} released ({} unconfirmed), {} expired, {} denied, {} messages, {} persisted, {} acceptor restarts",
                 l.grants,
                 l.renewals,
                 l.released,
+                l.unconfirmed_releases,
                 l.expired,
                 l.denied,
                 l.messages,

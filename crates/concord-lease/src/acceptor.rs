@@ -69,6 +69,13 @@
 //! waiter polling a held lock no longer outranks, with each poll, the
 //! ballot of the holder's renewal. The holder's own node is still promised.
 //!
+//! # Releases
+//!
+//! A `Release` drops the holder's entry if its token matches, and is
+//! answered with `Released` in any case (also during the quiet period, when
+//! every grant is forgotten anyway), so that the releasing proposer knows
+//! when every acceptor has let go (see [`crate::proposer`]).
+//!
 //! Acceptors need no timers: expiry is evaluated lazily against the `now`
 //! of each input.
 
@@ -360,6 +367,7 @@ impl Acceptor {
                         if let Some(set) = self.holders.get_mut(&resource) {
                             set.release(holder, token);
                         }
+                        self.confirm_release(from, resource, holder, token);
                         Ok(())
                     }
                     other => Err(LeaseError::UnexpectedMessage { kind: other.kind() }),
@@ -404,7 +412,14 @@ impl Acceptor {
                 Ok(())
             }
             // Nothing to release: grants were forgotten.
-            Message::Release { .. } => Ok(()),
+            Message::Release {
+                resource,
+                holder,
+                token,
+            } => {
+                self.confirm_release(from, resource, holder, token);
+                Ok(())
+            }
             other => Err(LeaseError::UnexpectedMessage { kind: other.kind() }),
         }
     }
@@ -520,6 +535,23 @@ impl Acceptor {
         self.version += 1;
         self.stats.evicted_resources += 1;
         true
+    }
+
+    /// Tells the sender of a `Release` that this acceptor holds no such
+    /// grant any more.
+    fn confirm_release(
+        &mut self,
+        to: NodeId,
+        resource: Resource,
+        holder: Holder,
+        token: FencingToken,
+    ) {
+        let message = Message::Released {
+            resource,
+            holder,
+            token,
+        };
+        self.reply(to, message);
     }
 
     fn reject(&mut self, to: NodeId, resource: Resource, ballot: Ballot, reason: RejectReason) {
@@ -793,12 +825,17 @@ mod tests {
             },
         )
         .unwrap();
+        // Refused while recovering, but the release is confirmed: every
+        // grant was forgotten.
         assert!(matches!(
             flush(&mut a, Millis(1004))[..],
-            [Message::Reject {
-                reason: RejectReason::Recovering,
-                ..
-            }]
+            [
+                Message::Reject {
+                    reason: RejectReason::Recovering,
+                    ..
+                },
+                Message::Released { .. }
+            ]
         ));
         assert!(!a.is_recovering(Millis(1005)));
         // The old promise survived: a lower ballot is refused.
@@ -886,7 +923,16 @@ mod tests {
             .unwrap();
         assert!(matches!(
             flush(&mut a, Millis(1))[..],
-            [Message::Accepted { .. }]
+            [
+                Message::Released {
+                    holder: Holder {
+                        lease: LeaseId(1),
+                        ..
+                    },
+                    ..
+                },
+                Message::Accepted { .. }
+            ]
         ));
     }
 

@@ -215,7 +215,8 @@ fn a_held_mutex_denies_others_until_released_then_the_token_grows() {
             == Event::Released {
                 lease: LeaseId(1),
                 resource: r("r"),
-                token: Some(first)
+                token: Some(first),
+                confirmed_by_all: true,
             }));
     let (second, _) = acquired(&events, 1).unwrap();
     assert!(second > first);
@@ -555,7 +556,8 @@ fn release_while_acquiring_cleans_up() {
             Event::Released {
                 lease: LeaseId(1),
                 resource: r("r"),
-                token: None
+                token: None,
+                confirmed_by_all: true,
             }
         )]
     );
@@ -815,4 +817,256 @@ fn restarted_acceptors_sit_out_then_never_grant_a_lower_token() {
     net.acquire(1, 2, "r", 1_000, 1, 0);
     let (second, _) = acquired(&net.take_events(), 1).unwrap();
     assert!(second > first);
+}
+
+/// Acquisitions of `lease` on `r` that ended (granted or denied), per
+/// proposer, in order.
+fn outcomes(events: &[(usize, Event)], who: usize) -> Vec<&Event> {
+    events
+        .iter()
+        .filter(|(p, e)| *p == who && matches!(e, Event::Acquired { .. } | Event::Denied { .. }))
+        .map(|(_, e)| e)
+        .collect()
+}
+
+#[test]
+fn an_outdated_proposer_asks_again_at_once_and_gets_the_grant() {
+    let mut net = Net::new(3, 2);
+    // Proposer 1 has been busy: acceptors promised round 5.
+    for _ in 0..5 {
+        net.acquire(1, 1, "r", 100, 1, 0);
+        net.input(1, Input::Release { lease: LeaseId(1) });
+    }
+    net.take_events();
+    // Proposer 0 (round 0) does not wait: its first ballot is refused as
+    // outdated by every acceptor, which says nothing about the resource.
+    net.acquire(0, 1, "r", 1_000, 1, 0);
+    let events = net.take_events();
+    let outcome = outcomes(&events, 0);
+    assert!(
+        matches!(outcome[..], [Event::Acquired { token, .. }]
+            if *token > Ballot::new(5, prop_id(1)).unwrap().token()),
+        "{events:?}"
+    );
+    let stats = net.proposers[0].stats();
+    assert_eq!((stats.attempts, stats.outdated_retries), (2, 1));
+}
+
+/// A proposer alone whose every ballot a majority refuses as outdated,
+/// the promise always a few rounds ahead (a cluster racing ahead of it).
+/// Answers every prepare it sent until `until`, advancing time by 1 ms;
+/// returns the events and the time they came.
+fn refuse_every_ballot(p: &mut Proposer, mut now: Millis, until: Millis) -> Vec<(Millis, Event)> {
+    let mut events = Vec::new();
+    while now <= until {
+        loop {
+            let prepares: Vec<(NodeId, Ballot)> = std::iter::from_fn(|| p.poll_transmit())
+                .filter_map(|t| match t.message {
+                    Message::Prepare { ballot, .. } => Some((t.to, ballot)),
+                    _ => None,
+                })
+                .collect();
+            if prepares.is_empty() {
+                break;
+            }
+            for (to, ballot) in prepares {
+                let promised = Ballot::new(ballot.round() + 3, NodeId(7)).unwrap();
+                let reject = Message::Reject {
+                    resource: r("r"),
+                    ballot,
+                    promised,
+                    reason: RejectReason::Outdated,
+                };
+                let input = Input::Message {
+                    from: to,
+                    message: reject,
+                };
+                p.handle_input(now, input).unwrap();
+            }
+        }
+        events.extend(std::iter::from_fn(|| p.poll_event()).map(|e| (now, e)));
+        now = now.saturating_add(Millis(1));
+        if p.poll_timeout().is_some_and(|t| t <= now) {
+            p.handle_input(now, Input::Timeout).unwrap();
+        }
+    }
+    events
+}
+
+#[test]
+fn outdated_retries_are_bounded_and_end_in_one_denial() {
+    let mut p = Proposer::new(config(0, 3), 0).unwrap();
+    let acquire = Input::Acquire {
+        lease: LeaseId(1),
+        resource: r("r"),
+        ttl: Millis(1_000),
+        permits: Permits::MUTEX,
+        wait: Millis(0),
+    };
+    p.handle_input(Millis(0), acquire).unwrap();
+    let events = refuse_every_ballot(&mut p, Millis(0), Millis(100));
+    assert!(
+        matches!(
+            events[..],
+            [(
+                Millis(0),
+                Event::Denied {
+                    reason: DenyReason::Rejected(RejectReason::Outdated),
+                    ..
+                }
+            )]
+        ),
+        "{events:?}"
+    );
+    let stats = p.stats();
+    assert_eq!(stats.attempts, 1 + u64::from(OUTDATED_RETRIES));
+    assert_eq!(stats.outdated_retries, u64::from(OUTDATED_RETRIES));
+    assert_eq!((p.lease_count(), p.poll_timeout()), (0, None));
+}
+
+#[test]
+fn an_outdated_proposer_gives_up_with_a_denial_after_its_wait() {
+    let mut p = Proposer::new(config(0, 3), 0).unwrap();
+    let acquire = Input::Acquire {
+        lease: LeaseId(1),
+        resource: r("r"),
+        ttl: Millis(1_000),
+        permits: Permits::MUTEX,
+        wait: Millis(200),
+    };
+    p.handle_input(Millis(0), acquire).unwrap();
+    let events = refuse_every_ballot(&mut p, Millis(0), Millis(1_000));
+    // Retried after backoffs (10-20 ms) all through its wait, then at once
+    // a bounded number of times, then denied once.
+    let [(at, Event::Denied { reason, .. })] = &events[..] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(*reason, DenyReason::Rejected(RejectReason::Outdated));
+    assert!(
+        (Millis(180)..Millis(200)).contains(at),
+        "denied at {at}, wait ends at 200 ms"
+    );
+    let stats = p.stats();
+    assert!(stats.attempts >= 10, "{stats:?}");
+    assert_eq!(stats.outdated_retries, u64::from(OUTDATED_RETRIES));
+}
+
+#[test]
+fn a_release_completes_when_every_acceptor_confirms_it() {
+    let mut net = Net::new(3, 1);
+    net.acquire(0, 1, "r", 10_000, 1, 0);
+    let (token, _) = acquired(&net.take_events(), 0).unwrap();
+    // Confirmations held up by a slow disk: the release is under way.
+    net.fsync = Millis(20);
+    net.acquire(0, 2, "other", 10_000, 1, 0);
+    net.input(0, Input::Release { lease: LeaseId(1) });
+    assert!(!net.proposers[0].is_valid(LeaseId(1), net.now));
+    assert_eq!(net.proposers[0].held(LeaseId(1)), None);
+    let released = |events: &[(usize, Event)]| {
+        events.iter().any(|(_, e)| {
+            matches!(
+                e,
+                Event::Released {
+                    lease: LeaseId(1),
+                    ..
+                }
+            )
+        })
+    };
+    assert!(!released(&net.take_events()));
+    // Its id stays taken meanwhile; a second release finds nothing.
+    let p = &mut net.proposers[0];
+    assert_eq!(
+        p.handle_input(net.now, Input::Release { lease: LeaseId(1) }),
+        Err(LeaseError::UnknownLease(LeaseId(1)))
+    );
+    let again = Input::Acquire {
+        lease: LeaseId(1),
+        resource: r("r"),
+        ttl: Millis(1_000),
+        permits: Permits::MUTEX,
+        wait: Millis(0),
+    };
+    assert_eq!(
+        p.handle_input(net.now, again),
+        Err(LeaseError::LeaseInUse(LeaseId(1)))
+    );
+    net.advance(20);
+    let events = net.take_events();
+    assert!(
+        events.contains(&(
+            0,
+            Event::Released {
+                lease: LeaseId(1),
+                resource: r("r"),
+                token: Some(token),
+                confirmed_by_all: true,
+            }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(net.proposers[0].stats().unconfirmed_releases, 0);
+    assert_eq!(net.proposers[0].lease_count(), 1);
+}
+
+#[test]
+fn a_release_completes_at_its_deadline_when_an_acceptor_never_answers() {
+    let mut net = Net::new(3, 1);
+    net.acquire(0, 1, "r", 10_000, 1, 0);
+    let (token, _) = acquired(&net.take_events(), 0).unwrap();
+    // Acceptor 2 is out of reach; the other two confirm at once.
+    net.isolate(0, &[2]);
+    let released_at = net.now;
+    net.input(0, Input::Release { lease: LeaseId(1) });
+    assert!(net.take_events().is_empty());
+    // The deadline is the configured round timeout (50 ms).
+    let deadline = released_at.saturating_add(Millis(50));
+    assert_eq!(net.proposers[0].poll_timeout(), Some(deadline));
+    net.advance(49);
+    assert!(net.take_events().is_empty());
+    net.advance(1);
+    assert_eq!(
+        net.take_events(),
+        vec![(
+            0,
+            Event::Released {
+                lease: LeaseId(1),
+                resource: r("r"),
+                token: Some(token),
+                confirmed_by_all: false,
+            }
+        )]
+    );
+    let p = &net.proposers[0];
+    assert_eq!(p.stats().unconfirmed_releases, 1);
+    assert_eq!((p.lease_count(), p.poll_timeout()), (0, None));
+}
+
+#[test]
+fn confirmations_of_other_releases_count_for_nothing() {
+    let mut p = Proposer::new(config(0, 1), 0).unwrap();
+    let released = |holder: Holder, token: u64| Input::Message {
+        from: acc_id(0),
+        message: Message::Released {
+            resource: r("r"),
+            holder,
+            token: FencingToken::new(token),
+        },
+    };
+    // Of a request this proposer does not track: ignored.
+    let mine = Holder {
+        node: prop_id(0),
+        lease: LeaseId(4),
+    };
+    p.handle_input(Millis(0), released(mine, 9)).unwrap();
+    assert_eq!(p.poll_event(), None);
+    // Of another node's holder: a bad message.
+    let theirs = Holder {
+        node: prop_id(1),
+        lease: LeaseId(4),
+    };
+    assert!(matches!(
+        p.handle_input(Millis(0), released(theirs, 9)),
+        Err(LeaseError::Malformed(_))
+    ));
 }

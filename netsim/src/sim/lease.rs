@@ -500,6 +500,14 @@ impl Sim {
                         }
                         return;
                     }
+                    // The holder stops using the lease now; its next
+                    // request waits until the release is done.
+                    self.lease_check.end(h.resource, h.grant, self.now);
+                    self.trace_lease(id, h.resource, "released", Some(h.token.get()), None);
+                    self.leases[id.index()].agent = Agent::Releasing {
+                        resource: h.resource,
+                        token: h.token,
+                    };
                     Input::Release { lease: h.lease }
                 } else if h.renews {
                     Input::Renew {
@@ -517,7 +525,7 @@ impl Sim {
                 }
                 self.lease_schedule_holding(id);
             }
-            Agent::Idle | Agent::Acquiring { .. } | Agent::Down => {}
+            Agent::Idle | Agent::Acquiring { .. } | Agent::Releasing { .. } | Agent::Down => {}
         }
     }
 
@@ -625,24 +633,36 @@ impl Sim {
                 self.lease_schedule_holding(id);
             }
             LeaseEvent::Lost { .. } | LeaseEvent::Denied { .. } | LeaseEvent::Released { .. } => {
+                let l = &mut self.counters.lease;
                 let what = match event {
                     LeaseEvent::Lost { .. } => {
-                        self.counters.lease.expired += 1;
+                        l.expired += 1;
                         "expired"
                     }
                     LeaseEvent::Denied { .. } => {
-                        self.counters.lease.denied += 1;
+                        l.denied += 1;
                         "denied"
                     }
+                    LeaseEvent::Released {
+                        confirmed_by_all: true,
+                        ..
+                    } => {
+                        l.released += 1;
+                        "release-confirmed"
+                    }
                     _ => {
-                        self.counters.lease.released += 1;
-                        "released"
+                        l.released += 1;
+                        l.unconfirmed_releases += 1;
+                        "release-unconfirmed"
                     }
                 };
                 match agent {
                     Agent::Holding(h) => {
                         self.lease_check.end(h.resource, h.grant, self.now);
                         self.trace_lease(id, h.resource, what, Some(h.token.get()), None);
+                    }
+                    Agent::Releasing { resource, token } => {
+                        self.trace_lease(id, resource, what, Some(token.get()), None);
                     }
                     Agent::Acquiring { resource, .. } => {
                         self.trace_lease(id, resource, what, None, None);

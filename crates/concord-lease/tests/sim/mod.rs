@@ -866,13 +866,19 @@ impl Sim {
             }
             Agent::Holding {
                 lease,
+                grant,
                 hold_until,
                 renews,
                 ttl,
-                ..
             } => {
+                let release = self.now >= hold_until || !renews;
+                if release {
+                    // The lease ends as the holder releases it.
+                    let g = &mut self.grants[grant];
+                    g.end_us = g.end_us.min(self.now);
+                }
                 let machine = self.proposers[p].machine.as_mut().unwrap();
-                let input = if self.now >= hold_until || !renews {
+                let input = if release {
                     Input::Release {
                         lease: LeaseId(lease),
                     }
