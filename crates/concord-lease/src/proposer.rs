@@ -539,9 +539,10 @@ impl Proposer {
             return Ok(());
         };
         if &slot.resource != resource {
-            return Err(LeaseError::Malformed(
-                "reply names another resource than its ballot",
-            ));
+            // A late answer to the same ballot used for another resource
+            // before this node restarted (a restarted proposer climbs from
+            // round 0 again): not about this attempt.
+            return Ok(());
         }
         match message {
             Message::Promise { holders, .. } => self.on_promise(now, id, from, &holders),
