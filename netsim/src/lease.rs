@@ -124,7 +124,8 @@ pub struct LeaseNode {
     pub wake_epoch: u64,
     /// The application.
     pub agent: Agent,
-    /// Next lease id (never reused, across restarts too).
+    /// Next lease id: from 0 at every start, as concord-net's lease node
+    /// numbers its requests (a restarted proposer reuses its old ids).
     pub next_lease: u64,
 }
 
@@ -195,6 +196,7 @@ impl LeaseNode {
             self.proposer = Some(proposer);
         }
         self.agent = Agent::Idle;
+        self.next_lease = 0;
         self.started = true;
         Ok(())
     }

@@ -87,6 +87,8 @@ pub struct LeaseCounters {
     pub messages: u64,
     /// Acceptor states made durable (simulated fsyncs completed).
     pub persisted: u64,
+    /// Most grants of one semaphore (more than one permit) valid at once.
+    pub peak_semaphore_holders: u64,
     /// Acceptors restarted from their disk.
     pub acceptor_restarts: u64,
 }
@@ -239,6 +241,13 @@ impl Report {
                 l.persisted,
                 l.acceptor_restarts
             );
+            if l.peak_semaphore_holders > 0 {
+                let _ = writeln!(
+                    s,
+                    "  semaphores:   at most {} holders of one at once",
+                    l.peak_semaphore_holders
+                );
+            }
             let _ = writeln!(
                 s,
                 "  fencing:      {} writes accepted, {} stale writes rejected, {} late writes accepted",

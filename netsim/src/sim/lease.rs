@@ -1,15 +1,20 @@
 //! Driving the lease machines inside the event loop: configuration of the
-//! lease peers, lease messages over the simulated network (point-to-point,
-//! under the same loss, latency, partitions, crashes and pauses as every
-//! other frame), proposer timers on each node's own clock, the acceptors'
-//! simulated fsyncs, the applications (acquire, hold, renew, write, release
-//! or walk away), and feeding the lease checker.
+//! lease peers (and of adversarial clocks), lease messages over the
+//! simulated network (point-to-point, under the same loss, latency,
+//! partitions, crashes and pauses as every other frame), proposer timers on
+//! each node's own clock, the acceptors' simulated fsyncs, the applications
+//! (acquire, hold, renew, write, release and wait for the release to be
+//! done, or walk away), and feeding the lease checker.
 //!
 //! It owns the order in which lease inputs reach the machines. It must
-//! never bypass the network for a lease message (a proposer's message to
-//! the acceptor on its own node crosses the node's loopback link too), show
-//! a node anything but its own clock, or draw randomness from anything but
-//! the simulator's lease stream.
+//! never make a protocol decision the machines make in production (when to
+//! retry, how long to wait for an answer or a confirmation: it follows
+//! `poll_timeout` and the events, like concord-net's lease node), never
+//! bypass the network for a lease message (a proposer's message to the
+//! acceptor on its own node crosses the node's loopback link too), show a
+//! node anything but its own clock, or draw randomness from anything but
+//! the simulator's lease stream. A proposer timer that does not move past
+//! the moment it fired is reported as a protocol violation.
 
 use concord_lease::{
     AcceptorConfig, AcceptorInput, DriftBound, Event as LeaseEvent, Input, LeaseError, LeaseId,
@@ -121,6 +126,13 @@ impl Sim {
             }
             Err(e) => self.violation(Kind::Errors, NodeId(0), e),
         }
+        if plan.adversarial_clocks && self.plan.clocks.extreme {
+            // Acceptors fast, everyone else slow (see `LeasePlan`).
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                let drift = node.clock.drift_ppm.abs();
+                node.clock.drift_ppm = if plan.is_acceptor(i) { drift } else { -drift };
+            }
+        }
     }
 
     /// Starts node `id`'s lease machines after the process started.
@@ -180,6 +192,7 @@ impl Sim {
                 }
                 self.leases[node.index()].timer_at = None;
                 self.lease_timer_due(node);
+                self.lease_check_timer_advanced(node);
             }
             Scheduled::Synced {
                 node,
@@ -397,6 +410,22 @@ impl Sim {
         }
     }
 
+    /// After a timer of `id` fired: a proposer whose next timer is not in
+    /// its future would be woken again and again at the same moment. That
+    /// is a bug; it is reported, and the timer dropped.
+    fn lease_check_timer_advanced(&mut self, id: NodeId) {
+        let now = self.lease_now(id);
+        let next = self.leases[id.index()]
+            .proposer
+            .as_ref()
+            .and_then(|p| p.poll_timeout());
+        if let Some(next) = next.filter(|&t| t <= now) {
+            self.leases[id.index()].timer_at = None;
+            let what = format!("proposer timer did not advance: {next} after a timeout at {now}");
+            self.violation(Kind::Protocol, id, what);
+        }
+    }
+
     /// After a proposer input: send, hand events to the application,
     /// re-arm the timer.
     fn lease_after_proposer(&mut self, id: NodeId) {
@@ -582,6 +611,12 @@ impl Sim {
                 let (grant, found) =
                     self.lease_check
                         .grant(resource, id, token.get(), token_floor, (self.now, end));
+                if self.lease_resources[resource].1 != Permits::MUTEX {
+                    let l = &mut self.counters.lease;
+                    l.peak_semaphore_holders = l
+                        .peak_semaphore_holders
+                        .max(self.lease_check.holders(resource));
+                }
                 self.trace_lease(id, resource, "acquired", Some(token.get()), Some(end));
                 for v in found {
                     self.violation(Kind::Lease, id, v);
