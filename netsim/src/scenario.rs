@@ -192,15 +192,8 @@ impl Scenario {
             Scenario::OfflineEdge | Scenario::EpochsOffline => 30,
             Scenario::Scale => 2,
             Scenario::LeaseExpiryRace => 10,
-            Scenario::LeaseContention
-            | Scenario::LeasePartition
-            | Scenario::LeasePause
-            | Scenario::LeaseSkew
-            | Scenario::LeaseSkewBeyond
-            | Scenario::LeaseChaos
-            | Scenario::LeaseAcceptorCrashes
-            | Scenario::LeaseSlowDisk
-            | Scenario::LeaseMinority => 20,
+            // the other lease scenarios
+            _ => 20,
         }
     }
 }
@@ -330,16 +323,6 @@ impl ScenarioConfig {
                 plan.add_skew(10_000, 20_000);
                 plan.add_pauses(&mut rng, (n / 10).max(1));
             }
-            Scenario::LeaseContention
-            | Scenario::LeasePartition
-            | Scenario::LeasePause
-            | Scenario::LeaseSkew
-            | Scenario::LeaseSkewBeyond
-            | Scenario::LeaseChaos
-            | Scenario::LeaseExpiryRace
-            | Scenario::LeaseAcceptorCrashes
-            | Scenario::LeaseSlowDisk
-            | Scenario::LeaseMinority => plan.add_lease_scenario(self.scenario, &mut rng),
             Scenario::Epochs => {
                 plan.epochs.max_changes = EPOCH_SCENARIO_CHANGES;
                 plan.add_partitions(&mut rng);
@@ -349,6 +332,7 @@ impl ScenarioConfig {
                 plan.epochs.max_changes = EPOCH_SCENARIO_CHANGES;
                 plan.add_offline_edge(&mut rng);
             }
+            lease => plan.add_lease_scenario(lease, &mut rng),
         }
         plan.faults.sort_by_key(|f| f.at_ms);
         plan
@@ -583,15 +567,21 @@ impl Plan {
             let at_ms = rng.random_range(start..end.saturating_sub(3_000).max(start + 1));
             let clean = rng.random_range(0..3) == 0;
             let down_ms = rng.random_range(500..=3_000);
-            self.faults.push(FaultAt {
-                at_ms,
-                fault: Fault::Crash { node, clean },
-            });
-            self.faults.push(FaultAt {
-                at_ms: at_ms + down_ms,
-                fault: Fault::Restart(node),
-            });
+            self.add_crash(node, at_ms, clean, down_ms);
         }
+    }
+
+    /// `node` crashes at `at_ms` (cleanly or not) and restarts `down_ms`
+    /// later.
+    fn add_crash(&mut self, node: u32, at_ms: u64, clean: bool, down_ms: u64) {
+        self.faults.push(FaultAt {
+            at_ms,
+            fault: Fault::Crash { node, clean },
+        });
+        self.faults.push(FaultAt {
+            at_ms: at_ms + down_ms,
+            fault: Fault::Restart(node),
+        });
     }
 
     /// Clock offsets up to `max_skew_ms` and rate errors up to `max_drift_ppm`.
@@ -635,15 +625,20 @@ impl Plan {
         for node in pick_nodes(rng, self.peers, count) {
             let at_ms = rng.random_range(start..end.max(start + 1));
             let len = rng.random_range(1_000..=4_000);
-            self.faults.push(FaultAt {
-                at_ms,
-                fault: Fault::Pause(node),
-            });
-            self.faults.push(FaultAt {
-                at_ms: at_ms + len,
-                fault: Fault::Resume(node),
-            });
+            self.add_pause(node, at_ms, len);
         }
+    }
+
+    /// `node` pauses at `at_ms` and resumes `len` ms later.
+    fn add_pause(&mut self, node: u32, at_ms: u64, len: u64) {
+        self.faults.push(FaultAt {
+            at_ms,
+            fault: Fault::Pause(node),
+        });
+        self.faults.push(FaultAt {
+            at_ms: at_ms + len,
+            fault: Fault::Resume(node),
+        });
     }
 
     fn write_span(&self) -> u64 {

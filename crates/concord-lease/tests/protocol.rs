@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{acc_id, config, prop_id, r};
+use common::{acc_id, acquire_mutex, config, prop_id, r};
 use concord_lease::*;
 
 /// Lockstep network: instant delivery, links can be cut, acceptors
@@ -143,6 +143,16 @@ impl Net {
             }
             self.run();
         }
+    }
+
+    /// Proposer `p` has been busy: it acquired and released `r` `rounds`
+    /// times, so the acceptors promised its round `rounds`.
+    fn keep_busy(&mut self, p: usize, rounds: usize) {
+        for _ in 0..rounds {
+            self.acquire(p, 1, "r", 100, 1, 0);
+            self.input(p, Input::Release { lease: LeaseId(1) });
+        }
+        self.take_events();
     }
 
     fn take_events(&mut self) -> Vec<(usize, Event)> {
@@ -424,12 +434,7 @@ fn a_renewal_that_completes_too_late_is_a_loss() {
 #[test]
 fn rejections_push_the_ballot_above_the_promise() {
     let mut net = Net::new(3, 2);
-    // Proposer 1 has been busy: acceptors promised a high round.
-    for _ in 0..5 {
-        net.acquire(1, 1, "r", 100, 1, 0);
-        net.input(1, Input::Release { lease: LeaseId(1) });
-    }
-    net.take_events();
+    net.keep_busy(1, 5);
     // A fresh proposer 0 starts at round 1 and climbs.
     net.acquire(0, 1, "r", 1_000, 1, 1_000);
     net.advance(100);
@@ -545,12 +550,7 @@ fn outcomes(events: &[(usize, Event)], who: usize) -> Vec<&Event> {
 #[test]
 fn an_outdated_proposer_asks_again_at_once_and_gets_the_grant() {
     let mut net = Net::new(3, 2);
-    // Proposer 1 has been busy: acceptors promised round 5.
-    for _ in 0..5 {
-        net.acquire(1, 1, "r", 100, 1, 0);
-        net.input(1, Input::Release { lease: LeaseId(1) });
-    }
-    net.take_events();
+    net.keep_busy(1, 5);
     // Proposer 0 (round 0) does not wait: its first ballot is refused as
     // outdated by every acceptor, which says nothing about the resource.
     net.acquire(0, 1, "r", 1_000, 1, 0);
@@ -609,13 +609,7 @@ fn refuse_every_ballot(p: &mut Proposer, mut now: Millis, until: Millis) -> Vec<
 #[test]
 fn outdated_retries_are_bounded_and_end_in_one_denial() {
     let mut p = Proposer::new(config(0, 3), 0).unwrap();
-    let acquire = Input::Acquire {
-        lease: LeaseId(1),
-        resource: r("r"),
-        ttl: Millis(1_000),
-        permits: Permits::MUTEX,
-        wait: Millis(0),
-    };
+    let acquire = acquire_mutex(1, "r", 1_000, 0);
     p.handle_input(Millis(0), acquire).unwrap();
     let events = refuse_every_ballot(&mut p, Millis(0), Millis(100));
     assert!(
@@ -640,13 +634,7 @@ fn outdated_retries_are_bounded_and_end_in_one_denial() {
 #[test]
 fn an_outdated_proposer_gives_up_with_a_denial_after_its_wait() {
     let mut p = Proposer::new(config(0, 3), 0).unwrap();
-    let acquire = Input::Acquire {
-        lease: LeaseId(1),
-        resource: r("r"),
-        ttl: Millis(1_000),
-        permits: Permits::MUTEX,
-        wait: Millis(200),
-    };
+    let acquire = acquire_mutex(1, "r", 1_000, 200);
     p.handle_input(Millis(0), acquire).unwrap();
     let events = refuse_every_ballot(&mut p, Millis(0), Millis(1_000));
     // Retried after backoffs (10-20 ms) all through its wait, then at once
@@ -693,13 +681,7 @@ fn a_release_completes_when_every_acceptor_confirms_it() {
         p.handle_input(net.now, Input::Release { lease: LeaseId(1) }),
         Err(LeaseError::UnknownLease(LeaseId(1)))
     );
-    let again = Input::Acquire {
-        lease: LeaseId(1),
-        resource: r("r"),
-        ttl: Millis(1_000),
-        permits: Permits::MUTEX,
-        wait: Millis(0),
-    };
+    let again = acquire_mutex(1, "r", 1_000, 0);
     assert_eq!(
         p.handle_input(net.now, again),
         Err(LeaseError::LeaseInUse(LeaseId(1)))

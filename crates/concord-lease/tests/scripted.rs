@@ -5,24 +5,15 @@
 
 mod common;
 
-use common::{acc_id, config, prop_id, r};
+use common::{acc_id, acquire_mutex, config, prop_id, r};
 use concord_lease::proposer::DEFAULT_MAX_TTL;
 use concord_lease::*;
 
 #[test]
 fn late_answers_after_loss_are_ignored() {
     let mut p = Proposer::new(config(0, 3), 0).unwrap();
-    p.handle_input(
-        Millis(0),
-        Input::Acquire {
-            lease: LeaseId(1),
-            resource: r("r"),
-            ttl: Millis(100),
-            permits: Permits::MUTEX,
-            wait: Millis(0),
-        },
-    )
-    .unwrap();
+    p.handle_input(Millis(0), acquire_mutex(1, "r", 100, 0))
+        .unwrap();
     let ballot = Ballot::new(1, prop_id(0)).unwrap();
     for a in 0..2 {
         let promise = Message::Promise {
@@ -67,17 +58,8 @@ fn late_answers_after_loss_are_ignored() {
 #[test]
 fn duplicate_replies_are_counted_once() {
     let mut p = Proposer::new(config(0, 3), 0).unwrap();
-    p.handle_input(
-        Millis(0),
-        Input::Acquire {
-            lease: LeaseId(1),
-            resource: r("r"),
-            ttl: Millis(100),
-            permits: Permits::MUTEX,
-            wait: Millis(0),
-        },
-    )
-    .unwrap();
+    p.handle_input(Millis(0), acquire_mutex(1, "r", 100, 0))
+        .unwrap();
     let ballot = Ballot::new(1, prop_id(0)).unwrap();
     let promise = Message::Promise {
         resource: r("r"),
@@ -111,13 +93,7 @@ fn duplicate_replies_are_counted_once() {
 #[test]
 fn bad_inputs_are_typed_errors() {
     let mut p = Proposer::new(config(0, 3), 0).unwrap();
-    let acquire = |lease: u64, ttl: u64| Input::Acquire {
-        lease: LeaseId(lease),
-        resource: r("r"),
-        ttl: Millis(ttl),
-        permits: Permits::MUTEX,
-        wait: Millis(0),
-    };
+    let acquire = |lease: u64, ttl: u64| acquire_mutex(lease, "r", ttl, 0);
     assert!(matches!(
         p.handle_input(Millis(0), acquire(1, 0)),
         Err(LeaseError::InvalidTtl { .. })
@@ -210,27 +186,12 @@ fn lease_and_outbox_bounds_are_enforced() {
     for lease in 0..4 {
         p.handle_input(
             Millis(0),
-            Input::Acquire {
-                lease: LeaseId(lease),
-                resource: r(&format!("r{lease}")),
-                ttl: Millis(100),
-                permits: Permits::MUTEX,
-                wait: Millis(0),
-            },
+            acquire_mutex(lease, &format!("r{lease}"), 100, 0),
         )
         .unwrap();
     }
     assert_eq!(
-        p.handle_input(
-            Millis(0),
-            Input::Acquire {
-                lease: LeaseId(9),
-                resource: r("r"),
-                ttl: Millis(100),
-                permits: Permits::MUTEX,
-                wait: Millis(0),
-            }
-        ),
+        p.handle_input(Millis(0), acquire_mutex(9, "r", 100, 0)),
         Err(LeaseError::TooManyLeases { max: 4 })
     );
     // 4 attempts x 3 prepares = 12 transmits into an outbox of 10.
@@ -241,17 +202,8 @@ fn lease_and_outbox_bounds_are_enforced() {
 #[test]
 fn rounds_exhausted_is_reported() {
     let mut p = Proposer::new(config(0, 1), 0).unwrap();
-    p.handle_input(
-        Millis(0),
-        Input::Acquire {
-            lease: LeaseId(1),
-            resource: r("r"),
-            ttl: Millis(100),
-            permits: Permits::MUTEX,
-            wait: Millis(1_000),
-        },
-    )
-    .unwrap();
+    p.handle_input(Millis(0), acquire_mutex(1, "r", 100, 1_000))
+        .unwrap();
     let top = Ballot::new(Ballot::MAX_ROUND, NodeId(0)).unwrap();
     p.handle_input(
         Millis(1),

@@ -306,14 +306,7 @@ impl Plan {
             for first in [start, start + half] {
                 let at_ms = first + rng.random_range(0..half);
                 let len = rng.random_range(1_000..=4_000);
-                self.faults.push(FaultAt {
-                    at_ms,
-                    fault: Fault::Pause(node),
-                });
-                self.faults.push(FaultAt {
-                    at_ms: at_ms + len,
-                    fault: Fault::Resume(node),
-                });
+                self.add_pause(node, at_ms, len);
             }
         }
     }
@@ -334,14 +327,7 @@ impl Plan {
             while at_ms < end {
                 let clean = rng.random_range(0..3) == 0;
                 let down_ms = rng.random_range(5..=100);
-                self.faults.push(FaultAt {
-                    at_ms,
-                    fault: Fault::Crash { node, clean },
-                });
-                self.faults.push(FaultAt {
-                    at_ms: at_ms + down_ms,
-                    fault: Fault::Restart(node),
-                });
+                self.add_crash(node, at_ms, clean, down_ms);
                 at_ms += down_ms + rng.random_range(500..=2_000);
             }
         }

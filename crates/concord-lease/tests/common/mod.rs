@@ -1,6 +1,6 @@
 //! Names and configuration shared by the lockstep and scripted tests.
 
-use concord_lease::{Millis, NodeId, ProposerConfig, Quorum, Resource};
+use concord_lease::{Input, LeaseId, Millis, NodeId, Permits, ProposerConfig, Quorum, Resource};
 
 /// Acceptor `i`'s id (1, 2, ...).
 pub fn acc_id(i: usize) -> NodeId {
@@ -25,5 +25,17 @@ pub fn config(i: usize, acceptors: usize) -> ProposerConfig {
         round_timeout: Millis(50),
         retry_backoff: Millis(10),
         ..ProposerConfig::new(prop_id(i), quorum)
+    }
+}
+
+/// An acquisition of the mutex `res` as `lease`, for `ttl` ms, waiting up
+/// to `wait` ms.
+pub fn acquire_mutex(lease: u64, res: &str, ttl: u64, wait: u64) -> Input {
+    Input::Acquire {
+        lease: LeaseId(lease),
+        resource: r(res),
+        ttl: Millis(ttl),
+        permits: Permits::MUTEX,
+        wait: Millis(wait),
     }
 }
