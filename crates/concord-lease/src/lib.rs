@@ -46,8 +46,10 @@
 //! crate) runs these machines, unchanged, under loss, partitions, crashes
 //! with slow fsyncs, drifting clocks and pauses, and checks lease safety
 //! and fencing in simulated real time (its `lease-*` scenarios). This
-//! crate's tests check the machines in lockstep (`tests/protocol.rs`) and
-//! through the [`LeaseBackend`] trait (`tests/backend.rs`).
+//! crate's tests check the machines together in lockstep
+//! (`tests/protocol.rs`), the proposer alone against scripted replies
+//! (`tests/scripted.rs`), and a driver through the [`LeaseBackend`] trait
+//! (`tests/backend.rs`).
 
 pub mod acceptor;
 pub mod backend;

@@ -455,8 +455,8 @@ impl Proposer {
     /// The next event for the application.
     ///
     /// The event queue needs no bound of its own: each request produces at
-    /// most one event per application input (`Acquire`, `Renew`,
-    /// `Release`) plus one final `Lost` or `Denied`, so it grows with the
+    /// most one event per application input (`Acquire`, `Renew`) plus one
+    /// final `Lost`, `Denied` or `Released`, so it grows with the
     /// application's own inputs, never with peer input.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
