@@ -99,10 +99,10 @@
 //! A release ends the lease's validity at once and sends `Release` to every
 //! acceptor, each of which answers `Released` once it dropped the grant.
 //! The request is over, and [`Event::Released`] reported, when every
-//! acceptor confirmed, or when [`ProposerConfig::round_timeout`] passed
-//! first (an acceptor that did not confirm drops the grant when it
-//! expires): so an acquisition right after a release does not, as a rule,
-//! find the old grant still listed. A loss, and a failed fresh attempt that
+//! acceptor confirmed, or when the learned round timeout passed first (an
+//! acceptor that did not confirm drops the grant when it expires): so an
+//! acquisition right after a release does not, as a rule, find the old
+//! grant still listed. A loss, and a failed fresh attempt that
 //! got as far as `Propose` (in case a majority accepted but the answers
 //! were lost), send a `Release` too, and wait for nothing.
 
@@ -156,7 +156,8 @@ pub struct ProposerConfig {
     /// How long one phase of an attempt waits for a majority at least; the
     /// proposer waits longer for acceptors it learned are slow (see the
     /// module docs), up to [`MAX_ROUND_TIMEOUT_FACTOR`](crate::MAX_ROUND_TIMEOUT_FACTOR) times this.
-    /// Also how long a release waits for every acceptor to confirm it.
+    /// A release waits as long (as learned) for every acceptor to confirm
+    /// it.
     pub round_timeout: Millis,
     /// Base of the randomized backoff between attempts: a retry waits
     /// between one and two times this, or the typical time the acceptors
@@ -325,8 +326,8 @@ pub enum Event {
         token: Option<FencingToken>,
         /// Whether every acceptor confirmed that it holds no grant of the
         /// request (trivially so if none was ever proposed). If not, the
-        /// release waited [`ProposerConfig::round_timeout`] for the silent
-        /// ones, which drop the grant when it expires.
+        /// release waited one (learned) round timeout for the silent ones,
+        /// which drop the grant when it expires.
         confirmed_by_all: bool,
     },
 }

@@ -272,12 +272,22 @@ fn acceptors_slower_than_the_round_timeout_still_grant() {
     // attempt 1 arrived at 150 ms, during attempt 3: from then on a phase
     // waits 300 ms, and attempt 4 got through.
     assert_eq!(net.proposers[0].stats().attempts, 4);
-    // The next request waits long enough the first time.
-    net.input(0, Input::Release { lease: LeaseId(1) });
+    // The next request waits long enough the first time, and so does a
+    // release for its confirmations (behind that request's 150 ms writes).
     net.acquire(0, 2, "other", 10_000, 1, 5_000);
+    net.input(0, Input::Release { lease: LeaseId(1) });
     net.advance(1_000);
-    assert!(acquired(&net.take_events(), 0).is_some());
+    let events = net.take_events();
+    assert!(acquired(&events, 0).is_some());
     assert_eq!(net.proposers[0].stats().attempts, 5);
+    assert!(events.iter().any(|(_, e)| matches!(
+        e,
+        Event::Released {
+            lease: LeaseId(1),
+            confirmed_by_all: true,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -714,7 +724,7 @@ fn a_release_completes_at_its_deadline_when_an_acceptor_never_answers() {
     let released_at = net.now;
     net.input(0, Input::Release { lease: LeaseId(1) });
     assert!(net.take_events().is_empty());
-    // The deadline is the configured round timeout (50 ms).
+    // The deadline is one round timeout (50 ms: nothing was slow).
     let deadline = released_at.saturating_add(Millis(50));
     assert_eq!(net.proposers[0].poll_timeout(), Some(deadline));
     net.advance(49);

@@ -287,7 +287,7 @@ impl Proposer {
     }
 
     /// The learned round timeout.
-    fn round_timeout(&self) -> Millis {
+    pub(super) fn round_timeout(&self) -> Millis {
         self.pace.round_timeout(self.config.round_timeout)
     }
 

@@ -1,14 +1,14 @@
 //! Releases the application asks for: the lease ends at once, `Release`
 //! goes to every acceptor, and the request is over ([`Event::Released`])
-//! when every acceptor confirmed or [`ProposerConfig::round_timeout`]
-//! passed.
+//! when every acceptor confirmed or the round timeout passed: the learned
+//! one, as for any phase, so that acceptors that are merely slow (far away,
+//! or behind a slow disk: their confirmation waits for the write before it)
+//! are waited for, and an unreachable one costs no more than a phase.
 //!
 //! This module owns that wait and its deadline. It must never treat a
 //! released lease as valid, never count a confirmation of another release
 //! (another token, an older request of the same id) or an acceptor twice,
 //! and never keep a release past its deadline.
-//!
-//! [`ProposerConfig::round_timeout`]: super::ProposerConfig::round_timeout
 
 use super::{Event, Proposer};
 use crate::ballot::FencingToken;
@@ -69,7 +69,7 @@ impl Proposer {
             held,
             token,
             confirmed: Tally::default(),
-            deadline: now.saturating_add(self.config.round_timeout),
+            deadline: now.saturating_add(self.round_timeout()),
         };
         self.releases.insert(lease, releasing);
         Ok(())

@@ -26,8 +26,8 @@
 //! A call returns with the proposer's final word on its request: an
 //! acquisition with `Acquired` or `Denied`, a renewal with `Renewed`,
 //! `RenewFailed` or `Lost`, a release with `Released`, which the proposer
-//! reports once every acceptor confirmed or [`QuorumConfig::round_timeout`]
-//! passed.
+//! reports once every acceptor confirmed or a round timeout (see
+//! [`QuorumConfig::round_timeout`]) passed.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
