@@ -435,6 +435,14 @@ impl LeaseCheck {
         (id, found)
     }
 
+    /// Grants of `resource` valid at the start of the latest grant, that
+    /// one included.
+    pub fn holders(&self, resource: usize) -> u64 {
+        self.resources
+            .get(resource)
+            .map_or(0, |r| r.live.len() as u64)
+    }
+
     /// A renewal: the grant is valid until `end` now, if that is later.
     pub fn extend(&mut self, resource: usize, id: GrantId, end: u64) {
         if let Some(g) = self.live_mut(resource, id) {
@@ -600,7 +608,9 @@ mod tests {
         // A semaphore allows two holders, not three.
         assert!(c.grant(1, NodeId(0), 5, 0, (0, 10)).1.is_empty());
         assert!(c.grant(1, NodeId(1), 6, 0, (1, 10)).1.is_empty());
+        assert_eq!(c.holders(1), 2);
         assert_eq!(c.grant(1, NodeId(2), 7, 0, (2, 10)).1.len(), 1);
+        assert_eq!(c.holders(1), 3, "the overlap is counted");
         assert!(c.grant(1, NodeId(2), 8, 7, (10, 20)).1.is_empty());
         assert_eq!(c.token_floor(1), 8);
     }

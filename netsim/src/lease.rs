@@ -48,6 +48,14 @@ pub enum Agent {
     },
     /// Holding a lease.
     Holding(Holding),
+    /// Released a lease (no longer using it), waiting for the proposer to
+    /// report the release done, as concord-net's release call does.
+    Releasing {
+        /// Index of the resource in the plan.
+        resource: usize,
+        /// The token of the released lease.
+        token: FencingToken,
+    },
 }
 
 /// A held lease and what the application means to do with it.
@@ -116,7 +124,8 @@ pub struct LeaseNode {
     pub wake_epoch: u64,
     /// The application.
     pub agent: Agent,
-    /// Next lease id (never reused, across restarts too).
+    /// Next lease id: from 0 at every start, as concord-net's lease node
+    /// numbers its requests (a restarted proposer reuses its old ids).
     pub next_lease: u64,
 }
 
@@ -187,6 +196,7 @@ impl LeaseNode {
             self.proposer = Some(proposer);
         }
         self.agent = Agent::Idle;
+        self.next_lease = 0;
         self.started = true;
         Ok(())
     }
@@ -267,6 +277,7 @@ pub fn frame_name(message: &Message) -> &'static str {
         Message::Accepted { .. } => "lease-accepted",
         Message::Reject { .. } => "lease-reject",
         Message::Release { .. } => "lease-release",
+        Message::Released { .. } => "lease-released",
     }
 }
 

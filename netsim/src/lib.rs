@@ -40,8 +40,13 @@
 //!   after a simulated fsync (a power loss drops it); a restarted acceptor
 //!   recovers it and sits out its quiet period. Each proposer's application
 //!   races for a few resources, holds for a while (renewing), writes to a
-//!   fenced external system with its token, then releases or lets the lease
-//!   expire.
+//!   fenced external system with its token, then releases (and, as
+//!   concord-net's release call does, waits until the proposer reports the
+//!   release done before its next request) or lets the lease expire. The
+//!   driver makes no protocol decision of its own: retries, release
+//!   confirmations and their deadlines are the proposer's, exactly as in
+//!   production. This is the one simulator of the lease machines: every
+//!   rule about them is checked here.
 //! * **Checkers** ([`check`]): convergence (heads, clocks, values,
 //!   conflicts), causal order of every node's `*` subscriber (per step),
 //!   lost acknowledged writes, bounded queues (engine transmits, pending
@@ -53,10 +58,16 @@
 //! * **Scenarios** ([`scenario`]): `steady`, `partition-heal`,
 //!   `flaky-links`, `crash-restart`, `clock-skew`, `offline-edge`, `scale`,
 //!   `chaos` (all faults at once), and with leases `lease-contention`,
-//!   `lease-partition`, `lease-pause` and `lease-skew` (drift at the
-//!   configured bound); `lease-skew-beyond` drifts past the bound and is
-//!   expected to fail. A [`Plan`] is fully concrete and can be edited
-//!   before [`run_plan`].
+//!   `lease-partition`, `lease-pause`, `lease-skew` (drift at the
+//!   configured bound), `lease-chaos` (every fault at once),
+//!   `lease-expiry-race` (holders run to the end of their validity while
+//!   others wait, clocks at the worst edge of the bound),
+//!   `lease-acceptor-crashes` (acceptors crash again and again with slow
+//!   fsyncs), `lease-slow-disk` (fsyncs slower than the round timeout:
+//!   every run must grant) and `lease-minority` (a minority cut off for the
+//!   whole run never acquires); `lease-skew-beyond` drifts past the bound
+//!   and is expected to fail. A [`Plan`] is fully concrete and can be
+//!   edited before [`run_plan`].
 //! * **Output** ([`report`], [`html`], [`trace`]): a summary (human or one
 //!   JSON object), `trace_hash` (SHA-256 of every trace line), and on request
 //!   `trace.json` plus `report.html` (SVG timeline and convergence curve).

@@ -27,9 +27,10 @@ struct Args {
     seed: u64,
     /// Scenario: steady, partition-heal, flaky-links, crash-restart,
     /// clock-skew, offline-edge, scale, chaos, lease-contention,
-    /// lease-partition, lease-pause, lease-skew, epochs, epochs-offline, or
-    /// lease-skew-beyond (built to fail: clocks drift beyond the lease drift
-    /// bound).
+    /// lease-partition, lease-pause, lease-skew, lease-chaos,
+    /// lease-expiry-race, lease-acceptor-crashes, lease-slow-disk,
+    /// lease-minority, epochs, epochs-offline, or lease-skew-beyond (built to
+    /// fail: clocks drift beyond the lease drift bound).
     #[arg(long, default_value = "steady")]
     scenario: Scenario,
     /// Length of the write phase in virtual seconds (scenario default if absent).
@@ -174,12 +175,17 @@ fn sweep(args: &Args) -> anyhow::Result<bool> {
     eprintln!("sweep took {:.1} s", started.elapsed().as_secs_f64());
     if args.scenario.has_leases() {
         println!(
-            "leases: {} grants, {} renewals, {} writes accepted, {} stale writes rejected, {} late writes accepted; {lease_failures} runs with lease violations",
+            "leases: {} grants, {} renewals, {} released ({} unconfirmed), {} expired, {} denied, {} writes accepted, {} stale writes rejected, {} late writes accepted, {} acceptor restarts; {lease_failures} runs with lease violations",
             lease.grants,
             lease.renewals,
+            lease.released,
+            lease.unconfirmed_releases,
+            lease.expired,
+            lease.denied,
             lease.writes_accepted,
             lease.stale_writes_rejected,
-            lease.late_writes_accepted
+            lease.late_writes_accepted,
+            lease.acceptor_restarts
         );
     }
     println!("{passed} passed, {failed} failed");
@@ -190,6 +196,11 @@ fn sweep(args: &Args) -> anyhow::Result<bool> {
 fn add_lease(total: &mut LeaseCounters, run: &LeaseCounters) {
     total.grants += run.grants;
     total.renewals += run.renewals;
+    total.released += run.released;
+    total.unconfirmed_releases += run.unconfirmed_releases;
+    total.expired += run.expired;
+    total.denied += run.denied;
+    total.acceptor_restarts += run.acceptor_restarts;
     total.writes_accepted += run.writes_accepted;
     total.stale_writes_rejected += run.stale_writes_rejected;
     total.late_writes_accepted += run.late_writes_accepted;

@@ -66,8 +66,11 @@ pub struct LeaseCounters {
     pub grants: u64,
     /// Successful renewals.
     pub renewals: u64,
-    /// Leases released by their holder.
+    /// Releases done (the proposer reported the holder's release over).
     pub released: u64,
+    /// Of those, releases some acceptor did not confirm before their
+    /// deadline.
+    pub unconfirmed_releases: u64,
     /// Leases that ran out (not renewed, or abandoned).
     pub expired: u64,
     /// Acquisitions given up.
@@ -84,6 +87,8 @@ pub struct LeaseCounters {
     pub messages: u64,
     /// Acceptor states made durable (simulated fsyncs completed).
     pub persisted: u64,
+    /// Most grants of one semaphore (more than one permit) valid at once.
+    pub peak_semaphore_holders: u64,
     /// Acceptors restarted from their disk.
     pub acceptor_restarts: u64,
 }
@@ -225,16 +230,24 @@ impl Report {
             let l = &c.lease;
             let _ = writeln!(
                 s,
-                "  leases:       {} grants, {} renewals, {} released, {} expired, {} denied, {} messages, {} persisted, {} acceptor restarts",
+                "  leases:       {} grants, {} renewals, {} released ({} unconfirmed), {} expired, {} denied, {} messages, {} persisted, {} acceptor restarts",
                 l.grants,
                 l.renewals,
                 l.released,
+                l.unconfirmed_releases,
                 l.expired,
                 l.denied,
                 l.messages,
                 l.persisted,
                 l.acceptor_restarts
             );
+            if l.peak_semaphore_holders > 0 {
+                let _ = writeln!(
+                    s,
+                    "  semaphores:   at most {} holders of one at once",
+                    l.peak_semaphore_holders
+                );
+            }
             let _ = writeln!(
                 s,
                 "  fencing:      {} writes accepted, {} stale writes rejected, {} late writes accepted",

@@ -18,6 +18,10 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+mod lease;
+
+pub use lease::{DEFAULT_DRIFT_BOUND_PPM, LeasePlan, LeaseResource};
+
 /// RNG stream used to draw the plan (see [`stream_rng`]).
 pub(crate) const PLAN_STREAM: u64 = 0;
 
@@ -68,6 +72,27 @@ pub enum Scenario {
     /// Like `lease-skew`, but clocks drift 30 times beyond the configured
     /// bound: built to fail, the lease checker must catch overlaps.
     LeaseSkewBeyond,
+    /// Lease contention under every fault at once: partitions, lossy and
+    /// duplicating links, crashes, clocks at the edge of the drift bound,
+    /// paused processes.
+    LeaseChaos,
+    /// Three acceptors and separate proposers racing for one mutex with
+    /// short leases, fast links, a tiny backoff and clocks at the worst edge
+    /// of the drift bound (acceptors fast, holders slow); holders write up
+    /// to the end of their validity and often let it run out: the race at
+    /// expiry, as tight as it gets.
+    LeaseExpiryRace,
+    /// Every acceptor crashes (mostly without a clean shutdown) and
+    /// restarts again and again while its fsyncs are slow and leases short:
+    /// promises not yet durable are lost, restarted acceptors sit out their
+    /// quiet period.
+    LeaseAcceptorCrashes,
+    /// Every acceptor fsync takes two to four round timeouts: proposers
+    /// must learn to wait longer, and every run must grant.
+    LeaseSlowDisk,
+    /// One acceptor of three and a proposer are cut off from the rest for
+    /// the whole run: that minority never acquires, the majority does.
+    LeaseMinority,
     /// Epochs cut every few dozen changes while everyone writes, during
     /// partitions (whose sides cut on their own and join on heal) and
     /// crashes.
@@ -80,7 +105,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario whose runs must pass, in a fixed order.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 19] = [
         Scenario::Steady,
         Scenario::PartitionHeal,
         Scenario::FlakyLinks,
@@ -93,6 +118,11 @@ impl Scenario {
         Scenario::LeasePartition,
         Scenario::LeasePause,
         Scenario::LeaseSkew,
+        Scenario::LeaseChaos,
+        Scenario::LeaseExpiryRace,
+        Scenario::LeaseAcceptorCrashes,
+        Scenario::LeaseSlowDisk,
+        Scenario::LeaseMinority,
         Scenario::Epochs,
         Scenario::EpochsOffline,
     ];
@@ -117,6 +147,11 @@ impl Scenario {
             Scenario::LeasePause => "lease-pause",
             Scenario::LeaseSkew => "lease-skew",
             Scenario::LeaseSkewBeyond => "lease-skew-beyond",
+            Scenario::LeaseChaos => "lease-chaos",
+            Scenario::LeaseExpiryRace => "lease-expiry-race",
+            Scenario::LeaseAcceptorCrashes => "lease-acceptor-crashes",
+            Scenario::LeaseSlowDisk => "lease-slow-disk",
+            Scenario::LeaseMinority => "lease-minority",
             Scenario::Epochs => "epochs",
             Scenario::EpochsOffline => "epochs-offline",
         }
@@ -131,6 +166,11 @@ impl Scenario {
                 | Scenario::LeasePause
                 | Scenario::LeaseSkew
                 | Scenario::LeaseSkewBeyond
+                | Scenario::LeaseChaos
+                | Scenario::LeaseExpiryRace
+                | Scenario::LeaseAcceptorCrashes
+                | Scenario::LeaseSlowDisk
+                | Scenario::LeaseMinority
         )
     }
 
@@ -151,11 +191,9 @@ impl Scenario {
             Scenario::Epochs => 20,
             Scenario::OfflineEdge | Scenario::EpochsOffline => 30,
             Scenario::Scale => 2,
-            Scenario::LeaseContention
-            | Scenario::LeasePartition
-            | Scenario::LeasePause
-            | Scenario::LeaseSkew
-            | Scenario::LeaseSkewBeyond => 20,
+            Scenario::LeaseExpiryRace => 10,
+            // the other lease scenarios
+            _ => 20,
         }
     }
 }
@@ -285,28 +323,6 @@ impl ScenarioConfig {
                 plan.add_skew(10_000, 20_000);
                 plan.add_pauses(&mut rng, (n / 10).max(1));
             }
-            Scenario::LeaseContention => {
-                plan.add_leases(LeasePlan::contention(n));
-                plan.add_flaky_links(20_000, 20_000, 20);
-                plan.add_crashes(&mut rng);
-            }
-            Scenario::LeasePartition => {
-                plan.add_leases(LeasePlan::contention(n));
-                plan.add_partitions(&mut rng);
-            }
-            Scenario::LeasePause => {
-                plan.add_leases(LeasePlan::pause(n));
-                plan.add_lease_pauses(&mut rng);
-            }
-            Scenario::LeaseSkew => {
-                plan.add_leases(LeasePlan::contention(n));
-                plan.add_flaky_links(10_000, 10_000, 10);
-                plan.add_extreme_skew(30_000, DEFAULT_DRIFT_BOUND_PPM);
-            }
-            Scenario::LeaseSkewBeyond => {
-                plan.add_leases(LeasePlan::contention(n));
-                plan.add_extreme_skew(30_000, 30 * DEFAULT_DRIFT_BOUND_PPM);
-            }
             Scenario::Epochs => {
                 plan.epochs.max_changes = EPOCH_SCENARIO_CHANGES;
                 plan.add_partitions(&mut rng);
@@ -316,6 +332,7 @@ impl ScenarioConfig {
                 plan.epochs.max_changes = EPOCH_SCENARIO_CHANGES;
                 plan.add_offline_edge(&mut rng);
             }
+            lease => plan.add_lease_scenario(lease, &mut rng),
         }
         plan.faults.sort_by_key(|f| f.at_ms);
         plan
@@ -550,15 +567,21 @@ impl Plan {
             let at_ms = rng.random_range(start..end.saturating_sub(3_000).max(start + 1));
             let clean = rng.random_range(0..3) == 0;
             let down_ms = rng.random_range(500..=3_000);
-            self.faults.push(FaultAt {
-                at_ms,
-                fault: Fault::Crash { node, clean },
-            });
-            self.faults.push(FaultAt {
-                at_ms: at_ms + down_ms,
-                fault: Fault::Restart(node),
-            });
+            self.add_crash(node, at_ms, clean, down_ms);
         }
+    }
+
+    /// `node` crashes at `at_ms` (cleanly or not) and restarts `down_ms`
+    /// later.
+    fn add_crash(&mut self, node: u32, at_ms: u64, clean: bool, down_ms: u64) {
+        self.faults.push(FaultAt {
+            at_ms,
+            fault: Fault::Crash { node, clean },
+        });
+        self.faults.push(FaultAt {
+            at_ms: at_ms + down_ms,
+            fault: Fault::Restart(node),
+        });
     }
 
     /// Clock offsets up to `max_skew_ms` and rate errors up to `max_drift_ppm`.
@@ -578,36 +601,6 @@ impl Plan {
             max_drift_ppm,
             extreme: true,
         };
-    }
-
-    /// Lease machines and their workload, active during the write phase.
-    fn add_leases(&mut self, mut lease: LeasePlan) {
-        lease.start_ms = self.workload.start_ms;
-        lease.end_ms = self.workload.end_ms;
-        self.lease = Some(lease);
-    }
-
-    /// Two pauses of every lease proposer, 1–4 s each (several times the
-    /// longest ttl), starting at a random time in each half of the write
-    /// phase (a pause that outlasts the next start absorbs it).
-    fn add_lease_pauses(&mut self, rng: &mut ChaCha8Rng) {
-        let proposers = self.lease.as_ref().map_or(0, |l| l.proposers);
-        let (start, span) = (self.workload.start_ms, self.write_span());
-        let half = (span / 2).max(1);
-        for node in 0..proposers.min(self.peers) as u32 {
-            for first in [start, start + half] {
-                let at_ms = first + rng.random_range(0..half);
-                let len = rng.random_range(1_000..=4_000);
-                self.faults.push(FaultAt {
-                    at_ms,
-                    fault: Fault::Pause(node),
-                });
-                self.faults.push(FaultAt {
-                    at_ms: at_ms + len,
-                    fault: Fault::Resume(node),
-                });
-            }
-        }
     }
 
     /// One random node disconnected from 1 s into the write phase until 2 s
@@ -632,15 +625,20 @@ impl Plan {
         for node in pick_nodes(rng, self.peers, count) {
             let at_ms = rng.random_range(start..end.max(start + 1));
             let len = rng.random_range(1_000..=4_000);
-            self.faults.push(FaultAt {
-                at_ms,
-                fault: Fault::Pause(node),
-            });
-            self.faults.push(FaultAt {
-                at_ms: at_ms + len,
-                fault: Fault::Resume(node),
-            });
+            self.add_pause(node, at_ms, len);
         }
+    }
+
+    /// `node` pauses at `at_ms` and resumes `len` ms later.
+    fn add_pause(&mut self, node: u32, at_ms: u64, len: u64) {
+        self.faults.push(FaultAt {
+            at_ms,
+            fault: Fault::Pause(node),
+        });
+        self.faults.push(FaultAt {
+            at_ms: at_ms + len,
+            fault: Fault::Resume(node),
+        });
     }
 
     fn write_span(&self) -> u64 {
@@ -650,129 +648,6 @@ impl Plan {
     /// Time of the last fault (0 if none).
     pub fn last_fault_ms(&self) -> u64 {
         self.faults.iter().map(|f| f.at_ms).max().unwrap_or(0)
-    }
-}
-
-/// The drift bound lease proposers are configured with (concord-lease's
-/// default, 10,000 ppm = 1 %).
-pub const DEFAULT_DRIFT_BOUND_PPM: u32 = concord_lease::DriftBound::DEFAULT.ppm();
-
-/// One leased resource: its name and its number of permits (1: a mutex,
-/// guarding a fenced external system; more: a semaphore).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LeaseResource {
-    /// The resource name.
-    pub name: String,
-    /// Holders allowed at once.
-    pub permits: u32,
-}
-
-/// Lease peers and what their applications do (DESIGN §4): the first
-/// `acceptors` nodes run an acceptor, the first `proposers` nodes a proposer
-/// driven by a random workload. Ranges are inclusive, in ms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LeasePlan {
-    /// Nodes `0..acceptors` are the configured lease peers (acceptors).
-    pub acceptors: usize,
-    /// Nodes `0..proposers` run a proposer and an application.
-    pub proposers: usize,
-    /// The resources applications race for.
-    pub resources: Vec<LeaseResource>,
-    /// The drift bound proposers assume, in ppm.
-    pub drift_bound_ppm: u32,
-    /// Longest ttl (acceptors' `max_ttl`, hence their quiet period).
-    pub max_ttl_ms: u64,
-    /// Ttl of an acquisition or renewal.
-    pub ttl_ms: (u64, u64),
-    /// How long an application keeps trying to acquire.
-    pub wait_ms: (u64, u64),
-    /// How long an application wants to hold a lease (renewing meanwhile).
-    pub hold_ms: (u64, u64),
-    /// Pause between two requests of one application.
-    pub idle_ms: (u64, u64),
-    /// Probability (ppm) that a holder renews while it holds.
-    pub renew_ppm: u32,
-    /// Probability (ppm) that a holder walks away at the end of its hold
-    /// without releasing: the lease expires.
-    pub abandon_ppm: u32,
-    /// A holder renews when this much of its validity is left.
-    pub renew_lead_ms: (u64, u64),
-    /// Work between checking the lease and the write it guards landing at
-    /// the external system (the write is not checked again).
-    pub work_ms: (u64, u64),
-    /// Gap between two writes of one holder.
-    pub write_gap_ms: (u64, u64),
-    /// How long an acceptor's fsync takes.
-    pub fsync_ms: (u64, u64),
-    /// Proposers' round timeout.
-    pub round_timeout_ms: u64,
-    /// Proposers' retry backoff base.
-    pub retry_backoff_ms: u64,
-    /// Applications start requesting leases at this virtual time.
-    pub start_ms: u64,
-    /// And make no new request from this virtual time on.
-    pub end_ms: u64,
-}
-
-impl LeasePlan {
-    /// Five acceptors (all nodes if fewer), up to 16 proposers, two mutexes
-    /// and a 3-permit semaphore; short leases, so holders change often.
-    pub fn contention(peers: usize) -> LeasePlan {
-        let resource = |name: &str, permits| LeaseResource {
-            name: name.to_owned(),
-            permits,
-        };
-        LeasePlan {
-            acceptors: peers.min(5),
-            proposers: peers.min(16),
-            resources: vec![
-                resource("deploy", 1),
-                resource("db.migrate", 1),
-                resource("api.quota", 3),
-            ],
-            drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
-            max_ttl_ms: 1_000,
-            ttl_ms: (150, 1_000),
-            wait_ms: (0, 2_000),
-            hold_ms: (20, 1_500),
-            idle_ms: (0, 300),
-            renew_ppm: 600_000,
-            abandon_ppm: 200_000,
-            renew_lead_ms: (20, 200),
-            work_ms: (0, 100),
-            write_gap_ms: (5, 100),
-            fsync_ms: (0, 3),
-            round_timeout_ms: 150,
-            retry_backoff_ms: 30,
-            start_ms: 0,
-            end_ms: 0,
-        }
-    }
-
-    /// Contention on two mutexes with long work between the lease check
-    /// and the write, so that a pause often catches a holder mid-write.
-    pub fn pause(peers: usize) -> LeasePlan {
-        LeasePlan {
-            resources: LeasePlan::contention(peers)
-                .resources
-                .into_iter()
-                .filter(|r| r.permits == 1)
-                .collect(),
-            hold_ms: (200, 2_000),
-            work_ms: (20, 200),
-            write_gap_ms: (0, 20),
-            ..LeasePlan::contention(peers)
-        }
-    }
-
-    /// Whether node `i` runs an acceptor.
-    pub fn is_acceptor(&self, i: usize) -> bool {
-        i < self.acceptors
-    }
-
-    /// Whether node `i` runs a proposer.
-    pub fn is_proposer(&self, i: usize) -> bool {
-        i < self.proposers
     }
 }
 

@@ -156,8 +156,11 @@ pub enum TraceEvent {
         /// `in-sync`, `behind`, `ahead`, `applied`, `error`, `disconnect`.
         what: &'static str,
     },
-    /// The application of a lease proposer learnt something: `acquired`,
-    /// `renewed`, `renew-failed`, `denied`, `expired` or `released`.
+    /// The application of a lease proposer did or learnt something:
+    /// `acquired`, `renewed`, `renew-failed`, `denied`, `expired`,
+    /// `released` (it let go of the lease), then `release-confirmed` (every
+    /// acceptor confirmed) or `release-unconfirmed` (the release deadline
+    /// passed first).
     Lease {
         /// The node.
         node: u32,

@@ -23,7 +23,11 @@
 //!   rule (why at most N holders overlap).
 //! - [`acceptor`] holds the [`Acceptor`] machine, its durable [`AcceptorState`]
 //!   and the quiet period after a restart.
-//! - [`proposer`] holds the [`Proposer`] machine: acquire, renew, release.
+//! - [`proposer`] holds the [`Proposer`] machine and every decision about a
+//!   node's own requests: attempts and retries (at once, up to
+//!   [`OUTDATED_RETRIES`] times, for a ballot that merely lagged), renewals,
+//!   and releases, which end when every acceptor confirmed them or a
+//!   deadline passed ([`Event::Released`]).
 //! - `pace` (internal) holds the proposer's learned round timeout and retry
 //!   backoff, bounded by [`MAX_ROUND_TIMEOUT_FACTOR`] and
 //!   [`MAX_ABANDONED_PHASES`].
@@ -34,7 +38,18 @@
 //! `handle_input(now, input)`, then `poll_transmit()` (messages addressed to
 //! a peer), plus `poll_event()` / `poll_timeout()` for the proposer and
 //! `poll_persist()` for the acceptor, whose replies wait until the driver
-//! confirms the state durable.
+//! confirms the state durable. A driver makes no protocol decision of its
+//! own: it carries messages, persists, follows `poll_timeout` and maps
+//! events to its callers.
+//!
+//! The rules are checked in one place: netsim (the workspace's `netsim`
+//! crate) runs these machines, unchanged, under loss, partitions, crashes
+//! with slow fsyncs, drifting clocks and pauses, and checks lease safety
+//! and fencing in simulated real time (its `lease-*` scenarios). This
+//! crate's tests check the machines together in lockstep
+//! (`tests/protocol.rs`), the proposer alone against scripted replies
+//! (`tests/scripted.rs`), and a driver through the [`LeaseBackend`] trait
+//! (`tests/backend.rs`).
 
 pub mod acceptor;
 pub mod backend;
@@ -58,7 +73,9 @@ pub use error::LeaseError;
 pub use ids::{Holder, LeaseId, NodeId};
 pub use messages::{HolderInfo, Message, RejectReason, Transmit};
 pub use pace::{MAX_ABANDONED_PHASES, MAX_ROUND_TIMEOUT_FACTOR};
-pub use proposer::{DenyReason, Event, Input, Proposer, ProposerConfig, ProposerStats};
+pub use proposer::{
+    DenyReason, Event, Input, OUTDATED_RETRIES, Proposer, ProposerConfig, ProposerStats,
+};
 pub use quorum::{MAX_ACCEPTORS, Quorum};
 pub use resource::{MAX_RESOURCE_LEN, Resource};
 pub use semaphore::{MAX_PERMITS, Permits};

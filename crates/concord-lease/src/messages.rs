@@ -13,7 +13,8 @@
 //!    | <-- Promise(b, live holders)    |  or Reject(promised, reason)
 //!    | Propose(b, holder, token, ttl)->|  accept if b >= promised and a permit is free;
 //!    | <-- Accepted(b)                 |  time the entry from receipt
-//!    | Release(holder, token) -------> |  drop the entry (no reply)
+//!    | Release(holder, token) -------> |  drop the entry (after a restart:
+//!    | <-- Released(holder, token)     |  nothing to drop) and confirm
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,16 @@ pub enum Message {
         /// The token of the grant given up.
         token: FencingToken,
     },
+    /// Acceptor to proposer: the acceptor holds no grant of `holder` with
+    /// `token` (any it held is dropped), in answer to a `Release`.
+    Released {
+        /// The resource.
+        resource: Resource,
+        /// The holder named in the `Release`.
+        holder: Holder,
+        /// The token named in the `Release`.
+        token: FencingToken,
+    },
 }
 
 impl Message {
@@ -129,7 +140,8 @@ impl Message {
             | Message::Propose { resource, .. }
             | Message::Accepted { resource, .. }
             | Message::Reject { resource, .. }
-            | Message::Release { resource, .. } => resource,
+            | Message::Release { resource, .. }
+            | Message::Released { resource, .. } => resource,
         }
     }
 
@@ -142,6 +154,7 @@ impl Message {
             Message::Accepted { .. } => "Accepted",
             Message::Reject { .. } => "Reject",
             Message::Release { .. } => "Release",
+            Message::Released { .. } => "Released",
         }
     }
 

@@ -2,12 +2,28 @@
 //! machine ([`Proposer`]).
 //!
 //! This module owns a node's lease requests from `Acquire` to their end:
-//! ballots, the two phases of each attempt, retries with randomized backoff,
-//! renewals, releases, and the local validity of every held lease. It must
+//! ballots, the two phases of each attempt, retries with randomized backoff
+//! (and at once for a ballot that merely lagged), renewals, releases and
+//! their confirmation, and the local validity of every held lease. It must
 //! never read a clock or a global RNG (time is the `now` of each input,
 //! randomness a ChaCha RNG seeded at construction), never do I/O, and never
 //! report a lease valid past `sent + local_validity(ttl)` (see
-//! [`crate::time`]).
+//! [`crate::time`]). Every protocol decision about a node's own requests is
+//! made here, so that a driver (concord-net, netsim) only carries messages,
+//! timers and events, and what production decides is what the simulator
+//! checks.
+//!
+//! The machine is split along its seams:
+//!
+//! - this file: configuration, inputs, events, and the machine's face
+//!   (`handle_input`, the `poll_*` methods, routing of replies);
+//! - `attempt`: acquisitions and the two phases of every attempt, retries,
+//!   giving up;
+//! - `renewal`: renewing a held lease, and losing it when its validity ends;
+//! - `release`: giving a request up and waiting for the acceptors to
+//!   confirm it;
+//! - `pace` (a crate-private sibling): the learned round timeout and
+//!   backoff.
 //!
 //! # Driving it
 //!
@@ -48,7 +64,16 @@
 //! when a phase waited its round timeout without a majority (lost
 //! messages, partition, crashed acceptors, slow disks). A failed
 //! acquisition is retried after a random backoff until its `wait` is spent,
-//! then reported [`Event::Denied`].
+//! then reported [`Event::Denied`]: an `Acquire` ends in exactly one
+//! [`Event::Acquired`] or [`Event::Denied`] (or [`Event::Released`] if the
+//! application gives it up first).
+//!
+//! A proposer whose ballots lag behind the acceptors' promises (it was
+//! quiet while others worked, or it restarted) has its attempt refused as
+//! [`RejectReason::Outdated`], and learns from the refusals the round to
+//! use. If no backoff fits in what is left of the wait, such an
+//! acquisition is not denied (nobody may hold the resource) but tried again
+//! at once with the learned round, at most [`OUTDATED_RETRIES`] times.
 //!
 //! The round timeout and the retry backoff are learned from how long the
 //! acceptors take to answer, late answers to abandoned phases included:
@@ -71,26 +96,39 @@
 //! validity after a renewal is the later of the old and the new one, which
 //! is safe because acceptors keep the later expiry of a renewed entry.
 //!
-//! Release and loss send a best-effort `Release` to every acceptor (no
-//! acknowledgement; a lost release only delays others until the entry
-//! expires). A failed fresh attempt that got as far as `Propose` also sends
-//! `Release` for its token, in case a majority accepted but the answers
-//! were lost.
+//! A release ends the lease's validity at once and sends `Release` to every
+//! acceptor, each of which answers `Released` once it dropped the grant.
+//! The request is over, and [`Event::Released`] reported, when every
+//! acceptor confirmed, or when the learned round timeout passed first (an
+//! acceptor that did not confirm drops the grant when it expires): so an
+//! acquisition right after a release does not, as a rule, find the old
+//! grant still listed. A loss, and a failed fresh attempt that
+//! got as far as `Propose` (in case a majority accepted but the answers
+//! were lost), send a `Release` too, and wait for nothing.
+
+mod attempt;
+mod release;
+mod renewal;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::ballot::{Ballot, FencingToken};
 use crate::error::LeaseError;
 use crate::ids::{Holder, LeaseId, NodeId};
-use crate::messages::{HolderInfo, Message, RejectReason, Transmit};
+use crate::messages::{Message, RejectReason, Transmit};
 use crate::pace::Pace;
-use crate::quorum::{Quorum, Tally};
+use crate::quorum::Quorum;
 use crate::resource::Resource;
-use crate::semaphore::{Census, Permits};
+use crate::semaphore::Permits;
 use crate::time::{DriftBound, Millis};
+
+use attempt::Slot;
+use release::Releasing;
+
+pub use attempt::OUTDATED_RETRIES;
 
 /// Default [`ProposerConfig::max_ttl`]: 60 seconds (the acceptors' default).
 pub const DEFAULT_MAX_TTL: Millis = Millis(60_000);
@@ -118,12 +156,15 @@ pub struct ProposerConfig {
     /// How long one phase of an attempt waits for a majority at least; the
     /// proposer waits longer for acceptors it learned are slow (see the
     /// module docs), up to [`MAX_ROUND_TIMEOUT_FACTOR`](crate::MAX_ROUND_TIMEOUT_FACTOR) times this.
+    /// A release waits as long (as learned) for every acceptor to confirm
+    /// it.
     pub round_timeout: Millis,
     /// Base of the randomized backoff between attempts: a retry waits
     /// between one and two times this, or the typical time the acceptors
     /// take to answer if that is longer.
     pub retry_backoff: Millis,
-    /// Bound on leases tracked at once (held or being acquired).
+    /// Bound on leases tracked at once (held, being acquired, or being
+    /// released).
     pub max_leases: usize,
     /// Bound on transmits waiting for [`Proposer::poll_transmit`]; beyond
     /// it the oldest is dropped (counted in
@@ -167,7 +208,8 @@ impl ProposerConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// Acquire `permits`-counted `resource` for `ttl`, retrying for up to
-    /// `wait` (zero: one attempt).
+    /// `wait` (zero: one attempt, or a few at once if the first ones only
+    /// taught this proposer the round to use).
     Acquire {
         /// The caller's name for this request (unused by any tracked lease).
         lease: LeaseId,
@@ -187,7 +229,8 @@ pub enum Input {
         /// New time to live.
         ttl: Millis,
     },
-    /// Give up a lease, held or still being acquired.
+    /// Give up a lease, held or still being acquired; it ends with
+    /// [`Event::Released`].
     Release {
         /// The lease.
         lease: LeaseId,
@@ -214,16 +257,6 @@ pub enum DenyReason {
     Rejected(RejectReason),
     /// Ballots ran out (a round above [`Ballot::MAX_ROUND`] was needed).
     RoundsExhausted,
-}
-
-/// Why an attempt failed when acceptors refused it for `reason`: acceptors
-/// whose permits are all held by others refuse as [`RejectReason::Full`],
-/// which means [`DenyReason::Busy`].
-fn refused(reason: RejectReason) -> DenyReason {
-    match reason {
-        RejectReason::Full => DenyReason::Busy,
-        other => DenyReason::Rejected(other),
-    }
 }
 
 /// What happened to a lease, from [`Proposer::poll_event`].
@@ -282,7 +315,8 @@ pub enum Event {
         /// The token that is no longer valid.
         token: FencingToken,
     },
-    /// The application released the request; it is over.
+    /// A release the application asked for is done; the request is over.
+    /// (The lease stopped being valid at the `Release` input already.)
     Released {
         /// The request.
         lease: LeaseId,
@@ -290,6 +324,11 @@ pub enum Event {
         resource: Resource,
         /// The token, if the lease was held.
         token: Option<FencingToken>,
+        /// Whether every acceptor confirmed that it holds no grant of the
+        /// request (trivially so if none was ever proposed). If not, the
+        /// release waited one (learned) round timeout for the silent ones,
+        /// which drop the grant when it expires.
+        confirmed_by_all: bool,
     },
 }
 
@@ -298,61 +337,15 @@ pub enum Event {
 pub struct ProposerStats {
     /// Attempts started (prepare phases).
     pub attempts: u64,
+    /// Acquisitions asked again at once after their ballots lagged (see
+    /// [`OUTDATED_RETRIES`]).
+    pub outdated_retries: u64,
+    /// Releases that ended at their deadline, some acceptor not having
+    /// confirmed them.
+    pub unconfirmed_releases: u64,
     /// Transmits dropped because the outbox was at
     /// [`ProposerConfig::max_outbox`].
     pub dropped_transmits: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Held {
-    token: FencingToken,
-    valid_until: Millis,
-}
-
-#[derive(Debug)]
-enum Phase {
-    Prepare { tally: Tally, census: Census },
-    Propose { tally: Tally, token: FencingToken },
-}
-
-#[derive(Debug)]
-struct Attempt {
-    ballot: Ballot,
-    /// When the current phase's messages went out: in the propose phase,
-    /// the `sent` from which a granted lease's validity counts.
-    phase_sent: Millis,
-    deadline: Millis,
-    phase: Phase,
-    last_reject: Option<RejectReason>,
-}
-
-#[derive(Debug)]
-struct Slot {
-    resource: Resource,
-    permits: Permits,
-    ttl: Millis,
-    /// Acquisition: give up after this. Unused once held.
-    wait_until: Millis,
-    held: Option<Held>,
-    attempt: Option<Attempt>,
-    retry_at: Option<Millis>,
-}
-
-impl Slot {
-    /// When the request must be done: the end of the caller's wait, or of
-    /// the validity of a lease being renewed.
-    fn deadline(&self) -> Millis {
-        self.held.map_or(self.wait_until, |h| h.valid_until)
-    }
-
-    /// When a phase starting at `now` gives up waiting for a majority:
-    /// after `timeout`, but no later than the request's deadline unless
-    /// that leaves less than `base`.
-    fn phase_deadline(&self, now: Millis, timeout: Millis, base: Millis) -> Millis {
-        now.saturating_add(timeout)
-            .min(self.deadline())
-            .max(now.saturating_add(base))
-    }
 }
 
 /// A proposer (lease client) as a sans-IO state machine.
@@ -361,7 +354,10 @@ pub struct Proposer {
     config: ProposerConfig,
     rng: ChaCha8Rng,
     round: u64,
+    /// Requests being acquired, held or renewed.
     leases: BTreeMap<LeaseId, Slot>,
+    /// Released requests waiting for the acceptors' confirmations.
+    releases: BTreeMap<LeaseId, Releasing>,
     by_ballot: BTreeMap<Ballot, LeaseId>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -384,6 +380,7 @@ impl Proposer {
             rng: ChaCha8Rng::seed_from_u64(seed),
             round: 0,
             leases: BTreeMap::new(),
+            releases: BTreeMap::new(),
             by_ballot: BTreeMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -402,9 +399,10 @@ impl Proposer {
         self.stats
     }
 
-    /// Number of tracked leases.
+    /// Number of tracked leases (releases still waiting for confirmations
+    /// included).
     pub fn lease_count(&self) -> usize {
-        self.leases.len()
+        self.leases.len() + self.releases.len()
     }
 
     /// The token and end of validity of `lease`, if held.
@@ -428,10 +426,11 @@ impl Proposer {
     ///
     /// # Errors
     /// Invalid application requests ([`LeaseError::InvalidTtl`],
-    /// [`LeaseError::LeaseInUse`], [`LeaseError::UnknownLease`], ...) and
-    /// bad peer messages ([`LeaseError::NotAMember`],
-    /// [`LeaseError::UnexpectedMessage`], [`LeaseError::Malformed`]). The
-    /// refused input changes nothing (timers may still have fired).
+    /// [`LeaseError::LeaseInUse`], [`LeaseError::UnknownLease`] (also for
+    /// a lease being released), ...) and bad peer messages
+    /// ([`LeaseError::NotAMember`], [`LeaseError::UnexpectedMessage`],
+    /// [`LeaseError::Malformed`]). The refused input changes nothing
+    /// (timers may still have fired).
     pub fn handle_input(&mut self, now: Millis, input: Input) -> Result<(), LeaseError> {
         self.fire_timers(now);
         match input {
@@ -443,7 +442,7 @@ impl Proposer {
                 wait,
             } => self.acquire(now, lease, resource, ttl, permits, wait),
             Input::Renew { lease, ttl } => self.renew(now, lease, ttl),
-            Input::Release { lease } => self.release(lease),
+            Input::Release { lease } => self.release(now, lease),
             Input::Message { from, message } => self.on_message(now, from, message),
             Input::Timeout => Ok(()),
         }
@@ -457,8 +456,8 @@ impl Proposer {
     /// The next event for the application.
     ///
     /// The event queue needs no bound of its own: each request produces at
-    /// most one event per application input (`Acquire`, `Renew`,
-    /// `Release`) plus one final `Lost` or `Denied`, so it grows with the
+    /// most one event per application input (`Acquire`, `Renew`) plus one
+    /// final `Lost`, `Denied` or `Released`, so it grows with the
     /// application's own inputs, never with peer input.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -466,106 +465,9 @@ impl Proposer {
 
     /// When to feed [`Input::Timeout`] next, if anything is pending.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.leases
-            .values()
-            .flat_map(|s| {
-                [
-                    s.held.map(|h| h.valid_until),
-                    s.attempt.as_ref().map(|a| a.deadline),
-                    s.retry_at,
-                ]
-            })
-            .flatten()
-            .min()
-    }
-
-    fn check_ttl(&self, ttl: Millis) -> Result<(), LeaseError> {
-        if ttl > self.config.max_ttl || self.config.drift.local_validity(ttl) == Millis::ZERO {
-            return Err(LeaseError::InvalidTtl {
-                ttl,
-                max: self.config.max_ttl,
-            });
-        }
-        Ok(())
-    }
-
-    fn acquire(
-        &mut self,
-        now: Millis,
-        lease: LeaseId,
-        resource: Resource,
-        ttl: Millis,
-        permits: Permits,
-        wait: Millis,
-    ) -> Result<(), LeaseError> {
-        self.check_ttl(ttl)?;
-        if self.leases.contains_key(&lease) {
-            return Err(LeaseError::LeaseInUse(lease));
-        }
-        if self.leases.len() >= self.config.max_leases {
-            return Err(LeaseError::TooManyLeases {
-                max: self.config.max_leases,
-            });
-        }
-        self.leases.insert(
-            lease,
-            Slot {
-                resource,
-                permits,
-                ttl,
-                wait_until: now.saturating_add(wait),
-                held: None,
-                attempt: None,
-                retry_at: None,
-            },
-        );
-        self.start_attempt(now, lease);
-        Ok(())
-    }
-
-    fn renew(&mut self, now: Millis, lease: LeaseId, ttl: Millis) -> Result<(), LeaseError> {
-        self.check_ttl(ttl)?;
-        let slot = self
-            .leases
-            .get_mut(&lease)
-            .ok_or(LeaseError::UnknownLease(lease))?;
-        if slot.held.is_none() {
-            return Err(LeaseError::NotHeld(lease));
-        }
-        if slot.attempt.is_some() || slot.retry_at.is_some() {
-            return Err(LeaseError::RenewInProgress(lease));
-        }
-        slot.ttl = ttl;
-        self.start_attempt(now, lease);
-        Ok(())
-    }
-
-    fn release(&mut self, lease: LeaseId) -> Result<(), LeaseError> {
-        let slot = self
-            .leases
-            .remove(&lease)
-            .ok_or(LeaseError::UnknownLease(lease))?;
-        let holder = self.holder(lease);
-        let mut release_token = slot.held.map(|h| h.token);
-        if let Some(attempt) = &slot.attempt {
-            self.by_ballot.remove(&attempt.ballot);
-            if let Phase::Propose { token, .. } = attempt.phase {
-                release_token = Some(token);
-            }
-        }
-        if let Some(token) = release_token {
-            self.broadcast(&Message::Release {
-                resource: slot.resource.clone(),
-                holder,
-                token,
-            });
-        }
-        self.events.push_back(Event::Released {
-            lease,
-            resource: slot.resource,
-            token: slot.held.map(|h| h.token),
-        });
-        Ok(())
+        let requests = self.leases.values().flat_map(Slot::timers).flatten();
+        let releases = self.releases.values().map(Releasing::deadline);
+        requests.chain(releases).min()
     }
 
     fn holder(&self, lease: LeaseId) -> Holder {
@@ -596,165 +498,7 @@ impl Proposer {
                 self.start_attempt(now, id);
             }
         }
-    }
-
-    fn lose(&mut self, id: LeaseId, token: FencingToken) {
-        tracing::debug!(proposer = ?self.config.id, lease = ?id, %token, "lease lost");
-        self.send_release(id, token);
-        let Some(slot) = self.leases.remove(&id) else {
-            return;
-        };
-        if let Some(attempt) = &slot.attempt {
-            self.by_ballot.remove(&attempt.ballot);
-        }
-        self.events.push_back(Event::Lost {
-            lease: id,
-            resource: slot.resource,
-            token,
-        });
-    }
-
-    fn start_attempt(&mut self, now: Millis, id: LeaseId) {
-        if self.own_attempt_under_way(id) {
-            // Its higher ballot would only preempt our own attempt.
-            self.retry_or_give_up(now, id, DenyReason::Busy);
-            return;
-        }
-        let ballot = Ballot::new(self.round.saturating_add(1), self.config.id);
-        let timeout = self.round_timeout();
-        let Some(slot) = self.leases.get_mut(&id) else {
-            return;
-        };
-        slot.retry_at = None;
-        let ballot = match ballot {
-            Ok(b) => b,
-            Err(_) => {
-                self.give_up(id, DenyReason::RoundsExhausted);
-                return;
-            }
-        };
-        self.round = ballot.round();
-        self.stats.attempts += 1;
-        slot.attempt = Some(Attempt {
-            ballot,
-            phase_sent: now,
-            deadline: slot.phase_deadline(now, timeout, self.config.round_timeout),
-            phase: Phase::Prepare {
-                tally: Tally::default(),
-                census: Census::default(),
-            },
-            last_reject: None,
-        });
-        let message = Message::Prepare {
-            resource: slot.resource.clone(),
-            ballot,
-            limit: slot.permits,
-        };
-        self.by_ballot.insert(ballot, id);
-        self.broadcast(&message);
-    }
-
-    /// Whether `id` is a fresh acquisition and another request of this
-    /// proposer for the same resource has an attempt under way. Such an
-    /// acquisition waits: a renewal must not be preempted by its own
-    /// node's next request (and a renewal itself never waits).
-    fn own_attempt_under_way(&self, id: LeaseId) -> bool {
-        let Some(slot) = self.leases.get(&id).filter(|s| s.held.is_none()) else {
-            return false;
-        };
-        self.leases
-            .iter()
-            .any(|(other, s)| *other != id && s.resource == slot.resource && s.attempt.is_some())
-    }
-
-    /// Ends the current attempt of `id` and schedules a retry or gives up.
-    fn fail_attempt(&mut self, now: Millis, id: LeaseId, reason: DenyReason) {
-        let Some(slot) = self.leases.get_mut(&id) else {
-            return;
-        };
-        let Some(attempt) = slot.attempt.take() else {
-            return;
-        };
-        self.by_ballot.remove(&attempt.ballot);
-        // A fresh grant that may have been accepted: clean it up. (Never for
-        // a renewal: its token is the one still in use.)
-        let cleanup = match attempt.phase {
-            Phase::Propose { token, .. } if slot.held.is_none() => Some(token),
-            _ => None,
-        };
-        let reason = match (reason, attempt.last_reject) {
-            (DenyReason::NoQuorum, Some(r)) => refused(r),
-            (reason, _) => reason,
-        };
-        if let Some(token) = cleanup {
-            self.send_release(id, token);
-        }
-        self.retry_or_give_up(now, id, reason);
-    }
-
-    /// Schedules the next attempt of `id` after a backoff, or gives up if
-    /// that would be too late (after `wait`, or after the validity of a
-    /// lease being renewed).
-    fn retry_or_give_up(&mut self, now: Millis, id: LeaseId, reason: DenyReason) {
-        let next = now.saturating_add(self.backoff());
-        let Some(slot) = self.leases.get_mut(&id) else {
-            return;
-        };
-        if next < slot.deadline() {
-            slot.retry_at = Some(next);
-        } else {
-            self.give_up(id, reason);
-        }
-    }
-
-    fn send_release(&mut self, id: LeaseId, token: FencingToken) {
-        let Some(slot) = self.leases.get(&id) else {
-            return;
-        };
-        let message = Message::Release {
-            resource: slot.resource.clone(),
-            holder: self.holder(id),
-            token,
-        };
-        self.broadcast(&message);
-    }
-
-    /// Stops trying for `id`: a held lease keeps its validity (renewal
-    /// failed), an unheld request is denied and forgotten.
-    fn give_up(&mut self, id: LeaseId, reason: DenyReason) {
-        let Some(slot) = self.leases.get_mut(&id) else {
-            return;
-        };
-        slot.retry_at = None;
-        if let Some(attempt) = slot.attempt.take() {
-            self.by_ballot.remove(&attempt.ballot);
-        }
-        if let Some(held) = slot.held {
-            self.events.push_back(Event::RenewFailed {
-                lease: id,
-                resource: slot.resource.clone(),
-                reason,
-                valid_until: held.valid_until,
-            });
-        } else if let Some(slot) = self.leases.remove(&id) {
-            tracing::debug!(proposer = ?self.config.id, lease = ?id, ?reason, "denied");
-            self.events.push_back(Event::Denied {
-                lease: id,
-                resource: slot.resource,
-                reason,
-            });
-        }
-    }
-
-    /// The learned round timeout.
-    fn round_timeout(&self) -> Millis {
-        self.pace.round_timeout(self.config.round_timeout)
-    }
-
-    /// A random wait between one and two times the learned retry backoff.
-    fn backoff(&mut self) -> Millis {
-        let base = self.pace.retry_backoff(self.config.retry_backoff).0.max(1);
-        Millis(base.saturating_add(self.rng.random_range(0..base)))
+        self.end_overdue_releases(now);
     }
 
     fn on_message(
@@ -775,6 +519,11 @@ impl Proposer {
             | Message::Reject {
                 resource, ballot, ..
             } => (resource, *ballot),
+            Message::Released {
+                resource,
+                holder,
+                token,
+            } => return self.on_released(from, resource, *holder, *token),
             other => return Err(LeaseError::UnexpectedMessage { kind: other.kind() }),
         };
         if let Message::Reject { promised, .. } = &message {
@@ -791,9 +540,10 @@ impl Proposer {
             return Ok(());
         };
         if &slot.resource != resource {
-            return Err(LeaseError::Malformed(
-                "reply names another resource than its ballot",
-            ));
+            // A late answer to the same ballot used for another resource
+            // before this node restarted (a restarted proposer climbs from
+            // round 0 again): not about this attempt.
+            return Ok(());
         }
         match message {
             Message::Promise { holders, .. } => self.on_promise(now, id, from, &holders),
@@ -806,132 +556,14 @@ impl Proposer {
         Ok(())
     }
 
-    fn on_promise(&mut self, now: Millis, id: LeaseId, from: NodeId, holders: &[HolderInfo]) {
-        let me = self.holder(id);
-        let quorum = &self.config.acceptors;
-        let (timeout, base) = (self.round_timeout(), self.config.round_timeout);
-        let Some(slot) = self.leases.get_mut(&id) else {
-            return;
-        };
-        let deadline = slot.phase_deadline(now, timeout, base);
-        let Some(attempt) = slot.attempt.as_mut() else {
-            return;
-        };
-        let Phase::Prepare { tally, census } = &mut attempt.phase else {
-            return; // late promise; already proposing
-        };
-        if tally.yes(from) {
-            census.add(holders, me);
-        }
-        if !tally.has_majority(quorum) {
-            return;
-        }
-        self.pace.answered(now.saturating_sub(attempt.phase_sent));
-        if !census.admits(slot.permits) {
-            self.fail_attempt(now, id, DenyReason::Busy);
-            return;
-        }
-        let ballot = attempt.ballot;
-        let token = slot.held.map_or(ballot.token(), |h| h.token);
-        attempt.phase = Phase::Propose {
-            tally: Tally::default(),
+    /// Sends `Release` of `token`, held by `lease`, to every acceptor.
+    fn send_release(&mut self, lease: LeaseId, resource: Resource, token: FencingToken) {
+        let message = Message::Release {
+            resource,
+            holder: self.holder(lease),
             token,
-        };
-        attempt.phase_sent = now;
-        attempt.deadline = deadline;
-        let message = Message::Propose {
-            resource: slot.resource.clone(),
-            ballot,
-            limit: slot.permits,
-            holder: me,
-            token,
-            ttl: slot.ttl,
         };
         self.broadcast(&message);
-    }
-
-    fn on_accepted(&mut self, now: Millis, id: LeaseId, from: NodeId) {
-        let quorum = &self.config.acceptors;
-        let drift = self.config.drift;
-        let Some(slot) = self.leases.get_mut(&id) else {
-            return;
-        };
-        let Some(attempt) = slot.attempt.as_mut() else {
-            return;
-        };
-        let sent = attempt.phase_sent;
-        let Phase::Propose { tally, token } = &mut attempt.phase else {
-            return; // cannot happen for an honest acceptor; ignore
-        };
-        tally.yes(from);
-        if !tally.has_majority(quorum) {
-            return;
-        }
-        let valid_until = sent.saturating_add(drift.local_validity(slot.ttl));
-        let took = now.saturating_sub(sent);
-        let token = *token;
-        let ballot = attempt.ballot;
-        slot.attempt = None;
-        self.pace.answered(took);
-        self.by_ballot.remove(&ballot);
-        match &mut slot.held {
-            Some(held) => {
-                // Still valid: timers fired before this input.
-                held.valid_until = held.valid_until.max(valid_until);
-                let event = Event::Renewed {
-                    lease: id,
-                    resource: slot.resource.clone(),
-                    token,
-                    valid_until: held.valid_until,
-                };
-                self.events.push_back(event);
-            }
-            None if now < valid_until => {
-                slot.held = Some(Held { token, valid_until });
-                tracing::debug!(proposer = ?self.config.id, lease = ?id, %token, %valid_until, "acquired");
-                let event = Event::Acquired {
-                    lease: id,
-                    resource: slot.resource.clone(),
-                    token,
-                    valid_until,
-                };
-                self.events.push_back(event);
-            }
-            None => {
-                // Granted, but the answers took longer than the validity.
-                self.send_release(id, token);
-                self.retry_or_give_up(now, id, DenyReason::NoQuorum);
-            }
-        }
-    }
-
-    fn on_reject(
-        &mut self,
-        now: Millis,
-        id: LeaseId,
-        from: NodeId,
-        ballot: Ballot,
-        promised: Ballot,
-        reason: RejectReason,
-    ) {
-        if reason == RejectReason::Outdated && promised == ballot {
-            return; // our own ballot, promised before: a duplicated request
-        }
-        let quorum = &self.config.acceptors;
-        let Some(slot) = self.leases.get_mut(&id) else {
-            return;
-        };
-        let Some(attempt) = slot.attempt.as_mut() else {
-            return;
-        };
-        attempt.last_reject = Some(reason);
-        let tally = match &mut attempt.phase {
-            Phase::Prepare { tally, .. } | Phase::Propose { tally, .. } => tally,
-        };
-        tally.no(from);
-        if tally.is_lost(quorum) {
-            self.fail_attempt(now, id, refused(reason));
-        }
     }
 
     fn broadcast(&mut self, message: &Message) {

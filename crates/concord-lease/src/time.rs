@@ -53,8 +53,8 @@
 //! until every lease it may have granted has ended at its holder.
 //!
 //! If a clock drifts faster or slower than `ρ`, this argument fails and two
-//! holders can overlap; the simulation tests of this crate show a checker
-//! catching exactly that.
+//! holders can overlap; netsim's `lease-skew-beyond` scenario shows its
+//! lease checker catching exactly that.
 
 use std::fmt;
 

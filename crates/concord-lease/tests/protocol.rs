@@ -1,12 +1,16 @@
 //! Tests of the proposer and acceptor machines together, over a lockstep
 //! network (instant delivery, links that can be cut, an fsync that takes a
-//! set time), and of the proposer alone against scripted replies.
+//! set time), with the proposer's own decisions (retries, release
+//! confirmations) at the end; `scripted.rs` tests the proposer alone
+//! against scripted replies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::collections::BTreeSet;
 
-use concord_lease::proposer::DEFAULT_MAX_TTL;
+use common::{acc_id, acquire_mutex, config, prop_id, r};
 use concord_lease::*;
 
 /// Lockstep network: instant delivery, links can be cut, acceptors
@@ -20,27 +24,6 @@ struct Net {
     fsync: Millis,
     /// Acceptor writes under way: (done at, acceptor, version).
     writes: Vec<(Millis, usize, u64)>,
-}
-
-fn acc_id(i: usize) -> NodeId {
-    NodeId(i as u16 + 1)
-}
-
-fn prop_id(i: usize) -> NodeId {
-    NodeId(i as u16 + 100)
-}
-
-fn r(name: &str) -> Resource {
-    Resource::new(name).unwrap()
-}
-
-fn config(i: usize, acceptors: usize) -> ProposerConfig {
-    let quorum = Quorum::new((0..acceptors).map(acc_id)).unwrap();
-    ProposerConfig {
-        round_timeout: Millis(50),
-        retry_backoff: Millis(10),
-        ..ProposerConfig::new(prop_id(i), quorum)
-    }
 }
 
 impl Net {
@@ -162,6 +145,16 @@ impl Net {
         }
     }
 
+    /// Proposer `p` has been busy: it acquired and released `r` `rounds`
+    /// times, so the acceptors promised its round `rounds`.
+    fn keep_busy(&mut self, p: usize, rounds: usize) {
+        for _ in 0..rounds {
+            self.acquire(p, 1, "r", 100, 1, 0);
+            self.input(p, Input::Release { lease: LeaseId(1) });
+        }
+        self.take_events();
+    }
+
     fn take_events(&mut self) -> Vec<(usize, Event)> {
         std::mem::take(&mut self.events)
     }
@@ -215,7 +208,8 @@ fn a_held_mutex_denies_others_until_released_then_the_token_grows() {
             == Event::Released {
                 lease: LeaseId(1),
                 resource: r("r"),
-                token: Some(first)
+                token: Some(first),
+                confirmed_by_all: true,
             }));
     let (second, _) = acquired(&events, 1).unwrap();
     assert!(second > first);
@@ -278,12 +272,22 @@ fn acceptors_slower_than_the_round_timeout_still_grant() {
     // attempt 1 arrived at 150 ms, during attempt 3: from then on a phase
     // waits 300 ms, and attempt 4 got through.
     assert_eq!(net.proposers[0].stats().attempts, 4);
-    // The next request waits long enough the first time.
-    net.input(0, Input::Release { lease: LeaseId(1) });
+    // The next request waits long enough the first time, and so does a
+    // release for its confirmations (behind that request's 150 ms writes).
     net.acquire(0, 2, "other", 10_000, 1, 5_000);
+    net.input(0, Input::Release { lease: LeaseId(1) });
     net.advance(1_000);
-    assert!(acquired(&net.take_events(), 0).is_some());
+    let events = net.take_events();
+    assert!(acquired(&events, 0).is_some());
     assert_eq!(net.proposers[0].stats().attempts, 5);
+    assert!(events.iter().any(|(_, e)| matches!(
+        e,
+        Event::Released {
+            lease: LeaseId(1),
+            confirmed_by_all: true,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -438,69 +442,9 @@ fn a_renewal_that_completes_too_late_is_a_loss() {
 }
 
 #[test]
-fn late_answers_after_loss_are_ignored() {
-    let mut p = Proposer::new(config(0, 3), 0).unwrap();
-    p.handle_input(
-        Millis(0),
-        Input::Acquire {
-            lease: LeaseId(1),
-            resource: r("r"),
-            ttl: Millis(100),
-            permits: Permits::MUTEX,
-            wait: Millis(0),
-        },
-    )
-    .unwrap();
-    let ballot = Ballot::new(1, prop_id(0)).unwrap();
-    for a in 0..2 {
-        let promise = Message::Promise {
-            resource: r("r"),
-            ballot,
-            holders: vec![],
-        };
-        p.handle_input(
-            Millis(1),
-            Input::Message {
-                from: acc_id(a),
-                message: promise,
-            },
-        )
-        .unwrap();
-    }
-    // Accepted only arrives when the local validity (from 1) is over.
-    let late = Millis(1).saturating_add(DriftBound::DEFAULT.local_validity(Millis(100)));
-    for a in 0..2 {
-        let accepted = Message::Accepted {
-            resource: r("r"),
-            ballot,
-        };
-        p.handle_input(
-            late,
-            Input::Message {
-                from: acc_id(a),
-                message: accepted,
-            },
-        )
-        .unwrap();
-    }
-    let events: Vec<Event> = std::iter::from_fn(|| p.poll_event()).collect();
-    assert!(events.iter().all(|e| !matches!(e, Event::Acquired { .. })));
-    // It released the useless grant.
-    let releases = std::iter::from_fn(|| p.poll_transmit())
-        .filter(|t| matches!(t.message, Message::Release { .. }))
-        .count();
-    assert_eq!(releases, 3);
-}
-
-#[test]
 fn rejections_push_the_ballot_above_the_promise() {
     let mut net = Net::new(3, 2);
-    // Proposer 1 has been busy: acceptors promised a high round.
-    for _ in 0..5 {
-        net.acquire(1, 1, "r", 100, 1, 0);
-        net.input(1, Input::Release { lease: LeaseId(1) });
-    }
-    net.take_events();
+    net.keep_busy(1, 5);
     // A fresh proposer 0 starts at round 1 and climbs.
     net.acquire(0, 1, "r", 1_000, 1, 1_000);
     net.advance(100);
@@ -555,7 +499,8 @@ fn release_while_acquiring_cleans_up() {
             Event::Released {
                 lease: LeaseId(1),
                 resource: r("r"),
-                token: None
+                token: None,
+                confirmed_by_all: true,
             }
         )]
     );
@@ -564,221 +509,6 @@ fn release_while_acquiring_cleans_up() {
         net.proposers[0].handle_input(net.now, Input::Release { lease: LeaseId(1) }),
         Err(LeaseError::UnknownLease(LeaseId(1)))
     );
-}
-
-#[test]
-fn duplicate_replies_are_counted_once() {
-    let mut p = Proposer::new(config(0, 3), 0).unwrap();
-    p.handle_input(
-        Millis(0),
-        Input::Acquire {
-            lease: LeaseId(1),
-            resource: r("r"),
-            ttl: Millis(100),
-            permits: Permits::MUTEX,
-            wait: Millis(0),
-        },
-    )
-    .unwrap();
-    let ballot = Ballot::new(1, prop_id(0)).unwrap();
-    let promise = Message::Promise {
-        resource: r("r"),
-        ballot,
-        holders: vec![],
-    };
-    let dup_reject = Message::Reject {
-        resource: r("r"),
-        ballot,
-        promised: ballot,
-        reason: RejectReason::Outdated,
-    };
-    for m in [promise.clone(), dup_reject.clone(), promise, dup_reject] {
-        p.handle_input(
-            Millis(1),
-            Input::Message {
-                from: acc_id(0),
-                message: m,
-            },
-        )
-        .unwrap();
-    }
-    // One promise of three: still preparing, no propose sent yet.
-    let proposes = std::iter::from_fn(|| p.poll_transmit())
-        .filter(|t| matches!(t.message, Message::Propose { .. }))
-        .count();
-    assert_eq!(proposes, 0);
-    assert_eq!(p.poll_event(), None);
-}
-
-#[test]
-fn bad_inputs_are_typed_errors() {
-    let mut p = Proposer::new(config(0, 3), 0).unwrap();
-    let acquire = |lease: u64, ttl: u64| Input::Acquire {
-        lease: LeaseId(lease),
-        resource: r("r"),
-        ttl: Millis(ttl),
-        permits: Permits::MUTEX,
-        wait: Millis(0),
-    };
-    assert!(matches!(
-        p.handle_input(Millis(0), acquire(1, 0)),
-        Err(LeaseError::InvalidTtl { .. })
-    ));
-    assert!(matches!(
-        p.handle_input(Millis(0), acquire(1, 2)),
-        Err(LeaseError::InvalidTtl { .. })
-    ));
-    assert!(matches!(
-        p.handle_input(Millis(0), acquire(1, DEFAULT_MAX_TTL.0 + 1)),
-        Err(LeaseError::InvalidTtl { .. })
-    ));
-    p.handle_input(Millis(0), acquire(1, 100)).unwrap();
-    assert_eq!(
-        p.handle_input(Millis(0), acquire(1, 100)),
-        Err(LeaseError::LeaseInUse(LeaseId(1)))
-    );
-    assert_eq!(
-        p.handle_input(
-            Millis(0),
-            Input::Renew {
-                lease: LeaseId(1),
-                ttl: Millis(100)
-            }
-        ),
-        Err(LeaseError::NotHeld(LeaseId(1)))
-    );
-    let promise = |from: NodeId, holders: usize| Input::Message {
-        from,
-        message: Message::Promise {
-            resource: r("r"),
-            ballot: Ballot::new(1, prop_id(0)).unwrap(),
-            holders: vec![
-                HolderInfo {
-                    holder: Holder {
-                        node: NodeId(5),
-                        lease: LeaseId(5)
-                    },
-                    token: FencingToken::new(1)
-                };
-                holders
-            ],
-        },
-    };
-    assert_eq!(
-        p.handle_input(Millis(0), promise(NodeId(77), 0)),
-        Err(LeaseError::NotAMember(NodeId(77)))
-    );
-    assert!(matches!(
-        p.handle_input(Millis(0), promise(acc_id(0), MAX_PERMITS as usize + 1)),
-        Err(LeaseError::Malformed(_))
-    ));
-    let wrong_resource = Input::Message {
-        from: acc_id(0),
-        message: Message::Accepted {
-            resource: r("other"),
-            ballot: Ballot::new(1, prop_id(0)).unwrap(),
-        },
-    };
-    assert!(matches!(
-        p.handle_input(Millis(0), wrong_resource),
-        Err(LeaseError::Malformed(_))
-    ));
-    let wrong_kind = Input::Message {
-        from: acc_id(0),
-        message: Message::Prepare {
-            resource: r("r"),
-            ballot: Ballot::ZERO,
-            limit: Permits::MUTEX,
-        },
-    };
-    assert_eq!(
-        p.handle_input(Millis(0), wrong_kind),
-        Err(LeaseError::UnexpectedMessage { kind: "Prepare" })
-    );
-    let bad_config = ProposerConfig {
-        round_timeout: Millis::ZERO,
-        ..config(0, 3)
-    };
-    assert!(Proposer::new(bad_config, 0).is_err());
-}
-
-#[test]
-fn lease_and_outbox_bounds_are_enforced() {
-    let small = ProposerConfig {
-        max_leases: 4,
-        max_outbox: 10,
-        ..config(0, 3)
-    };
-    let mut p = Proposer::new(small, 0).unwrap();
-    for lease in 0..4 {
-        p.handle_input(
-            Millis(0),
-            Input::Acquire {
-                lease: LeaseId(lease),
-                resource: r(&format!("r{lease}")),
-                ttl: Millis(100),
-                permits: Permits::MUTEX,
-                wait: Millis(0),
-            },
-        )
-        .unwrap();
-    }
-    assert_eq!(
-        p.handle_input(
-            Millis(0),
-            Input::Acquire {
-                lease: LeaseId(9),
-                resource: r("r"),
-                ttl: Millis(100),
-                permits: Permits::MUTEX,
-                wait: Millis(0),
-            }
-        ),
-        Err(LeaseError::TooManyLeases { max: 4 })
-    );
-    // 4 attempts x 3 prepares = 12 transmits into an outbox of 10.
-    assert_eq!(p.stats().dropped_transmits, 2);
-    assert_eq!(std::iter::from_fn(|| p.poll_transmit()).count(), 10);
-}
-
-#[test]
-fn rounds_exhausted_is_reported() {
-    let mut p = Proposer::new(config(0, 1), 0).unwrap();
-    p.handle_input(
-        Millis(0),
-        Input::Acquire {
-            lease: LeaseId(1),
-            resource: r("r"),
-            ttl: Millis(100),
-            permits: Permits::MUTEX,
-            wait: Millis(1_000),
-        },
-    )
-    .unwrap();
-    let top = Ballot::new(Ballot::MAX_ROUND, NodeId(0)).unwrap();
-    p.handle_input(
-        Millis(1),
-        Input::Message {
-            from: acc_id(0),
-            message: Message::Reject {
-                resource: r("r"),
-                ballot: Ballot::new(1, prop_id(0)).unwrap(),
-                promised: top,
-                reason: RejectReason::Outdated,
-            },
-        },
-    )
-    .unwrap();
-    let retry = p.poll_timeout().unwrap();
-    p.handle_input(retry, Input::Timeout).unwrap();
-    let events: Vec<Event> = std::iter::from_fn(|| p.poll_event()).collect();
-    assert!(matches!(
-        events[..],
-        [Event::Denied {
-            reason: DenyReason::RoundsExhausted,
-            ..
-        }]
-    ));
 }
 
 #[test]
@@ -815,4 +545,233 @@ fn restarted_acceptors_sit_out_then_never_grant_a_lower_token() {
     net.acquire(1, 2, "r", 1_000, 1, 0);
     let (second, _) = acquired(&net.take_events(), 1).unwrap();
     assert!(second > first);
+}
+
+/// Acquisitions of `lease` on `r` that ended (granted or denied), per
+/// proposer, in order.
+fn outcomes(events: &[(usize, Event)], who: usize) -> Vec<&Event> {
+    events
+        .iter()
+        .filter(|(p, e)| *p == who && matches!(e, Event::Acquired { .. } | Event::Denied { .. }))
+        .map(|(_, e)| e)
+        .collect()
+}
+
+#[test]
+fn an_outdated_proposer_asks_again_at_once_and_gets_the_grant() {
+    let mut net = Net::new(3, 2);
+    net.keep_busy(1, 5);
+    // Proposer 0 (round 0) does not wait: its first ballot is refused as
+    // outdated by every acceptor, which says nothing about the resource.
+    net.acquire(0, 1, "r", 1_000, 1, 0);
+    let events = net.take_events();
+    let outcome = outcomes(&events, 0);
+    assert!(
+        matches!(outcome[..], [Event::Acquired { token, .. }]
+            if *token > Ballot::new(5, prop_id(1)).unwrap().token()),
+        "{events:?}"
+    );
+    let stats = net.proposers[0].stats();
+    assert_eq!((stats.attempts, stats.outdated_retries), (2, 1));
+}
+
+/// A proposer alone whose every ballot a majority refuses as outdated,
+/// the promise always a few rounds ahead (a cluster racing ahead of it).
+/// Answers every prepare it sent until `until`, advancing time by 1 ms;
+/// returns the events and the time they came.
+fn refuse_every_ballot(p: &mut Proposer, mut now: Millis, until: Millis) -> Vec<(Millis, Event)> {
+    let mut events = Vec::new();
+    while now <= until {
+        loop {
+            let prepares: Vec<(NodeId, Ballot)> = std::iter::from_fn(|| p.poll_transmit())
+                .filter_map(|t| match t.message {
+                    Message::Prepare { ballot, .. } => Some((t.to, ballot)),
+                    _ => None,
+                })
+                .collect();
+            if prepares.is_empty() {
+                break;
+            }
+            for (to, ballot) in prepares {
+                let promised = Ballot::new(ballot.round() + 3, NodeId(7)).unwrap();
+                let reject = Message::Reject {
+                    resource: r("r"),
+                    ballot,
+                    promised,
+                    reason: RejectReason::Outdated,
+                };
+                let input = Input::Message {
+                    from: to,
+                    message: reject,
+                };
+                p.handle_input(now, input).unwrap();
+            }
+        }
+        events.extend(std::iter::from_fn(|| p.poll_event()).map(|e| (now, e)));
+        now = now.saturating_add(Millis(1));
+        if p.poll_timeout().is_some_and(|t| t <= now) {
+            p.handle_input(now, Input::Timeout).unwrap();
+        }
+    }
+    events
+}
+
+#[test]
+fn outdated_retries_are_bounded_and_end_in_one_denial() {
+    let mut p = Proposer::new(config(0, 3), 0).unwrap();
+    let acquire = acquire_mutex(1, "r", 1_000, 0);
+    p.handle_input(Millis(0), acquire).unwrap();
+    let events = refuse_every_ballot(&mut p, Millis(0), Millis(100));
+    assert!(
+        matches!(
+            events[..],
+            [(
+                Millis(0),
+                Event::Denied {
+                    reason: DenyReason::Rejected(RejectReason::Outdated),
+                    ..
+                }
+            )]
+        ),
+        "{events:?}"
+    );
+    let stats = p.stats();
+    assert_eq!(stats.attempts, 1 + u64::from(OUTDATED_RETRIES));
+    assert_eq!(stats.outdated_retries, u64::from(OUTDATED_RETRIES));
+    assert_eq!((p.lease_count(), p.poll_timeout()), (0, None));
+}
+
+#[test]
+fn an_outdated_proposer_gives_up_with_a_denial_after_its_wait() {
+    let mut p = Proposer::new(config(0, 3), 0).unwrap();
+    let acquire = acquire_mutex(1, "r", 1_000, 200);
+    p.handle_input(Millis(0), acquire).unwrap();
+    let events = refuse_every_ballot(&mut p, Millis(0), Millis(1_000));
+    // Retried after backoffs (10-20 ms) all through its wait, then at once
+    // a bounded number of times, then denied once.
+    let [(at, Event::Denied { reason, .. })] = &events[..] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(*reason, DenyReason::Rejected(RejectReason::Outdated));
+    assert!(
+        (Millis(180)..Millis(200)).contains(at),
+        "denied at {at}, wait ends at 200 ms"
+    );
+    let stats = p.stats();
+    assert!(stats.attempts >= 10, "{stats:?}");
+    assert_eq!(stats.outdated_retries, u64::from(OUTDATED_RETRIES));
+}
+
+#[test]
+fn a_release_completes_when_every_acceptor_confirms_it() {
+    let mut net = Net::new(3, 1);
+    net.acquire(0, 1, "r", 10_000, 1, 0);
+    let (token, _) = acquired(&net.take_events(), 0).unwrap();
+    // Confirmations held up by a slow disk: the release is under way.
+    net.fsync = Millis(20);
+    net.acquire(0, 2, "other", 10_000, 1, 0);
+    net.input(0, Input::Release { lease: LeaseId(1) });
+    assert!(!net.proposers[0].is_valid(LeaseId(1), net.now));
+    assert_eq!(net.proposers[0].held(LeaseId(1)), None);
+    let released = |events: &[(usize, Event)]| {
+        events.iter().any(|(_, e)| {
+            matches!(
+                e,
+                Event::Released {
+                    lease: LeaseId(1),
+                    ..
+                }
+            )
+        })
+    };
+    assert!(!released(&net.take_events()));
+    // Its id stays taken meanwhile; a second release finds nothing.
+    let p = &mut net.proposers[0];
+    assert_eq!(
+        p.handle_input(net.now, Input::Release { lease: LeaseId(1) }),
+        Err(LeaseError::UnknownLease(LeaseId(1)))
+    );
+    let again = acquire_mutex(1, "r", 1_000, 0);
+    assert_eq!(
+        p.handle_input(net.now, again),
+        Err(LeaseError::LeaseInUse(LeaseId(1)))
+    );
+    net.advance(20);
+    let events = net.take_events();
+    assert!(
+        events.contains(&(
+            0,
+            Event::Released {
+                lease: LeaseId(1),
+                resource: r("r"),
+                token: Some(token),
+                confirmed_by_all: true,
+            }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(net.proposers[0].stats().unconfirmed_releases, 0);
+    assert_eq!(net.proposers[0].lease_count(), 1);
+}
+
+#[test]
+fn a_release_completes_at_its_deadline_when_an_acceptor_never_answers() {
+    let mut net = Net::new(3, 1);
+    net.acquire(0, 1, "r", 10_000, 1, 0);
+    let (token, _) = acquired(&net.take_events(), 0).unwrap();
+    // Acceptor 2 is out of reach; the other two confirm at once.
+    net.isolate(0, &[2]);
+    let released_at = net.now;
+    net.input(0, Input::Release { lease: LeaseId(1) });
+    assert!(net.take_events().is_empty());
+    // The deadline is one round timeout (50 ms: nothing was slow).
+    let deadline = released_at.saturating_add(Millis(50));
+    assert_eq!(net.proposers[0].poll_timeout(), Some(deadline));
+    net.advance(49);
+    assert!(net.take_events().is_empty());
+    net.advance(1);
+    assert_eq!(
+        net.take_events(),
+        vec![(
+            0,
+            Event::Released {
+                lease: LeaseId(1),
+                resource: r("r"),
+                token: Some(token),
+                confirmed_by_all: false,
+            }
+        )]
+    );
+    let p = &net.proposers[0];
+    assert_eq!(p.stats().unconfirmed_releases, 1);
+    assert_eq!((p.lease_count(), p.poll_timeout()), (0, None));
+}
+
+#[test]
+fn confirmations_of_other_releases_count_for_nothing() {
+    let mut p = Proposer::new(config(0, 1), 0).unwrap();
+    let released = |holder: Holder, token: u64| Input::Message {
+        from: acc_id(0),
+        message: Message::Released {
+            resource: r("r"),
+            holder,
+            token: FencingToken::new(token),
+        },
+    };
+    // Of a request this proposer does not track: ignored.
+    let mine = Holder {
+        node: prop_id(0),
+        lease: LeaseId(4),
+    };
+    p.handle_input(Millis(0), released(mine, 9)).unwrap();
+    assert_eq!(p.poll_event(), None);
+    // Of another node's holder: a bad message.
+    let theirs = Holder {
+        node: prop_id(1),
+        lease: LeaseId(4),
+    };
+    assert!(matches!(
+        p.handle_input(Millis(0), released(theirs, 9)),
+        Err(LeaseError::Malformed(_))
+    ));
 }

@@ -1,25 +1,32 @@
 //! Driving the lease machines inside the event loop: configuration of the
-//! lease peers, lease messages over the simulated network (point-to-point,
-//! under the same loss, latency, partitions, crashes and pauses as every
-//! other frame), proposer timers on each node's own clock, the acceptors'
-//! simulated fsyncs, the applications (acquire, hold, renew, write, release
-//! or walk away), and feeding the lease checker.
+//! lease peers (and of adversarial clocks), lease messages over the
+//! simulated network (point-to-point, under the same loss, latency,
+//! partitions, crashes and pauses as every other frame), proposer timers on
+//! each node's own clock, the acceptors' simulated fsyncs; the applications
+//! that use the proposers, and what they tell the lease checker, are in
+//! `app`.
 //!
 //! It owns the order in which lease inputs reach the machines. It must
-//! never bypass the network for a lease message (a proposer's message to
-//! the acceptor on its own node crosses the node's loopback link too), show
-//! a node anything but its own clock, or draw randomness from anything but
-//! the simulator's lease stream.
+//! never make a protocol decision the machines make in production (when to
+//! retry, how long to wait for an answer or a confirmation: it follows
+//! `poll_timeout` and the events, like concord-net's lease node), never
+//! bypass the network for a lease message (a proposer's message to the
+//! acceptor on its own node crosses the node's loopback link too), show a
+//! node anything but its own clock, or draw randomness from anything but
+//! the simulator's lease stream. A proposer timer that does not move past
+//! the moment it fired is reported as a protocol violation.
+
+mod app;
 
 use concord_lease::{
-    AcceptorConfig, AcceptorInput, DriftBound, Event as LeaseEvent, Input, LeaseError, LeaseId,
-    Message, Millis, NodeId as LeaseNodeId, Permits, ProposerConfig, Quorum, Resource,
+    AcceptorConfig, AcceptorInput, DriftBound, Input, LeaseError, Message, Millis,
+    NodeId as LeaseNodeId, Permits, ProposerConfig, Quorum, Resource,
 };
 use rand::Rng;
 
 use super::{Event, Sim};
 use crate::check::{Kind, LeaseCheck};
-use crate::lease::{Agent, Holding, LeaseLocal, LeaseNode, PendingWrite, frame_name};
+use crate::lease::{LeaseLocal, LeaseNode, frame_name};
 use crate::node::{Inbound, NodeId, Status};
 use crate::scenario::LeasePlan;
 use crate::trace::TraceEvent;
@@ -121,6 +128,13 @@ impl Sim {
             }
             Err(e) => self.violation(Kind::Errors, NodeId(0), e),
         }
+        if plan.adversarial_clocks && self.plan.clocks.extreme {
+            // Acceptors fast, everyone else slow (see `LeasePlan`).
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                let drift = node.clock.drift_ppm.abs();
+                node.clock.drift_ppm = if plan.is_acceptor(i) { drift } else { -drift };
+            }
+        }
     }
 
     /// Starts node `id`'s lease machines after the process started.
@@ -180,6 +194,7 @@ impl Sim {
                 }
                 self.leases[node.index()].timer_at = None;
                 self.lease_timer_due(node);
+                self.lease_check_timer_advanced(node);
             }
             Scheduled::Synced {
                 node,
@@ -397,6 +412,22 @@ impl Sim {
         }
     }
 
+    /// After a timer of `id` fired: a proposer whose next timer is not in
+    /// its future would be woken again and again at the same moment. That
+    /// is a bug; it is reported, and the timer dropped.
+    fn lease_check_timer_advanced(&mut self, id: NodeId) {
+        let now = self.lease_now(id);
+        let next = self.leases[id.index()]
+            .proposer
+            .as_ref()
+            .and_then(|p| p.poll_timeout());
+        if let Some(next) = next.filter(|&t| t <= now) {
+            self.leases[id.index()].timer_at = None;
+            let what = format!("proposer timer did not advance: {next} after a timeout at {now}");
+            self.violation(Kind::Protocol, id, what);
+        }
+    }
+
     /// After a proposer input: send, hand events to the application,
     /// re-arm the timer.
     fn lease_after_proposer(&mut self, id: NodeId) {
@@ -431,289 +462,6 @@ impl Sim {
             if let Some(at) = timer {
                 self.schedule(at, Event::Lease(Scheduled::Timer { node: id, at }));
             }
-        }
-    }
-
-    fn trace_lease(
-        &mut self,
-        id: NodeId,
-        resource: usize,
-        what: &'static str,
-        token: Option<u64>,
-        until: Option<u64>,
-    ) {
-        let resource = self
-            .lease_resources
-            .get(resource)
-            .map_or_else(String::new, |(r, _)| r.to_string());
-        self.trace.record(
-            self.now,
-            TraceEvent::Lease {
-                node: id.0,
-                resource,
-                what,
-                token,
-                until,
-            },
-        );
-    }
-
-    /// The application of `id` wakes up: request, renew or release.
-    fn lease_wake(&mut self, id: NodeId) {
-        let Some(plan) = self.plan.lease.clone() else {
-            return;
-        };
-        match self.leases[id.index()].agent.clone() {
-            Agent::Idle if self.now < plan.end_ms && !self.lease_resources.is_empty() => {
-                let resource = self.lease_rng.random_range(0..self.lease_resources.len());
-                let ttl = Millis(self.draw(plan.ttl_ms));
-                let wait = Millis(self.draw(plan.wait_ms));
-                let lease_node = &mut self.leases[id.index()];
-                let lease = LeaseId(lease_node.next_lease);
-                lease_node.next_lease += 1;
-                let (name, permits) = self.lease_resources[resource].clone();
-                self.leases[id.index()].agent = Agent::Acquiring {
-                    lease,
-                    resource,
-                    token_floor: self.lease_check.token_floor(resource),
-                };
-                let input = Input::Acquire {
-                    lease,
-                    resource: name,
-                    ttl,
-                    permits,
-                    wait,
-                };
-                if let Err(e) = self.lease_propose(id, input) {
-                    self.violation(Kind::Errors, id, format!("acquire: {e}"));
-                    self.leases[id.index()].agent = Agent::Idle;
-                    let at = self.now + self.draw(plan.idle_ms).max(1);
-                    self.lease_wake_at(id, at);
-                }
-            }
-            Agent::Holding(h) => {
-                let input = if self.now >= h.hold_until {
-                    if h.abandon {
-                        // Walk away: the lease expires at its holder.
-                        if let Agent::Holding(h) = &mut self.leases[id.index()].agent {
-                            h.renews = false;
-                        }
-                        return;
-                    }
-                    Input::Release { lease: h.lease }
-                } else if h.renews {
-                    Input::Renew {
-                        lease: h.lease,
-                        ttl: h.renew_ttl,
-                    }
-                } else {
-                    return self.lease_schedule_holding(id);
-                };
-                // The lease may run out as the input arrives (due timers
-                // fire first): then it is unknown by the time it is named.
-                match self.lease_propose(id, input) {
-                    Ok(()) | Err(LeaseError::RenewInProgress(_) | LeaseError::UnknownLease(_)) => {}
-                    Err(e) => self.violation(Kind::Errors, id, format!("holder: {e}")),
-                }
-                self.lease_schedule_holding(id);
-            }
-            Agent::Idle | Agent::Acquiring { .. } | Agent::Down => {}
-        }
-    }
-
-    /// Wakes the holder at the end of its hold, or earlier to renew.
-    fn lease_schedule_holding(&mut self, id: NodeId) {
-        let Some(h) = self.leases[id.index()].holding().cloned() else {
-            return;
-        };
-        let lead = self.draw(self.lease_plan().map_or((0, 0), |p| p.renew_lead_ms));
-        let mut at = h.hold_until;
-        let held = self.leases[id.index()]
-            .proposer
-            .as_ref()
-            .and_then(|p| p.held(h.lease));
-        if h.renews
-            && let Some((_, valid_until)) = held
-        {
-            let renew_local = valid_until.saturating_sub(Millis(lead));
-            at = at.min(self.lease_virtual(id, renew_local));
-        }
-        if self.now >= h.hold_until && h.abandon {
-            return;
-        }
-        self.lease_wake_at(id, at.max(self.now + 5));
-    }
-
-    /// What the proposer of `id` tells its application.
-    fn lease_event(&mut self, id: NodeId, event: LeaseEvent) {
-        let Some(plan) = self.plan.lease.clone() else {
-            return;
-        };
-        let agent = self.leases[id.index()].agent.clone();
-        match event {
-            LeaseEvent::Acquired {
-                lease,
-                token,
-                valid_until,
-                ..
-            } => {
-                let Agent::Acquiring {
-                    lease: expected,
-                    resource,
-                    token_floor,
-                    ..
-                } = agent
-                else {
-                    return self.violation(Kind::Errors, id, "acquired while not acquiring".into());
-                };
-                if lease != expected {
-                    return self.violation(Kind::Errors, id, format!("acquired {lease:?}"));
-                }
-                self.counters.lease.grants += 1;
-                let end = self.lease_virtual(id, valid_until);
-                let (grant, found) =
-                    self.lease_check
-                        .grant(resource, id, token.get(), token_floor, (self.now, end));
-                self.trace_lease(id, resource, "acquired", Some(token.get()), Some(end));
-                for v in found {
-                    self.violation(Kind::Lease, id, v);
-                }
-                let hold = self.draw(plan.hold_ms);
-                let renews = self.chance(plan.renew_ppm);
-                let abandon = self.chance(plan.abandon_ppm);
-                let renew_ttl = Millis(self.draw(plan.ttl_ms));
-                let holding = Holding {
-                    lease,
-                    resource,
-                    grant,
-                    token,
-                    hold_until: self.now + hold,
-                    renews,
-                    renew_ttl,
-                    abandon,
-                };
-                self.leases[id.index()].agent = Agent::Holding(holding);
-                if self.lease_resources[resource].1 == Permits::MUTEX {
-                    // The first write lands at once: the external system
-                    // learns the new token as the lease is granted.
-                    let write = PendingWrite {
-                        lease,
-                        resource,
-                        token,
-                    };
-                    self.lease_write_lands(id, write);
-                }
-                self.lease_schedule_holding(id);
-            }
-            LeaseEvent::Renewed {
-                token, valid_until, ..
-            } => {
-                self.counters.lease.renewals += 1;
-                if let Agent::Holding(h) = agent {
-                    let end = self.lease_virtual(id, valid_until);
-                    self.lease_check.extend(h.resource, h.grant, end);
-                    self.trace_lease(id, h.resource, "renewed", Some(token.get()), Some(end));
-                }
-                self.lease_schedule_holding(id);
-            }
-            LeaseEvent::RenewFailed { .. } => {
-                if let Agent::Holding(mut h) = agent {
-                    self.trace_lease(id, h.resource, "renew-failed", Some(h.token.get()), None);
-                    h.renews = false;
-                    self.leases[id.index()].agent = Agent::Holding(h);
-                }
-                self.lease_schedule_holding(id);
-            }
-            LeaseEvent::Lost { .. } | LeaseEvent::Denied { .. } | LeaseEvent::Released { .. } => {
-                let what = match event {
-                    LeaseEvent::Lost { .. } => {
-                        self.counters.lease.expired += 1;
-                        "expired"
-                    }
-                    LeaseEvent::Denied { .. } => {
-                        self.counters.lease.denied += 1;
-                        "denied"
-                    }
-                    _ => {
-                        self.counters.lease.released += 1;
-                        "released"
-                    }
-                };
-                match agent {
-                    Agent::Holding(h) => {
-                        self.lease_check.end(h.resource, h.grant, self.now);
-                        self.trace_lease(id, h.resource, what, Some(h.token.get()), None);
-                    }
-                    Agent::Acquiring { resource, .. } => {
-                        self.trace_lease(id, resource, what, None, None);
-                    }
-                    Agent::Idle | Agent::Down => {}
-                }
-                self.leases[id.index()].agent = Agent::Idle;
-                let at = self.now + self.draw(plan.idle_ms);
-                self.lease_wake_at(id, at);
-            }
-        }
-    }
-
-    /// The holder checks its lease; if valid, it starts a write that lands
-    /// after some work, without checking again.
-    fn lease_write_check(&mut self, id: NodeId, lease: LeaseId) {
-        let Some(h) = self.leases[id.index()].holding().cloned() else {
-            return;
-        };
-        let now = self.lease_now(id);
-        if h.lease != lease || !self.leases[id.index()].is_valid(lease, now) {
-            return;
-        }
-        let work = self.draw(self.lease_plan().map_or((0, 0), |p| p.work_ms));
-        let write = PendingWrite {
-            lease,
-            resource: h.resource,
-            token: h.token,
-        };
-        self.lease_local_at(id, self.now + work, LeaseLocal::WriteLands(write));
-    }
-
-    /// A write reaches the fenced external system.
-    fn lease_write_lands(&mut self, id: NodeId, write: PendingWrite) {
-        let now = self.lease_now(id);
-        let valid = self.leases[id.index()].is_valid(write.lease, now);
-        let token = write.token.get();
-        let (outcome, violation) = self.lease_check.write(write.resource, token);
-        let l = &mut self.counters.lease;
-        match (outcome.accepted, outcome.stale) {
-            (true, _) if !valid => l.late_writes_accepted += 1,
-            (false, true) => l.stale_writes_rejected += 1,
-            _ => {}
-        }
-        if outcome.accepted {
-            l.writes_accepted += 1;
-        }
-        let resource = self
-            .lease_resources
-            .get(write.resource)
-            .map_or_else(String::new, |(r, _)| r.to_string());
-        self.trace.record(
-            self.now,
-            TraceEvent::FencedWrite {
-                node: id.0,
-                resource,
-                token,
-                valid,
-                stale: outcome.stale,
-                accepted: outcome.accepted,
-            },
-        );
-        if let Some(v) = violation {
-            self.violation(Kind::Lease, id, v);
-        }
-        let still_holding = self.leases[id.index()]
-            .holding()
-            .is_some_and(|h| h.lease == write.lease);
-        if still_holding {
-            let gap = self.draw(self.lease_plan().map_or((0, 0), |p| p.write_gap_ms));
-            self.lease_local_at(id, self.now + gap, LeaseLocal::WriteCheck(write.lease));
         }
     }
 }

@@ -90,8 +90,9 @@ pub struct QuorumConfig {
     /// Longest ttl granted, and the quiet period of a restarted acceptor.
     /// Must be the same on every lease peer.
     pub max_ttl: Millis,
-    /// How long one phase of an attempt waits for a majority; also bounds
-    /// how long a release waits for acceptors to confirm it.
+    /// How long one phase of an attempt waits for a majority, at least
+    /// (longer for lease peers the proposer learned are slow); a release
+    /// waits as long for every lease peer to confirm it.
     pub round_timeout: Millis,
     /// Base of the randomized backoff between attempts.
     pub retry_backoff: Millis,

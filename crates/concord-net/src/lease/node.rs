@@ -5,11 +5,14 @@
 //! This module owns the plumbing between them: messages to and from peers
 //! (to its own acceptor in-process), the order "fsync, then release the
 //! replies that depend on it", the timers the proposer asks for, and the
-//! answers to [`QuorumLeaseBackend`](super::QuorumLeaseBackend) calls. It
-//! must never decide a lease question itself, never block its loop on the
-//! disk (state is written on the blocking pool, one write at a time, the
-//! next one carrying every change made meanwhile), and never pass a message
-//! to a machine that did not decode or came from an unknown peer.
+//! answers to [`QuorumLeaseBackend`](super::QuorumLeaseBackend) calls, each
+//! mapped from the proposer's event about its request. It must never decide
+//! a lease question itself (whether to ask again, how long to wait for
+//! anything: the proposer decides, and netsim checks the same decisions),
+//! never block its loop on the disk (state is written on the blocking pool,
+//! one write at a time, the next one carrying every change made meanwhile),
+//! and never pass a message to a machine that did not decode or came from
+//! an unknown peer.
 //!
 //! # Replies and response streams
 //!
@@ -18,11 +21,13 @@
 //! is still open (replies name their resource and ballot, so any open one
 //! will do), or as a request of its own if none is. When the acceptor has
 //! nothing left to say (no write in flight, no reply queued), the remaining
-//! open requests are answered with [`wire::NO_REPLY`]. Any answer to a
-//! `Release` request confirms that the acceptor has dropped the grant, and
-//! a release call returns once every acceptor confirmed or
-//! [`QuorumConfig::round_timeout`] passed, so that an acquisition right
-//! after it does not find the old grant still listed.
+//! open requests are answered with [`wire::NO_REPLY`].
+//!
+//! A call returns with the proposer's final word on its request: an
+//! acquisition with `Acquired` or `Denied`, a renewal with `Renewed`,
+//! `RenewFailed` or `Lost`, a release with `Released`, which the proposer
+//! reports once every acceptor confirmed or a round timeout (see
+//! [`QuorumConfig::round_timeout`]) passed.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -35,7 +40,7 @@ use concord_lease::{
 };
 use futures::StreamExt;
 use libp2p::core::upgrade::Version;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{PeerId, Swarm, allow_block_list};
 use tokio::sync::{mpsc, oneshot};
@@ -91,40 +96,10 @@ struct PersistDone {
     result: std::io::Result<()>,
 }
 
-/// How many times an acquisition is asked again after a denial for an
-/// outdated ballot (see [`Again`]).
-const OUTDATED_RETRIES: u8 = 2;
-
 /// An acquisition or renewal waiting for its outcome.
 struct Waiter {
     reply: Reply<Lease>,
     permits: Permits,
-    /// For an acquisition: how to ask again.
-    again: Option<Again>,
-}
-
-/// An acquisition that may be asked again. A proposer whose ballots lag
-/// behind the acceptors' promises (it was quiet while others worked) has
-/// its first attempt refused as `Outdated`, and learns the round to use
-/// from the refusals; with no `wait` left it gives up at once although
-/// nobody may hold the resource. The node then asks again with the
-/// remaining wait, up to [`OUTDATED_RETRIES`] times.
-struct Again {
-    request: AcquireRequest,
-    /// End of the caller's wait.
-    deadline: Millis,
-    left: u8,
-}
-
-/// A release waiting for the acceptors' confirmations.
-struct ReleaseWait {
-    reply: Reply<()>,
-    /// The proposer reported the lease released.
-    released: bool,
-    /// `Release` requests not yet answered.
-    outstanding: usize,
-    /// Give up waiting for confirmations at this time.
-    deadline: Millis,
 }
 
 struct Node {
@@ -142,10 +117,9 @@ struct Node {
     /// Open requests to our acceptor, per proposer, oldest first.
     open: HashMap<NodeId, VecDeque<ResponseChannel<Vec<u8>>>>,
     waiters: HashMap<LeaseId, Waiter>,
-    releases: HashMap<LeaseId, ReleaseWait>,
-    release_requests: HashMap<OutboundRequestId, LeaseId>,
+    /// Release calls waiting for the proposer's `Released`.
+    releases: HashMap<LeaseId, Reply<()>>,
     next_lease: u64,
-    release_wait: Millis,
 }
 
 /// Checks the configuration, loads the acceptor state, builds the swarm
@@ -218,9 +192,7 @@ pub(super) fn spawn(config: QuorumConfig) -> Result<Spawned, LeaseNetError> {
         open: HashMap::new(),
         waiters: HashMap::new(),
         releases: HashMap::new(),
-        release_requests: HashMap::new(),
         next_lease: 0,
-        release_wait: config.round_timeout,
     };
     let span = info_span!("lease", node = me.0);
     let task = tokio::spawn(node.run(commands_rx, persisted_rx).instrument(span));
@@ -346,14 +318,7 @@ impl Node {
     }
 
     fn next_wake(&self) -> Option<tokio::time::Instant> {
-        let release = self.releases.values().map(|w| w.deadline).min();
-        let at = self
-            .proposer
-            .poll_timeout()
-            .into_iter()
-            .chain(release)
-            .min()?;
-        self.clock.instant(at)
+        self.clock.instant(self.proposer.poll_timeout()?)
     }
 
     fn propose(&mut self, input: Input) -> Result<(), LeaseError> {
@@ -365,76 +330,47 @@ impl Node {
             Command::Acquire { request, reply } => {
                 let lease = LeaseId(self.next_lease);
                 self.next_lease += 1;
-                let again = Again {
-                    deadline: self.clock.now().saturating_add(request.wait),
-                    request,
-                    left: OUTDATED_RETRIES,
+                let input = Input::Acquire {
+                    lease,
+                    resource: request.resource,
+                    ttl: request.ttl,
+                    permits: request.permits,
+                    wait: request.wait,
                 };
-                self.acquire(lease, again, reply);
+                self.await_grant(lease, input, request.permits, reply);
             }
             Command::Renew { lease, ttl, reply } => {
                 let id = LeaseId(lease.handle.0);
-                match self.propose(Input::Renew { lease: id, ttl }) {
+                self.await_grant(id, Input::Renew { lease: id, ttl }, lease.permits, reply);
+            }
+            Command::Release { lease, reply } => {
+                let id = LeaseId(lease.handle.0);
+                match self.propose(Input::Release { lease: id }) {
                     Ok(()) => {
-                        let waiter = Waiter {
-                            reply,
-                            permits: lease.permits,
-                            again: None,
-                        };
-                        self.waiters.insert(id, waiter);
+                        // A renewal under way was given up with the lease.
+                        if let Some(waiter) = self.waiters.remove(&id) {
+                            let _ = waiter.reply.send(Err(BackendError::Expired));
+                        }
+                        self.releases.insert(id, reply);
                     }
+                    // Released twice at once: the first call does the work.
                     Err(e) => {
                         let _ = reply.send(Err(call_error(e)));
                     }
                 }
             }
-            Command::Release { lease, reply } => {
-                let id = LeaseId(lease.handle.0);
-                if self.releases.contains_key(&id) {
-                    // Released twice at once: the first call does the work.
-                    let _ = reply.send(Err(BackendError::Expired));
-                    return;
-                }
-                let wait = ReleaseWait {
-                    reply,
-                    released: false,
-                    outstanding: 0,
-                    deadline: self.clock.now().saturating_add(self.release_wait),
-                };
-                // Registered first: the proposer's `Release` transmits are
-                // counted against it as they go out.
-                self.releases.insert(id, wait);
-                if let Err(e) = self.propose(Input::Release { lease: id })
-                    && let Some(wait) = self.releases.remove(&id)
-                {
-                    let _ = wait.reply.send(Err(call_error(e)));
-                }
-            }
         }
     }
 
-    /// Asks the proposer for `again.request` as `lease`, waiting until
-    /// `again.deadline`.
-    fn acquire(&mut self, lease: LeaseId, again: Again, reply: Reply<Lease>) {
-        let request = &again.request;
-        let input = Input::Acquire {
-            lease,
-            resource: request.resource.clone(),
-            ttl: request.ttl,
-            permits: request.permits,
-            wait: again.deadline.saturating_sub(self.clock.now()),
-        };
+    /// Feeds `input` (an acquisition or renewal of `lease`) to the
+    /// proposer; `reply` gets its outcome.
+    fn await_grant(&mut self, lease: LeaseId, input: Input, permits: Permits, reply: Reply<Lease>) {
         match self.propose(input) {
             Ok(()) => {
-                let waiter = Waiter {
-                    reply,
-                    permits: again.request.permits,
-                    again: Some(again),
-                };
-                self.waiters.insert(lease, waiter);
+                self.waiters.insert(lease, Waiter { reply, permits });
             }
             Err(e) => {
-                let _ = reply.send(Err(e.into()));
+                let _ = reply.send(Err(call_error(e)));
             }
         }
     }
@@ -442,24 +378,6 @@ impl Node {
     fn on_timer(&mut self) {
         if let Err(e) = self.propose(Input::Timeout) {
             error!(error = %e, "proposer refused a timeout");
-        }
-        let now = self.clock.now();
-        let expired: Vec<LeaseId> = self
-            .releases
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(wait) = self.releases.remove(&id) {
-                // Unconfirmed acceptors drop the grant when it expires.
-                debug!(
-                    lease = id.0,
-                    outstanding = wait.outstanding,
-                    "release not confirmed by every acceptor"
-                );
-                let _ = wait.reply.send(Ok(()));
-            }
         }
     }
 
@@ -489,35 +407,22 @@ impl Node {
             }
             return;
         }
-        let release_of = match &t.message {
-            Message::Release { holder, .. } => Some(holder.lease),
-            _ => None,
-        };
-        let Some(request) = self.send_request(t.to, &t.message) else {
-            return;
-        };
-        if let Some(lease) = release_of
-            && let Some(wait) = self.releases.get_mut(&lease)
-        {
-            wait.outstanding += 1;
-            self.release_requests.insert(request, lease);
-        }
+        self.send_request(t.to, &t.message);
     }
 
-    fn send_request(&mut self, to: NodeId, message: &Message) -> Option<OutboundRequestId> {
+    fn send_request(&mut self, to: NodeId, message: &Message) {
         let Some(peer) = self.peer_of.get(&to).copied() else {
             warn!(
                 to = to.0,
                 "message for a node that is not a lease peer dropped"
             );
-            return None;
+            return;
         };
         match wire::encode(message) {
-            Ok(bytes) => Some(self.swarm.behaviour_mut().rpc.send_request(&peer, bytes)),
-            Err(e) => {
-                error!(error = %e, kind = message.kind(), "lease message not encodable");
-                None
+            Ok(bytes) => {
+                self.swarm.behaviour_mut().rpc.send_request(&peer, bytes);
             }
+            Err(e) => error!(error = %e, kind = message.kind(), "lease message not encodable"),
         }
     }
 
@@ -637,24 +542,7 @@ impl Node {
                 token,
                 valid_until,
             } => self.granted(lease, resource, token, valid_until, false),
-            Event::Denied { lease, reason, .. } => {
-                let Some(waiter) = self.waiters.remove(&lease) else {
-                    return;
-                };
-                match waiter.again {
-                    Some(mut again)
-                        if reason == DenyReason::Rejected(RejectReason::Outdated)
-                            && again.left > 0 =>
-                    {
-                        again.left -= 1;
-                        self.acquire(lease, again, waiter.reply);
-                    }
-                    _ => {
-                        let _ = waiter.reply.send(Err(deny_error(reason)));
-                    }
-                }
-            }
-            Event::RenewFailed { lease, reason, .. } => {
+            Event::Denied { lease, reason, .. } | Event::RenewFailed { lease, reason, .. } => {
                 if let Some(waiter) = self.waiters.remove(&lease) {
                     let _ = waiter.reply.send(Err(deny_error(reason)));
                 }
@@ -665,14 +553,17 @@ impl Node {
                     let _ = waiter.reply.send(Err(BackendError::Expired));
                 }
             }
-            Event::Released { lease, .. } => {
-                // A renewal under way when its lease was released.
-                if let Some(waiter) = self.waiters.remove(&lease) {
-                    let _ = waiter.reply.send(Err(BackendError::Expired));
+            Event::Released {
+                lease,
+                confirmed_by_all,
+                ..
+            } => {
+                if !confirmed_by_all {
+                    // Unconfirmed acceptors drop the grant when it expires.
+                    debug!(lease = lease.0, "release not confirmed by every acceptor");
                 }
-                if let Some(wait) = self.releases.get_mut(&lease) {
-                    wait.released = true;
-                    self.finish_release(lease);
+                if let Some(reply) = self.releases.remove(&lease) {
+                    let _ = reply.send(Ok(()));
                 }
             }
         }
@@ -707,26 +598,6 @@ impl Node {
         }
     }
 
-    fn release_confirmed(&mut self, request: OutboundRequestId) {
-        if let Some(lease) = self.release_requests.remove(&request)
-            && let Some(wait) = self.releases.get_mut(&lease)
-        {
-            wait.outstanding = wait.outstanding.saturating_sub(1);
-            self.finish_release(lease);
-        }
-    }
-
-    fn finish_release(&mut self, lease: LeaseId) {
-        if self
-            .releases
-            .get(&lease)
-            .is_some_and(|w| w.released && w.outstanding == 0)
-            && let Some(wait) = self.releases.remove(&lease)
-        {
-            let _ = wait.reply.send(Ok(()));
-        }
-    }
-
     fn on_swarm_event(&mut self, event: SwarmEvent<LeaseBehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(LeaseBehaviourEvent::Rpc(event)) => self.on_rpc(event),
@@ -758,27 +629,14 @@ impl Node {
             },
             request_response::Event::Message {
                 peer,
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
+                message: request_response::Message::Response { response, .. },
                 ..
-            } => {
-                self.release_confirmed(request_id);
-                match wire::decode_response(&response) {
-                    Ok(Some(message)) => self.route(peer, message, None),
-                    Ok(None) => {}
-                    Err(e) => self.distrust(peer, &e),
-                }
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                self.release_confirmed(request_id);
+            } => match wire::decode_response(&response) {
+                Ok(Some(message)) => self.route(peer, message, None),
+                Ok(None) => {}
+                Err(e) => self.distrust(peer, &e),
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
                 debug!(%peer, %error, "lease request failed");
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -818,93 +676,4 @@ impl Node {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use concord_lease::{Ballot, Holder, LeaseBackend, Resource};
-    use libp2p::swarm::SwarmEvent;
-
-    use super::*;
-    use crate::lease::QuorumLeaseBackend;
-
-    /// Sends `bytes` from `rogue` to `target`; returns the response, or
-    /// `None` if `target` hung up instead.
-    async fn ask(
-        rogue: &mut Swarm<LeaseBehaviour>,
-        target: PeerId,
-        bytes: Vec<u8>,
-    ) -> Option<Vec<u8>> {
-        rogue.behaviour_mut().rpc.send_request(&target, bytes);
-        let answer = async {
-            loop {
-                match rogue.select_next_some().await {
-                    SwarmEvent::ConnectionClosed { peer_id, .. } if peer_id == target => {
-                        return None;
-                    }
-                    SwarmEvent::Behaviour(LeaseBehaviourEvent::Rpc(
-                        request_response::Event::Message {
-                            message: request_response::Message::Response { response, .. },
-                            ..
-                        },
-                    )) => return Some(response),
-                    _ => {}
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), answer)
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_peer_sending_bad_messages_is_disconnected_and_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let configs = QuorumConfig::loopback(3, dir.path()).unwrap();
-        let a = QuorumLeaseBackend::start(configs[0].clone()).unwrap();
-        let b = QuorumLeaseBackend::start(configs[1].clone()).unwrap();
-        // The third lease peer is configured but misbehaves.
-        let mut rogue = build_swarm(&configs[2]).unwrap();
-        let target = a.peer_id();
-        rogue.behaviour_mut().allowed.allow_peer(target);
-        rogue.add_peer_address(target, configs[0].listen.clone());
-
-        assert_eq!(
-            ask(&mut rogue, target, b"\x00\xffgarbage".to_vec()).await,
-            None
-        );
-        // Decodes, but breaks a protocol rule: a token above its ballot.
-        let ballot = Ballot::new(1, NodeId(3)).unwrap();
-        let bad = Message::Propose {
-            resource: Resource::new("r").unwrap(),
-            ballot,
-            limit: Permits::MUTEX,
-            holder: Holder {
-                node: NodeId(3),
-                lease: LeaseId(1),
-            },
-            token: Ballot::new(2, NodeId(3)).unwrap().token(),
-            ttl: Millis(1_000),
-        };
-        assert_eq!(
-            ask(&mut rogue, target, wire::encode(&bad).unwrap()).await,
-            None
-        );
-        // A well-behaved message from the same peer is still answered.
-        let prepare = Message::Prepare {
-            resource: Resource::new("other").unwrap(),
-            ballot,
-            limit: Permits::MUTEX,
-        };
-        let answer = ask(&mut rogue, target, wire::encode(&prepare).unwrap()).await;
-        let reply = wire::decode_response(&answer.unwrap()).unwrap();
-        assert!(matches!(reply, Some(Message::Promise { .. })), "{reply:?}");
-
-        // Nothing it said stuck: had the propose been accepted, `r` would be
-        // held by the rogue, and an acquisition that does not wait would
-        // find it busy.
-        a.acquire(Resource::new("r").unwrap(), Millis(1_000), Millis(0))
-            .await
-            .unwrap();
-        drop(b);
-    }
-}
+mod tests;
