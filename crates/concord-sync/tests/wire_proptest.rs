@@ -1,12 +1,14 @@
-//! Property tests of the wire codec: round trips of arbitrary frames within
-//! the limits, and robustness of decoding against arbitrary and mutated
-//! bytes (never a panic; a frame that decodes re-encodes to the same bytes).
+//! Property tests of the wire codec: round trips of arbitrary frames (of a
+//! space and node-level) within the limits, and robustness of decoding
+//! against arbitrary and mutated bytes (never a panic; a frame that decodes
+//! re-encodes to the same bytes; `peek` agrees with both decoders).
 
 use concord_sync::wire::{
-    ByeReason, DecodeError, EphemeralEntry, Frame, MAX_ACTOR_BYTES, MAX_CLOCK_ENTRIES,
-    WIRE_VERSION, decode_varint, encode_varint, varint_len,
+    BucketNode, ByeReason, Child, DecodeError, EphemeralEntry, Frame, MAX_ACTOR_BYTES,
+    MAX_CLOCK_ENTRIES, NodeFrame, Prefix, TREE_DEPTH, WIRE_VERSION, decode_varint, encode_varint,
+    peek, varint_len,
 };
-use proptest::collection::{btree_map, vec};
+use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
 
 fn space() -> impl Strategy<Value = String> {
@@ -126,6 +128,60 @@ fn frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
+fn bucket_node() -> impl Strategy<Value = BucketNode> {
+    (
+        any::<u64>(),
+        0..TREE_DEPTH,
+        btree_map(0u8..16, (1u64..=65_536, any::<[u8; 16]>()), 0..=16),
+    )
+        .prop_map(|(key, depth, children)| BucketNode {
+            prefix: Prefix::of(key, depth),
+            children: children
+                .into_iter()
+                .map(|(index, (spaces, hash))| Child {
+                    index,
+                    spaces,
+                    hash,
+                })
+                .collect(),
+        })
+}
+
+fn node_frame() -> impl Strategy<Value = NodeFrame> {
+    prop_oneof![
+        (any::<u64>(), btree_set(any::<u64>(), 0..200)).prop_map(|(version, keys)| {
+            NodeFrame::Spaces {
+                version,
+                keys: keys.into_iter().collect(),
+            }
+        }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            0u64..=65_536,
+            any::<[u8; 16]>(),
+            any::<bool>()
+        )
+            .prop_map(|(version, known, spaces, root, reply)| NodeFrame::Summary {
+                version,
+                known,
+                spaces,
+                root,
+                reply,
+            }),
+        vec(bucket_node(), 0..12).prop_map(|mut nodes| {
+            nodes.sort_by_key(|n| n.prefix);
+            nodes.dedup_by_key(|n| n.prefix);
+            NodeFrame::Buckets { nodes }
+        }),
+        btree_map(any::<u64>(), any::<[u8; 16]>(), 0..100).prop_map(|leaves| {
+            NodeFrame::Leaves {
+                leaves: leaves.into_iter().collect(),
+            }
+        }),
+    ]
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     FlipBit(usize, u8),
@@ -173,8 +229,64 @@ fn check_decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
     decoded
 }
 
+/// Like [`check_decode`] for node-level frames; `peek` must agree with
+/// whichever decoder accepts the bytes.
+fn check_node_decode(bytes: &[u8]) -> Result<NodeFrame, DecodeError> {
+    let decoded = NodeFrame::decode(bytes);
+    if let Ok(frame) = &decoded {
+        let again = frame.encode().expect("a decoded frame re-encodes");
+        assert_eq!(again, bytes, "decode then encode is the identity");
+        let header = peek(bytes).expect("a decoded frame's header peeks");
+        assert_eq!((header.kind, header.space), (frame.kind(), ""));
+    }
+    if let Ok(frame) = check_decode(bytes) {
+        let header = peek(bytes).expect("a decoded frame's header peeks");
+        assert_eq!((header.kind, header.space), (frame.kind(), frame.space()));
+    }
+    decoded
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn round_trip_every_node_kind(frame in node_frame()) {
+        let bytes = frame.encode().expect("frames within limits encode");
+        prop_assert_eq!(bytes.len(), frame.encoded_len());
+        prop_assert_eq!(&bytes[..3], &[WIRE_VERSION, frame.kind().code(), 0]);
+        let decoded = NodeFrame::decode(&bytes).expect("own encoding decodes");
+        prop_assert_eq!(decoded, frame);
+    }
+
+    #[test]
+    fn arbitrary_node_bodies_never_panic(kind in 9u8..14, body in vec(any::<u8>(), 0..600)) {
+        let mut bytes = vec![WIRE_VERSION, kind, 0];
+        bytes.extend_from_slice(&body);
+        let _ = check_node_decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_node_frames_decode_or_give_a_typed_error(
+        frame in node_frame(),
+        mutations in vec(mutation(), 1..6),
+    ) {
+        let mut bytes = frame.encode().expect("frames within limits encode");
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        match check_node_decode(&bytes) {
+            Ok(decoded) => prop_assert_eq!(decoded.encode().ok(), Some(bytes)),
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_node_frame_is_an_error(frame in node_frame()) {
+        let bytes = frame.encode().expect("frames within limits encode");
+        for cut in 0..bytes.len() {
+            prop_assert!(NodeFrame::decode(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
+        }
+    }
 
     #[test]
     fn round_trip_every_kind(frame in frame()) {

@@ -25,6 +25,10 @@ pub enum EncodeError {
     /// A snapshot piece reaches past the snapshot's size.
     #[error("snapshot piece ends past the snapshot's size")]
     SnapshotRange,
+    /// A node-level frame breaks a rule of the canonical encoding (say,
+    /// space keys out of order); the text says which.
+    #[error("not canonical: {0}")]
+    NotCanonical(&'static str),
 }
 
 /// Why bytes could not be decoded into a [`Frame`](super::Frame).
@@ -75,8 +79,8 @@ pub enum DecodeError {
     /// canonical, so this is malformed).
     #[error("non-canonical (overlong) varint")]
     NonCanonicalVarint,
-    /// A digest's flags byte has a reserved bit set.
-    #[error("unknown digest flags {0:#04x}")]
+    /// A digest's or summary's flags byte has a reserved bit set.
+    #[error("unknown flags {0:#04x}")]
     UnknownFlags(u8),
     /// The same actor appears twice in a digest clock.
     #[error("duplicate actor in digest clock at entry {index}")]
@@ -103,4 +107,18 @@ pub enum DecodeError {
     /// An ephemeral entry's HLC logical part does not fit in 32 bits.
     #[error("hlc logical part {0} does not fit in 32 bits")]
     LogicalOverflow(u64),
+    /// A node-level kind given to [`Frame::decode`](super::Frame::decode).
+    #[error("kind {0} is a node-level frame, not a space's")]
+    NotASpaceFrame(u8),
+    /// A kind of a space's frame given to
+    /// [`NodeFrame::decode`](super::NodeFrame::decode).
+    #[error("kind {0} is a space's frame, not a node-level one")]
+    NotANodeFrame(u8),
+    /// A node-level frame names a space (it must name none).
+    #[error("a node-level frame names a space")]
+    NamedNodeFrame,
+    /// A node-level frame breaks a rule of the canonical encoding (say,
+    /// space keys out of order); the text says which.
+    #[error("not canonical: {0}")]
+    NotCanonical(&'static str),
 }

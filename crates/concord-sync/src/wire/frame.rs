@@ -33,6 +33,14 @@ pub enum FrameKind {
     SnapshotRequest = 7,
     /// [`Frame::Snapshot`].
     Snapshot = 8,
+    /// [`NodeFrame::Spaces`](super::NodeFrame::Spaces) (node-level).
+    Spaces = 9,
+    /// [`NodeFrame::Summary`](super::NodeFrame::Summary) (node-level).
+    Summary = 10,
+    /// [`NodeFrame::Buckets`](super::NodeFrame::Buckets) (node-level).
+    Buckets = 11,
+    /// [`NodeFrame::Leaves`](super::NodeFrame::Leaves) (node-level).
+    Leaves = 12,
 }
 
 impl FrameKind {
@@ -52,9 +60,59 @@ impl FrameKind {
             6 => Some(FrameKind::Epoch),
             7 => Some(FrameKind::SnapshotRequest),
             8 => Some(FrameKind::Snapshot),
+            9 => Some(FrameKind::Spaces),
+            10 => Some(FrameKind::Summary),
+            11 => Some(FrameKind::Buckets),
+            12 => Some(FrameKind::Leaves),
             _ => None,
         }
     }
+
+    /// Whether frames of this kind concern the node and every space it
+    /// shares with the receiver ([`NodeFrame`](super::NodeFrame)) rather
+    /// than one space ([`Frame`]).
+    pub const fn is_node_level(self) -> bool {
+        self.code() >= FrameKind::Spaces.code()
+    }
+}
+
+/// The header every frame starts with: its kind and the space it names
+/// (empty for a node-level kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The frame's kind.
+    pub kind: FrameKind,
+    /// The space a frame of a space names; empty for a node-level frame.
+    pub space: &'a str,
+}
+
+/// Reads the header of a frame without decoding its body: what a node
+/// needs to hand the frame to the right machine.
+///
+/// Errors as [`Frame::decode`] does on a bad header, and with
+/// [`DecodeError::NamedNodeFrame`] when a node-level frame names a space.
+pub fn peek(bytes: &[u8]) -> Result<Header<'_>, DecodeError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(too_large(Limit::Frame, bytes.len() as u64));
+    }
+    let mut r = Reader { rest: bytes };
+    read_header(&mut r)
+}
+
+/// Reads version, kind and space name; a node-level kind must name none.
+pub(super) fn read_header<'a>(r: &mut Reader<'a>) -> Result<Header<'a>, DecodeError> {
+    let version = r.u8("version")?;
+    if version != WIRE_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let code = r.u8("frame kind")?;
+    let kind = FrameKind::from_code(code).ok_or(DecodeError::UnknownKind(code))?;
+    let space_bytes = r.prefixed("space name", Limit::SpaceName)?;
+    let space = std::str::from_utf8(space_bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+    if kind.is_node_level() && !space.is_empty() {
+        return Err(DecodeError::NamedNodeFrame);
+    }
+    Ok(Header { kind, space })
 }
 
 /// Why a peer closes its session for a space ([`Frame::Bye`]).
@@ -404,16 +462,8 @@ impl Frame {
             return Err(too_large(Limit::Frame, bytes.len() as u64));
         }
         let mut r = Reader { rest: bytes };
-        let version = r.u8("version")?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::UnsupportedVersion(version));
-        }
-        let kind_code = r.u8("frame kind")?;
-        let kind = FrameKind::from_code(kind_code).ok_or(DecodeError::UnknownKind(kind_code))?;
-        let space_bytes = r.prefixed("space name", Limit::SpaceName)?;
-        let space = std::str::from_utf8(space_bytes)
-            .map_err(|_| DecodeError::InvalidUtf8)?
-            .to_owned();
+        let Header { kind, space } = read_header(&mut r)?;
+        let space = space.to_owned();
         let frame = match kind {
             FrameKind::Changes => {
                 let epoch = r.array::<EPOCH_BYTES>("epoch")?;
@@ -501,6 +551,9 @@ impl Frame {
                     entries.push(EphemeralEntry::decode(&mut r)?);
                 }
                 Frame::Ephemeral { space, entries }
+            }
+            FrameKind::Spaces | FrameKind::Summary | FrameKind::Buckets | FrameKind::Leaves => {
+                return Err(DecodeError::NotASpaceFrame(kind.code()));
             }
         };
         if !r.rest.is_empty() {

@@ -67,6 +67,21 @@ pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Bytes of an epoch id on the wire.
 pub const EPOCH_BYTES: usize = 32;
 
+/// Most space keys in one [`NodeFrame::Spaces`](super::NodeFrame::Spaces):
+/// the most spaces a node offers one peer, in one frame (so a list never
+/// needs reassembly).
+pub const MAX_SPACE_KEYS: usize = 65_536;
+
+/// Most nodes in one [`NodeFrame::Buckets`](super::NodeFrame::Buckets).
+pub const MAX_BUCKET_NODES: usize = 256;
+
+/// Most leaves in one [`NodeFrame::Leaves`](super::NodeFrame::Leaves).
+pub const MAX_LEAVES_PER_FRAME: usize = 4_096;
+
+/// Children of a bucket of the summary tree: one per hex digit of a space
+/// key (see [`Prefix`](super::Prefix)).
+pub const TREE_FANOUT: usize = 16;
+
 /// Longest varint: 10 bytes hold 64 bits at 7 bits per byte.
 pub(super) const MAX_VARINT_BYTES: usize = 10;
 
@@ -87,6 +102,22 @@ const _: () = assert!(
 );
 const _: () = assert!(
     MAX_CUT_ENTRIES * (MAX_ACTOR_BYTES + 2 * MAX_VARINT_BYTES) + MAX_SINGLE_ITEM_HEADER
+        <= MAX_FRAME_BYTES
+);
+// Node-level frames at their limits fit a frame: a whole list of keys, the
+// most bucket nodes with every child, the most leaves.
+const _: () =
+    assert!(MAX_SPACE_KEYS * super::SPACE_KEY_BYTES + 3 + 3 * MAX_VARINT_BYTES <= MAX_FRAME_BYTES);
+const _: () = assert!(
+    MAX_BUCKET_NODES
+        * (1 + 2 * MAX_VARINT_BYTES
+            + TREE_FANOUT * (1 + MAX_VARINT_BYTES + super::TREE_HASH_BYTES))
+        + 3
+        + MAX_VARINT_BYTES
+        <= MAX_FRAME_BYTES
+);
+const _: () = assert!(
+    MAX_LEAVES_PER_FRAME * (super::SPACE_KEY_BYTES + super::TREE_HASH_BYTES) + 3 + MAX_VARINT_BYTES
         <= MAX_FRAME_BYTES
 );
 
@@ -122,6 +153,15 @@ pub enum Limit {
     Path,
     /// One ephemeral value, against [`MAX_EPHEMERAL_VALUE_BYTES`].
     EphemeralValue,
+    /// The keys of a space list, or the spaces a summary or a bucket
+    /// counts, against [`MAX_SPACE_KEYS`].
+    SpaceKeys,
+    /// The nodes of a buckets frame, against [`MAX_BUCKET_NODES`].
+    BucketNodes,
+    /// The children of one bucket node, against [`TREE_FANOUT`].
+    BucketChildren,
+    /// The leaves of a leaves frame, against [`MAX_LEAVES_PER_FRAME`].
+    Leaves,
 }
 
 impl Limit {
@@ -141,6 +181,10 @@ impl Limit {
             Limit::EphemeralPerFrame => MAX_EPHEMERAL_PER_FRAME,
             Limit::Path => MAX_PATH_BYTES,
             Limit::EphemeralValue => MAX_EPHEMERAL_VALUE_BYTES,
+            Limit::SpaceKeys => MAX_SPACE_KEYS,
+            Limit::BucketNodes => MAX_BUCKET_NODES,
+            Limit::BucketChildren => TREE_FANOUT,
+            Limit::Leaves => MAX_LEAVES_PER_FRAME,
         }
     }
 }
@@ -161,6 +205,10 @@ impl fmt::Display for Limit {
             Limit::EphemeralPerFrame => "ephemeral values per frame",
             Limit::Path => "channel path bytes",
             Limit::EphemeralValue => "ephemeral value bytes",
+            Limit::SpaceKeys => "space keys",
+            Limit::BucketNodes => "bucket nodes per frame",
+            Limit::BucketChildren => "children per bucket",
+            Limit::Leaves => "leaves per frame",
         })
     }
 }
