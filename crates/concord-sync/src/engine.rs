@@ -56,6 +56,8 @@ use crate::wire::{self, ByeReason, DecodeError, Frame};
 mod ephemeral;
 mod epoch;
 
+pub use epoch::SNAPSHOT_STALL_MS;
+
 /// Bound on transmits waiting for the driver to take them.
 pub const MAX_QUEUED_TRANSMITS: usize = 4096;
 
