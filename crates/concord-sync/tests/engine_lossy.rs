@@ -1,5 +1,7 @@
-//! Engines when frames go missing: a snapshot download whose pieces were
-//! lost starts again once it stalled and the peer announces its epoch anew.
+//! Engines when frames go missing: `Input::Differs` starts anti-entropy
+//! with one peer at once (what a sync hub does for a space its summaries
+//! found different), and a snapshot download whose pieces were lost starts
+//! again once it stalled and the peer announces its epoch anew.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -19,6 +21,25 @@ fn put(e: &mut Engine, now: u64, value: u64) {
         .put(Millis(now), "observation/x", &value)
         .unwrap();
     e.handle_input(Millis(now), Input::LocalCommit);
+}
+
+#[test]
+fn differs_starts_anti_entropy_without_a_heartbeat() {
+    let mut e: Vec<Engine> = (0..2).map(engine).collect();
+    connect(&mut e, Millis(0));
+    pump(&mut e, Millis(0), &mut |_| false);
+    put(&mut e[0], 1, 7);
+    put(&mut e[1], 1, 8);
+    pump(&mut e, Millis(1), &mut |_| true);
+    assert_ne!(e[0].replica().heads(), e[1].replica().heads());
+    // Well before any heartbeat: one side is told the space differs.
+    e[1].handle_input(Millis(2), Input::Differs(0));
+    let frames = pump(&mut e, Millis(2), &mut |_| false);
+    assert_eq!(e[0].replica().heads(), e[1].replica().heads());
+    assert!(
+        frames <= 4,
+        "digest, delta and digest back, delta: {frames}"
+    );
 }
 
 #[test]
