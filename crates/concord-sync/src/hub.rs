@@ -437,25 +437,28 @@ impl<P: Clone + Ord + Debug> SyncHub<P> {
                 Err(e) => self.refuse(from, e.into()),
             };
         }
-        let Some(key) = self.names.get(header.space).copied() else {
-            debug!(
-                ?from,
-                space = header.space,
-                "frame for a space not open here"
-            );
-            self.stats.unknown_space += 1;
-            return;
-        };
-        if self.spaces.get(&key).is_some_and(|s| !s.allows(&from)) {
-            warn!(
-                ?from,
-                space = header.space,
-                "peer outside the space's allowlist; dropped"
-            );
-            self.stats.not_allowed += 1;
-            return;
+        let key = self.names.get(header.space).copied();
+        match key {
+            Some(key) if self.spaces.get(&key).is_none_or(|s| s.allows(&from)) => {
+                self.feed(key, Input::Frame { from, bytes });
+            }
+            Some(_) => {
+                warn!(
+                    ?from,
+                    space = header.space,
+                    "peer outside the space's allowlist; dropped"
+                );
+                self.stats.not_allowed += 1;
+            }
+            None => {
+                debug!(
+                    ?from,
+                    space = header.space,
+                    "frame for a space not open here"
+                );
+                self.stats.unknown_space += 1;
+            }
         }
-        self.feed(key, Input::Frame { from, bytes });
     }
 
     fn on_tick(&mut self) {

@@ -139,13 +139,13 @@ pub use limits::{
     MAX_SPACE_NAME_BYTES, MAX_SYNC_MESSAGE_BYTES, TREE_FANOUT, WIRE_VERSION,
 };
 pub use node::{
-    BucketNode, Child, NodeFrame, Prefix, SPACE_KEY_BYTES, TREE_DEPTH, TREE_HASH_BYTES, TreeHash,
-    chunk_buckets, chunk_leaves,
+    BucketNode, Child, NodeFrame, Prefix, SPACE_KEY_BYTES, Summary, TREE_DEPTH, TREE_HASH_BYTES,
+    TreeHash, chunk_buckets, chunk_leaves,
 };
 pub use primitives::{decode_varint, encode_varint, varint_len};
 
 use chunk::chunk_items;
-use frame::read_header;
+use frame::open;
 use limits::{MAX_SINGLE_ITEM_HEADER, MAX_VARINT_BYTES};
 use primitives::{
     Reader, check, clock_len, prefixed_len, put_bytes, put_clock, too_large, validate_clock,

@@ -6,7 +6,8 @@
 use concord_sync::wire::{
     BucketNode, ByeReason, Child, DecodeError, EncodeError, Frame, FrameKind, Header, Limit,
     MAX_BUCKET_NODES, MAX_FRAME_BYTES, MAX_LEAVES_PER_FRAME, MAX_SPACE_KEYS, NodeFrame, Prefix,
-    TREE_DEPTH, TREE_FANOUT, WIRE_VERSION, chunk_buckets, chunk_leaves, encode_varint, peek,
+    Summary, TREE_DEPTH, TREE_FANOUT, WIRE_VERSION, chunk_buckets, chunk_leaves, encode_varint,
+    peek,
 };
 
 fn raw(kind: FrameKind, space: &[u8], body: &[u8]) -> Vec<u8> {
@@ -39,27 +40,54 @@ fn too_large(what: Limit, len: usize) -> (EncodeError, DecodeError) {
     )
 }
 
-fn full_node(prefix: Prefix) -> BucketNode {
-    BucketNode {
-        prefix,
-        children: (0..TREE_FANOUT as u8)
-            .map(|index| Child {
-                index,
-                spaces: u64::from(index) + 1,
-                hash: [index; 16],
-            })
-            .collect(),
-    }
-}
-
 fn summary(spaces: u64) -> NodeFrame {
-    NodeFrame::Summary {
+    NodeFrame::Summary(Summary {
         version: 3,
         known: 2,
         spaces,
         root: [0xab; 16],
         reply: true,
+    })
+}
+
+fn buckets(nodes: u64, children: u8) -> NodeFrame {
+    let child = |index| Child {
+        index,
+        spaces: u64::from(index) + 1,
+        hash: [index; 16],
+    };
+    NodeFrame::Buckets {
+        nodes: (0..nodes)
+            .map(|path| BucketNode {
+                prefix: Prefix::new(3, path).expect("prefix"),
+                children: (0..children).map(child).collect(),
+            })
+            .collect(),
     }
+}
+
+fn leaves(n: u64) -> NodeFrame {
+    NodeFrame::Leaves {
+        leaves: (0..n).map(|k| (k, [1; 16])).collect(),
+    }
+}
+
+/// Raw bytes of a node-level frame: `head`, a count, `tail` zero bytes.
+fn counted(kind: FrameKind, head: &[u8], count: usize, tail: usize) -> Vec<u8> {
+    let mut body = head.to_vec();
+    encode_varint(count as u64, &mut body);
+    body.resize(body.len() + tail, 0);
+    raw(kind, b"", &body)
+}
+
+/// `at` round-trips; `over`, one past `what`, is refused by the encoder,
+/// and `raw_over`, its bytes, by the decoder (before anything is read).
+fn assert_limit(at: &NodeFrame, over: &NodeFrame, what: Limit, raw_over: &[u8]) {
+    let bytes = round_trip(at);
+    assert!(bytes.len() <= MAX_FRAME_BYTES);
+    let (enc, dec) = too_large(what, what.max() + 1);
+    assert_eq!(over.encode(), Err(enc), "{what}");
+    assert_eq!(NodeFrame::decode(raw_over), Err(dec), "{what}");
 }
 
 #[test]
@@ -101,78 +129,48 @@ fn known_bytes_of_each_node_kind() {
 
 #[test]
 fn limits_at_and_one_over() {
-    // A whole list of keys in one frame.
-    let keys: Vec<u64> = (0..MAX_SPACE_KEYS as u64).collect();
-    let at = NodeFrame::Spaces { version: 1, keys };
-    let bytes = round_trip(&at);
-    assert!(bytes.len() <= MAX_FRAME_BYTES);
-    let keys: Vec<u64> = (0..=MAX_SPACE_KEYS as u64).collect();
-    let over = NodeFrame::Spaces { version: 1, keys };
-    let (enc, dec) = too_large(Limit::SpaceKeys, MAX_SPACE_KEYS + 1);
-    assert_eq!(over.encode(), Err(enc));
-    let mut body = vec![1];
-    encode_varint(MAX_SPACE_KEYS as u64 + 1, &mut body);
-    for key in 0..=MAX_SPACE_KEYS as u64 {
-        body.extend_from_slice(&key.to_be_bytes());
-    }
-    assert_eq!(
-        NodeFrame::decode(&raw(FrameKind::Spaces, b"", &body)),
-        Err(dec)
+    let (keys, nodes, leaf_count) = (
+        MAX_SPACE_KEYS as u64,
+        MAX_BUCKET_NODES as u64,
+        MAX_LEAVES_PER_FRAME as u64,
     );
-    // A summary's count of spaces.
-    round_trip(&summary(MAX_SPACE_KEYS as u64));
-    let (enc, dec) = too_large(Limit::SpaceKeys, MAX_SPACE_KEYS + 1);
-    assert_eq!(summary(MAX_SPACE_KEYS as u64 + 1).encode(), Err(enc));
-    let mut body = vec![0, 1, 1];
-    encode_varint(MAX_SPACE_KEYS as u64 + 1, &mut body);
-    body.extend_from_slice(&[0; 16]);
-    assert_eq!(
-        NodeFrame::decode(&raw(FrameKind::Summary, b"", &body)),
-        Err(dec)
+    let list = |n: u64| NodeFrame::Spaces {
+        version: 1,
+        keys: (0..n).collect(),
+    };
+    let over = MAX_SPACE_KEYS + 1;
+    assert_limit(
+        &list(keys),
+        &list(keys + 1),
+        Limit::SpaceKeys,
+        &counted(FrameKind::Spaces, &[1], over, 8 * over),
     );
-    // Bucket nodes, each with every child.
-    let nodes: Vec<BucketNode> = (0..MAX_BUCKET_NODES as u64)
-        .map(|path| full_node(Prefix::new(3, path).expect("prefix")))
-        .collect();
-    round_trip(&NodeFrame::Buckets { nodes });
-    let nodes: Vec<BucketNode> = (0..=MAX_BUCKET_NODES as u64)
-        .map(|path| full_node(Prefix::new(3, path).expect("prefix")))
-        .collect();
-    let over = NodeFrame::Buckets { nodes };
-    let (enc, dec) = too_large(Limit::BucketNodes, MAX_BUCKET_NODES + 1);
-    assert_eq!(over.encode(), Err(enc));
-    let mut body = Vec::new();
-    encode_varint(MAX_BUCKET_NODES as u64 + 1, &mut body);
-    body.extend_from_slice(&vec![0; 3 * (MAX_BUCKET_NODES + 1)]);
-    assert_eq!(
-        NodeFrame::decode(&raw(FrameKind::Buckets, b"", &body)),
-        Err(dec)
+    assert_limit(
+        &summary(keys),
+        &summary(keys + 1),
+        Limit::SpaceKeys,
+        &counted(FrameKind::Summary, &[0, 1, 1], over, 16),
     );
-    // Children of one bucket: a 17th.
-    let (_, dec) = too_large(Limit::BucketChildren, TREE_FANOUT + 1);
-    let mut body = vec![1, 0, 0, TREE_FANOUT as u8 + 1];
-    body.extend_from_slice(&vec![0; 18 * (TREE_FANOUT + 1)]);
-    assert_eq!(
-        NodeFrame::decode(&raw(FrameKind::Buckets, b"", &body)),
-        Err(dec)
+    let over = MAX_BUCKET_NODES + 1;
+    assert_limit(
+        &buckets(nodes, 16),
+        &buckets(nodes + 1, 16),
+        Limit::BucketNodes,
+        &counted(FrameKind::Buckets, &[], over, 3 * over),
     );
-    // Leaves.
-    let leaves: Vec<(u64, [u8; 16])> = (0..MAX_LEAVES_PER_FRAME as u64)
-        .map(|k| (k, [1; 16]))
-        .collect();
-    round_trip(&NodeFrame::Leaves { leaves });
-    let leaves: Vec<(u64, [u8; 16])> = (0..=MAX_LEAVES_PER_FRAME as u64)
-        .map(|k| (k, [1; 16]))
-        .collect();
-    let over = NodeFrame::Leaves { leaves };
-    let (enc, dec) = too_large(Limit::Leaves, MAX_LEAVES_PER_FRAME + 1);
-    assert_eq!(over.encode(), Err(enc));
-    let mut body = Vec::new();
-    encode_varint(MAX_LEAVES_PER_FRAME as u64 + 1, &mut body);
-    body.extend_from_slice(&vec![0; 24 * (MAX_LEAVES_PER_FRAME + 1)]);
-    assert_eq!(
-        NodeFrame::decode(&raw(FrameKind::Leaves, b"", &body)),
-        Err(dec)
+    let over = TREE_FANOUT + 1;
+    assert_limit(
+        &buckets(1, 16),
+        &buckets(1, 17),
+        Limit::BucketChildren,
+        &counted(FrameKind::Buckets, &[1, 0, 0], over, 18 * over),
+    );
+    let over = MAX_LEAVES_PER_FRAME + 1;
+    assert_limit(
+        &leaves(leaf_count),
+        &leaves(leaf_count + 1),
+        Limit::Leaves,
+        &counted(FrameKind::Leaves, &[], over, 24 * over),
     );
 }
 
@@ -305,9 +303,9 @@ fn addressing() {
 
 #[test]
 fn chunking_keeps_every_item_in_order() {
-    let nodes: Vec<BucketNode> = (0..2 * MAX_BUCKET_NODES as u64 + 1)
-        .map(|path| full_node(Prefix::new(4, path).expect("prefix")))
-        .collect();
+    let NodeFrame::Buckets { nodes } = buckets(2 * MAX_BUCKET_NODES as u64 + 1, 16) else {
+        unreachable!("buckets")
+    };
     let frames = chunk_buckets(nodes.clone());
     assert_eq!(frames.len(), 3);
     let back: Vec<BucketNode> = frames
@@ -319,9 +317,9 @@ fn chunking_keeps_every_item_in_order() {
         .collect();
     assert_eq!(back, nodes);
     assert!(frames.iter().all(|f| f.encode().is_ok()));
-    let leaves: Vec<(u64, [u8; 16])> = (0..MAX_LEAVES_PER_FRAME as u64 + 1)
-        .map(|k| (k, [0; 16]))
-        .collect();
+    let NodeFrame::Leaves { leaves } = leaves(MAX_LEAVES_PER_FRAME as u64 + 1) else {
+        unreachable!("leaves")
+    };
     assert_eq!(chunk_leaves(leaves).len(), 2);
     assert!(chunk_leaves(Vec::new()).is_empty());
     assert!(chunk_buckets(Vec::new()).is_empty());

@@ -4,9 +4,9 @@
 //! re-encodes to the same bytes; `peek` agrees with both decoders).
 
 use concord_sync::wire::{
-    BucketNode, ByeReason, Child, DecodeError, EphemeralEntry, Frame, MAX_ACTOR_BYTES,
-    MAX_CLOCK_ENTRIES, NodeFrame, Prefix, TREE_DEPTH, WIRE_VERSION, decode_varint, encode_varint,
-    peek, varint_len,
+    BucketNode, ByeReason, Child, DecodeError, EphemeralEntry, Frame, FrameKind, MAX_ACTOR_BYTES,
+    MAX_CLOCK_ENTRIES, NodeFrame, Prefix, Summary, TREE_DEPTH, WIRE_VERSION, decode_varint,
+    encode_varint, peek, varint_len,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -162,12 +162,14 @@ fn node_frame() -> impl Strategy<Value = NodeFrame> {
             any::<[u8; 16]>(),
             any::<bool>()
         )
-            .prop_map(|(version, known, spaces, root, reply)| NodeFrame::Summary {
-                version,
-                known,
-                spaces,
-                root,
-                reply,
+            .prop_map(|(version, known, spaces, root, reply)| {
+                NodeFrame::Summary(Summary {
+                    version,
+                    known,
+                    spaces,
+                    root,
+                    reply,
+                })
             }),
         vec(bucket_node(), 0..12).prop_map(|mut nodes| {
             nodes.sort_by_key(|n| n.prefix);
@@ -218,30 +220,61 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
-/// Decodes `bytes` (must not panic); if it decodes, re-encoding gives the
-/// same bytes back (the encoding is canonical).
-fn check_decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
-    let decoded = Frame::decode(bytes);
-    if let Ok(frame) = &decoded {
-        let again = frame.encode().expect("a decoded frame re-encodes");
-        assert_eq!(again, bytes, "decode then encode is the identity");
-    }
-    decoded
+/// A frame of a space or a node-level frame.
+#[derive(Debug, Clone, PartialEq)]
+enum AnyFrame {
+    Space(Frame),
+    Node(NodeFrame),
 }
 
-/// Like [`check_decode`] for node-level frames; `peek` must agree with
-/// whichever decoder accepts the bytes.
-fn check_node_decode(bytes: &[u8]) -> Result<NodeFrame, DecodeError> {
-    let decoded = NodeFrame::decode(bytes);
-    if let Ok(frame) = &decoded {
-        let again = frame.encode().expect("a decoded frame re-encodes");
-        assert_eq!(again, bytes, "decode then encode is the identity");
-        let header = peek(bytes).expect("a decoded frame's header peeks");
-        assert_eq!((header.kind, header.space), (frame.kind(), ""));
+impl AnyFrame {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            AnyFrame::Space(f) => f.encode(),
+            AnyFrame::Node(f) => f.encode(),
+        }
+        .expect("frames within limits encode")
     }
-    if let Ok(frame) = check_decode(bytes) {
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            AnyFrame::Space(f) => f.encoded_len(),
+            AnyFrame::Node(f) => f.encoded_len(),
+        }
+    }
+
+    /// Kind and space, as `peek` should read them.
+    fn header(&self) -> (FrameKind, &str) {
+        match self {
+            AnyFrame::Space(f) => (f.kind(), f.space()),
+            AnyFrame::Node(f) => (f.kind(), ""),
+        }
+    }
+}
+
+fn any_frame() -> impl Strategy<Value = AnyFrame> {
+    prop_oneof![
+        frame().prop_map(AnyFrame::Space),
+        node_frame().prop_map(AnyFrame::Node),
+    ]
+}
+
+/// Decodes `bytes` with the decoder its header names (must not panic; the
+/// other decoder must refuse them); if it decodes, re-encoding gives the
+/// same bytes back (the encoding is canonical) and `peek` agrees.
+fn check_decode(bytes: &[u8]) -> Result<AnyFrame, DecodeError> {
+    let space = Frame::decode(bytes).map(AnyFrame::Space);
+    let node = NodeFrame::decode(bytes).map(AnyFrame::Node);
+    let decoded = match (space, node) {
+        (Ok(_), Ok(_)) => panic!("both decoders accept {bytes:?}"),
+        (Ok(f), Err(_)) | (Err(_), Ok(f)) => Ok(f),
+        (Err(e), Err(_)) if peek(bytes).is_ok_and(|h| !h.kind.is_node_level()) => Err(e),
+        (Err(_), Err(e)) => Err(e),
+    };
+    if let Ok(frame) = &decoded {
+        assert_eq!(frame.encode(), bytes, "decode then encode is the identity");
         let header = peek(bytes).expect("a decoded frame's header peeks");
-        assert_eq!((header.kind, header.space), (frame.kind(), frame.space()));
+        assert_eq!((header.kind, header.space), frame.header());
     }
     decoded
 }
@@ -250,51 +283,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn round_trip_every_node_kind(frame in node_frame()) {
-        let bytes = frame.encode().expect("frames within limits encode");
-        prop_assert_eq!(bytes.len(), frame.encoded_len());
-        prop_assert_eq!(&bytes[..3], &[WIRE_VERSION, frame.kind().code(), 0]);
-        let decoded = NodeFrame::decode(&bytes).expect("own encoding decodes");
-        prop_assert_eq!(decoded, frame);
-    }
-
-    #[test]
-    fn arbitrary_node_bodies_never_panic(kind in 9u8..14, body in vec(any::<u8>(), 0..600)) {
-        let mut bytes = vec![WIRE_VERSION, kind, 0];
-        bytes.extend_from_slice(&body);
-        let _ = check_node_decode(&bytes);
-    }
-
-    #[test]
-    fn mutated_node_frames_decode_or_give_a_typed_error(
-        frame in node_frame(),
-        mutations in vec(mutation(), 1..6),
-    ) {
-        let mut bytes = frame.encode().expect("frames within limits encode");
-        for m in &mutations {
-            apply(&mut bytes, m);
-        }
-        match check_node_decode(&bytes) {
-            Ok(decoded) => prop_assert_eq!(decoded.encode().ok(), Some(bytes)),
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
-        }
-    }
-
-    #[test]
-    fn every_truncation_of_a_node_frame_is_an_error(frame in node_frame()) {
-        let bytes = frame.encode().expect("frames within limits encode");
-        for cut in 0..bytes.len() {
-            prop_assert!(NodeFrame::decode(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
-        }
-    }
-
-    #[test]
-    fn round_trip_every_kind(frame in frame()) {
-        let bytes = frame.encode().expect("frames within limits encode");
+    fn round_trip_every_kind(frame in any_frame()) {
+        let bytes = frame.encode();
         prop_assert_eq!(bytes.len(), frame.encoded_len());
         prop_assert_eq!(bytes[0], WIRE_VERSION);
-        prop_assert_eq!(bytes[1], frame.kind().code());
-        let decoded = Frame::decode(&bytes).expect("own encoding decodes");
+        prop_assert_eq!(bytes[1], frame.header().0.code());
+        let decoded = check_decode(&bytes).expect("own encoding decodes");
         prop_assert_eq!(decoded, frame);
     }
 
@@ -305,36 +299,37 @@ proptest! {
 
     #[test]
     fn arbitrary_bodies_after_a_valid_header_never_panic(
-        kind in 0u8..7,
+        kind in 0u8..14,
         body in vec(any::<u8>(), 0..600),
     ) {
-        let mut bytes = vec![WIRE_VERSION, kind];
-        bytes.extend_from_slice(&body);
-        let _ = check_decode(&bytes);
+        // As it comes, and after an empty space name (node-level frames).
+        for head in [&[WIRE_VERSION, kind][..], &[WIRE_VERSION, kind, 0]] {
+            let _ = check_decode(&[head, &body].concat());
+        }
     }
 
     #[test]
     fn mutated_frames_decode_or_give_a_typed_error(
-        frame in frame(),
+        frame in any_frame(),
         mutations in vec(mutation(), 1..6),
     ) {
-        let mut bytes = frame.encode().expect("frames within limits encode");
+        let mut bytes = frame.encode();
         for m in &mutations {
             apply(&mut bytes, m);
         }
         // Either some frame (which re-encodes to exactly these bytes) or a
         // DecodeError; a panic fails the test.
         match check_decode(&bytes) {
-            Ok(decoded) => prop_assert_eq!(decoded.encode().ok(), Some(bytes)),
+            Ok(decoded) => prop_assert_eq!(decoded.encode(), bytes),
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
     }
 
     #[test]
-    fn every_truncation_of_a_valid_frame_is_an_error(frame in frame()) {
-        let bytes = frame.encode().expect("frames within limits encode");
+    fn every_truncation_of_a_valid_frame_is_an_error(frame in any_frame()) {
+        let bytes = frame.encode();
         for cut in 0..bytes.len() {
-            prop_assert!(Frame::decode(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
+            prop_assert!(check_decode(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
         }
     }
 

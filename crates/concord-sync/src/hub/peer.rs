@@ -17,7 +17,7 @@ use tracing::trace;
 use super::tree::{self, SpaceKey};
 use super::{LEAF_SPACES, SyncHub};
 use crate::engine::{Input, ProtocolError, SyncEvent};
-use crate::wire::{BucketNode, NodeFrame, Prefix, TREE_DEPTH, TreeHash};
+use crate::wire::{BucketNode, NodeFrame, Prefix, Summary, TREE_DEPTH, TreeHash};
 
 /// What the hub knows of one peer.
 pub(super) struct Peer {
@@ -106,13 +106,13 @@ impl<P: Clone + Ord + Debug> SyncHub<P> {
         let Some(p) = self.peers.get(peer) else {
             return;
         };
-        let frame = NodeFrame::Summary {
+        let frame = NodeFrame::Summary(Summary {
             version: self.version,
             known: p.listed_version(),
             spaces: p.shared.len() as u64,
             root: tree::wire_hash(p.root),
             reply,
-        };
+        });
         self.stats.summaries_sent += 1;
         self.send_node(peer, &frame);
     }
@@ -157,13 +157,7 @@ impl<P: Clone + Ord + Debug> SyncHub<P> {
         trace!(?from, kind = ?frame.kind(), "node-level frame");
         match frame {
             NodeFrame::Spaces { version, keys } => self.on_spaces(from, version, keys),
-            NodeFrame::Summary {
-                version,
-                known,
-                spaces,
-                root,
-                reply,
-            } => self.on_summary(from, (version, known), spaces, root, reply),
+            NodeFrame::Summary(summary) => self.on_summary(from, summary),
             NodeFrame::Buckets { nodes } => self.on_buckets(from, &nodes),
             NodeFrame::Leaves { leaves } => self.on_leaves(from, &leaves),
         }
@@ -198,10 +192,15 @@ impl<P: Clone + Ord + Debug> SyncHub<P> {
         self.send_summary(&from, false);
     }
 
-    /// A peer's summary. `lists` is (the version of the peer's list it is
-    /// built on, the version of this node's list the peer holds).
-    fn on_summary(&mut self, from: P, lists: (u64, u64), spaces: u64, root: TreeHash, reply: bool) {
-        let (theirs, known) = lists;
+    /// A peer's summary.
+    fn on_summary(&mut self, from: P, summary: Summary) {
+        let Summary {
+            version: theirs,
+            known,
+            spaces,
+            root,
+            reply,
+        } = summary;
         let (now, version) = (self.now, self.version);
         let heartbeat = self.config.heartbeat_ms;
         let Some(p) = self.peers.get(&from) else {

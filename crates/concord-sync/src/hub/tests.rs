@@ -6,7 +6,7 @@ use concord_state::{ActorId, ChannelSpec};
 use serde_json::json;
 
 use super::*;
-use crate::wire::{FrameKind, MAX_SPACE_KEYS, NodeFrame, WIRE_VERSION, encode_varint};
+use crate::wire::{FrameKind, MAX_SPACE_KEYS, NodeFrame, Summary};
 
 type Hub = SyncHub<u8>;
 
@@ -365,41 +365,38 @@ fn assert_refused(bytes: Vec<u8>) {
     }
 }
 
-fn raw_node(kind: FrameKind, space: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut out = vec![WIRE_VERSION, kind.code()];
-    encode_varint(space.len() as u64, &mut out);
-    out.extend_from_slice(space);
-    out.extend_from_slice(body);
-    out
+/// A summary from peer 1 as `pair` leaves it: built on its first list.
+fn summary(spaces: u64) -> NodeFrame {
+    let mut summary = Summary::default();
+    (summary.version, summary.known, summary.spaces) = (1, 1, spaces);
+    summary.root = [7; 16];
+    NodeFrame::Summary(summary)
 }
 
 #[test]
 fn malformed_summaries_are_refused() {
+    let valid = summary(5).encode().unwrap();
     // Truncated root.
-    assert_refused(raw_node(FrameKind::Summary, b"", &[0, 1, 1, 5, 0xaa]));
+    assert_refused(valid[..valid.len() - 3].to_vec());
     // A reserved flag.
-    assert_refused(raw_node(FrameKind::Summary, b"", &[0x80, 1, 1, 5, 0, 0]));
+    let mut flagged = valid.clone();
+    flagged[3] = 0x80;
+    assert_refused(flagged);
     // A node-level frame naming a space.
-    assert_refused(raw_node(FrameKind::Summary, b"space-1", &[0; 20]));
+    let named = [&valid[..2], &[1, b's'], &valid[3..]].concat();
+    assert_refused(named);
     // Garbage that is no frame at all.
     assert_refused(vec![0xff, 0x00, 0x13]);
     // Well-formed, but counting more spaces than the peer listed.
     let mut net = pair(20);
-    let listed = net.hubs[0].peers[&1].listed_version();
-    let lie = NodeFrame::Summary {
-        version: listed,
+    let lie = Summary {
+        version: net.hubs[0].peers[&1].listed_version(),
         known: net.hubs[0].version,
         spaces: 21,
-        root: [7; 16],
-        reply: false,
+        ..Summary::default()
     };
-    net.hubs[0].handle_input(
-        net.now,
-        HubInput::Frame {
-            from: 1,
-            bytes: lie.encode().unwrap(),
-        },
-    );
+    let bytes = NodeFrame::Summary(lie).encode().unwrap();
+    net.hubs[0].handle_input(net.now, HubInput::Frame { from: 1, bytes });
     assert!(net.events(0).iter().any(|e| matches!(
         &e.event,
         SyncEvent::ProtocolError {
@@ -411,18 +408,23 @@ fn malformed_summaries_are_refused() {
 
 #[test]
 fn a_list_over_the_limit_is_refused() {
-    let mut body = Vec::new();
-    encode_varint(3, &mut body);
-    encode_varint(MAX_SPACE_KEYS as u64 + 1, &mut body);
-    for key in 0..=MAX_SPACE_KEYS as u64 {
-        body.extend_from_slice(&key.to_be_bytes());
-    }
-    assert_refused(raw_node(FrameKind::Spaces, b"", &body));
+    // A list at the limit, its count raised by one (the varint keeps its
+    // length) and one more key.
+    let keys: Vec<u64> = (0..MAX_SPACE_KEYS as u64).collect();
+    let mut over = NodeFrame::Spaces { version: 3, keys }.encode().unwrap();
+    assert_eq!(over[4..7], [0x80, 0x80, 0x04]);
+    over[4] = 0x81;
+    over.extend_from_slice(&(MAX_SPACE_KEYS as u64).to_be_bytes());
+    assert_refused(over);
     // Keys out of order.
-    let mut body = vec![3, 2];
-    body.extend_from_slice(&9u64.to_be_bytes());
-    body.extend_from_slice(&8u64.to_be_bytes());
-    assert_refused(raw_node(FrameKind::Spaces, b"", &body));
+    let mut swapped = NodeFrame::Spaces {
+        version: 3,
+        keys: vec![8, 9],
+    }
+    .encode()
+    .unwrap();
+    swapped[5..].rotate_left(8);
+    assert_refused(swapped);
 }
 
 #[test]
@@ -467,14 +469,7 @@ fn dropped_frames_and_full_queues_are_counted() {
     // Nobody takes the transmits: past the bound they are dropped.
     h.handle_input(Millis(1), HubInput::PeerUp(1));
     for i in 0..MAX_QUEUED_TRANSMITS as u64 {
-        let summary = NodeFrame::Summary {
-            version: 1,
-            known: 0,
-            spaces: 0,
-            root: [0; 16],
-            reply: false,
-        };
-        let bytes = summary.encode().unwrap();
+        let bytes = summary(0).encode().unwrap();
         h.handle_input(Millis(2 + i), HubInput::Frame { from: 1, bytes });
     }
     assert_eq!(h.queued_transmits(), MAX_QUEUED_TRANSMITS);

@@ -92,15 +92,22 @@ pub struct Header<'a> {
 /// Errors as [`Frame::decode`] does on a bad header, and with
 /// [`DecodeError::NamedNodeFrame`] when a node-level frame names a space.
 pub fn peek(bytes: &[u8]) -> Result<Header<'_>, DecodeError> {
+    open(bytes).map(|(_, header)| header)
+}
+
+/// Checks a frame's size and reads its header: the reader then stands at
+/// the body.
+pub(super) fn open(bytes: &[u8]) -> Result<(Reader<'_>, Header<'_>), DecodeError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(too_large(Limit::Frame, bytes.len() as u64));
     }
     let mut r = Reader { rest: bytes };
-    read_header(&mut r)
+    let header = read_header(&mut r)?;
+    Ok((r, header))
 }
 
 /// Reads version, kind and space name; a node-level kind must name none.
-pub(super) fn read_header<'a>(r: &mut Reader<'a>) -> Result<Header<'a>, DecodeError> {
+fn read_header<'a>(r: &mut Reader<'a>) -> Result<Header<'a>, DecodeError> {
     let version = r.u8("version")?;
     if version != WIRE_VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
@@ -458,11 +465,7 @@ impl Frame {
     /// Never panics, and allocates only for lengths already checked against
     /// the remaining input and the limits.
     pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
-        if bytes.len() > MAX_FRAME_BYTES {
-            return Err(too_large(Limit::Frame, bytes.len() as u64));
-        }
-        let mut r = Reader { rest: bytes };
-        let Header { kind, space } = read_header(&mut r)?;
+        let (mut r, Header { kind, space }) = open(bytes)?;
         let space = space.to_owned();
         let frame = match kind {
             FrameKind::Changes => {
@@ -556,11 +559,7 @@ impl Frame {
                 return Err(DecodeError::NotASpaceFrame(kind.code()));
             }
         };
-        if !r.rest.is_empty() {
-            return Err(DecodeError::TrailingBytes {
-                count: r.rest.len(),
-            });
-        }
+        r.finish()?;
         Ok(frame)
     }
 }

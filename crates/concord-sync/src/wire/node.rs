@@ -15,9 +15,8 @@
 //! any input and checks every count before allocating for it.
 
 use super::{
-    DecodeError, EncodeError, FrameKind, Header, Limit, MAX_BUCKET_NODES, MAX_FRAME_BYTES,
-    MAX_LEAVES_PER_FRAME, Reader, TREE_FANOUT, WIRE_VERSION, check, encode_varint, read_header,
-    too_large, varint_len,
+    DecodeError, EncodeError, FrameKind, Header, Limit, MAX_BUCKET_NODES, MAX_LEAVES_PER_FRAME,
+    Reader, TREE_FANOUT, WIRE_VERSION, check, encode_varint, open, too_large, varint_len,
 };
 
 /// Bytes of a space key on the wire (a big-endian `u64`).
@@ -148,6 +147,22 @@ pub struct BucketNode {
     pub children: Vec<Child>,
 }
 
+/// What [`NodeFrame::Summary`] carries (by default: nothing shared, no
+/// list held).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Summary {
+    /// The version of the sender's own list that its view is built on.
+    pub version: u64,
+    /// The version of the receiver's list that the sender holds (0: none).
+    pub known: u64,
+    /// How many spaces the sender counts as shared.
+    pub spaces: u64,
+    /// The hash of the whole tree of shared spaces.
+    pub root: TreeHash,
+    /// An answer to a summary: it is never answered with another one.
+    pub reply: bool,
+}
+
 /// A frame about the node and every space it shares with the receiver.
 ///
 /// Node-level frames name no space: their space field is empty. See the
@@ -165,19 +180,7 @@ pub enum NodeFrame {
         keys: Vec<u64>,
     },
     /// The sender's view of every space the two share, in constant size.
-    Summary {
-        /// The version of the sender's own list that its view is built on.
-        version: u64,
-        /// The version of the receiver's list that the sender holds (0:
-        /// none).
-        known: u64,
-        /// How many spaces the sender counts as shared.
-        spaces: u64,
-        /// The hash of the whole tree of shared spaces.
-        root: TreeHash,
-        /// An answer to a summary: it is never answered with another one.
-        reply: bool,
-    },
+    Summary(Summary),
     /// Buckets the receiver's last frame showed to differ, each with its
     /// children as the sender sees them (at most [`MAX_BUCKET_NODES`],
     /// strictly increasing).
@@ -206,7 +209,7 @@ impl NodeFrame {
     pub fn kind(&self) -> FrameKind {
         match self {
             NodeFrame::Spaces { .. } => FrameKind::Spaces,
-            NodeFrame::Summary { .. } => FrameKind::Summary,
+            NodeFrame::Summary(_) => FrameKind::Summary,
             NodeFrame::Buckets { .. } => FrameKind::Buckets,
             NodeFrame::Leaves { .. } => FrameKind::Leaves,
         }
@@ -219,15 +222,10 @@ impl NodeFrame {
             NodeFrame::Spaces { version, keys } => varint_len(*version)
                 .saturating_add(varint_len(keys.len() as u64))
                 .saturating_add(keys.len().saturating_mul(SPACE_KEY_BYTES)),
-            NodeFrame::Summary {
-                version,
-                known,
-                spaces,
-                ..
-            } => {
-                1 + varint_len(*version)
-                    + varint_len(*known)
-                    + varint_len(*spaces)
+            NodeFrame::Summary(s) => {
+                1 + varint_len(s.version)
+                    + varint_len(s.known)
+                    + varint_len(s.spaces)
                     + TREE_HASH_BYTES
             }
             NodeFrame::Buckets { nodes } => {
@@ -265,11 +263,8 @@ impl NodeFrame {
                 check(Limit::SpaceKeys, keys.len())?;
                 canonical(increasing(keys), KEYS_ORDER)?;
             }
-            NodeFrame::Summary { spaces, .. } => {
-                check(
-                    Limit::SpaceKeys,
-                    usize::try_from(*spaces).unwrap_or(usize::MAX),
-                )?;
+            NodeFrame::Summary(s) => {
+                check_count(s.spaces)?;
             }
             NodeFrame::Buckets { nodes } => {
                 check(Limit::BucketNodes, nodes.len())?;
@@ -286,10 +281,7 @@ impl NodeFrame {
                     for c in &node.children {
                         canonical(usize::from(c.index) < TREE_FANOUT, CHILD_INDEX)?;
                         canonical(c.spaces > 0, EMPTY_CHILD)?;
-                        check(
-                            Limit::SpaceKeys,
-                            usize::try_from(c.spaces).unwrap_or(usize::MAX),
-                        )?;
+                        check_count(c.spaces)?;
                     }
                 }
             }
@@ -315,18 +307,12 @@ impl NodeFrame {
                     out.extend_from_slice(&key.to_be_bytes());
                 }
             }
-            NodeFrame::Summary {
-                version,
-                known,
-                spaces,
-                root,
-                reply,
-            } => {
-                out.push(if *reply { FLAG_SUMMARY_REPLY } else { 0 });
-                encode_varint(*version, &mut out);
-                encode_varint(*known, &mut out);
-                encode_varint(*spaces, &mut out);
-                out.extend_from_slice(root);
+            NodeFrame::Summary(s) => {
+                out.push(if s.reply { FLAG_SUMMARY_REPLY } else { 0 });
+                encode_varint(s.version, &mut out);
+                encode_varint(s.known, &mut out);
+                encode_varint(s.spaces, &mut out);
+                out.extend_from_slice(&s.root);
             }
             NodeFrame::Buckets { nodes } => {
                 encode_varint(nodes.len() as u64, &mut out);
@@ -359,11 +345,7 @@ impl NodeFrame {
     /// the remaining input and the limits. A frame of a space gives
     /// [`DecodeError::NotANodeFrame`].
     pub fn decode(bytes: &[u8]) -> Result<NodeFrame, DecodeError> {
-        if bytes.len() > MAX_FRAME_BYTES {
-            return Err(too_large(Limit::Frame, bytes.len() as u64));
-        }
-        let mut r = Reader { rest: bytes };
-        let Header { kind, .. } = read_header(&mut r)?;
+        let (mut r, Header { kind, .. }) = open(bytes)?;
         let frame = match kind {
             FrameKind::Spaces => {
                 let version = r.varint("list version")?;
@@ -384,13 +366,13 @@ impl NodeFrame {
                 let known = r.varint("known list version")?;
                 let spaces = r.bounded("summary space count", Limit::SpaceKeys)?;
                 let root = r.array::<TREE_HASH_BYTES>("summary root")?;
-                NodeFrame::Summary {
+                NodeFrame::Summary(Summary {
                     version,
                     known,
                     spaces,
                     root,
                     reply: flags & FLAG_SUMMARY_REPLY != 0,
-                }
+                })
             }
             FrameKind::Buckets => {
                 let count = r.count("bucket node count", Limit::BucketNodes, MIN_NODE_BYTES)?;
@@ -416,11 +398,7 @@ impl NodeFrame {
             }
             other => return Err(DecodeError::NotANodeFrame(other.code())),
         };
-        if !r.rest.is_empty() {
-            return Err(DecodeError::TrailingBytes {
-                count: r.rest.len(),
-            });
-        }
+        r.finish()?;
         Ok(frame)
     }
 }
@@ -457,6 +435,14 @@ const CHILD_INDEX: &str = "bucket child index past the fan-out";
 const EMPTY_CHILD: &str = "empty bucket child";
 const LEAF_BUCKET: &str = "bucket at a leaf's depth";
 const BAD_PREFIX: &str = "bucket path longer than its depth";
+
+/// Checks a count of spaces against [`Limit::SpaceKeys`].
+fn check_count(spaces: u64) -> Result<(), EncodeError> {
+    check(
+        Limit::SpaceKeys,
+        usize::try_from(spaces).unwrap_or(usize::MAX),
+    )
+}
 
 fn increasing(values: &[u64]) -> bool {
     values.windows(2).all(|w| w[0] < w[1])
