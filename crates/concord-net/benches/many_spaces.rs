@@ -185,13 +185,7 @@ async fn latency(a: &Node, b: &Node, dirs: &Path) -> Latency {
             .expect("subscribe");
         let t0 = Instant::now();
         let value = k as u64;
-        a.handle
-            .with_replica(&name, move |r| {
-                r.put(concord_net::wall_clock(), "observation/x", &value)
-            })
-            .await
-            .expect("with")
-            .expect("put");
+        put(&a.handle, &name, value).await;
         seen(&mut events, value).await;
         changed.push(t0.elapsed());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -201,13 +195,7 @@ async fn latency(a: &Node, b: &Node, dirs: &Path) -> Latency {
         let name = format!("late-{k}");
         common::open_durable(&a.handle, &dirs.join(a.name).join(&name), &name, 1).await;
         let value = k as u64;
-        a.handle
-            .with_replica(&name, move |r| {
-                r.put(concord_net::wall_clock(), "observation/x", &value)
-            })
-            .await
-            .expect("with")
-            .expect("put");
+        put(&a.handle, &name, value).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let t0 = Instant::now();
         common::open_durable(&b.handle, &dirs.join(b.name).join(&name), &name, 2).await;
@@ -220,6 +208,16 @@ async fn latency(a: &Node, b: &Node, dirs: &Path) -> Latency {
         late.push(t0.elapsed());
     }
     Latency { changed, late }
+}
+
+/// A put of `value` on `node`, acknowledged (fsynced).
+async fn put(node: &NetHandle, space: &str, value: u64) {
+    node.with_replica(space, move |r| {
+        r.put(concord_net::wall_clock(), "observation/x", &value)
+    })
+    .await
+    .expect("with")
+    .expect("put");
 }
 
 async fn seen(events: &mut concord_net::Subscription, value: u64) {

@@ -12,19 +12,21 @@ use futures::StreamExt;
 
 const SPACES: usize = 1_000;
 
+/// A node on loopback holding [`SPACES`] fresh spaces on one simulated disk.
 async fn node(actor: u8) -> NetHandle {
-    let mut config = NetConfig::new(identity::Keypair::generate_ed25519());
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    let handle = concord_net::spawn(config).unwrap();
+    let key = identity::Keypair::generate_ed25519();
+    let handle = concord_net::spawn(NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        ..NetConfig::new(key)
+    })
+    .unwrap();
     let disk = MemDisk::new();
-    for i in 0..SPACES {
-        let name = format!("s-{i}");
-        let replica = Replica::new(&name, ActorId::from(&[actor; 16][..]));
+    let actor = ActorId::from(&[actor; 16][..]);
+    for name in (0..SPACES).map(|i| format!("s-{i}")) {
         let storage = Box::new(MemStorage::new(disk.clone(), &name));
-        handle
-            .open_space(replica, storage, SpaceOptions::default())
-            .await
-            .unwrap();
+        let replica = Replica::new(&name, actor.clone());
+        let opened = handle.open_space(replica, storage, SpaceOptions::default());
+        opened.await.unwrap();
     }
     handle
 }
