@@ -1,5 +1,6 @@
 //! One simulated process: its disk, its (optional, while running) sync
-//! engine over a durable replica and the replica's storage on that disk, its
+//! hub holding the one space's engine over a durable replica, the
+//! replica's storage on that disk, its
 //! local clock, its incarnation, its inbox while paused, and its gossip
 //! de-duplication cache.
 //!
@@ -17,7 +18,7 @@ use concord_state::{
     ActorId, Durable, Millis, Persist, Replica, ReplicaConfig, SubscribeOptions, SubscriptionId,
 };
 use concord_storage::{MemDisk, MemStorage, Storage};
-use concord_sync::{Input, SyncConfig, SyncEngine};
+use concord_sync::{HubInput, SyncConfig, SyncHub};
 use serde::Serialize;
 
 use crate::check::CausalOrder;
@@ -177,8 +178,8 @@ pub struct Node {
     pub id: NodeId,
     /// Running, paused or down.
     pub status: Status,
-    /// The engine while the process runs.
-    pub engine: Option<SyncEngine<NodeId>>,
+    /// The sync hub (holding the space's engine) while the process runs.
+    pub hub: Option<SyncHub<NodeId>>,
     /// The replica's storage while the process runs.
     storage: Option<MemStorage>,
     /// The last persist version written to `storage`.
@@ -213,7 +214,7 @@ impl Node {
         Node {
             id,
             status: Status::Down,
-            engine: None,
+            hub: None,
             storage: None,
             written: 0,
             sub: None,
@@ -235,13 +236,18 @@ impl Node {
         self.clock.local(v)
     }
 
+    /// The replica while the process runs.
+    pub fn replica(&self) -> Option<&Replica> {
+        self.hub.as_ref()?.replica(SPACE)
+    }
+
     /// The actor id of the current incarnation.
     pub fn actor(&self) -> ActorId {
         actor_id(self.id, self.incarnation)
     }
 
     /// Starts the process from its disk (a new incarnation after an unclean
-    /// stop) with an engine seeded by `seed`.
+    /// stop) with a hub seeded by `seed`.
     ///
     /// # Errors
     /// The disk or the replica could not be recovered; the node stays down.
@@ -265,7 +271,10 @@ impl Node {
             )
             .map_err(|e| format!("subscribe: {e}"))?;
         self.clock_total = replica.vector_clock().total();
-        self.engine = Some(SyncEngine::new(setup.sync.clone(), replica, seed));
+        let mut hub = SyncHub::new(setup.sync.clone(), seed);
+        hub.open_space(Millis(0), replica, None)
+            .map_err(|e| format!("hub: {e}"))?;
+        self.hub = Some(hub);
         self.storage = Some(storage);
         self.written = 0;
         self.sub = Some(sub);
@@ -282,10 +291,12 @@ impl Node {
     /// # Errors
     /// The disk refused a write.
     pub fn persist(&mut self) -> Result<(), String> {
-        let (Some(engine), Some(storage)) = (&mut self.engine, &mut self.storage) else {
+        let (Some(hub), Some(storage)) = (&mut self.hub, &mut self.storage) else {
             return Ok(());
         };
-        let replica = engine.replica_mut();
+        let Some(replica) = hub.replica_mut(SPACE) else {
+            return Ok(());
+        };
         while let Some(op) = replica.poll_persist() {
             match &op.op {
                 Persist::Append(record) => storage.append(record),
@@ -307,11 +318,13 @@ impl Node {
     /// The disk refused the sync.
     pub fn sync(&mut self) -> Result<u64, String> {
         self.persist()?;
-        let (Some(engine), Some(storage)) = (&mut self.engine, &mut self.storage) else {
+        let (Some(hub), Some(storage)) = (&mut self.hub, &mut self.storage) else {
             return Ok(0);
         };
         storage.sync().map_err(|e| format!("disk: {e}"))?;
-        let replica = engine.replica_mut();
+        let Some(replica) = hub.replica_mut(SPACE) else {
+            return Ok(0);
+        };
         replica.persisted(self.written);
         Ok(replica.durable_seq())
     }
@@ -328,10 +341,7 @@ impl Node {
             return self.sync();
         }
         self.persist()?;
-        Ok(self
-            .engine
-            .as_ref()
-            .map_or(0, |e| e.replica().durable_seq()))
+        Ok(self.replica().map_or(0, Replica::durable_seq))
     }
 
     /// Stops the process. Clean: everything is fsynced first. Unclean: the
@@ -352,9 +362,8 @@ impl Node {
         } else {
             Ok(())
         };
-        if let Some(engine) = self.engine.take() {
-            stopped.durable_seq = engine.replica().durable_seq();
-        }
+        stopped.durable_seq = self.replica().map_or(0, Replica::durable_seq);
+        self.hub = None;
         self.storage = None;
         // A failed flush makes the stop unclean: what reached the disk is unknown.
         let clean = clean && flushed.is_ok();
@@ -376,11 +385,11 @@ impl Node {
         flushed.map(|()| stopped)
     }
 
-    /// Feeds one input to the running engine at virtual time `v`.
-    pub fn handle(&mut self, v: u64, input: Input<NodeId>) {
+    /// Feeds one input to the running hub at virtual time `v`.
+    pub fn handle(&mut self, v: u64, input: HubInput<NodeId>) {
         let now = self.now(v);
-        if let Some(engine) = &mut self.engine {
-            engine.handle_input(now, input);
+        if let Some(hub) = &mut self.hub {
+            hub.handle_input(now, input);
         }
     }
 }
@@ -426,14 +435,15 @@ mod tests {
     }
 
     fn put(node: &mut Node, v: u64) -> u64 {
-        let engine = node.engine.as_mut().expect("running");
-        let receipt = engine.replica_mut().put(Millis(v), "observation/a", &v);
+        let hub = node.hub.as_mut().expect("running");
+        let replica = hub.replica_mut(SPACE).expect("the space");
+        let receipt = replica.put(Millis(v), "observation/a", &v);
         receipt.expect("put").seq
     }
 
     fn value(node: &Node) -> Option<serde_json::Value> {
-        let engine = node.engine.as_ref().expect("running");
-        engine.replica().get("observation/a").expect("get")
+        let replica = node.replica().expect("running");
+        replica.get("observation/a").expect("get")
     }
 
     #[test]

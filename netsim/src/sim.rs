@@ -12,16 +12,16 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::rc::Rc;
 
 use concord_state::{Delivery, MAX_PENDING_CHANGES, ReplicaConfig};
-use concord_sync::engine::MAX_QUEUED_TRANSMITS;
+use concord_sync::hub::MAX_QUEUED_TRANSMITS;
 use concord_sync::wire::FrameKind;
-use concord_sync::{Destination, Input, SyncConfig, SyncEvent, Transmit};
+use concord_sync::{Destination, HubEvent, HubInput, HubTransmit, SyncConfig, SyncEvent};
 use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 
 use crate::check::{self, Kind, Violations, WriteLog};
 use crate::lease::LeaseNode;
 use crate::network::{DropReason, Mesh, Network, message_id};
-use crate::node::{Inbound, LocalClock, Node, NodeId, NodeSetup, Status};
+use crate::node::{Inbound, LocalClock, Node, NodeId, NodeSetup, SPACE, Status};
 use crate::profile::Stopwatch;
 use crate::progress::Progress;
 use crate::report::{Counters, Report};
@@ -243,10 +243,10 @@ impl Sim {
             self.start(NodeId(i as u32));
         }
         if let Some(node) = self.nodes.first_mut()
-            && let Some(engine) = node.engine.as_mut()
+            && let Some(replica) = node.hub.as_mut().and_then(|h| h.replica_mut(SPACE))
         {
-            match workload::declare(engine.replica_mut(), node.clock.local(0)) {
-                Ok(_) => self.feed(NodeId(0), Input::LocalCommit),
+            match workload::declare(replica, node.clock.local(0)) {
+                Ok(_) => self.feed(NodeId(0), commit()),
                 Err(e) => self.violation(
                     Kind::Errors,
                     NodeId(0),
@@ -309,8 +309,7 @@ impl Sim {
                 incarnation,
             },
         );
-        if let Some(engine) = &node.engine {
-            let replica = engine.replica();
+        if let Some(replica) = node.replica() {
             self.writes
                 .ack(id, incarnation, replica.actor(), replica.durable_seq());
             self.progress
@@ -362,8 +361,8 @@ impl Sim {
         let live = self
             .nodes
             .iter()
-            .filter_map(|n| n.engine.as_ref())
-            .map(|e| e.replica().vector_clock());
+            .filter_map(Node::replica)
+            .map(|r| r.vector_clock());
         self.progress.down(self.now, id.index(), live);
         for peer in self.net.mesh.neighbours(id).to_vec() {
             self.inbound(peer, Inbound::PeerDown(id));
@@ -384,7 +383,7 @@ impl Sim {
         match msg {
             Inbound::Direct { from, bytes } => self.feed(
                 id,
-                Input::Frame {
+                HubInput::Frame {
                     from,
                     bytes: bytes.to_vec(),
                 },
@@ -410,7 +409,7 @@ impl Sim {
                 self.gossip(id, Some(from), &bytes, msg_id, hop + 1);
                 self.feed(
                     id,
-                    Input::Frame {
+                    HubInput::Frame {
                         from,
                         bytes: bytes.to_vec(),
                     },
@@ -431,16 +430,16 @@ impl Sim {
                 self.feed(
                     id,
                     if up {
-                        Input::PeerUp(peer)
+                        HubInput::PeerUp(peer)
                     } else {
-                        Input::PeerDown(peer)
+                        HubInput::PeerDown(peer)
                     },
                 );
             }
         }
     }
 
-    fn feed(&mut self, id: NodeId, input: Input<NodeId>) {
+    fn feed(&mut self, id: NodeId, input: HubInput<NodeId>) {
         let now = self.now;
         let node = &mut self.nodes[id.index()];
         self.stopwatch.machine(|| node.handle(now, input));
@@ -456,27 +455,32 @@ impl Sim {
         }
         let now = self.now;
         let node = &mut self.nodes[id.index()];
-        let Some(engine) = node.engine.as_mut() else {
+        let Some(hub) = node.hub.as_mut() else {
             return;
         };
-        let queued = engine.queued_transmits();
+        let queued = hub.queued_transmits();
         let watch = &mut self.stopwatch;
-        let (transmits, events): (Vec<Transmit<NodeId>>, Vec<SyncEvent<NodeId>>) =
+        let (transmits, events, timer): (Vec<HubTransmit<NodeId>>, Vec<HubEvent<NodeId>>, _) =
             watch.machine(|| {
                 (
-                    std::iter::from_fn(|| engine.poll_transmit()).collect(),
-                    std::iter::from_fn(|| engine.poll_event()).collect(),
+                    std::iter::from_fn(|| hub.poll_transmit()).collect(),
+                    std::iter::from_fn(|| hub.poll_event()).collect(),
+                    hub.poll_timeout(),
                 )
             });
+        let timer = timer.map(|t| node.clock.virtual_at(t, now));
+        let Some(replica) = hub.replica_mut(SPACE) else {
+            return;
+        };
         let mut causal_breaks = Vec::new();
         let mut lagged = 0;
         if let Some(sub) = node.sub {
-            while let Ok(Some(delivery)) = watch.machine(|| engine.replica_mut().poll_event(sub)) {
+            while let Ok(Some(delivery)) = watch.machine(|| replica.poll_event(sub)) {
                 match delivery {
                     // Ephemeral values are in no change: no causal order.
                     Delivery::Event(e) if e.ephemeral => {}
                     Delivery::Event(e) => {
-                        if !node.causal.observe(engine.replica(), &e.position) {
+                        if !node.causal.observe(replica, &e.position) {
                             causal_breaks.push(format!(
                                 "{} seq {} of {}",
                                 e.path, e.position.seq, e.position.actor
@@ -487,14 +491,11 @@ impl Sim {
                 }
             }
         }
-        let clock = engine.replica().vector_clock();
+        let clock = replica.vector_clock();
         if clock.total() != node.clock_total {
             node.clock_total = clock.total();
             self.progress.update(now, id.index(), clock);
         }
-        let timer = watch
-            .machine(|| engine.poll_timeout())
-            .map(|t| node.clock.virtual_at(t, now));
         if timer.is_some() && timer != node.timer_at {
             node.timer_at = timer;
             if let Some(at) = timer {
@@ -526,7 +527,7 @@ impl Sim {
             self.route(id, t);
         }
         for e in events {
-            self.engine_event(id, e);
+            self.engine_event(id, e.event);
         }
     }
 
@@ -591,12 +592,12 @@ impl Sim {
         }
         self.node(id).timer_at = None;
         self.trace.record(self.now, TraceEvent::Tick { node: id.0 });
-        self.feed(id, Input::Tick);
+        self.feed(id, HubInput::Tick);
     }
 
     // ----- network -----------------------------------------------------
 
-    fn route(&mut self, from: NodeId, t: Transmit<NodeId>) {
+    fn route(&mut self, from: NodeId, t: HubTransmit<NodeId>) {
         let bytes: Rc<[u8]> = t.bytes.into();
         match t.to {
             Destination::Peer(to) => self.send(from, to, Inbound::Direct { from, bytes }),
@@ -776,12 +777,11 @@ impl Sim {
     fn apply(&mut self, id: NodeId, op: Op) {
         let now = self.now;
         let node = &mut self.nodes[id.index()];
-        let Some(engine) = node.engine.as_mut() else {
+        let Some(replica) = node.hub.as_mut().and_then(|h| h.replica_mut(SPACE)) else {
             return;
         };
         node.writes += 1;
         let local = node.clock.local(now);
-        let replica = engine.replica_mut();
         let path = op.path().to_owned();
         match self.stopwatch.machine(|| op.apply(replica, local)) {
             Ok(receipt) => {
@@ -809,7 +809,7 @@ impl Sim {
                         durable,
                     },
                 );
-                self.feed(id, Input::LocalCommit);
+                self.feed(id, commit());
             }
             Err(e) => {
                 let error = e.to_string();
@@ -914,7 +914,7 @@ impl Sim {
         while let Some(msg) = self.node(id).inbox.pop_front() {
             self.process(id, msg);
         }
-        self.feed(id, Input::Tick);
+        self.feed(id, HubInput::Tick);
         self.lease_resume(id);
     }
 
@@ -922,8 +922,7 @@ impl Sim {
 
     fn finish(mut self) -> Report {
         for n in &self.nodes {
-            if let Some(engine) = &n.engine {
-                let r = engine.replica();
+            if let Some(r) = n.replica() {
                 self.writes
                     .ack(n.id, n.incarnation, r.actor(), r.durable_seq());
             }
@@ -931,7 +930,7 @@ impl Sim {
         let live: Vec<(NodeId, &concord_state::Replica)> = self
             .nodes
             .iter()
-            .filter_map(|n| n.engine.as_ref().map(|e| (n.id, e.replica())))
+            .filter_map(|n| n.replica().map(|r| (n.id, r)))
             .collect();
         let divergent = check::divergent(live.iter().copied());
         let lost = self.writes.lost(live.iter().copied());
@@ -1001,7 +1000,18 @@ fn frame_name(bytes: &[u8]) -> &'static str {
         Some(FrameKind::Epoch) => "epoch",
         Some(FrameKind::SnapshotRequest) => "snapshot-request",
         Some(FrameKind::Snapshot) => "snapshot",
+        Some(FrameKind::Spaces) => "spaces",
+        Some(FrameKind::Summary) => "summary",
+        Some(FrameKind::Buckets) => "buckets",
+        Some(FrameKind::Leaves) => "leaves",
         None => "unknown",
+    }
+}
+
+/// The input after a local write to the one space.
+fn commit() -> HubInput<NodeId> {
+    HubInput::LocalCommit {
+        space: SPACE.to_owned(),
     }
 }
 

@@ -144,7 +144,7 @@ fn lease_partition() {
 
 #[test]
 fn lease_pause() {
-    let reports = check(Scenario::LeasePause, &[1, 2, 3]);
+    let reports = check(Scenario::LeasePause, &[1, 2, 3, 4]);
     // Paused holders came back and wrote with stale tokens: refused.
     let stale: u64 = reports
         .iter()

@@ -12,14 +12,16 @@
 
 use std::time::{Duration, Instant};
 
-use concord_net::{NetConfig, NetHandle, SpaceOptions, identity};
-use concord_state::{ActorId, Delivery, Durable, Millis, Replica, ReplicaConfig};
-use concord_storage::{FileStorage, Storage};
+use common::percentile;
+use concord_net::{NetConfig, NetHandle, identity};
+use concord_state::{ActorId, Delivery, Millis, Replica};
 use concord_sync::wire;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, gossipsub, noise, tcp, yamux};
 use tokio::sync::mpsc;
+
+mod common;
 
 const SAMPLES: usize = 300;
 const SUSTAINED_PER_NODE: usize = 500;
@@ -39,37 +41,9 @@ async fn concord_node(
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
     config.bootstrap = boot.into_iter().collect();
     let handle = concord_net::spawn(config).expect("spawn");
-    let mut storage = FileStorage::open(dir).expect("storage");
-    let recovered = storage.load().expect("load");
-    let durable = Durable {
-        snapshot: recovered.snapshot,
-        records: recovered.records,
-    };
-    let actor = ActorId::from(&[actor; 16][..]);
-    let replica =
-        Replica::recover("bench", actor, durable, ReplicaConfig::default()).expect("replica");
-    handle
-        .open_space(replica, Box::new(storage), SpaceOptions::default())
-        .await
-        .expect("open");
-    let addr = loop {
-        if let Some(a) = handle
-            .listen_addrs()
-            .await
-            .expect("addrs")
-            .into_iter()
-            .next()
-        {
-            break a;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    common::open_durable(&handle, dir, "bench", actor).await;
+    let addr = common::listen_addr(&handle).await;
     (handle, addr)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 struct ConcordRig {

@@ -8,7 +8,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{gossipsub, identify, identity, mdns, request_response};
 
-use concord_sync::wire::MAX_FRAME_BYTES;
+use concord_sync::wire::{MAX_FRAME_BYTES, MAX_SPACE_KEYS};
 
 use crate::codec::{FrameCodec, SYNC_PROTOCOL};
 
@@ -79,9 +79,19 @@ fn content_id(message: &gossipsub::Message) -> gossipsub::MessageId {
 /// Dropping the signatures saves an ed25519 signature per publish and a
 /// verification per receiver and hop: the largest fixed cost of a small
 /// message's trip (see the `propagation` bench).
+///
+/// A node's first RPC to a new peer lists every topic it subscribes to
+/// (one per open space), and a heartbeat may graft as many: gossipsub's
+/// default bound on control bytes per RPC (16 KB) holds about 500 topics,
+/// past which the peer drops the whole list and never publishes to this
+/// node (the fast path silently stops; see the `many_spaces` bench). The
+/// bound is a frame's here, as for messages: a hello of
+/// [`MAX_SPACE_KEYS`] topics fits while space names average under about
+/// 40 bytes (at the longest names, about 27,000 topics fit).
 pub(crate) fn gossip_config() -> Result<gossipsub::Config, BuildError> {
     Ok(gossipsub::ConfigBuilder::default()
         .max_transmit_size(MAX_FRAME_BYTES + 1024)
+        .max_control_message_size(MAX_FRAME_BYTES + 1024)
         .heartbeat_interval(Duration::from_millis(500))
         .validation_mode(gossipsub::ValidationMode::Anonymous)
         .message_id_fn(content_id)
@@ -90,9 +100,25 @@ pub(crate) fn gossip_config() -> Result<gossipsub::Config, BuildError> {
         .build()?)
 }
 
+/// Which topics a peer may subscribe to: any, up to one per space a node
+/// may hold ([`MAX_SPACE_KEYS`]), all in one request if need be. (The
+/// default filter takes 100 topics per peer and per request and drops a
+/// longer list whole.)
+fn subscription_filter()
+-> gossipsub::MaxCountSubscriptionFilter<gossipsub::AllowAllSubscriptionFilter> {
+    gossipsub::MaxCountSubscriptionFilter {
+        filter: gossipsub::AllowAllSubscriptionFilter {},
+        max_subscribed_topics: MAX_SPACE_KEYS,
+        max_subscriptions_per_request: MAX_SPACE_KEYS,
+    }
+}
+
 pub(crate) fn build(key: &identity::Keypair, mdns: bool) -> Result<Behaviour, BuildError> {
-    let gossipsub =
-        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config()?)?;
+    let gossipsub = gossipsub::Behaviour::new_with_subscription_filter(
+        gossipsub::MessageAuthenticity::Anonymous,
+        gossip_config()?,
+        subscription_filter(),
+    )?;
     let sync = request_response::Behaviour::with_codec(
         FrameCodec,
         [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],

@@ -1,30 +1,38 @@
-//! The driver task: owns the swarm, the sync engines and each space's
-//! storage, turns swarm events and commands into engine inputs and engine
-//! outputs into swarm actions and storage writes (the `persist` module).
-//! Never decides what to send or what to persist: that is the engine's and
-//! the replica's job.
+//! The driver task: owns the swarm, the node's [`SyncHub`] (which owns
+//! every space's sync engine) and each space's storage; turns swarm events
+//! and commands into hub inputs, and hub outputs into swarm actions and
+//! storage writes (the `persist` module). It sleeps until the earliest of
+//! the hub's [`SyncHub::poll_timeout`], the next bootstrap redial and the
+//! next flush of received changes, so an idle node wakes about once per
+//! peer and heartbeat whatever the number of spaces (`commands` and `swarm`
+//! hold the rest of the loop).
+//!
+//! Never decides what to send or what to persist: that is the hub's, the
+//! engines' and the replicas' job.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use concord_state::{
-    Delivery, EventSink, Millis, Replica, StateError, SubscribeOptions, SubscriptionId,
-};
+use concord_state::{Delivery, EventSink, Millis, Replica, StateError};
 use concord_storage::Storage;
-use concord_sync::wire::Frame;
-use concord_sync::{Destination, Input, SyncConfig, SyncEngine, SyncEvent};
+use concord_sync::{HubInput, SyncConfig, SyncHub};
 use futures::{FutureExt, StreamExt};
-use libp2p::core::ConnectedPoint;
+use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity, mdns, request_response};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info_span};
 
-use crate::behaviour::{self, Behaviour, BehaviourEvent};
+use crate::behaviour::{self, Behaviour};
 use crate::handle::{NetHandle, PeerInfo};
 use crate::persist::{FlushDone, Flushing, SpaceDisk, answer};
+use crate::traffic::TrafficCounters;
+
+mod commands;
+mod swarm;
 
 /// Bound on commands waiting for the driver.
 pub const COMMAND_QUEUE: usize = 256;
@@ -61,6 +69,9 @@ pub enum NetError {
     /// The replica refused an operation.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The sync hub refused to open the space.
+    #[error(transparent)]
+    Hub(#[from] concord_sync::HubError),
     /// Writing a space's changes to its storage, or fsyncing them, failed:
     /// the writes of the command are not known to be durable.
     #[error("flushing space storage: {0}")]
@@ -78,10 +89,11 @@ pub struct NetConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Discover peers on the local network with mDNS.
     pub mdns: bool,
-    /// Settings of every space's sync engine.
+    /// Settings of the sync hub and of every space's sync engine.
     pub sync: SyncConfig,
-    /// How often engines get a tick.
-    pub tick: Duration,
+    /// How long changes received from peers wait before they are fsynced:
+    /// one fsync covers all that arrive meanwhile (nobody waits for it).
+    pub flush_delay: Duration,
 }
 
 impl NetConfig {
@@ -93,7 +105,7 @@ impl NetConfig {
             bootstrap: Vec::new(),
             mdns: false,
             sync: SyncConfig::default(),
-            tick: Duration::from_millis(50),
+            flush_delay: Duration::from_millis(50),
         }
     }
 }
@@ -160,44 +172,40 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// What the driver keeps of an open space beside the hub's engine.
 struct SpaceState {
-    engine: SyncEngine<PeerId>,
     disk: SpaceDisk,
-    options: SpaceOptions,
     topic: gossipsub::IdentTopic,
-}
-
-impl SpaceState {
-    fn allows(&self, peer: &PeerId) -> bool {
-        self.options
-            .allowlist
-            .as_ref()
-            .is_none_or(|a| a.contains(peer))
-    }
 }
 
 struct Sub {
     space: String,
-    id: SubscriptionId,
+    id: concord_state::SubscriptionId,
     tx: mpsc::Sender<Delivery>,
 }
 
 struct Bootstrap {
     addr: Multiaddr,
     connected: bool,
-    next_attempt: tokio::time::Instant,
+    next_attempt: Instant,
     backoff: Duration,
 }
 
 struct Driver {
     swarm: Swarm<Behaviour>,
+    hub: SyncHub<PeerId>,
     spaces: BTreeMap<String, SpaceState>,
+    /// The space of each gossipsub topic the node subscribed to.
+    topics: HashMap<gossipsub::TopicHash, String>,
     subs: Vec<Sub>,
     peers: BTreeMap<PeerId, Option<Multiaddr>>,
     bootstrap: Vec<Bootstrap>,
     dialing: HashMap<ConnectionId, usize>,
     listen: Vec<Multiaddr>,
     config: NetConfig,
+    traffic: Arc<TrafficCounters>,
+    /// When received changes written to storage get their fsync.
+    flush_at: Option<Instant>,
 }
 
 /// The caller of [`Command::Shutdown`].
@@ -217,8 +225,9 @@ fn channel_sink(tx: mpsc::Sender<Delivery>) -> EventSink {
     })
 }
 
-/// Wall-clock milliseconds since the Unix epoch: the `now` every engine and
-/// every local write gets (hybrid logical clocks keep order if it steps back).
+/// Wall-clock milliseconds since the Unix epoch: the `now` the hub and
+/// every local write get (hybrid logical clocks keep order if it steps
+/// back).
 pub fn wall_clock() -> Millis {
     Millis(
         SystemTime::now()
@@ -227,12 +236,15 @@ pub fn wall_clock() -> Millis {
     )
 }
 
-fn seed_for(peer: &PeerId, space: &str) -> u64 {
+/// When, on tokio's clock, wall-clock time `at` comes (a millisecond late,
+/// so that the hub finds its timer due when it wakes).
+fn instant_of(at: Millis) -> Instant {
+    Instant::now() + Duration::from_millis(at.0.saturating_sub(wall_clock().0) + 1)
+}
+
+fn seed_for(peer: &PeerId) -> u64 {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(peer.to_bytes())
-        .chain_update(space.as_bytes())
-        .finalize();
+    let digest = Sha256::digest(peer.to_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     u64::from_le_bytes(bytes)
@@ -249,7 +261,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         swarm.listen_on(addr.clone()).map_err(|e| transport(&e))?;
     }
     let peer_id = *swarm.local_peer_id();
-    let start = tokio::time::Instant::now();
+    let start = Instant::now();
     let bootstrap = config
         .bootstrap
         .iter()
@@ -261,28 +273,39 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         })
         .collect();
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let traffic = Arc::new(TrafficCounters::default());
     let driver = Driver {
         swarm,
+        hub: SyncHub::new(config.sync.clone(), seed_for(&peer_id)),
         spaces: BTreeMap::new(),
+        topics: HashMap::new(),
         subs: Vec::new(),
         peers: BTreeMap::new(),
         bootstrap,
         dialing: HashMap::new(),
         listen: Vec::new(),
         config,
+        traffic: Arc::clone(&traffic),
+        flush_at: None,
     };
     tokio::spawn(
         driver
             .run(rx)
             .instrument(info_span!("node", peer = %peer_id)),
     );
-    Ok(NetHandle { tx, peer_id })
+    Ok(NetHandle {
+        tx,
+        peer_id,
+        traffic,
+    })
 }
 
 impl Driver {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut tick = tokio::time::interval(self.config.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer for everything, re-armed when the earliest deadline moves.
+        let mut armed = self.next_wake(false);
+        let timer = tokio::time::sleep_until(armed.unwrap_or_else(Instant::now));
+        tokio::pin!(timer);
         // A command taken from the queue while gathering a write group,
         // handled once that group is on its way.
         let mut next = None;
@@ -290,7 +313,6 @@ impl Driver {
         let mut waiting: Vec<(String, Finish)> = Vec::new();
         let mut flushing: Option<Flushing> = None;
         let reply = loop {
-            let mut ticked = false;
             let flow = match next.take() {
                 Some(cmd) => self.on_received(Some(cmd), &mut commands, &mut next),
                 None => tokio::select! {
@@ -299,9 +321,9 @@ impl Driver {
                         self.on_swarm_event(event);
                         ControlFlow::Continue(Vec::new())
                     }
-                    _ = tick.tick() => {
-                        ticked = true;
-                        self.on_tick();
+                    () = &mut timer, if armed.is_some() => {
+                        armed = None;
+                        self.on_timer();
                         ControlFlow::Continue(Vec::new())
                     }
                     done = Flushing::done(&mut flushing), if flushing.is_some() => {
@@ -326,13 +348,20 @@ impl Driver {
                 tokio::task::yield_now().await;
                 waiting.extend(group);
             }
-            // Received changes wait for the next tick (or the next write
-            // group): nobody waits for their fsync, and one fsync covers
-            // all of them.
-            let due =
-                !waiting.is_empty() || (ticked && self.spaces.values().any(|s| s.disk.unsynced()));
+            // Received changes wait for their flush deadline (or the next
+            // write group): nobody waits for their fsync, and one fsync
+            // covers all of them.
+            let due = !waiting.is_empty() || self.flush_at.is_some_and(|at| at <= Instant::now());
             if flushing.is_none() && due {
+                self.flush_at = None;
                 flushing = self.start_flush(std::mem::take(&mut waiting));
+            }
+            let wake = self.next_wake(flushing.is_some());
+            if wake != armed {
+                if let Some(at) = wake {
+                    timer.as_mut().reset(at);
+                }
+                armed = wake;
             }
         };
         // Stopping: the flush on the disk ends first (its outcome says
@@ -355,6 +384,46 @@ impl Driver {
         answer(waiting, &failed);
         if let Some(reply) = reply {
             let _ = reply.send(result);
+        }
+    }
+
+    /// The earliest of the hub's next timer, the next bootstrap redial and
+    /// the next flush of received changes (not while one runs: its end
+    /// wakes the loop).
+    fn next_wake(&self, flushing: bool) -> Option<Instant> {
+        let hub = self.hub.poll_timeout().map(instant_of);
+        let redial = self
+            .bootstrap
+            .iter()
+            .filter(|b| !b.connected)
+            .map(|b| b.next_attempt)
+            .min();
+        let flush = self.flush_at.filter(|_| !flushing);
+        [hub, redial, flush].into_iter().flatten().min()
+    }
+
+    /// A deadline passed: the hub's timers run, due bootstrap addresses are
+    /// dialed (the flush is the main loop's).
+    fn on_timer(&mut self) {
+        if self.hub.poll_timeout().is_some_and(|at| at <= wall_clock()) {
+            self.input(HubInput::Tick);
+        }
+        let due = Instant::now();
+        for i in 0..self.bootstrap.len() {
+            let b = &mut self.bootstrap[i];
+            if b.connected || b.next_attempt > due {
+                continue;
+            }
+            b.next_attempt = due + b.backoff;
+            b.backoff = (b.backoff * 2).min(MAX_BACKOFF);
+            let opts = DialOpts::unknown_peer_id().address(b.addr.clone()).build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.dialing.insert(id, i);
+                }
+                Err(e) => debug!(addr = %self.bootstrap[i].addr, error = %e, "dial failed"),
+            }
         }
     }
 
@@ -400,15 +469,31 @@ impl Driver {
         }
     }
 
-    /// Runs a write job on its space's replica and broadcasts what it
-    /// committed; the main loop answers after the fsync.
+    /// Runs a job on its space's replica (brought to the current time
+    /// first, so that reads see expired entries expired) and broadcasts
+    /// what it committed; the main loop answers after the fsync.
     fn run_job(&mut self, space: String, job: Job) -> (String, Finish) {
-        let finish = match self.spaces.get_mut(&space) {
-            Some(state) => job(Some(state.engine.replica_mut())),
+        let now = wall_clock();
+        let replica = self.hub.replica_mut(&space);
+        let finish = match replica {
+            Some(replica) => {
+                replica.tick(now);
+                job(Some(replica))
+            }
             None => job(None),
         };
-        self.input(&space, wall_clock(), Input::LocalCommit);
+        let commit = HubInput::LocalCommit {
+            space: space.clone(),
+        };
+        self.hub.handle_input(now, commit);
+        self.pump();
         (space, finish)
+    }
+
+    /// Feeds one input to the hub and carries out what it asks.
+    fn input(&mut self, input: HubInput<PeerId>) {
+        self.hub.handle_input(wall_clock(), input);
+        self.pump();
     }
 
     /// Starts fsyncing, on a blocking thread, every space with records not
@@ -424,25 +509,30 @@ impl Driver {
         match done {
             Ok(outcomes) => {
                 for (name, outcome) in outcomes {
-                    let Some(state) = self.spaces.get_mut(&name) else {
+                    let (Some(state), Some(replica)) =
+                        (self.spaces.get_mut(&name), self.hub.replica_mut(&name))
+                    else {
                         continue;
                     };
-                    let replica = state.engine.replica_mut();
                     if let Err(error) = state.disk.finish_sync(replica, outcome) {
-                        warn!(space = %name, %error, "fsyncing the space's storage failed");
+                        tracing::warn!(space = %name, %error, "fsyncing the space's storage failed");
                         flush.failed.insert(name, error);
                     }
                 }
             }
             // Nothing is known durable; the next flush covers it all again.
             Err(error) => {
-                warn!(%error, "flush task failed");
+                tracing::warn!(%error, "flush task failed");
                 for (space, _) in &flush.writers {
                     flush.failed.insert(space.clone(), error.to_string());
                 }
             }
         }
         answer(flush.writers, &flush.failed);
+        // What a failed fsync left unsynced is tried again after the delay.
+        if self.flush_at.is_none() && self.spaces.values().any(|s| s.disk.unsynced()) {
+            self.flush_at = Some(Instant::now() + self.config.flush_delay);
+        }
     }
 
     /// Polls the swarm without waiting, handling what is ready: gossipsub
@@ -456,411 +546,6 @@ impl Driver {
                 Some(Some(event)) => self.on_swarm_event(event),
                 _ => return,
             }
-        }
-    }
-
-    fn shutdown(&mut self) -> Result<Vec<Replica>, NetError> {
-        let spaces = std::mem::take(&mut self.spaces);
-        let mut out = Vec::new();
-        for (_, mut space) in spaces {
-            let mut replica = space.engine.into_replica();
-            space.disk.sync_now(&mut replica).map_err(NetError::Flush)?;
-            out.push(replica);
-        }
-        info!("driver stopped");
-        Ok(out)
-    }
-
-    fn on_tick(&mut self) {
-        let now = wall_clock();
-        let names: Vec<String> = self.spaces.keys().cloned().collect();
-        for name in names {
-            self.input(&name, now, Input::Tick);
-        }
-        let due = tokio::time::Instant::now();
-        for i in 0..self.bootstrap.len() {
-            let b = &mut self.bootstrap[i];
-            if b.connected || b.next_attempt > due {
-                continue;
-            }
-            b.next_attempt = due + b.backoff;
-            b.backoff = (b.backoff * 2).min(MAX_BACKOFF);
-            let opts = DialOpts::unknown_peer_id().address(b.addr.clone()).build();
-            let id = opts.connection_id();
-            match self.swarm.dial(opts) {
-                Ok(()) => {
-                    self.dialing.insert(id, i);
-                }
-                Err(e) => debug!(addr = %self.bootstrap[i].addr, error = %e, "dial failed"),
-            }
-        }
-    }
-
-    /// Feeds one input to a space's engine and carries out what it asks.
-    fn input(&mut self, space: &str, now: Millis, input: Input<PeerId>) {
-        let Some(state) = self.spaces.get_mut(space) else {
-            return;
-        };
-        state.engine.handle_input(now, input);
-        self.pump(space);
-    }
-
-    /// Carries out what an input made the engine and its replica ask for:
-    /// transmits, events, records to persist, subscription deliveries.
-    fn pump(&mut self, space: &str) {
-        let Some(state) = self.spaces.get_mut(space) else {
-            return;
-        };
-        while let Some(t) = state.engine.poll_transmit() {
-            match t.to {
-                Destination::Peer(peer) => {
-                    self.swarm.behaviour_mut().sync.send_request(&peer, t.bytes);
-                }
-                Destination::Broadcast if state.options.allowlist.is_some() => {
-                    let targets: Vec<PeerId> = self
-                        .peers
-                        .keys()
-                        .filter(|p| state.allows(p))
-                        .copied()
-                        .collect();
-                    for peer in targets {
-                        self.swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_request(&peer, t.bytes.clone());
-                    }
-                }
-                Destination::Broadcast => {
-                    let topic = state.topic.clone();
-                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, t.bytes) {
-                        debug!(error = %e, "gossipsub publish");
-                    }
-                }
-            }
-        }
-        while let Some(event) = state.engine.poll_event() {
-            match event {
-                SyncEvent::Disconnect(peer) => {
-                    warn!(%peer, "disconnecting misbehaving peer");
-                    let _ = self.swarm.disconnect_peer_id(peer);
-                }
-                SyncEvent::ProtocolError { peer, error } => {
-                    warn!(%peer, %error, "protocol error");
-                }
-                other => debug!(?other, "sync event"),
-            }
-        }
-        // After the transmits are handed to the swarm, so that writing a
-        // compaction's snapshot (in place) never holds up gossip.
-        state.disk.write(space, state.engine.replica_mut());
-        self.deliver(space);
-    }
-
-    /// Moves subscription events from the replica to the application's
-    /// channels, as far as they have room.
-    fn deliver(&mut self, space: &str) {
-        let Some(state) = self.spaces.get_mut(space) else {
-            return;
-        };
-        let replica = state.engine.replica_mut();
-        self.subs.retain(|sub| {
-            if sub.space != space {
-                return true;
-            }
-            loop {
-                match sub.tx.try_reserve() {
-                    Ok(permit) => match replica.poll_event(sub.id) {
-                        Ok(Some(d)) => permit.send(d),
-                        _ => return true,
-                    },
-                    Err(mpsc::error::TrySendError::Full(())) => return true,
-                    Err(mpsc::error::TrySendError::Closed(())) => {
-                        replica.unsubscribe(sub.id);
-                        return false;
-                    }
-                }
-            }
-        });
-    }
-
-    fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::OpenSpace {
-                replica,
-                storage,
-                options,
-                reply,
-            } => {
-                let _ = reply.send(self.open_space(*replica, storage, options));
-            }
-            Command::BytesOnDisk { space, reply } => {
-                let bytes = self
-                    .spaces
-                    .get(&space)
-                    .map(|s| s.disk.bytes_on_disk())
-                    .ok_or(NetError::UnknownSpace(space));
-                let _ = reply.send(bytes);
-            }
-            Command::Subscribe {
-                space,
-                pattern,
-                capacity,
-                reply,
-            } => {
-                let result = match self.spaces.get_mut(&space) {
-                    None => Err(NetError::UnknownSpace(space.clone())),
-                    Some(state) => {
-                        let replica = state.engine.replica_mut();
-                        let (tx, rx) = mpsc::channel(capacity);
-                        replica
-                            .subscribe(&pattern, SubscribeOptions::default())
-                            .and_then(|id| {
-                                replica.set_event_sink(id, channel_sink(tx.clone()))?;
-                                Ok(id)
-                            })
-                            .map_err(NetError::from)
-                            .map(|id| {
-                                self.subs.push(Sub {
-                                    space: space.clone(),
-                                    id,
-                                    tx,
-                                });
-                                rx
-                            })
-                    }
-                };
-                let _ = reply.send(result);
-            }
-            Command::Peers { reply } => {
-                let peers = self
-                    .peers
-                    .iter()
-                    .map(|(peer_id, address)| PeerInfo {
-                        peer_id: *peer_id,
-                        address: address.clone(),
-                    })
-                    .collect();
-                let _ = reply.send(peers);
-            }
-            Command::ListenAddrs { reply } => {
-                let _ = reply.send(self.listen.clone());
-            }
-            Command::Dial { addr, reply } => {
-                let result = self
-                    .swarm
-                    .dial(addr)
-                    .map_err(|e| NetError::Transport(e.to_string()));
-                let _ = reply.send(result);
-            }
-            // Both are handled by `on_received`, which never passes them here.
-            Command::With { .. } | Command::Shutdown { .. } => {}
-        }
-    }
-
-    fn open_space(
-        &mut self,
-        replica: Replica,
-        storage: Box<dyn Storage>,
-        options: SpaceOptions,
-    ) -> Result<(), NetError> {
-        let name = replica.space().to_owned();
-        if self.spaces.contains_key(&name) {
-            return Err(NetError::SpaceExists(name));
-        }
-        let topic = behaviour::topic(&name);
-        if options.allowlist.is_none() {
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .subscribe(&topic)
-                .map_err(|e| NetError::Transport(e.to_string()))?;
-        }
-        let seed = seed_for(self.swarm.local_peer_id(), &name);
-        let engine = SyncEngine::new(self.config.sync.clone(), replica, seed);
-        let state = SpaceState {
-            engine,
-            disk: SpaceDisk::new(storage),
-            options,
-            topic,
-        };
-        let peers: Vec<PeerId> = self
-            .peers
-            .keys()
-            .filter(|p| state.allows(p))
-            .copied()
-            .collect();
-        self.spaces.insert(name.clone(), state);
-        // A fresh replica's genesis change, fsynced on the next tick.
-        self.pump(&name);
-        let now = wall_clock();
-        for peer in peers {
-            self.input(&name, now, Input::PeerUp(peer));
-        }
-        info!(space = %name, "space open");
-        Ok(())
-    }
-
-    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                info!(%address, "listening");
-                self.listen.push(address);
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                endpoint,
-                connection_id,
-                num_established,
-                ..
-            } => {
-                let address = match &endpoint {
-                    ConnectedPoint::Dialer { address, .. } => address.clone(),
-                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
-                };
-                if let Some(i) = self.dialing.remove(&connection_id) {
-                    self.bootstrap[i].connected = true;
-                    self.bootstrap[i].backoff = Duration::from_millis(250);
-                }
-                if num_established.get() == 1 {
-                    info!(%peer_id, %address, "peer connected");
-                    self.peers.insert(peer_id, Some(address));
-                    self.peer_changed(peer_id, true);
-                }
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                endpoint,
-                num_established,
-                ..
-            } => {
-                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
-                    for b in self.bootstrap.iter_mut().filter(|b| &b.addr == address) {
-                        b.connected = false;
-                    }
-                }
-                if num_established == 0 {
-                    info!(%peer_id, "peer disconnected");
-                    self.peers.remove(&peer_id);
-                    self.peer_changed(peer_id, false);
-                }
-            }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                error,
-                ..
-            } => {
-                self.dialing.remove(&connection_id);
-                debug!(%error, "outgoing connection failed");
-            }
-            SwarmEvent::Behaviour(event) => self.on_behaviour(event),
-            _ => {}
-        }
-    }
-
-    fn peer_changed(&mut self, peer: PeerId, up: bool) {
-        let now = wall_clock();
-        let names: Vec<String> = self
-            .spaces
-            .iter()
-            .filter(|(_, s)| s.allows(&peer))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
-            let input = if up {
-                Input::PeerUp(peer)
-            } else {
-                Input::PeerDown(peer)
-            };
-            self.input(&name, now, input);
-        }
-    }
-
-    fn on_behaviour(&mut self, event: BehaviourEvent) {
-        match event {
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            }) => {
-                let space = self
-                    .spaces
-                    .iter()
-                    .find(|(_, s)| s.topic.hash() == message.topic && s.options.allowlist.is_none())
-                    .map(|(n, _)| n.clone());
-                let valid = space.is_some() && Frame::decode(&message.data).is_ok();
-                let acceptance = if valid {
-                    gossipsub::MessageAcceptance::Accept
-                } else {
-                    gossipsub::MessageAcceptance::Reject
-                };
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                if let Some(space) = space {
-                    // Anonymous messages: the peer that handed us the frame
-                    // (and validated it before relaying) answers for it.
-                    let from = propagation_source;
-                    self.input(
-                        &space,
-                        wall_clock(),
-                        Input::Frame {
-                            from,
-                            bytes: message.data,
-                        },
-                    );
-                }
-            }
-            BehaviourEvent::Sync(request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            }) => {
-                let _ = self.swarm.behaviour_mut().sync.send_response(channel, ());
-                self.on_frame(peer, request);
-            }
-            BehaviourEvent::Sync(request_response::Event::InboundFailure {
-                peer, error, ..
-            }) => {
-                warn!(%peer, %error, "inbound sync stream failed");
-            }
-            BehaviourEvent::Sync(request_response::Event::OutboundFailure {
-                peer, error, ..
-            }) => {
-                debug!(%peer, %error, "outbound sync stream failed");
-            }
-            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
-                for (peer, addr) in found {
-                    if !self.peers.contains_key(&peer) {
-                        debug!(%peer, %addr, "mdns discovered");
-                        let _ = self.swarm.dial(addr);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// A directed frame from `peer`: route it to its space's engine, unless
-    /// the peer is not allowed there.
-    fn on_frame(&mut self, peer: PeerId, bytes: Vec<u8>) {
-        let space = match Frame::decode(&bytes) {
-            Ok(frame) => frame.space().to_owned(),
-            Err(error) => {
-                warn!(%peer, %error, "garbage frame; disconnecting");
-                let _ = self.swarm.disconnect_peer_id(peer);
-                return;
-            }
-        };
-        match self.spaces.get(&space) {
-            None => debug!(%peer, %space, "frame for a space not open here"),
-            Some(state) if !state.allows(&peer) => {
-                warn!(%peer, %space, "peer not in the space's allowlist; refused");
-            }
-            Some(_) => self.input(&space, wall_clock(), Input::Frame { from: peer, bytes }),
         }
     }
 }

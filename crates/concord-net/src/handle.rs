@@ -2,6 +2,7 @@
 //! commands to the driver task and awaits answers. Owns no state of its own.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use concord_state::{Delivery, Replica};
@@ -11,6 +12,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{Command, Finish, NetError, SpaceOptions};
+use crate::traffic::{Traffic, TrafficCounters};
 
 /// A connected peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,7 @@ pub struct PeerInfo {
 pub struct NetHandle {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
+    pub(crate) traffic: Arc<TrafficCounters>,
 }
 
 /// A stream of subscription deliveries (see [`NetHandle::subscribe`]).
@@ -46,6 +49,13 @@ impl NetHandle {
     /// This node's libp2p identity.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Bytes and messages the driver sent and received so far, per
+    /// protocol (see [`Traffic`] for what is counted). Reads shared
+    /// counters: it does not wait for the driver.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.read()
     }
 
     async fn ask<T>(

@@ -296,7 +296,7 @@ async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
         second.await.unwrap(),
         Err(concord_net::NetError::Flush(_))
     ));
-    // It stays unsynced, so the driver tries again (on its next tick).
+    // It stays unsynced, so the driver tries again (after its flush delay).
     eventually("a flush retries", || started() == 3).await;
     open_gate.send(true).unwrap();
     let mut unpersisted = usize::MAX;

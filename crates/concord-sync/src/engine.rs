@@ -5,7 +5,10 @@
 //!   [`Input::LocalCommit`]; the engine broadcasts the new changes as
 //!   [`Frame::Changes`] (gossipsub in production, a simulated mesh in netsim).
 //! * **Guaranteed path.** On peer up and on a jittered heartbeat the engine
-//!   sends a [`Frame::Digest`]: its vector clock and a short hash of its heads.
+//!   sends a [`Frame::Digest`]: its vector clock and a short hash of its heads
+//!   (under a [`SyncHub`](crate::SyncHub), which runs one heartbeat for all
+//!   the spaces of a node, neither: the hub's summaries find the spaces that
+//!   differ and hand them [`Input::Differs`], which sends the digest).
 //!   The receiver answers with exactly the changes the clock lacks
 //!   (`changes_since`, bounded per answer) and, if it lacks changes itself,
 //!   with its own digest so the other side pushes them. Equal clocks with
@@ -56,6 +59,8 @@ use crate::wire::{self, ByeReason, DecodeError, Frame};
 mod ephemeral;
 mod epoch;
 
+pub use epoch::SNAPSHOT_STALL_MS;
+
 /// Bound on transmits waiting for the driver to take them.
 pub const MAX_QUEUED_TRANSMITS: usize = 4096;
 
@@ -75,6 +80,9 @@ pub struct SyncConfig {
     pub max_peers: usize,
     /// Longest random wait between passing an epoch threshold and cutting.
     pub cut_jitter_ms: u64,
+    /// Most spaces a [`SyncHub`](crate::SyncHub) holds at once (at most
+    /// [`wire::MAX_SPACE_KEYS`]); more are refused.
+    pub max_spaces: usize,
 }
 
 impl Default for SyncConfig {
@@ -85,6 +93,7 @@ impl Default for SyncConfig {
             max_changes_per_reply: 4_096,
             max_peers: 1_024,
             cut_jitter_ms: 500,
+            max_spaces: wire::MAX_SPACE_KEYS,
         }
     }
 }
@@ -107,6 +116,10 @@ pub enum Input<P> {
     LocalCommit,
     /// Time passed; run due timers.
     Tick,
+    /// The peer's copy of the space may differ from this one (a
+    /// [`SyncHub`](crate::SyncHub) summary said so): send it a digest that
+    /// asks for its own, starting anti-entropy.
+    Differs(P),
 }
 
 /// Where a transmit goes.
@@ -143,6 +156,10 @@ pub enum ProtocolError {
     /// The pieces of a snapshot do not fit together.
     #[error("bad snapshot: {0}")]
     Snapshot(&'static str),
+    /// A node-level frame contradicts what the peer said before (see
+    /// [`SyncHub`](crate::SyncHub)).
+    #[error("bad node-level frame: {0}")]
+    Node(&'static str),
 }
 
 /// What the engine tells the application.
@@ -181,7 +198,8 @@ pub enum SyncEvent<P> {
 
 struct PeerState {
     sync: sync::State,
-    next_digest: Millis,
+    /// The next heartbeat digest; never while a hub runs the heartbeat.
+    next_digest: Option<Millis>,
     /// Whether the peer was handed the live ephemeral values of this session.
     ephemeral_handed: bool,
 }
@@ -197,6 +215,9 @@ pub struct SyncEngine<P> {
     broadcast_seq: u64,
     now: Millis,
     epochs: epoch::Epochs<P>,
+    /// Whether this engine sends its own heartbeat digests (off under a
+    /// [`SyncHub`](crate::SyncHub), which runs one heartbeat for all spaces).
+    heartbeat: bool,
 }
 
 /// A short hash of a set of heads (FNV-1a over the sorted hashes).
@@ -229,7 +250,18 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             broadcast_seq,
             now: Millis(0),
             epochs: epoch::Epochs::default(),
+            heartbeat: true,
         }
+    }
+
+    /// The same engine run by a [`SyncHub`](crate::SyncHub): no heartbeat of
+    /// its own and no digest when a peer comes up (the hub's summaries find
+    /// the spaces that differ and hand them [`Input::Differs`]); a peer that
+    /// comes up is known to hold the space, so it gets the live ephemeral
+    /// values at once.
+    pub(crate) fn without_heartbeat(mut self) -> Self {
+        self.heartbeat = false;
+        self
     }
 
     /// The replica (read access).
@@ -273,6 +305,12 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
                 self.broadcast_ephemeral();
             }
             Input::Tick => self.on_tick(),
+            Input::Differs(peer) => {
+                if !self.peers.contains_key(&peer) {
+                    self.peer_up(peer.clone());
+                }
+                self.send_digest(&peer, true);
+            }
         }
         self.consider_cut();
     }
@@ -289,7 +327,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
 
     /// When the engine next wants an [`Input::Tick`].
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let digests = self.peers.values().map(|p| p.next_digest);
+        let digests = self.peers.values().filter_map(|p| p.next_digest);
         let expiry = self.ephemeral_timeout();
         digests.chain(self.epochs.cut_at).chain(expiry).min()
     }
@@ -304,7 +342,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             self.push_event(SyncEvent::Disconnect(peer));
             return;
         }
-        let next_digest = self.next_heartbeat();
+        let next_digest = self.heartbeat.then(|| self.next_heartbeat());
         self.peers.insert(
             peer.clone(),
             PeerState {
@@ -313,7 +351,11 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
                 ephemeral_handed: false,
             },
         );
-        self.send_digest(&peer, true);
+        if self.heartbeat {
+            self.send_digest(&peer, true);
+        } else {
+            self.greet_ephemeral(&peer);
+        }
     }
 
     fn next_heartbeat(&mut self) -> Millis {
@@ -329,13 +371,13 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         let due: Vec<P> = self
             .peers
             .iter()
-            .filter(|(_, s)| s.next_digest <= self.now)
+            .filter(|(_, s)| s.next_digest.is_some_and(|at| at <= self.now))
             .map(|(p, _)| p.clone())
             .collect();
         for peer in due {
             let next = self.next_heartbeat();
             if let Some(state) = self.peers.get_mut(&peer) {
-                state.next_digest = next;
+                state.next_digest = Some(next);
             }
             self.send_digest(&peer, true);
         }

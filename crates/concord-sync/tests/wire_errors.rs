@@ -82,7 +82,7 @@ fn unsupported_version() {
 
 #[test]
 fn unknown_kind() {
-    for k in [0, 9, 0xff] {
+    for k in [0, 13, 0xff] {
         assert_eq!(
             Frame::decode(&raw(k, b"s", &[0])),
             Err(DecodeError::UnknownKind(k))

@@ -1,12 +1,14 @@
-//! Property tests of the wire codec: round trips of arbitrary frames within
-//! the limits, and robustness of decoding against arbitrary and mutated
-//! bytes (never a panic; a frame that decodes re-encodes to the same bytes).
+//! Property tests of the wire codec: round trips of arbitrary frames (of a
+//! space and node-level) within the limits, and robustness of decoding
+//! against arbitrary and mutated bytes (never a panic; a frame that decodes
+//! re-encodes to the same bytes; `peek` agrees with both decoders).
 
 use concord_sync::wire::{
-    ByeReason, DecodeError, EphemeralEntry, Frame, MAX_ACTOR_BYTES, MAX_CLOCK_ENTRIES,
-    WIRE_VERSION, decode_varint, encode_varint, varint_len,
+    BucketNode, ByeReason, Child, DecodeError, EphemeralEntry, Frame, FrameKind, MAX_ACTOR_BYTES,
+    MAX_CLOCK_ENTRIES, NodeFrame, Prefix, Summary, TREE_DEPTH, WIRE_VERSION, decode_varint,
+    encode_varint, peek, varint_len,
 };
-use proptest::collection::{btree_map, vec};
+use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
 
 fn space() -> impl Strategy<Value = String> {
@@ -126,6 +128,62 @@ fn frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
+fn bucket_node() -> impl Strategy<Value = BucketNode> {
+    (
+        any::<u64>(),
+        0..TREE_DEPTH,
+        btree_map(0u8..16, (1u64..=65_536, any::<[u8; 16]>()), 0..=16),
+    )
+        .prop_map(|(key, depth, children)| BucketNode {
+            prefix: Prefix::of(key, depth),
+            children: children
+                .into_iter()
+                .map(|(index, (spaces, hash))| Child {
+                    index,
+                    spaces,
+                    hash,
+                })
+                .collect(),
+        })
+}
+
+fn node_frame() -> impl Strategy<Value = NodeFrame> {
+    prop_oneof![
+        (any::<u64>(), btree_set(any::<u64>(), 0..200)).prop_map(|(version, keys)| {
+            NodeFrame::Spaces {
+                version,
+                keys: keys.into_iter().collect(),
+            }
+        }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            0u64..=65_536,
+            any::<[u8; 16]>(),
+            any::<bool>()
+        )
+            .prop_map(|(version, known, spaces, root, reply)| {
+                NodeFrame::Summary(Summary {
+                    version,
+                    known,
+                    spaces,
+                    root,
+                    reply,
+                })
+            }),
+        vec(bucket_node(), 0..12).prop_map(|mut nodes| {
+            nodes.sort_by_key(|n| n.prefix);
+            nodes.dedup_by_key(|n| n.prefix);
+            NodeFrame::Buckets { nodes }
+        }),
+        btree_map(any::<u64>(), any::<[u8; 16]>(), 0..100).prop_map(|leaves| {
+            NodeFrame::Leaves {
+                leaves: leaves.into_iter().collect(),
+            }
+        }),
+    ]
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     FlipBit(usize, u8),
@@ -162,13 +220,61 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
-/// Decodes `bytes` (must not panic); if it decodes, re-encoding gives the
-/// same bytes back (the encoding is canonical).
-fn check_decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
-    let decoded = Frame::decode(bytes);
+/// A frame of a space or a node-level frame.
+#[derive(Debug, Clone, PartialEq)]
+enum AnyFrame {
+    Space(Frame),
+    Node(NodeFrame),
+}
+
+impl AnyFrame {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            AnyFrame::Space(f) => f.encode(),
+            AnyFrame::Node(f) => f.encode(),
+        }
+        .expect("frames within limits encode")
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            AnyFrame::Space(f) => f.encoded_len(),
+            AnyFrame::Node(f) => f.encoded_len(),
+        }
+    }
+
+    /// Kind and space, as `peek` should read them.
+    fn header(&self) -> (FrameKind, &str) {
+        match self {
+            AnyFrame::Space(f) => (f.kind(), f.space()),
+            AnyFrame::Node(f) => (f.kind(), ""),
+        }
+    }
+}
+
+fn any_frame() -> impl Strategy<Value = AnyFrame> {
+    prop_oneof![
+        frame().prop_map(AnyFrame::Space),
+        node_frame().prop_map(AnyFrame::Node),
+    ]
+}
+
+/// Decodes `bytes` with the decoder its header names (must not panic; the
+/// other decoder must refuse them); if it decodes, re-encoding gives the
+/// same bytes back (the encoding is canonical) and `peek` agrees.
+fn check_decode(bytes: &[u8]) -> Result<AnyFrame, DecodeError> {
+    let space = Frame::decode(bytes).map(AnyFrame::Space);
+    let node = NodeFrame::decode(bytes).map(AnyFrame::Node);
+    let decoded = match (space, node) {
+        (Ok(_), Ok(_)) => panic!("both decoders accept {bytes:?}"),
+        (Ok(f), Err(_)) | (Err(_), Ok(f)) => Ok(f),
+        (Err(e), Err(_)) if peek(bytes).is_ok_and(|h| !h.kind.is_node_level()) => Err(e),
+        (Err(_), Err(e)) => Err(e),
+    };
     if let Ok(frame) = &decoded {
-        let again = frame.encode().expect("a decoded frame re-encodes");
-        assert_eq!(again, bytes, "decode then encode is the identity");
+        assert_eq!(frame.encode(), bytes, "decode then encode is the identity");
+        let header = peek(bytes).expect("a decoded frame's header peeks");
+        assert_eq!((header.kind, header.space), frame.header());
     }
     decoded
 }
@@ -177,12 +283,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn round_trip_every_kind(frame in frame()) {
-        let bytes = frame.encode().expect("frames within limits encode");
+    fn round_trip_every_kind(frame in any_frame()) {
+        let bytes = frame.encode();
         prop_assert_eq!(bytes.len(), frame.encoded_len());
         prop_assert_eq!(bytes[0], WIRE_VERSION);
-        prop_assert_eq!(bytes[1], frame.kind().code());
-        let decoded = Frame::decode(&bytes).expect("own encoding decodes");
+        prop_assert_eq!(bytes[1], frame.header().0.code());
+        let decoded = check_decode(&bytes).expect("own encoding decodes");
         prop_assert_eq!(decoded, frame);
     }
 
@@ -193,36 +299,37 @@ proptest! {
 
     #[test]
     fn arbitrary_bodies_after_a_valid_header_never_panic(
-        kind in 0u8..7,
+        kind in 0u8..14,
         body in vec(any::<u8>(), 0..600),
     ) {
-        let mut bytes = vec![WIRE_VERSION, kind];
-        bytes.extend_from_slice(&body);
-        let _ = check_decode(&bytes);
+        // As it comes, and after an empty space name (node-level frames).
+        for head in [&[WIRE_VERSION, kind][..], &[WIRE_VERSION, kind, 0]] {
+            let _ = check_decode(&[head, &body].concat());
+        }
     }
 
     #[test]
     fn mutated_frames_decode_or_give_a_typed_error(
-        frame in frame(),
+        frame in any_frame(),
         mutations in vec(mutation(), 1..6),
     ) {
-        let mut bytes = frame.encode().expect("frames within limits encode");
+        let mut bytes = frame.encode();
         for m in &mutations {
             apply(&mut bytes, m);
         }
         // Either some frame (which re-encodes to exactly these bytes) or a
         // DecodeError; a panic fails the test.
         match check_decode(&bytes) {
-            Ok(decoded) => prop_assert_eq!(decoded.encode().ok(), Some(bytes)),
+            Ok(decoded) => prop_assert_eq!(decoded.encode(), bytes),
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
     }
 
     #[test]
-    fn every_truncation_of_a_valid_frame_is_an_error(frame in frame()) {
-        let bytes = frame.encode().expect("frames within limits encode");
+    fn every_truncation_of_a_valid_frame_is_an_error(frame in any_frame()) {
+        let bytes = frame.encode();
         for cut in 0..bytes.len() {
-            prop_assert!(Frame::decode(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
+            prop_assert!(check_decode(&bytes[..cut]).is_err(), "prefix of {} bytes decoded", cut);
         }
     }
 

@@ -564,7 +564,8 @@ impl Node {
             // The driver keeps the storage beside the replica: it writes
             // what the replica hands out to persist, fsyncs after each
             // write command (off its task, while the command's gossip is on
-            // its way, DESIGN §5) and received changes on its next tick.
+            // its way, DESIGN §5) and received changes shortly after they
+            // arrive (`NetConfig::flush_delay`).
             let mut storage = FileStorage::open(&dir)?;
             let recovered = storage.load()?;
             if let Some(t) = recovered.torn_tail {

@@ -2,8 +2,9 @@
 //! writes converge, subscriptions see remote events, a node that restarts
 //! catches up, an allowlisted space refuses strangers, nodes that only
 //! speak QUIC sync over it, ephemeral heartbeats reach peers (and a node
-//! that joins later) without entering the document, and nodes that cut
-//! epochs often converge on one and recover it after a restart.
+//! that joins later) without entering the document, nodes that cut epochs
+//! often converge on one and recover it after a restart, and two nodes
+//! sharing a hundred spaces stay converged and idle with one summary a second.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -340,6 +341,62 @@ async fn nodes_cut_converge_and_recover_their_epochs() {
     assert_eq!(nb.value().await.unwrap(), 660);
     nb.add(5).await.unwrap();
     eventually(|| async { na.value().await.unwrap() == 665 }).await;
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_many_spaces_stay_converged_and_idle_quietly() {
+    const SPACES: usize = 100;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(dirs[0].path(), &[]).await;
+    let b = node(dirs[1].path(), &[addr(&a).await]).await;
+    let names: Vec<String> = (0..SPACES).map(|i| format!("s-{i}")).collect();
+    let mut spaces = Vec::new();
+    for name in &names {
+        spaces.push((a.space(name).await.unwrap(), b.space(name).await.unwrap()));
+    }
+    // Writes to random spaces on either node, some of them concurrent.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..300u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let (sa, sb) = &spaces[(seed % SPACES as u64) as usize];
+        let on = if seed & 0x100 == 0 { sa } else { sb };
+        on.put(&format!("observation/k{}", i % 5), json!(i))
+            .await
+            .unwrap();
+    }
+    let converged = || async {
+        for (sa, sb) in &spaces {
+            if sa.vector_clock().await.unwrap() != sb.vector_clock().await.unwrap() {
+                return false;
+            }
+        }
+        true
+    };
+    eventually(converged).await;
+    for (sa, sb) in &spaces {
+        for k in 0..5 {
+            let path = format!("observation/k{k}");
+            assert_eq!(sa.get(&path).await.unwrap(), sb.get(&path).await.unwrap());
+        }
+    }
+    // In sync, the two exchange about one small summary per second for all
+    // hundred spaces: nothing per space.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = (a.net().traffic(), b.net().traffic());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = (a.net().traffic(), b.net().traffic());
+    let sent =
+        after.0.sent_bytes() - before.0.sent_bytes() + after.1.sent_bytes() - before.1.sent_bytes();
+    assert!(
+        sent < 1_000,
+        "{sent} bytes in 3 s of idling over {SPACES} spaces"
+    );
+    assert!(converged().await);
     for n in [a, b] {
         n.shutdown().await.unwrap();
     }

@@ -23,6 +23,11 @@ use crate::wire::{self, EPOCH_BYTES, Frame};
 /// sending frames of another epoch.
 pub const TELL_INTERVAL_MS: u64 = 100;
 
+/// A snapshot download that received nothing for this long is started
+/// again when the peer announces the epoch anew (a request or a piece was
+/// lost).
+pub const SNAPSHOT_STALL_MS: u64 = 2_000;
+
 /// A snapshot being downloaded.
 struct Download<P> {
     from: P,
@@ -31,6 +36,8 @@ struct Download<P> {
     /// Pieces by offset.
     pieces: BTreeMap<u64, Vec<u8>>,
     received: u64,
+    /// When it was requested or last received a piece.
+    last: Millis,
 }
 
 /// The engine's epoch bookkeeping.
@@ -106,12 +113,9 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
         if theirs.id == self.replica.epoch().id {
             return;
         }
-        if self
-            .epochs
-            .download
-            .as_ref()
-            .is_some_and(|d| d.announce.id == theirs.id)
-        {
+        if self.epochs.download.as_ref().is_some_and(|d| {
+            d.announce.id == theirs.id && d.last.plus(SNAPSHOT_STALL_MS) > self.now
+        }) {
             return;
         }
         match self.replica.adopt_epoch(self.now, &theirs, None) {
@@ -129,6 +133,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
                     total: 0,
                     pieces: BTreeMap::new(),
                     received: 0,
+                    last: self.now,
                 });
             }
             Ok(Adoption::Switched { to, carried }) => self.switched(to, carried),
@@ -185,6 +190,7 @@ impl<P: Clone + Ord + Debug> SyncEngine<P> {
             return self.refuse(from, error);
         }
         d.received += chunk.len() as u64;
+        d.last = self.now;
         d.pieces.insert(offset, chunk);
         if d.received < d.total && !(d.total == 0 && d.pieces.len() == 1) {
             return;

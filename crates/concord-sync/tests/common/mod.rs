@@ -22,6 +22,16 @@ pub fn engine_with(id: u8, sync: SyncConfig, replica: ReplicaConfig) -> Engine {
 /// Delivers every queued transmit (broadcasts to all others) until quiet,
 /// dropping a transmit when `drop` says so. Returns frames delivered.
 pub fn pump(engines: &mut [Engine], now: Millis, drop: &mut dyn FnMut(usize) -> bool) -> usize {
+    pump_with(engines, now, &mut |n, _| drop(n))
+}
+
+/// Like [`pump`], dropping by the frame's bytes: `lose(n, bytes)` for the
+/// `n`-th transmit.
+pub fn pump_with(
+    engines: &mut [Engine],
+    now: Millis,
+    lose: &mut dyn FnMut(usize, &[u8]) -> bool,
+) -> usize {
     let mut delivered = 0;
     let mut n = 0;
     loop {
@@ -35,7 +45,7 @@ pub fn pump(engines: &mut [Engine], now: Millis, drop: &mut dyn FnMut(usize) -> 
                     Destination::Broadcast => (0..engines.len()).filter(|j| *j != i).collect(),
                 };
                 for j in targets {
-                    if drop(n) {
+                    if lose(n, &t.bytes) {
                         continue;
                     }
                     delivered += 1;
