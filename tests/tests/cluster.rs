@@ -183,23 +183,38 @@ fn inspect_and_export_describe_the_space() {
     assert_eq!(report["peers"][0]["peer_id"], a.peer_id());
     let space = &report["spaces"][0];
     assert_eq!(space["name"], SPACE);
-    assert_eq!(space["queue"]["channels"], 2);
+    // a's two writes, and the lease quorum a declared as the space's first
+    // node (two changes: the channel's policy and the value)
+    assert_eq!(space["queue"]["channels"], 3);
     assert_eq!(space["queue"]["pending"], 0);
+    let channel = |path: &str| {
+        space["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == path)
+            .cloned()
+            .unwrap_or_else(|| panic!("{path} not in {space}"))
+    };
     assert_eq!(
-        space["channels"][0],
+        channel("coordination/lease.quorum")["value"]["members"][0]["peer"],
+        json!(a.peer_id())
+    );
+    assert_eq!(
+        channel("observation/ci.status"),
         json!({"path": "observation/ci.status", "kind": "last_value",
                "policy": "last_write_wins", "value": "green"})
     );
-    // the first epoch: nothing cut yet, both writes since
+    // the first epoch: nothing cut yet, every change since
     assert_eq!(space["epoch"]["cut_changes"], 0);
-    assert_eq!(space["epoch"]["changes"], 2);
+    assert_eq!(space["epoch"]["changes"], 4);
     assert_eq!(space["epoch"]["retained"], json!([]));
     let human = b.cli("inspect", &[]).ok();
     for heading in [
         "peers (1)",
         "space team",
         "vector clock",
-        "channels (2)",
+        "channels (3)",
         "queue",
         "pending",
         "epoch",
@@ -214,7 +229,8 @@ fn inspect_and_export_describe_the_space() {
             .unwrap();
     assert_eq!(
         exported,
-        json!({"intent/deploy": {"by": "a"}, "observation/ci.status": "green"})
+        json!({"coordination/lease.quorum": channel("coordination/lease.quorum")["value"],
+               "intent/deploy": {"by": "a"}, "observation/ci.status": "green"})
     );
 
     let file = cluster.root().join("team.automerge");
@@ -342,7 +358,8 @@ fn ephemeral_values_show_in_get_watch_and_inspect() {
     assert!(document.get("ephemeral").is_none(), "{document}");
 
     // inspect lists the channel as ephemeral with its live values; the
-    // heartbeats added no change: one declaration and one put by a.
+    // heartbeats added no change: one declaration and one put by a, after
+    // the two of the lease quorum a declared as the space's first node.
     eventually("b lists the ephemeral channel", || {
         let report = b.inspect(SPACE);
         let space = &report["spaces"][0];
@@ -357,7 +374,7 @@ fn ephemeral_values_show_in_get_watch_and_inspect() {
         }) && space["queue"]["ephemeral_values"] == 1
     });
     let clock = a.vector_clock(SPACE);
-    assert_eq!(clock[&a_actor], 2, "{clock}");
+    assert_eq!(clock[&a_actor], 4, "{clock}");
     let human = a.cli("inspect", &[SPACE]).ok();
     assert!(
         human.contains("ephemeral") && human.contains("1 live"),

@@ -194,7 +194,8 @@ fn bad_input_on_the_command_line_gives_a_clear_error() {
     node.put("team", "observation/x", "[1, 2]");
     assert_eq!(node.get("team", "observation/x"), Some(json!([1, 2])));
     let report = node.inspect("team");
-    assert_eq!(report["spaces"][0]["queue"]["channels"], 1);
+    // x, and the lease quorum the node declared as the space's first node
+    assert_eq!(report["spaces"][0]["queue"]["channels"], 2);
 
     let nowhere = cluster.root().join("nowhere");
     let err = CONCORD

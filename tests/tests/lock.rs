@@ -1,8 +1,9 @@
 //! `concord lock` against real `concord node` processes: concurrent lock
 //! commands on one resource run their commands strictly one after another
-//! with increasing fencing tokens — through one node, and through three
-//! nodes forming a lease quorum with `--lease-peer` (also with one lease
-//! peer down) — the holder is mirrored in `coordination/lock_holders` while
+//! with increasing fencing tokens — through one node, through three nodes
+//! of one space started with no lease flags at all (the space's quorum is
+//! the node the others joined), and through three nodes forming a lease
+//! quorum with `--lease-peer` (also with one lease peer down) — the holder is mirrored in `coordination/lock_holders` while
 //! it runs, and the command's exit code is passed on.
 #![allow(clippy::unwrap_used)]
 
@@ -95,6 +96,17 @@ fn concurrent_locks_run_one_after_another_with_increasing_tokens() {
         node.get(SPACE, "coordination/lock_holders"),
         Some(Value::Array(Vec::new()))
     );
+}
+
+#[test]
+fn locks_on_three_nodes_of_a_space_without_lease_flags_exclude_each_other() {
+    let cluster = Cluster::start(CONCORD, 3, |_| spaces(&[SPACE]));
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    // The first node (no bootstrap peer) declared itself the space's
+    // quorum; the others learn it by syncing.
+    let declared = a.get(SPACE, "coordination/lease.quorum").unwrap();
+    cluster.converge_on(SPACE, "coordination/lease.quorum", &declared);
+    serialized_locks(&[a, b, c], &cluster.root().join("runs.log"));
 }
 
 /// A loopback TCP port that was free a moment ago (the lease swarm's

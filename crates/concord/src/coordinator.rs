@@ -37,7 +37,7 @@
 //! use serde_json::json;
 //!
 //! let space = node.space("release").await?;
-//! let mut coordinator = Coordinator::new(space.clone(), node.lease_backend());
+//! let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
 //! coordinator.register("deploy", |op, token| async move {
 //!     Ok(json!({"deployed": op.payload["version"], "token": token.get()}))
 //! });
@@ -84,7 +84,7 @@ use crate::{Error, HeldLock, Space};
 /// use concord::coordinator::{Coordinator, INTENT_OPS, Operation};
 /// use serde_json::json;
 ///
-/// let coordinator = Coordinator::new(space.clone(), node.lease_backend());
+/// let coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
 /// let note = Operation {
 ///     id: "note-1".into(),
 ///     kind: "note".into(),
@@ -120,7 +120,7 @@ pub const INTENT_OPS: &str = "intent/ops";
 /// # };
 /// use concord::coordinator::{Coordinator, EXECUTION_QUEUE, Operation};
 ///
-/// let coordinator = Coordinator::new(space.clone(), node.lease_backend());
+/// let coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
 /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
 /// let queue = space.topic::<Operation>(EXECUTION_QUEUE)?.entries().await?;
 /// assert_eq!(queue[0].1.id, "deploy-1");
@@ -148,7 +148,7 @@ pub const EXECUTION_QUEUE: &str = "coordination/execution_queue";
 /// # };
 /// use concord::coordinator::{COMPLETED, Coordinator, Outcome};
 ///
-/// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend());
+/// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
 /// coordinator.register("deploy", |_, _| async { Ok(serde_json::json!("done")) });
 /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
 /// coordinator.run_once().await?;
@@ -178,7 +178,7 @@ pub const COMPLETED: &str = "execution/completed";
 /// # };
 /// use concord::coordinator::{Coordinator, ERRORS, Failure, RetryPolicy};
 ///
-/// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend())
+/// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?)
 ///     .with_retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() });
 /// coordinator.register("deploy", |_, _| async { Err("cluster unreachable".to_owned()) });
 /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
@@ -240,7 +240,7 @@ pub struct Operation {
 /// # };
 /// use concord::coordinator::{COMPLETED, Coordinator, Outcome};
 ///
-/// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend());
+/// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
 /// coordinator.register("deploy", |_, token| async move { Ok(token.get().into()) });
 /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
 /// coordinator.run_once().await?;
@@ -290,7 +290,7 @@ pub struct Outcome {
 ///     base_backoff: Duration::from_millis(1),
 ///     ..RetryPolicy::default()
 /// };
-/// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend()).with_retry(retry);
+/// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?).with_retry(retry);
 /// coordinator.register("deploy", |_, _| async { Err("quota exceeded".to_owned()) });
 /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
 /// coordinator.run_once().await?;
@@ -335,7 +335,7 @@ pub struct Failure {
 /// # };
 /// use concord::coordinator::{Coordinator, Submitted};
 ///
-/// let coordinator = Coordinator::new(space.clone(), node.lease_backend());
+/// let coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
 /// assert_eq!(coordinator.submit(op("note-1", None)).await?, Submitted::Applied);
 /// assert_eq!(coordinator.submit(op("deploy-1", Some("prod"))).await?, Submitted::Queued);
 /// assert_eq!(coordinator.submit(op("deploy-1", Some("prod"))).await?, Submitted::Duplicate);
@@ -449,7 +449,7 @@ const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// use concord::coordinator::Coordinator;
 /// use std::time::Duration;
 ///
-/// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend())
+/// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?)
 ///     .with_name(&node.peer_id().to_string())
 ///     .with_ttl(Duration::from_secs(60));
 /// coordinator.register("deploy", |op, _token| async move { Ok(op.payload) });
@@ -507,7 +507,7 @@ impl Coordinator {
     /// # let space = node.space("team").await?;
     /// use concord::coordinator::Coordinator;
     ///
-    /// let coordinator = Coordinator::new(space.clone(), node.lease_backend());
+    /// let coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
     /// // With no executor registered, it runs nothing.
     /// assert_eq!(coordinator.run_once().await?, 0);
     /// # node.shutdown().await?;
@@ -544,7 +544,7 @@ impl Coordinator {
     /// # };
     /// use concord::coordinator::{COMPLETED, Coordinator, Outcome};
     ///
-    /// let coordinator = Coordinator::new(space.clone(), node.lease_backend())
+    /// let coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?)
     ///     .with_name("planner");
     /// coordinator.submit(op("note-1", None)).await?;
     /// let (_, outcome) = space.topic::<Outcome>(COMPLETED)?.entries().await?.remove(0);
@@ -581,7 +581,7 @@ impl Coordinator {
     /// use concord::coordinator::Coordinator;
     /// use std::time::Duration;
     ///
-    /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend())
+    /// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?)
     ///     .with_ttl(Duration::from_secs(5));
     /// coordinator.register("deploy", |_, _| async { Ok(serde_json::Value::Null) });
     /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
@@ -620,7 +620,7 @@ impl Coordinator {
     ///     base_backoff: Duration::from_millis(1),
     ///     ..RetryPolicy::default() // 3 attempts
     /// };
-    /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend())
+    /// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?)
     ///     .with_retry(retry);
     /// let calls = AtomicU32::new(0);
     /// coordinator.register("deploy", move |_, _| {
@@ -660,7 +660,7 @@ impl Coordinator {
     /// # };
     /// use concord::coordinator::Coordinator;
     ///
-    /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend());
+    /// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
     /// coordinator.register("deploy", |op, token| async move {
     ///     // Act on op.resource, handing the fencing token to the external system.
     ///     Ok(serde_json::json!({"id": op.id, "token": token.get()}))
@@ -702,7 +702,7 @@ impl Coordinator {
     /// # };
     /// use concord::coordinator::{Coordinator, Submitted};
     ///
-    /// let coordinator = Coordinator::new(space.clone(), node.lease_backend());
+    /// let coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
     /// assert_eq!(coordinator.submit(op("deploy-1", Some("prod"))).await?, Submitted::Queued);
     /// assert_eq!(coordinator.submit(op("deploy-1", Some("prod"))).await?, Submitted::Duplicate);
     /// # node.shutdown().await?;
@@ -757,7 +757,7 @@ impl Coordinator {
     /// # };
     /// use concord::coordinator::Coordinator;
     ///
-    /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend());
+    /// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
     /// coordinator.register("deploy", |_, _| async { Ok(serde_json::Value::Null) });
     /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
     /// coordinator.submit(op("deploy-2", Some("staging"))).await?;
@@ -822,7 +822,7 @@ impl Coordinator {
     /// use concord::coordinator::{COMPLETED, Coordinator, Outcome};
     /// use std::time::Duration;
     ///
-    /// let mut coordinator = Coordinator::new(space.clone(), node.lease_backend());
+    /// let mut coordinator = Coordinator::new(space.clone(), node.space_lease(&space).await?);
     /// coordinator.register("deploy", |_, _| async { Ok(serde_json::Value::Null) });
     /// coordinator.submit(op("deploy-1", Some("prod"))).await?;
     /// let task = tokio::spawn(async move { coordinator.run(Duration::from_millis(20)).await });

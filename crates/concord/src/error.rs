@@ -57,6 +57,15 @@ pub enum Error {
         /// The backend's answer.
         source: concord_lease::BackendError,
     },
+    /// A space has no usable lease quorum; the text says why and how to
+    /// configure one.
+    #[error("space {space}: {reason}")]
+    LeaseQuorum {
+        /// The space.
+        space: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A resource name the lease service cannot use.
     #[error(transparent)]
     Resource(#[from] concord_lease::LeaseError),

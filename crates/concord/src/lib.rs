@@ -46,6 +46,7 @@ mod error;
 mod identity;
 mod lease;
 mod node;
+mod quorum;
 mod space;
 
 pub use channels::{Counter, LastValue, SetChannel, Topic};
@@ -62,4 +63,5 @@ pub use ephemeral::Ephemeral;
 pub use error::Error;
 pub use lease::{HeldLock, LOCK_HOLDERS, LockHolder};
 pub use node::{Node, NodeBuilder};
+pub use quorum::{Declaration, DeclaredPeer, LEASE_QUORUM, MAX_QUORUM_MEMBERS, QUORUM_WAIT};
 pub use space::Space;

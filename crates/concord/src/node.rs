@@ -15,11 +15,12 @@ use concord_sync::SyncConfig;
 
 use crate::identity::NodeIdentity;
 use crate::lease::HeldLock;
+use crate::quorum;
 use crate::{Error, Space};
 
-/// Where the default single-member lease quorum listens: loopback, a port
-/// chosen by the OS (nobody else dials it).
-const SOLO_LEASE_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+/// Where a node's own single-member lease quorum listens, kept across
+/// restarts (the address is declared in the spaces it seeds).
+const SOLO_LEASE_FILE: &str = "lease/solo-listen";
 
 /// Configures and starts a [`Node`].
 ///
@@ -305,8 +306,16 @@ impl NodeBuilder {
         if let Some(sync) = self.sync {
             config.sync = sync;
         }
+        // The first node of a deployment declares the lease quorum of the
+        // spaces it opens (see `quorum`); so does any node with configured
+        // lease peers. Joiners learn it.
+        let seed = self.lease_peers.is_some() || (config.bootstrap.is_empty() && !config.mdns);
+        let peers = match self.lease_peers {
+            Some(peers) => peers,
+            None => vec![solo_lease_peer(&identity, &config.listen)?],
+        };
         let net = concord_net::spawn(config)?;
-        let lease = start_lease(&identity, self.lease_peers, self.lease_max_ttl)?;
+        let lease = start_lease(&identity, peers.clone(), self.lease_max_ttl)?;
         tracing::info!(peer = %net.peer_id(), incarnation = identity.incarnation, "node started");
         Ok(Node {
             net,
@@ -315,6 +324,8 @@ impl NodeBuilder {
             allowlists: self.allowlists,
             open: tokio::sync::Mutex::new(BTreeSet::new()),
             lease,
+            lease_quorum: peers,
+            seed,
             replica: ReplicaConfig {
                 epochs: self.epochs.unwrap_or_default(),
                 ..ReplicaConfig::default()
@@ -323,23 +334,55 @@ impl NodeBuilder {
     }
 }
 
-/// Starts the node's lease peer: a member of `peers`, or a quorum of one.
+/// This node as a lease quorum of its own: lease node 1, listening on the
+/// host of its first sync listen address (loopback if that is unspecified
+/// or absent) on a port kept in [`SOLO_LEASE_FILE`] across restarts.
+fn solo_lease_peer(identity: &NodeIdentity, listen: &[Multiaddr]) -> Result<LeasePeer, Error> {
+    use concord_net::multiaddr::Protocol;
+    let config = |e: &dyn std::fmt::Display| {
+        Error::LeaseStart(concord_net::lease::LeaseNetError::Config(e.to_string()))
+    };
+    let file = identity.dir.join(SOLO_LEASE_FILE);
+    let addr: Multiaddr = match std::fs::read_to_string(&file) {
+        Ok(kept) => kept.trim().parse().map_err(|e| config(&e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let ip = listen
+                .first()
+                .and_then(|a| {
+                    a.iter().find_map(|p| match p {
+                        Protocol::Ip4(ip) if !ip.is_unspecified() => Some(std::net::IpAddr::V4(ip)),
+                        Protocol::Ip6(ip) if !ip.is_unspecified() => Some(std::net::IpAddr::V6(ip)),
+                        _ => None,
+                    })
+                })
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            let port = std::net::TcpListener::bind((ip, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|e| Error::io("choosing the lease port", &file, e))?
+                .port();
+            let addr = Multiaddr::empty().with(ip.into()).with(Protocol::Tcp(port));
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+            }
+            std::fs::write(&file, addr.to_string()).map_err(|e| Error::io("writing", &file, e))?;
+            addr
+        }
+        Err(e) => return Err(Error::io("reading", &file, e)),
+    };
+    Ok(LeasePeer {
+        node: NodeId(1),
+        peer_id: identity.keypair.public().to_peer_id(),
+        addr,
+    })
+}
+
+/// Starts the node's lease peer, a member of `peers`.
 fn start_lease(
     identity: &NodeIdentity,
-    peers: Option<Vec<LeasePeer>>,
+    peers: Vec<LeasePeer>,
     max_ttl: Option<Duration>,
 ) -> Result<Arc<QuorumLeaseBackend>, Error> {
     let me = identity.keypair.public().to_peer_id();
-    let peers = match peers {
-        Some(peers) => peers,
-        None => vec![LeasePeer {
-            node: NodeId(1),
-            peer_id: me,
-            addr: SOLO_LEASE_LISTEN
-                .parse()
-                .map_err(|e| concord_net::lease::LeaseNetError::Config(format!("{e}")))?,
-        }],
-    };
     let listen = peers
         .iter()
         .find(|p| p.peer_id == me)
@@ -390,6 +433,10 @@ pub struct Node {
     /// Spaces already open; held across the opening so two callers never race.
     open: tokio::sync::Mutex<BTreeSet<String>>,
     lease: Arc<QuorumLeaseBackend>,
+    /// The lease peers `lease` belongs to (this node alone by default).
+    lease_quorum: Vec<LeasePeer>,
+    /// Whether this node declares `lease_quorum` in the spaces it opens.
+    seed: bool,
     /// Settings of every replica this node opens.
     replica: ReplicaConfig,
 }
@@ -589,6 +636,9 @@ impl Node {
                 .open_space(replica, Box::new(storage), options)
                 .await?;
             open.insert(name.to_owned());
+            if self.seed {
+                quorum::declare(&Space::new(self.net.clone(), name), &self.lease_quorum).await?;
+            }
         }
         Ok(Space::new(self.net.clone(), name))
     }
@@ -721,14 +771,47 @@ impl Node {
         Arc::clone(&self.lease) as Arc<dyn LeaseBackend>
     }
 
-    /// Takes the lock on `resource` for `ttl`, waiting as long as others
-    /// hold it, and mirrors the holder into `space`'s
-    /// [`crate::LOCK_HOLDERS`] (see [`HeldLock`]).
+    /// The lease service that grants `space`'s locks: the lease quorum
+    /// declared in the space ([`crate::LEASE_QUORUM`]), through this node's
+    /// own lease service if it is one of its lease peers, otherwise through
+    /// one of them. Locks taken from it on any node of the space exclude
+    /// each other. Pass it to a [`crate::coordinator::Coordinator`].
     ///
     /// # Errors
-    /// An invalid resource name, a ttl above
-    /// [`NodeBuilder::lease_max_ttl`], or the lease service failing (see
-    /// [`HeldLock::acquire`]).
+    /// [`Error::LeaseQuorum`] if the space declares no quorum (after
+    /// waiting [`crate::QUORUM_WAIT`] for the declaration to sync), a
+    /// malformed one, or one that lists this node with other lease peers
+    /// than its own.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// let space = node.space("team").await?;
+    /// let leases = node.space_lease(&space).await?;
+    /// let coordinator = concord::coordinator::Coordinator::new(space.clone(), leases);
+    /// # drop(coordinator);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub async fn space_lease(&self, space: &Space) -> Result<Arc<dyn LeaseBackend>, Error> {
+        quorum::backend(space, &self.lease, &self.lease_quorum).await
+    }
+
+    /// Takes the lock on `resource` for `ttl` from `space`'s lease quorum
+    /// (see [`Node::space_lease`]), waiting as long as others hold it, on
+    /// this node or any other of the space, and mirrors the holder into
+    /// `space`'s [`crate::LOCK_HOLDERS`] (see [`HeldLock`]).
+    ///
+    /// # Errors
+    /// No usable lease quorum in the space ([`Node::space_lease`]), an
+    /// invalid resource name, a ttl above [`NodeBuilder::lease_max_ttl`],
+    /// or the lease service failing (see [`HeldLock::acquire`]).
     ///
     /// ```
     /// # async fn example() -> anyhow::Result<()> {
@@ -756,7 +839,7 @@ impl Node {
         ttl: Duration,
     ) -> Result<HeldLock, Error> {
         HeldLock::acquire(
-            self.lease_backend(),
+            self.space_lease(space).await?,
             space,
             resource,
             ttl,

@@ -61,14 +61,14 @@ async fn entries(space: &Space, path: &str) -> Vec<Value> {
 
 /// A coordinator whose `deploy` executor records every token it runs with,
 /// failing the first `failures` attempts.
-fn recording(
+async fn recording(
     space: &Space,
     node: &Node,
     name: &str,
     tokens: &Arc<Mutex<Vec<u64>>>,
     failures: usize,
 ) -> Coordinator {
-    let mut c = Coordinator::new(space.clone(), node.lease_backend())
+    let mut c = Coordinator::new(space.clone(), node.space_lease(space).await.unwrap())
         .with_name(name)
         .with_retry(RetryPolicy {
             max_attempts: 3,
@@ -101,7 +101,7 @@ async fn internal_operations_apply_at_once_and_only_once() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path()).await;
     let space = node.space("ops").await.unwrap();
-    let c = Coordinator::new(space.clone(), node.lease_backend());
+    let c = Coordinator::new(space.clone(), node.space_lease(&space).await.unwrap());
     let note = op("note-1", "note", None);
     assert_eq!(c.submit(note.clone()).await.unwrap(), Submitted::Applied);
     assert_eq!(c.submit(note).await.unwrap(), Submitted::Duplicate);
@@ -120,8 +120,8 @@ async fn an_external_operation_runs_at_most_once_across_duplicates_and_coordinat
     let node = node(dir.path()).await;
     let space = node.space("ops").await.unwrap();
     let tokens = Arc::new(Mutex::new(Vec::new()));
-    let a = recording(&space, &node, "a", &tokens, 0);
-    let b = recording(&space, &node, "b", &tokens, 0);
+    let a = recording(&space, &node, "a", &tokens, 0).await;
+    let b = recording(&space, &node, "b", &tokens, 0).await;
     let deploy = op("deploy-1", "deploy", Some("github.main"));
     assert_eq!(a.submit(deploy.clone()).await.unwrap(), Submitted::Queued);
     assert_eq!(
@@ -160,7 +160,7 @@ async fn retries_run_under_increasing_tokens_and_a_final_failure_is_recorded() {
 
     // Fails twice, succeeds on the third and last attempt.
     let tokens = Arc::new(Mutex::new(Vec::new()));
-    let c = recording(&space, &node, "c", &tokens, 2);
+    let c = recording(&space, &node, "c", &tokens, 2).await;
     c.submit(op("flaky", "deploy", Some("api.x")))
         .await
         .unwrap();
@@ -174,7 +174,7 @@ async fn retries_run_under_increasing_tokens_and_a_final_failure_is_recorded() {
 
     // Always fails: three attempts, then one entry in execution/errors.
     let tokens = Arc::new(Mutex::new(Vec::new()));
-    let d = recording(&space, &node, "d", &tokens, usize::MAX);
+    let d = recording(&space, &node, "d", &tokens, usize::MAX).await;
     d.submit(op("doomed", "deploy", Some("api.x")))
         .await
         .unwrap();
@@ -195,7 +195,7 @@ async fn the_background_loop_executes_what_is_submitted_later() {
     let node = node(dir.path()).await;
     let space = node.space("ops").await.unwrap();
     let tokens = Arc::new(Mutex::new(Vec::new()));
-    let c = Arc::new(recording(&space, &node, "e", &tokens, 0));
+    let c = Arc::new(recording(&space, &node, "e", &tokens, 0).await);
     let looping = Arc::clone(&c);
     let background = tokio::spawn(async move { looping.run(Duration::from_millis(20)).await });
     c.submit(op("later", "deploy", Some("github.main")))

@@ -1,6 +1,9 @@
-//! Nodes configured as one three-member lease quorum on loopback: locks
-//! taken concurrently from different nodes never overlap and get strictly
-//! increasing fencing tokens, and each holder is mirrored into the shared
+//! Nodes configured as one three-member lease quorum on loopback, and
+//! nodes of one space configured with no lease peers at all (the space's
+//! declared quorum is the node the others joined): locks taken
+//! concurrently from different nodes never overlap and get strictly
+//! increasing fencing tokens; a space with no usable quorum is a clear
+//! error, never a local lock; and each holder is mirrored into the shared
 //! space's `coordination/lock_holders` where the other nodes see it; two
 //! nodes' coordinators execute an operation queued on both only once.
 #![allow(clippy::unwrap_used)]
@@ -57,10 +60,27 @@ async fn quorum(root: &std::path::Path, n: u16) -> Vec<Arc<Node>> {
     nodes
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn locks_from_different_nodes_exclude_each_other_with_increasing_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = quorum(dir.path(), 3).await;
+/// `n` nodes with no lease configuration: the first starts alone (and so
+/// declares itself the quorum of the spaces it opens), the others join it.
+async fn joined(root: &std::path::Path, n: u16) -> Vec<Arc<Node>> {
+    trace();
+    let mut nodes: Vec<Arc<Node>> = Vec::new();
+    for i in 1..=n {
+        let mut builder = Node::builder()
+            .data_dir(root.join(format!("node-{i}")))
+            .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap());
+        if let Some(first) = nodes.first() {
+            let addr = first.wait_listening(Duration::from_secs(5)).await.unwrap()[0].clone();
+            builder = builder.bootstrap(addr);
+        }
+        nodes.push(Arc::new(builder.build().await.unwrap()));
+    }
+    nodes
+}
+
+/// Every node takes the lock on one resource twice, all at once: the runs
+/// never overlap and the tokens increase in run order. Shuts the nodes down.
+async fn assert_locks_exclude_each_other(nodes: Vec<Arc<Node>>) {
     let runs = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for node in &nodes {
@@ -87,10 +107,64 @@ async fn locks_from_different_nodes_exclude_each_other_with_increasing_tokens() 
     }
     let mut runs = runs.lock().unwrap().clone();
     runs.sort_unstable();
-    assert_eq!(runs.len(), 6);
+    assert_eq!(runs.len(), 2 * nodes.len());
     for pair in runs.windows(2) {
         assert!(pair[0].1 <= pair[1].0, "overlap: {runs:?}");
         assert!(pair[0].2 < pair[1].2, "tokens not increasing: {runs:?}");
+    }
+    for node in nodes {
+        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locks_from_different_nodes_exclude_each_other_with_increasing_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_locks_exclude_each_other(quorum(dir.path(), 3).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locks_span_a_space_whose_nodes_configured_no_lease_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 3).await;
+    // The first node opens the space first, as a deployment's first node
+    // does; the declaration reaches the others as they sync.
+    nodes[0].space("ops").await.unwrap();
+    assert_locks_exclude_each_other(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_in_a_space_without_a_quorum_fails_and_says_how_to_declare_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 2).await;
+    // Only the joiner holds the space: nobody declared its quorum.
+    let space = nodes[1].space("orphan").await.unwrap();
+    let started = Instant::now();
+    match nodes[1]
+        .lock(&space, "printer", Duration::from_secs(5))
+        .await
+    {
+        Err(concord::Error::LeaseQuorum { space, reason }) => {
+            assert_eq!(space, "orphan");
+            assert!(reason.contains("--lease-peer"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() >= concord::QUORUM_WAIT);
+    // A malformed declaration is refused the same way, at once.
+    let space = nodes[1].space("garbled").await.unwrap();
+    space
+        .put(concord::LEASE_QUORUM, serde_json::json!({"members": []}))
+        .await
+        .unwrap();
+    match nodes[1]
+        .lock(&space, "printer", Duration::from_secs(5))
+        .await
+    {
+        Err(concord::Error::LeaseQuorum { reason, .. }) => {
+            assert!(reason.contains("malformed"), "{reason}");
+        }
+        other => panic!("{other:?}"),
     }
     for node in nodes {
         Arc::into_inner(node).unwrap().shutdown().await.unwrap();
@@ -142,7 +216,7 @@ async fn coordinators_on_two_nodes_execute_a_shared_operation_once() {
     let mut coordinators = Vec::new();
     for node in &nodes[..2] {
         let space = node.space("ops").await.unwrap();
-        let mut c = Coordinator::new(space.clone(), node.lease_backend())
+        let mut c = Coordinator::new(space.clone(), node.space_lease(&space).await.unwrap())
             .with_name(&node.peer_id().to_string());
         let calls = Arc::clone(&calls);
         c.register("deploy", move |_op, token| {

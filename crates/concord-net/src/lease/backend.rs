@@ -7,10 +7,11 @@
 //! thread.
 
 use concord_lease::{AcquireRequest, BackendError, BoxFuture, Lease, LeaseBackend, Millis, NodeId};
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::client::{ClientAnswer, ClientCall};
 use super::node::{self, Command, Reply};
 use super::{Clock, LeaseNetError, QuorumConfig};
 
@@ -74,6 +75,23 @@ impl QuorumLeaseBackend {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "lease node task failed");
         }
+    }
+
+    /// Sends `call` to the lease peer `to` through this node's lease swarm,
+    /// as its client, and returns the answer.
+    pub(super) async fn call_lease_peer(
+        &self,
+        to: PeerId,
+        addrs: Vec<Multiaddr>,
+        call: ClientCall,
+    ) -> Result<ClientAnswer, BackendError> {
+        self.call(|reply| Command::Call {
+            to,
+            addrs,
+            call,
+            reply,
+        })
+        .await
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, BackendError> {

@@ -8,6 +8,11 @@
 //!   depends on them leaves, and a [`concord_lease::Proposer`] for the
 //!   node's own requests. Peers talk the request-response protocol
 //!   `/concord/lease/1` (see [`MAX_LEASE_MESSAGE_BYTES`]).
+//! - [`RemoteLeaseBackend`]: leases from a quorum this node is not part of,
+//!   taken through one of its lease peers over `/concord/lease-client/1`
+//!   (at most [`MAX_CLIENT_CALLS`] under way and [`MAX_CLIENT_LEASES`] held
+//!   per lease peer). This is how every member of a space takes the
+//!   space's locks from the space's one quorum.
 //! - `EtcdLeaseBackend` (cargo feature `etcd`): the same trait on a real
 //!   etcd cluster, plus `EtcdServer`, a throwaway etcd for tests and
 //!   benchmarks.
@@ -19,13 +24,16 @@
 //! acceptor reply before the state it depends on is durable, and never feed
 //! the machines a message it could not decode or that came from a peer
 //! outside the configured set: such a message is a typed error, the peer is
-//! disconnected and nothing it said is acted upon.
+//! disconnected and nothing it said is acted upon. (Anyone may connect to
+//! make client calls; only configured lease peers take part in the
+//! protocol.)
 //!
 //! # Why a swarm of its own
 //!
 //! The quorum backend runs as a small tokio task with its own libp2p
-//! [`Swarm`](libp2p::Swarm) (TCP and QUIC, noise, yamux, an allow-list of the
-//! configured lease peers, and `/concord/lease/1`), instead of a second
+//! [`Swarm`](libp2p::Swarm) (TCP and QUIC, noise, yamux, `/concord/lease/1`
+//! among the configured lease peers and `/concord/lease-client/1` for
+//! everyone else), instead of a second
 //! protocol inside the sync driver's behaviour. Reasons:
 //!
 //! - Lease timing must not queue behind replication: a lease message waiting
@@ -33,7 +41,7 @@
 //!   driver's loop eats into the holder's validity.
 //! - The lease peers are a fixed, configured set with their own addresses,
 //!   while sync peers come and go (bootstrap, mDNS); the lease swarm only
-//!   accepts connections from configured peers.
+//!   takes protocol messages from configured peers.
 //! - The sync driver stays untouched; a node that is not a lease peer pays
 //!   nothing.
 //!
@@ -42,9 +50,11 @@
 //! may serve both swarms (the node keeps one identity).
 
 mod backend;
+mod client;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod node;
+mod remote;
 mod store;
 mod wire;
 
@@ -57,8 +67,10 @@ use libp2p::{Multiaddr, PeerId, identity};
 use thiserror::Error;
 
 pub use backend::QuorumLeaseBackend;
+pub use client::{MAX_CLIENT_CALLS, MAX_CLIENT_LEASES};
 #[cfg(feature = "etcd")]
 pub use etcd::{ETCD_KEY_PREFIX, EtcdLeaseBackend, EtcdServer};
+pub use remote::RemoteLeaseBackend;
 pub use wire::MAX_LEASE_MESSAGE_BYTES;
 
 /// One configured lease peer: who it is on the network and in the lease

@@ -1,6 +1,7 @@
 //! The quorum lease node: a tokio task that owns a libp2p swarm speaking
-//! only `/concord/lease/1`, this lease peer's [`Acceptor`] and
-//! [`Proposer`], and the acceptor's [`StateStore`].
+//! `/concord/lease/1` with the other lease peers and
+//! `/concord/lease-client/1` with clients (`serve.rs`), this lease peer's
+//! [`Acceptor`] and [`Proposer`], and the acceptor's [`StateStore`].
 //!
 //! This module owns the plumbing between them: messages to and from peers
 //! (to its own acceptor in-process), the order "fsync, then release the
@@ -39,14 +40,17 @@ use concord_lease::{
     Millis, NodeId, Permits, Proposer, ProposerConfig, Quorum, RejectReason, Resource, Transmit,
 };
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use libp2p::core::upgrade::Version;
-use libp2p::request_response::{self, ResponseChannel};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{PeerId, Swarm, allow_block_list};
+use libp2p::{Multiaddr, PeerId, Swarm, allow_block_list};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use self::serve::Serving;
+use super::client::{ClientAnswer, ClientCall, LEASE_CLIENT_PROTOCOL};
 use super::store::{Loaded, StateStore};
 use super::wire::{self, LEASE_PROTOCOL, LeaseCodec};
 use super::{Clock, LeaseNetError, QuorumConfig};
@@ -59,6 +63,13 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, BackendError>>;
 
 /// A backend call, sent to the node task.
 pub(super) enum Command {
+    /// A call to a lease peer, as its client (see [`super::client`]).
+    Call {
+        to: PeerId,
+        addrs: Vec<Multiaddr>,
+        call: ClientCall,
+        reply: Reply<ClientAnswer>,
+    },
     Acquire {
         request: AcquireRequest,
         reply: Reply<Lease>,
@@ -82,11 +93,14 @@ pub(super) struct Spawned {
     pub(super) task: JoinHandle<()>,
 }
 
-/// Only configured lease peers may connect; they speak `/concord/lease/1`.
+/// Lease peers speak `/concord/lease/1` (a message from anyone else is
+/// refused and its sender disconnected); clients, lease peers or not, speak
+/// `/concord/lease-client/1`. Peers that sent garbage are blocked.
 #[derive(NetworkBehaviour)]
 struct LeaseBehaviour {
-    allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     rpc: request_response::Behaviour<LeaseCodec>,
+    client: request_response::Behaviour<LeaseCodec>,
 }
 
 /// A finished write of the acceptor state.
@@ -120,6 +134,12 @@ struct Node {
     /// Release calls waiting for the proposer's `Released`.
     releases: HashMap<LeaseId, Reply<()>>,
     next_lease: u64,
+    /// Client calls this lease peer runs, each ending in its answer.
+    serving: FuturesUnordered<Serving>,
+    /// Leases held for clients, by handle: who holds each.
+    client_leases: HashMap<u64, (PeerId, Lease)>,
+    /// This node's calls to lease peers, as their client.
+    calling: HashMap<OutboundRequestId, Reply<ClientAnswer>>,
 }
 
 /// Checks the configuration, loads the acceptor state, builds the swarm
@@ -171,7 +191,6 @@ pub(super) fn spawn(config: QuorumConfig) -> Result<Spawned, LeaseNetError> {
 
     let mut swarm = build_swarm(&config)?;
     for peer in config.peers.iter().filter(|p| p.node != me) {
-        swarm.behaviour_mut().allowed.allow_peer(peer.peer_id);
         swarm.add_peer_address(peer.peer_id, peer.addr.clone());
         if let Err(e) = swarm.dial(peer.peer_id) {
             debug!(peer = %peer.peer_id, error = %e, "lease peer not dialed yet");
@@ -193,6 +212,9 @@ pub(super) fn spawn(config: QuorumConfig) -> Result<Spawned, LeaseNetError> {
         waiters: HashMap::new(),
         releases: HashMap::new(),
         next_lease: 0,
+        serving: FuturesUnordered::new(),
+        client_leases: HashMap::new(),
+        calling: HashMap::new(),
     };
     let span = info_span!("lease", node = me.0);
     let task = tokio::spawn(node.run(commands_rx, persisted_rx).instrument(span));
@@ -214,17 +236,26 @@ fn build_swarm(config: &QuorumConfig) -> Result<Swarm<LeaseBehaviour>, LeaseNetE
         &config.keypair,
         |_| {
             Ok(LeaseBehaviour {
-                allowed: allow_block_list::Behaviour::default(),
+                blocked: allow_block_list::Behaviour::default(),
                 rpc: request_response::Behaviour::with_codec(
                     LeaseCodec,
                     [(LEASE_PROTOCOL, request_response::ProtocolSupport::Full)],
                     rpc_config,
                 ),
+                client: request_response::Behaviour::with_codec(
+                    LeaseCodec,
+                    [(
+                        LEASE_CLIENT_PROTOCOL,
+                        request_response::ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(serve::CLIENT_CALL_TIMEOUT),
+                ),
             })
         },
-        // Every peer of this swarm speaks `/concord/lease/1` (the allow-list
-        // admits configured lease peers only), so a request need not wait a
-        // round trip for the protocol to be confirmed before its bytes go out.
+        // Every peer of this swarm runs this code and speaks both protocols,
+        // so a request need not wait a round trip for the protocol to be
+        // confirmed before its bytes go out.
         |c| c.with_substream_upgrade_protocol_override(Version::V1Lazy),
     )
     .map_err(|e| transport(&e))?;
@@ -309,6 +340,7 @@ impl Node {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(served) = self.serving.next() => self.answer_client(served),
                 Some(done) = persisted.recv() => self.on_persisted(done),
                 () = sleep_until(wake) => self.on_timer(),
             }
@@ -327,6 +359,12 @@ impl Node {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::Call {
+                to,
+                addrs,
+                call,
+                reply,
+            } => self.call_lease_peer(to, addrs, &call, reply),
             Command::Acquire { request, reply } => {
                 let lease = LeaseId(self.next_lease);
                 self.next_lease += 1;
@@ -601,7 +639,8 @@ impl Node {
     fn on_swarm_event(&mut self, event: SwarmEvent<LeaseBehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(LeaseBehaviourEvent::Rpc(event)) => self.on_rpc(event),
-            SwarmEvent::Behaviour(LeaseBehaviourEvent::Allowed(never)) => match never {},
+            SwarmEvent::Behaviour(LeaseBehaviourEvent::Client(event)) => self.on_client_rpc(event),
+            SwarmEvent::Behaviour(LeaseBehaviourEvent::Blocked(never)) => match never {},
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "lease swarm listening"),
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "lease listener error"),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
@@ -675,5 +714,6 @@ impl Node {
     }
 }
 
+mod serve;
 #[cfg(test)]
 mod tests;

@@ -59,12 +59,12 @@ pub(crate) fn decode_response(bytes: &[u8]) -> Result<Option<Message>, WireError
     Ok(serde_json::from_slice(bounded_ref(bytes)?)?)
 }
 
-fn bounded(bytes: Vec<u8>) -> Result<Vec<u8>, WireError> {
+pub(crate) fn bounded(bytes: Vec<u8>) -> Result<Vec<u8>, WireError> {
     bounded_ref(&bytes)?;
     Ok(bytes)
 }
 
-fn bounded_ref(bytes: &[u8]) -> Result<&[u8], WireError> {
+pub(crate) fn bounded_ref(bytes: &[u8]) -> Result<&[u8], WireError> {
     if bytes.len() > MAX_LEASE_MESSAGE_BYTES {
         return Err(WireError::TooLarge(bytes.len()));
     }

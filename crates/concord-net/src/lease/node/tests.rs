@@ -42,7 +42,6 @@ async fn a_peer_sending_bad_messages_is_disconnected_and_ignored() {
     // The third lease peer is configured but misbehaves.
     let mut rogue = build_swarm(&configs[2]).unwrap();
     let target = a.peer_id();
-    rogue.behaviour_mut().allowed.allow_peer(target);
     rogue.add_peer_address(target, configs[0].listen.clone());
 
     assert_eq!(
