@@ -1,8 +1,8 @@
 //! Checkers: causal order of subscriber events (per step), the registry of
 //! acknowledged writes and the lost-write check, the final convergence
 //! check (heads, vector clocks, every channel's value but ephemeral ones,
-//! conflicts), and lease safety with its model of fenced external systems
-//! ([`LeaseCheck`]).
+//! conflicts), lease safety with its model of fenced external systems
+//! ([`LeaseCheck`]), and handoffs between lease holders ([`HandoffCheck`]).
 //!
 //! It owns the definition of each violation and only *reads* replicas. It
 //! must never modify a replica or an engine, and never decide what the
@@ -15,6 +15,10 @@ use serde::Serialize;
 
 use crate::node::NodeId;
 use crate::workload::Effect;
+
+mod handoff;
+
+pub use handoff::{HandoffCheck, HandoffFloor};
 
 /// Violation counts of one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

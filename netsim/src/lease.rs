@@ -45,6 +45,8 @@ pub enum Agent {
         /// Highest token of any grant of the resource that had started
         /// when the request was made: the grant must beat it.
         token_floor: u64,
+        /// The handoff the grant must carry (see [`crate::check::HandoffCheck`]).
+        handoff_floor: crate::check::HandoffFloor,
     },
     /// Holding a lease.
     Holding(Holding),

@@ -115,6 +115,7 @@ pub struct Sim {
     leases: Vec<LeaseNode>,
     lease_resources: Vec<(concord_lease::Resource, concord_lease::Permits)>,
     lease_check: check::LeaseCheck,
+    handoff_check: check::HandoffCheck,
     lease_rng: ChaCha8Rng,
     /// Disconnected nodes, with the epoch switches counted when they left.
     away: BTreeMap<NodeId, u64>,
@@ -175,6 +176,7 @@ impl Sim {
             leases: Vec::new(),
             lease_resources: Vec::new(),
             lease_check: check::LeaseCheck::default(),
+            handoff_check: check::HandoffCheck::default(),
             lease_rng: stream_rng(plan_seed, LEASE_STREAM),
             away: BTreeMap::new(),
             stopwatch: Stopwatch::new(plan_profile),

@@ -74,7 +74,11 @@
 //! A `Release` drops the holder's entry if its token matches, and is
 //! answered with `Released` in any case (also during the quiet period, when
 //! every grant is forgotten anyway), so that the releasing proposer knows
-//! when every acceptor has let go (see [`crate::proposer`]).
+//! when every acceptor has let go (see [`crate::proposer`]). A release that
+//! carries a [`crate::Handoff`] context leaves it for the next holder: the
+//! acceptor keeps the one with the highest token per resource it has a
+//! promise for (so at most `max_resources` of them, in memory like grants)
+//! and lists it in its promises.
 //!
 //! Acceptors need no timers: expiry is evaluated lazily against the `now`
 //! of each input.
@@ -86,7 +90,7 @@ use serde::{Deserialize, Serialize};
 use crate::ballot::{Ballot, FencingToken};
 use crate::error::LeaseError;
 use crate::ids::{Holder, NodeId};
-use crate::messages::{Message, RejectReason, Transmit};
+use crate::messages::{Handoff, Message, RejectReason, Transmit};
 use crate::resource::Resource;
 use crate::semaphore::{HolderSet, Permits};
 use crate::time::Millis;
@@ -215,6 +219,8 @@ pub struct Acceptor {
     config: AcceptorConfig,
     state: AcceptorState,
     holders: BTreeMap<Resource, HolderSet>,
+    /// The latest handoff per resource with a promise.
+    handoffs: BTreeMap<Resource, Handoff>,
     recovering_until: Option<Millis>,
     version: u64,
     handed_out: u64,
@@ -234,6 +240,7 @@ impl Acceptor {
             config,
             state: AcceptorState::default(),
             holders: BTreeMap::new(),
+            handoffs: BTreeMap::new(),
             recovering_until: None,
             version: 0,
             handed_out: 0,
@@ -363,9 +370,13 @@ impl Acceptor {
                         resource,
                         holder,
                         token,
+                        handoff,
                     } => {
                         if let Some(set) = self.holders.get_mut(&resource) {
                             set.release(holder, token);
+                        }
+                        if let Some(context) = handoff {
+                            self.keep_handoff(&resource, Handoff { token, context });
                         }
                         self.confirm_release(from, resource, holder, token);
                         Ok(())
@@ -416,6 +427,7 @@ impl Acceptor {
                 resource,
                 holder,
                 token,
+                ..
             } => {
                 self.confirm_release(from, resource, holder, token);
                 Ok(())
@@ -457,12 +469,14 @@ impl Acceptor {
             .get(&resource)
             .map(HolderSet::active)
             .unwrap_or_default();
+        let handoff = self.handoffs.get(&resource).cloned();
         self.reply(
             from,
             Message::Promise {
                 resource,
                 ballot,
                 holders,
+                handoff,
             },
         );
     }
@@ -531,10 +545,26 @@ impl Acceptor {
         };
         self.state.promises.remove(&name);
         self.holders.remove(&name);
+        self.handoffs.remove(&name);
         self.state.floor = self.state.floor.max(promised);
         self.version += 1;
         self.stats.evicted_resources += 1;
         true
+    }
+
+    /// Keeps `handoff` for the next holder of `resource` unless one of a
+    /// later grant is kept already. Only resources with a promise keep one
+    /// (a genuine release follows a grant), which bounds them.
+    fn keep_handoff(&mut self, resource: &Resource, handoff: Handoff) {
+        if !self.state.promises.contains_key(resource) {
+            return;
+        }
+        match self.handoffs.get(resource) {
+            Some(kept) if kept.token > handoff.token => {}
+            _ => {
+                self.handoffs.insert(resource.clone(), handoff);
+            }
+        }
     }
 
     /// Tells the sender of a `Release` that this acceptor holds no such

@@ -73,6 +73,10 @@ pub struct Lease {
     pub permits: Permits,
     /// The backend's name for this grant, for renew and release.
     pub handle: LeaseHandle,
+    /// What the previous holder left when it released (see
+    /// [`crate::Handoff`]), on a fresh grant; `None` on a renewal, or if
+    /// no holder left anything this grant's quorum knows of.
+    pub handoff: Option<Vec<u8>>,
 }
 
 /// What to acquire.
@@ -125,8 +129,19 @@ pub trait LeaseBackend: Send + Sync {
         ttl: Millis,
     ) -> BoxFuture<'a, Result<Lease, BackendError>>;
 
-    /// Gives `lease` up.
-    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), BackendError>>;
+    /// Gives `lease` up, leaving `handoff` (at most
+    /// [`crate::MAX_HANDOFF_BYTES`]) for the next holder, who finds it in
+    /// [`Lease::handoff`].
+    fn release_with(
+        &self,
+        lease: Lease,
+        handoff: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), BackendError>>;
+
+    /// Gives `lease` up, leaving nothing for the next holder.
+    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), BackendError>> {
+        self.release_with(lease, None)
+    }
 
     /// Acquires `resource` as a mutex, waiting up to `wait`.
     fn acquire(

@@ -26,6 +26,28 @@ use crate::resource::Resource;
 use crate::semaphore::{MAX_PERMITS, Permits};
 use crate::time::Millis;
 
+/// Largest [`Handoff::context`], in bytes.
+pub const MAX_HANDOFF_BYTES: usize = 512;
+
+/// What the last holder of a resource left for the next one when it
+/// released: an opaque context (Concord puts there how far the holder's
+/// writes went, so that the next holder waits until it has seen them) and
+/// the token of the grant it gave up.
+///
+/// Acceptors keep the handoff with the highest token per resource, in
+/// memory like grants, and list it in their promises; a proposer hands the
+/// one with the highest token among a majority's promises to the new
+/// holder ([`crate::Event::Acquired`]). A release confirmed by a majority
+/// therefore always reaches the next holder; one that reached fewer
+/// acceptors (or a holder that crashed and let its lease expire) may not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The token of the grant released with it.
+    pub token: FencingToken,
+    /// The releaser's context, at most [`MAX_HANDOFF_BYTES`].
+    pub context: Vec<u8>,
+}
+
 /// A holder and its token, as listed in a [`Message::Promise`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderInfo {
@@ -74,6 +96,9 @@ pub enum Message {
         ballot: Ballot,
         /// Live holders at the acceptor; at most [`MAX_PERMITS`].
         holders: Vec<HolderInfo>,
+        /// The latest handoff left by a holder of the resource.
+        #[serde(default)]
+        handoff: Option<Handoff>,
     },
     /// Proposer to acceptor: grant `holder` the resource for `ttl`.
     Propose {
@@ -118,6 +143,9 @@ pub enum Message {
         holder: Holder,
         /// The token of the grant given up.
         token: FencingToken,
+        /// Context for the next holder (see [`Handoff`]).
+        #[serde(default)]
+        handoff: Option<Vec<u8>>,
     },
     /// Acceptor to proposer: the acceptor holds no grant of `holder` with
     /// `token` (any it held is dropped), in answer to a `Release`.
@@ -162,10 +190,21 @@ impl Message {
     ///
     /// # Errors
     /// [`LeaseError::Malformed`] if a `Promise` lists more than
-    /// [`MAX_PERMITS`] holders, or a `Propose` has a zero ttl or a token
-    /// above its ballot.
+    /// [`MAX_PERMITS`] holders, a `Propose` has a zero ttl or a token
+    /// above its ballot, or a handoff context exceeds [`MAX_HANDOFF_BYTES`].
     pub fn validate(&self) -> Result<(), LeaseError> {
         match self {
+            Message::Promise {
+                handoff: Some(h), ..
+            } if h.context.len() > MAX_HANDOFF_BYTES => Err(LeaseError::Malformed(
+                "handoff context above MAX_HANDOFF_BYTES",
+            )),
+            Message::Release {
+                handoff: Some(context),
+                ..
+            } if context.len() > MAX_HANDOFF_BYTES => Err(LeaseError::Malformed(
+                "handoff context above MAX_HANDOFF_BYTES",
+            )),
             Message::Promise { holders, .. } if holders.len() > MAX_PERMITS as usize => Err(
                 LeaseError::Malformed("promise lists more than MAX_PERMITS holders"),
             ),
@@ -207,18 +246,35 @@ mod tests {
             },
             token: FencingToken::new(1),
         };
-        let ok = Message::Promise {
+        let promise = |holders, context: usize| Message::Promise {
             resource: res(),
             ballot: Ballot::ZERO,
-            holders: vec![info; MAX_PERMITS as usize],
+            holders,
+            handoff: Some(Handoff {
+                token: FencingToken::new(1),
+                context: vec![7; context],
+            }),
         };
+        let ok = promise(vec![info; MAX_PERMITS as usize], MAX_HANDOFF_BYTES);
         assert_eq!(ok.validate(), Ok(()));
-        let too_many = Message::Promise {
-            resource: res(),
-            ballot: Ballot::ZERO,
-            holders: vec![info; MAX_PERMITS as usize + 1],
-        };
+        let too_many = promise(vec![info; MAX_PERMITS as usize + 1], 0);
         assert!(matches!(too_many.validate(), Err(LeaseError::Malformed(_))));
+        let too_long = promise(Vec::new(), MAX_HANDOFF_BYTES + 1);
+        assert!(matches!(too_long.validate(), Err(LeaseError::Malformed(_))));
+        let release = |context: usize| Message::Release {
+            resource: res(),
+            holder: info.holder,
+            token: info.token,
+            handoff: Some(vec![0; context]),
+        };
+        assert_eq!(release(MAX_HANDOFF_BYTES).validate(), Ok(()));
+        assert!(release(MAX_HANDOFF_BYTES + 1).validate().is_err());
+        // A message from before handoffs existed still decodes.
+        let old = r#"{"Release":{"resource":"r","holder":{"node":1,"lease":1},"token":5}}"#;
+        assert!(matches!(
+            serde_json::from_str::<Message>(old).unwrap(),
+            Message::Release { handoff: None, .. }
+        ));
     }
 
     #[test]

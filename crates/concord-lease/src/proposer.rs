@@ -118,7 +118,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::ballot::{Ballot, FencingToken};
 use crate::error::LeaseError;
 use crate::ids::{Holder, LeaseId, NodeId};
-use crate::messages::{Message, RejectReason, Transmit};
+use crate::messages::{Handoff, Message, RejectReason, Transmit};
 use crate::pace::Pace;
 use crate::quorum::Quorum;
 use crate::resource::Resource;
@@ -234,6 +234,9 @@ pub enum Input {
     Release {
         /// The lease.
         lease: LeaseId,
+        /// Context for the next holder (at most
+        /// [`crate::MAX_HANDOFF_BYTES`]; see [`crate::Handoff`]).
+        handoff: Option<Vec<u8>>,
     },
     /// A message from an acceptor.
     Message {
@@ -272,6 +275,9 @@ pub enum Event {
         token: FencingToken,
         /// End of validity (exclusive) on the local clock.
         valid_until: Millis,
+        /// What the previous holder left on release, the latest among the
+        /// promises of this grant (see [`crate::Handoff`]).
+        handoff: Option<Handoff>,
     },
     /// A renewal succeeded; the lease is now held until `valid_until`.
     Renewed {
@@ -442,7 +448,7 @@ impl Proposer {
                 wait,
             } => self.acquire(now, lease, resource, ttl, permits, wait),
             Input::Renew { lease, ttl } => self.renew(now, lease, ttl),
-            Input::Release { lease } => self.release(now, lease),
+            Input::Release { lease, handoff } => self.release(now, lease, handoff),
             Input::Message { from, message } => self.on_message(now, from, message),
             Input::Timeout => Ok(()),
         }
@@ -546,7 +552,9 @@ impl Proposer {
             return Ok(());
         }
         match message {
-            Message::Promise { holders, .. } => self.on_promise(now, id, from, &holders),
+            Message::Promise {
+                holders, handoff, ..
+            } => self.on_promise(now, id, from, &holders, handoff),
             Message::Accepted { .. } => self.on_accepted(now, id, from),
             Message::Reject {
                 promised, reason, ..
@@ -557,11 +565,18 @@ impl Proposer {
     }
 
     /// Sends `Release` of `token`, held by `lease`, to every acceptor.
-    fn send_release(&mut self, lease: LeaseId, resource: Resource, token: FencingToken) {
+    fn send_release(
+        &mut self,
+        lease: LeaseId,
+        resource: Resource,
+        token: FencingToken,
+        handoff: Option<Vec<u8>>,
+    ) {
         let message = Message::Release {
             resource,
             holder: self.holder(lease),
             token,
+            handoff,
         };
         self.broadcast(&message);
     }

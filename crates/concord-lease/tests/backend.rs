@@ -127,13 +127,17 @@ impl LeaseBackend for Loopback {
             )?;
             match w.next_event(lease) {
                 Event::Acquired {
-                    token, valid_until, ..
+                    token,
+                    valid_until,
+                    handoff,
+                    ..
                 } => Ok(Lease {
                     resource: request.resource,
                     token,
                     expires: valid_until,
                     permits: request.permits,
                     handle: LeaseHandle(lease.0),
+                    handoff: handoff.map(|h| h.context),
                 }),
                 Event::Denied { reason, .. } => Err(deny(reason)),
                 other => Err(BackendError::Other(format!("{other:?}"))),
@@ -163,6 +167,7 @@ impl LeaseBackend for Loopback {
             match w.next_event(id) {
                 Event::Renewed { valid_until, .. } => Ok(Lease {
                     expires: valid_until,
+                    handoff: None,
                     ..lease.clone()
                 }),
                 Event::Lost { .. } => Err(BackendError::Expired),
@@ -172,12 +177,19 @@ impl LeaseBackend for Loopback {
         })
     }
 
-    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), BackendError>> {
+    fn release_with(
+        &self,
+        lease: Lease,
+        handoff: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
             let mut w = self.world.lock().unwrap();
             let now = w.now;
             let id = LeaseId(lease.handle.0);
-            match w.proposer.handle_input(now, Input::Release { lease: id }) {
+            match w
+                .proposer
+                .handle_input(now, Input::Release { lease: id, handoff })
+            {
                 Ok(()) => {
                     w.next_event(id);
                     Ok(())

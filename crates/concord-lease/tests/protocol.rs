@@ -150,7 +150,13 @@ impl Net {
     fn keep_busy(&mut self, p: usize, rounds: usize) {
         for _ in 0..rounds {
             self.acquire(p, 1, "r", 100, 1, 0);
-            self.input(p, Input::Release { lease: LeaseId(1) });
+            self.input(
+                p,
+                Input::Release {
+                    lease: LeaseId(1),
+                    handoff: None,
+                },
+            );
         }
         self.take_events();
     }
@@ -200,7 +206,13 @@ fn a_held_mutex_denies_others_until_released_then_the_token_grows() {
                 ..
             }
         )));
-    net.input(0, Input::Release { lease: LeaseId(1) });
+    net.input(
+        0,
+        Input::Release {
+            lease: LeaseId(1),
+            handoff: None,
+        },
+    );
     net.acquire(1, 2, "r", 10_000, 1, 0);
     let events = net.take_events();
     assert!(events.iter().any(|(p, e)| *p == 0
@@ -213,6 +225,60 @@ fn a_held_mutex_denies_others_until_released_then_the_token_grows() {
             }));
     let (second, _) = acquired(&events, 1).unwrap();
     assert!(second > first);
+}
+
+/// The handoff the grant of `who` carried.
+fn handoff_of(events: &[(usize, Event)], who: usize) -> Option<Handoff> {
+    events.iter().find_map(|(p, e)| match e {
+        Event::Acquired { handoff, .. } if *p == who => Some(handoff.clone()),
+        _ => None,
+    })?
+}
+
+#[test]
+fn the_next_holder_gets_what_the_last_one_left_on_release() {
+    let mut net = Net::new(3, 2);
+    net.acquire(0, 1, "r", 10_000, 1, 0);
+    let (first, _) = acquired(&net.take_events(), 0).unwrap();
+    let release = |handoff: &[u8]| Input::Release {
+        lease: LeaseId(1),
+        handoff: Some(handoff.to_vec()),
+    };
+    // Oversized contexts are refused before anything is sent.
+    assert!(matches!(
+        net.proposers[0].handle_input(net.now, release(&[0; MAX_HANDOFF_BYTES + 1])),
+        Err(LeaseError::Malformed(_))
+    ));
+    // The release reaches two acceptors of three: a majority.
+    net.isolate(0, &[2]);
+    net.input(0, release(b"wrote up to 41"));
+    net.heal();
+    net.advance(5_000);
+    net.acquire(1, 1, "r", 10_000, 1, 0);
+    let events = net.take_events();
+    let (second, _) = acquired(&events, 1).unwrap();
+    assert_eq!(
+        handoff_of(&events, 1),
+        Some(Handoff {
+            token: first,
+            context: b"wrote up to 41".to_vec()
+        })
+    );
+    // A release without a context leaves the last one in place; the
+    // first grant, by a fresh proposer, finds nothing.
+    net.input(
+        1,
+        Input::Release {
+            lease: LeaseId(1),
+            handoff: None,
+        },
+    );
+    net.acquire(0, 2, "r", 10_000, 1, 0);
+    let events = net.take_events();
+    assert!(acquired(&events, 0).unwrap().0 > second);
+    assert_eq!(handoff_of(&events, 0).unwrap().token, first);
+    net.acquire(1, 2, "other", 10_000, 1, 0);
+    assert_eq!(handoff_of(&net.take_events(), 1), None);
 }
 
 #[test]
@@ -275,7 +341,13 @@ fn acceptors_slower_than_the_round_timeout_still_grant() {
     // The next request waits long enough the first time, and so does a
     // release for its confirmations (behind that request's 150 ms writes).
     net.acquire(0, 2, "other", 10_000, 1, 5_000);
-    net.input(0, Input::Release { lease: LeaseId(1) });
+    net.input(
+        0,
+        Input::Release {
+            lease: LeaseId(1),
+            handoff: None,
+        },
+    );
     net.advance(1_000);
     let events = net.take_events();
     assert!(acquired(&events, 0).is_some());
@@ -471,7 +543,13 @@ fn a_semaphore_admits_up_to_its_permits_with_unique_growing_tokens() {
             }
         )));
     // One proposer may hold two permits under two lease ids.
-    net.input(1, Input::Release { lease: LeaseId(1) });
+    net.input(
+        1,
+        Input::Release {
+            lease: LeaseId(1),
+            handoff: None,
+        },
+    );
     net.acquire(0, 2, "api", 10_000, 3, 0);
     assert!(acquired(&net.take_events(), 0).unwrap().0 > tokens[2]);
     // A mutex request on a semaphore resource is refused.
@@ -490,7 +568,13 @@ fn release_while_acquiring_cleans_up() {
     let mut net = Net::new(3, 1);
     net.isolate(0, &[0, 1, 2]);
     net.acquire(0, 1, "r", 1_000, 1, 1_000);
-    net.input(0, Input::Release { lease: LeaseId(1) });
+    net.input(
+        0,
+        Input::Release {
+            lease: LeaseId(1),
+            handoff: None,
+        },
+    );
     let events = net.take_events();
     assert_eq!(
         events,
@@ -506,7 +590,13 @@ fn release_while_acquiring_cleans_up() {
     );
     assert_eq!(net.proposers[0].poll_timeout(), None);
     assert_eq!(
-        net.proposers[0].handle_input(net.now, Input::Release { lease: LeaseId(1) }),
+        net.proposers[0].handle_input(
+            net.now,
+            Input::Release {
+                lease: LeaseId(1),
+                handoff: None
+            }
+        ),
         Err(LeaseError::UnknownLease(LeaseId(1)))
     );
 }
@@ -670,7 +760,13 @@ fn a_release_completes_when_every_acceptor_confirms_it() {
     // Confirmations held up by a slow disk: the release is under way.
     net.fsync = Millis(20);
     net.acquire(0, 2, "other", 10_000, 1, 0);
-    net.input(0, Input::Release { lease: LeaseId(1) });
+    net.input(
+        0,
+        Input::Release {
+            lease: LeaseId(1),
+            handoff: None,
+        },
+    );
     assert!(!net.proposers[0].is_valid(LeaseId(1), net.now));
     assert_eq!(net.proposers[0].held(LeaseId(1)), None);
     let released = |events: &[(usize, Event)]| {
@@ -688,7 +784,13 @@ fn a_release_completes_when_every_acceptor_confirms_it() {
     // Its id stays taken meanwhile; a second release finds nothing.
     let p = &mut net.proposers[0];
     assert_eq!(
-        p.handle_input(net.now, Input::Release { lease: LeaseId(1) }),
+        p.handle_input(
+            net.now,
+            Input::Release {
+                lease: LeaseId(1),
+                handoff: None
+            }
+        ),
         Err(LeaseError::UnknownLease(LeaseId(1)))
     );
     let again = acquire_mutex(1, "r", 1_000, 0);
@@ -722,7 +824,13 @@ fn a_release_completes_at_its_deadline_when_an_acceptor_never_answers() {
     // Acceptor 2 is out of reach; the other two confirm at once.
     net.isolate(0, &[2]);
     let released_at = net.now;
-    net.input(0, Input::Release { lease: LeaseId(1) });
+    net.input(
+        0,
+        Input::Release {
+            lease: LeaseId(1),
+            handoff: None,
+        },
+    );
     assert!(net.take_events().is_empty());
     // The deadline is one round timeout (50 ms: nothing was slow).
     let deadline = released_at.saturating_add(Millis(50));

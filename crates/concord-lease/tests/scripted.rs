@@ -20,6 +20,7 @@ fn late_answers_after_loss_are_ignored() {
             resource: r("r"),
             ballot,
             holders: vec![],
+            handoff: None,
         };
         p.handle_input(
             Millis(1),
@@ -65,6 +66,7 @@ fn duplicate_replies_are_counted_once() {
         resource: r("r"),
         ballot,
         holders: vec![],
+        handoff: None,
     };
     let dup_reject = Message::Reject {
         resource: r("r"),
@@ -136,6 +138,7 @@ fn bad_inputs_are_typed_errors() {
                 };
                 holders
             ],
+            handoff: None,
         },
     };
     assert_eq!(

@@ -53,6 +53,13 @@ async fn etcd_mutex_is_exclusive_renewable_and_releasable() {
     assert!(second.token > first.token);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_hands_off_from_one_holder_to_the_next() {
+    let server = etcd().await;
+    let (a, b) = (backend(&server).await, backend(&server).await);
+    common::hands_off(&a, &b, &resource()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etcd_three_concurrent_acquirers_get_increasing_tokens_and_never_overlap() {
     let server = etcd().await;

@@ -1,6 +1,7 @@
 //! The quorum lease backend over real libp2p connections on loopback: mutual
 //! exclusion with increasing tokens under contention, no progress for a
-//! minority, semaphores, renewals, and tokens that survive restarts.
+//! minority, semaphores, renewals, handoffs from one holder to the next, and
+//! tokens that survive restarts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concord_lease::{BackendError, FencingToken, LeaseBackend, Millis, Permits, Resource};
-use concord_net::lease::{QuorumConfig, QuorumLeaseBackend};
+use concord_net::lease::{QuorumConfig, QuorumLeaseBackend, RemoteLeaseBackend};
 
 fn cluster(n: usize, dir: &std::path::Path) -> Vec<QuorumConfig> {
     QuorumConfig::loopback(n, dir).unwrap()
@@ -36,6 +37,34 @@ async fn three_concurrent_acquirers_get_increasing_tokens_and_never_overlap() {
         .map(|b| b as Arc<dyn LeaseBackend>)
         .collect();
     common::contend(backends, &resource(), 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_holder_leaves_on_release_reaches_the_next_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = start(&cluster(3, dir.path()));
+    common::hands_off(backends[0].as_ref(), backends[2].as_ref(), &resource()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handoffs_reach_clients_of_the_quorum_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = cluster(3, &dir.path().join("quorum"));
+    let peers = start(&configs);
+    let members: Vec<_> = configs[0]
+        .peers
+        .iter()
+        .map(|p| (p.peer_id, vec![p.addr.clone()]))
+        .collect();
+    let client = |name: &str| {
+        let solo = cluster(1, &dir.path().join(name)).remove(0);
+        let local = Arc::new(QuorumLeaseBackend::start(solo).unwrap());
+        RemoteLeaseBackend::new(local, members.clone()).unwrap()
+    };
+    let (a, b) = (client("a"), client("b"));
+    common::hands_off(&a, &b, &resource()).await;
+    // And between a client and a lease peer.
+    common::hands_off(peers[1].as_ref(), &a, &Resource::new("db").unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

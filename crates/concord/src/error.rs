@@ -66,6 +66,23 @@ pub enum Error {
         /// Why, and what to do.
         reason: String,
     },
+    /// A lock was granted, but the writes its previous holder made before
+    /// releasing it did not reach this node in time; the lock was given
+    /// back (acting without them could redo what the previous holder did).
+    #[error(
+        "lock on {resource}: the previous holder's writes (actor {actor} up to seq {seq}) \
+         have not arrived (this node has up to {have}); the lock was given back, try again"
+    )]
+    Handoff {
+        /// The resource.
+        resource: String,
+        /// The previous holder's actor (hex).
+        actor: String,
+        /// Its last write before the release.
+        seq: u64,
+        /// How far this node's replica has that actor's writes.
+        have: u64,
+    },
     /// A resource name the lease service cannot use.
     #[error(transparent)]
     Resource(#[from] concord_lease::LeaseError),

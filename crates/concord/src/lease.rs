@@ -2,8 +2,10 @@
 //! fencing token, and the informational mirror of holders in a space's
 //! [`LOCK_HOLDERS`] channel.
 //!
-//! This module owns taking (waiting while others hold it), renewing and
-//! releasing a lease through any [`LeaseBackend`], and keeping the mirror.
+//! This module owns taking (waiting while others hold it, then until the
+//! previous holder's writes have arrived: see `handoff.rs`), renewing and
+//! releasing a lease through any [`LeaseBackend`] (leaving how far this
+//! holder's writes went for the next one), and keeping the mirror.
 //! It must never let safety depend on the mirror: the mirror is written
 //! after the lease is granted and cleared before it is released, failures
 //! to write it are logged and ignored, and it can lag or lose entries (a
@@ -17,7 +19,7 @@ use concord_lease::{BackendError, FencingToken, Lease, LeaseBackend, Millis, Res
 use serde::{Deserialize, Serialize};
 
 use crate::channels::SetChannel;
-use crate::{Error, Space};
+use crate::{Error, Space, handoff};
 
 /// The `Set` channel mirroring current lock holders, one [`LockHolder`]
 /// per held lease (informational only).
@@ -109,6 +111,7 @@ pub struct LockHolder {
 /// ```
 pub struct HeldLock {
     backend: Arc<dyn LeaseBackend>,
+    space: Space,
     lease: Lease,
     ttl: Millis,
     holders: SetChannel<LockHolder>,
@@ -138,19 +141,24 @@ fn lease_error(resource: &Resource, source: BackendError) -> Error {
 
 impl HeldLock {
     /// Takes `resource` for `ttl` from `backend`, waiting as long as others
-    /// hold it, and mirrors `holder` into `space`'s [`LOCK_HOLDERS`].
+    /// hold it, then until this node has the writes the previous holder
+    /// made in `space` before it released (for up to half the lease's
+    /// validity), and mirrors `holder` into `space`'s [`LOCK_HOLDERS`].
     ///
     /// Dropping the returned future while it waits is allowed; a lease
     /// granted at that very moment is then held by nobody and simply ends
     /// at its ttl.
     ///
     /// # Errors
-    /// An invalid resource name, a ttl above the service's maximum, or a
+    /// An invalid resource name, a ttl above the service's maximum, a
     /// backend failure other than the resource being busy (no quorum
-    /// reachable, a restarted lease peer still in its quiet period).
+    /// reachable, a restarted lease peer still in its quiet period), or
+    /// [`Error::Handoff`] if the previous holder's writes did not arrive in
+    /// time (the lock is given back).
     ///
-    /// [`crate::Node::lock`] is this with the node's own backend and peer
-    /// id; call it directly to use another backend or holder name:
+    /// [`crate::Node::lock`] is this with the space's lease service
+    /// ([`crate::Node::space_lease`]) and the node's peer id; call it
+    /// directly to use another backend or holder name:
     ///
     /// ```
     /// # async fn example() -> anyhow::Result<()> {
@@ -164,7 +172,7 @@ impl HeldLock {
     /// use concord::{HeldLock, LOCK_HOLDERS, LockHolder};
     /// use std::time::Duration;
     ///
-    /// let backend = node.lease_backend();
+    /// let backend = node.space_lease(&space).await?;
     /// let ttl = Duration::from_secs(10);
     /// let lock = HeldLock::acquire(backend, &space, "prod-db", ttl, "migrator").await?;
     /// let holders = space.set::<LockHolder>(LOCK_HOLDERS)?.members().await?;
@@ -191,6 +199,17 @@ impl HeldLock {
                 Err(e) => return Err(lease_error(&resource, e)),
             }
         };
+        if let Some(handoff) = &lease.handoff {
+            let left = lease.expires.saturating_sub(backend.now());
+            let wait = Duration::from_millis(left.0 / 2);
+            if let Err(e) = handoff::catch_up(space, resource.as_str(), handoff, wait).await {
+                // No handoff of ours: the previous holder's stays in place.
+                if let Err(back) = backend.release(lease).await {
+                    tracing::warn!(error = %back, %resource, "could not give back the lock");
+                }
+                return Err(e);
+            }
+        }
         let entry = LockHolder {
             resource: resource.to_string(),
             token: lease.token.get(),
@@ -201,6 +220,7 @@ impl HeldLock {
         }
         Ok(HeldLock {
             backend,
+            space: space.clone(),
             lease,
             ttl,
             holders,
@@ -353,7 +373,9 @@ impl HeldLock {
         Ok(())
     }
 
-    /// Clears the mirror entry, then gives the lease up.
+    /// Clears the mirror entry, then gives the lease up, leaving how far
+    /// this node's writes in the space went for the next holder, who waits
+    /// until it has them.
     ///
     /// # Errors
     /// The lease service did not confirm the release (the lease then ends
@@ -386,8 +408,9 @@ impl HeldLock {
             tracing::warn!(error = %e, resource = %self.entry.resource, "could not clear the lock mirror");
         }
         let resource = self.lease.resource.clone();
+        let handoff = handoff::context(&self.space).await;
         self.backend
-            .release(self.lease)
+            .release_with(self.lease, handoff)
             .await
             .map_err(|e| lease_error(&resource, e))
     }

@@ -43,6 +43,7 @@ mod channels;
 pub mod coordinator;
 mod ephemeral;
 mod error;
+mod handoff;
 mod identity;
 mod lease;
 mod node;

@@ -141,7 +141,11 @@ pub(crate) async fn declare(space: &Space, mine: &[LeasePeer]) -> Result<(), Err
                 space: space.name().to_owned(),
                 reason: format!("declaration not encodable: {e}"),
             })?;
-        space.put(LEASE_QUORUM, value).await?;
+        match space.put(LEASE_QUORUM, value).await {
+            // Another node's declaration arrived meanwhile: it stands.
+            Ok(_) | Err(Error::State(concord_state::StateError::AlreadySet { .. })) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

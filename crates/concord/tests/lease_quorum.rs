@@ -255,3 +255,50 @@ async fn coordinators_on_two_nodes_execute_a_shared_operation_once() {
         Arc::into_inner(node).unwrap().shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_holder_sees_what_the_last_one_wrote_so_no_update_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 3).await;
+    nodes[0].space("ops").await.unwrap();
+    const ROUNDS: u64 = 8;
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        let node = Arc::clone(node);
+        tasks.push(tokio::spawn(async move {
+            let space = node.space("ops").await.unwrap();
+            let done = space.last_value::<u64>("execution/deploys").unwrap();
+            for _ in 0..ROUNDS {
+                // Read, then write the next value, under the lock: a holder
+                // that acted before the last one's write arrived would
+                // write a value already written, and an update would be
+                // lost.
+                let held = node
+                    .lock(&space, "deploy", Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let seen = done.get().await.unwrap().unwrap_or(0);
+                done.set(&(seen + 1)).await.unwrap();
+                held.release().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let space = nodes[0].space("ops").await.unwrap();
+    let done = space.last_value::<u64>("execution/deploys").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.get().await.unwrap() != Some(3 * ROUNDS) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} after {} increments",
+            done.get().await.unwrap(),
+            3 * ROUNDS
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for node in nodes {
+        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
+    }
+}

@@ -151,6 +151,7 @@ impl Sim {
         }
         if restarted && self.leases[id.index()].acceptor.is_some() {
             self.counters.lease.acceptor_restarts += 1;
+            self.handoff_check.acceptor_restarted();
         }
         if self.leases[id.index()].is_proposer() {
             let start = self.lease_plan().map_or(0, |p| p.start_ms);

@@ -74,7 +74,8 @@ fn promise_then_accept_then_report_holder() {
         vec![Message::Promise {
             resource: res("r"),
             ballot: b(1),
-            holders: vec![]
+            holders: vec![],
+            handoff: None,
         }]
     );
     a.handle_input(Millis(1), propose("r", b(1), 7, 100, Permits::MUTEX))
@@ -97,7 +98,8 @@ fn promise_then_accept_then_report_holder() {
         vec![Message::Promise {
             resource: res("r"),
             ballot: b(2),
-            holders: vec![info]
+            holders: vec![info],
+            handoff: None,
         }]
     );
     // Accepted at 1 for 100ms: live until 101 (exclusive).
@@ -231,6 +233,7 @@ fn restart_keeps_promises_and_sits_out_the_quiet_period() {
                 resource: res("r"),
                 holder: holder(1),
                 token: b(3).token(),
+                handoff: None,
             },
         },
     )
@@ -325,6 +328,7 @@ fn semaphore_grants_up_to_its_permits() {
                 resource: res("api"),
                 holder: holder(1),
                 token: b(1).token(),
+                handoff: None,
             },
         },
     )
@@ -490,4 +494,74 @@ fn outbox_bound_drops_replies() {
     }
     assert_eq!(a.stats().dropped_replies, 12);
     assert_eq!(flush(&mut a, Millis(0)).len(), 8);
+}
+
+fn release(r: &str, ballot: Ballot, lease: u64, handoff: &[u8]) -> AcceptorInput {
+    AcceptorInput::Message {
+        from: P,
+        message: Message::Release {
+            resource: res(r),
+            holder: holder(lease),
+            token: ballot.token(),
+            handoff: Some(handoff.to_vec()),
+        },
+    }
+}
+
+/// The handoff listed in the promise for a prepare of `r` at `ballot`.
+fn promised_handoff(a: &mut Acceptor, now: Millis, r: &str, ballot: Ballot) -> Option<Handoff> {
+    a.handle_input(now, prepare(r, ballot, Permits::MUTEX))
+        .unwrap();
+    match flush(a, now).pop() {
+        Some(Message::Promise { handoff, .. }) => handoff,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_release_leaves_its_handoff_for_the_next_promise_the_latest_token_wins() {
+    let mut a = acceptor();
+    a.handle_input(Millis(0), prepare("r", b(1), Permits::MUTEX))
+        .unwrap();
+    a.handle_input(Millis(0), propose("r", b(1), 1, 1_000, Permits::MUTEX))
+        .unwrap();
+    a.handle_input(Millis(1), release("r", b(1), 1, b"one"))
+        .unwrap();
+    flush(&mut a, Millis(1));
+    let kept = promised_handoff(&mut a, Millis(2), "r", b(2)).unwrap();
+    assert_eq!(
+        (kept.token, kept.context.as_slice()),
+        (b(1).token(), &b"one"[..])
+    );
+    // A late release of an older grant does not replace it; a newer does.
+    a.handle_input(Millis(3), release("r", b(0), 9, b"stale"))
+        .unwrap();
+    a.handle_input(Millis(3), release("r", b(2), 2, b"two"))
+        .unwrap();
+    flush(&mut a, Millis(3));
+    let kept = promised_handoff(&mut a, Millis(4), "r", b(3)).unwrap();
+    assert_eq!(kept.context, b"two");
+}
+
+#[test]
+fn handoffs_are_kept_only_for_resources_with_a_promise() {
+    let mut config = AcceptorConfig::new(NodeId(1));
+    config.max_resources = 2;
+    let mut a = Acceptor::new(config).unwrap();
+    // Releases naming resources never promised keep nothing, however many.
+    for i in 0..100 {
+        a.handle_input(Millis(0), release(&format!("x{i}"), b(1), 1, b"junk"))
+            .unwrap();
+    }
+    flush(&mut a, Millis(0));
+    assert_eq!(promised_handoff(&mut a, Millis(1), "x0", b(2)), None);
+    // A resource forgotten to make room forgets its handoff too.
+    a.handle_input(Millis(1), release("x0", b(1), 1, b"kept"))
+        .unwrap();
+    flush(&mut a, Millis(1));
+    for r in ["y", "z"] {
+        promised_handoff(&mut a, Millis(2), r, b(5));
+    }
+    assert_eq!(a.stats().evicted_resources, 1);
+    assert_eq!(promised_handoff(&mut a, Millis(3), "x0", b(9)), None);
 }

@@ -14,7 +14,7 @@ use super::{DenyReason, Event, Proposer};
 use crate::ballot::{Ballot, FencingToken};
 use crate::error::LeaseError;
 use crate::ids::{LeaseId, NodeId};
-use crate::messages::{HolderInfo, Message, RejectReason};
+use crate::messages::{Handoff, HolderInfo, Message, RejectReason};
 use crate::quorum::Tally;
 use crate::resource::Resource;
 use crate::semaphore::{Census, Permits};
@@ -61,6 +61,8 @@ pub(super) struct Attempt {
     pub(super) deadline: Millis,
     phase: Phase,
     last_reject: Option<RejectReason>,
+    /// The handoff with the highest token among the promises so far.
+    handoff: Option<Handoff>,
 }
 
 impl Attempt {
@@ -190,6 +192,7 @@ impl Proposer {
                 census: Census::default(),
             },
             last_reject: None,
+            handoff: None,
         });
         let message = Message::Prepare {
             resource: slot.resource.clone(),
@@ -231,7 +234,7 @@ impl Proposer {
             (reason, _) => reason,
         };
         if let Some(token) = cleanup {
-            self.send_release(id, resource, token);
+            self.send_release(id, resource, token, None);
         }
         self.retry_or_give_up(now, id, reason);
     }
@@ -303,6 +306,7 @@ impl Proposer {
         id: LeaseId,
         from: NodeId,
         holders: &[HolderInfo],
+        handoff: Option<Handoff>,
     ) {
         let me = self.holder(id);
         let quorum = &self.config.acceptors;
@@ -319,6 +323,14 @@ impl Proposer {
         };
         if tally.yes(from) {
             census.add(holders, me);
+            if let Some(h) = handoff
+                && attempt
+                    .handoff
+                    .as_ref()
+                    .is_none_or(|kept| kept.token < h.token)
+            {
+                attempt.handoff = Some(h);
+            }
         }
         if !tally.has_majority(quorum) {
             return;
@@ -367,6 +379,7 @@ impl Proposer {
         let valid_until = sent.saturating_add(drift.local_validity(slot.ttl));
         let token = *token;
         let ballot = attempt.ballot;
+        let handoff = attempt.handoff.take();
         slot.attempt = None;
         let renewal = slot.held.is_some();
         let resource = slot.resource.clone();
@@ -385,10 +398,12 @@ impl Proposer {
                 resource,
                 token,
                 valid_until,
+                handoff,
             });
         } else {
-            // Granted, but the answers took longer than the validity.
-            self.send_release(id, resource, token);
+            // Granted, but the answers took longer than the validity: give
+            // it up (with no handoff: the previous holder's stays in place).
+            self.send_release(id, resource, token, None);
             self.retry_or_give_up(now, id, DenyReason::NoQuorum);
         }
     }

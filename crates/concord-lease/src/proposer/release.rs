@@ -42,7 +42,20 @@ impl Releasing {
 impl Proposer {
     /// Gives up `lease`: its validity ends now; the acceptors are told if a
     /// grant may exist (held, or proposed by the attempt under way).
-    pub(super) fn release(&mut self, now: Millis, lease: LeaseId) -> Result<(), LeaseError> {
+    pub(super) fn release(
+        &mut self,
+        now: Millis,
+        lease: LeaseId,
+        handoff: Option<Vec<u8>>,
+    ) -> Result<(), LeaseError> {
+        if handoff
+            .as_ref()
+            .is_some_and(|h| h.len() > crate::MAX_HANDOFF_BYTES)
+        {
+            return Err(LeaseError::Malformed(
+                "handoff context above MAX_HANDOFF_BYTES",
+            ));
+        }
         let slot = self
             .leases
             .remove(&lease)
@@ -63,7 +76,7 @@ impl Proposer {
             });
             return Ok(());
         };
-        self.send_release(lease, slot.resource.clone(), token);
+        self.send_release(lease, slot.resource.clone(), token, handoff);
         let releasing = Releasing {
             resource: slot.resource,
             held,

@@ -66,7 +66,7 @@ impl Proposer {
         if let Some(attempt) = &slot.attempt {
             self.by_ballot.remove(&attempt.ballot);
         }
-        self.send_release(id, slot.resource.clone(), token);
+        self.send_release(id, slot.resource.clone(), token, None);
         self.events.push_back(Event::Lost {
             lease: id,
             resource: slot.resource,

@@ -126,7 +126,15 @@ impl LeaseBackend for QuorumLeaseBackend {
         }))
     }
 
-    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), BackendError>> {
-        Box::pin(self.call(|reply| Command::Release { lease, reply }))
+    fn release_with(
+        &self,
+        lease: Lease,
+        handoff: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(self.call(|reply| Command::Release {
+            lease,
+            handoff,
+            reply,
+        }))
     }
 }

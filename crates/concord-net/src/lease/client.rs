@@ -49,18 +49,24 @@ pub(crate) enum ClientCall {
     },
     /// Renew the grant the lease peer named `handle`.
     Renew { handle: u64, ttl: Millis },
-    /// Release the grant the lease peer named `handle`.
-    Release { handle: u64 },
+    /// Release the grant the lease peer named `handle`, leaving `handoff`
+    /// for the next holder.
+    Release {
+        handle: u64,
+        handoff: Option<Vec<u8>>,
+    },
 }
 
 /// The lease peer's answer to one [`ClientCall`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ClientAnswer {
-    /// Acquired or renewed: valid for `remaining` from when it was sent.
+    /// Acquired or renewed: valid for `remaining` from when it was sent;
+    /// a fresh grant carries what the previous holder left.
     Granted {
         token: FencingToken,
         remaining: Millis,
         handle: u64,
+        handoff: Option<Vec<u8>>,
     },
     /// Released.
     Released,
@@ -128,6 +134,7 @@ mod tests {
             token: FencingToken::new(7),
             remaining: Millis(4_990),
             handle: 3,
+            handoff: Some(b"clock".to_vec()),
         };
         assert_eq!(
             decode::<ClientAnswer>(&encode(&answer).unwrap()).unwrap(),

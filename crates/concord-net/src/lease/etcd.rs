@@ -11,7 +11,9 @@
 //! Renewal is a keep-alive (etcd resets the lease to its *granted* ttl; the
 //! ttl passed to `renew` is not used), release revokes the lease, which
 //! deletes the key. While every slot is taken, an acquisition watches the
-//! resource's keys for a deletion until its `wait` is spent.
+//! resource's keys for a deletion until its `wait` is spent. A release with
+//! a handoff first puts it, with no lease, under `<prefix><resource>/handoff`
+//! (never a slot's name), where the next holder reads it.
 //!
 //! Timing follows the same argument as the quorum backend (see
 //! [`concord_lease::time`]): the holder's validity starts before it asked
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use concord_lease::{
     AcquireRequest, BackendError, BoxFuture, DriftBound, FencingToken, Lease, LeaseBackend,
-    LeaseHandle, Millis,
+    LeaseHandle, Millis, Resource,
 };
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, WatchFilterType,
@@ -64,8 +66,9 @@ impl std::fmt::Debug for EtcdLeaseBackend {
 
 /// How a claim on a resource's slots ended.
 enum Claim {
-    /// The key was created at this revision.
-    Won(i64),
+    /// The key was created at this revision (and, once read, the handoff
+    /// the last holder left).
+    Won(i64, Option<Vec<u8>>),
     /// Every slot is taken, as of this revision.
     Full(i64),
 }
@@ -113,8 +116,13 @@ impl EtcdLeaseBackend {
     }
 
     /// The prefix of every key of `resource`.
-    fn resource_prefix(&self, request: &AcquireRequest) -> String {
-        format!("{}{}/", self.prefix, request.resource)
+    fn resource_prefix(&self, resource: &Resource) -> String {
+        format!("{}{resource}/", self.prefix)
+    }
+
+    /// The key of the handoff the last holder of `resource` left.
+    fn handoff_key(&self, resource: &Resource) -> String {
+        format!("{}handoff", self.resource_prefix(resource))
     }
 
     /// Tries to create one of the resource's slot keys with `lease`.
@@ -124,7 +132,7 @@ impl EtcdLeaseBackend {
         request: &AcquireRequest,
         lease: i64,
     ) -> Result<Claim, BackendError> {
-        let prefix = self.resource_prefix(request);
+        let prefix = self.resource_prefix(&request.resource);
         let mut seen = 0;
         for slot in 0..request.permits.get() {
             let key = format!("{prefix}{slot}");
@@ -138,7 +146,7 @@ impl EtcdLeaseBackend {
             let response = client.txn(txn).await.map_err(unavailable)?;
             let at = revision(response.header())?;
             if response.succeeded() {
-                return Ok(Claim::Won(at));
+                return Ok(Claim::Won(at, None));
             }
             seen = at;
         }
@@ -160,7 +168,7 @@ impl EtcdLeaseBackend {
             .with_filters([WatchFilterType::NoPut]);
         let deleted = async {
             let mut stream = client
-                .watch(self.resource_prefix(request), Some(options))
+                .watch(self.resource_prefix(&request.resource), Some(options))
                 .await
                 .map_err(unavailable)?;
             loop {
@@ -193,9 +201,21 @@ impl EtcdLeaseBackend {
                 .lease_grant(ttl_secs, None)
                 .await
                 .map_err(unavailable)?;
-            let claim = self.claim(&mut client, &request, grant.id()).await;
+            let claim = match self.claim(&mut client, &request, grant.id()).await {
+                Ok(Claim::Won(created, _)) => {
+                    let key = self.handoff_key(&request.resource);
+                    match client.get(key, None).await {
+                        Ok(found) => {
+                            Ok((created, found.kvs().first().map(|kv| kv.value().to_vec())))
+                        }
+                        Err(e) => Err(unavailable(e)),
+                    }
+                    .map(|(created, handoff)| Claim::Won(created, handoff))
+                }
+                other => other,
+            };
             match claim {
-                Ok(Claim::Won(created)) => {
+                Ok(Claim::Won(created, handoff)) => {
                     let granted =
                         Millis(u64::try_from(grant.ttl()).unwrap_or(0).saturating_mul(1000));
                     return Ok(Lease {
@@ -204,6 +224,7 @@ impl EtcdLeaseBackend {
                         expires: sent.saturating_add(self.drift.local_validity(granted)),
                         permits: request.permits,
                         handle: LeaseHandle(u64::try_from(grant.id()).unwrap_or(0)),
+                        handoff,
                     });
                 }
                 Ok(Claim::Full(seen)) => {
@@ -255,6 +276,7 @@ impl EtcdLeaseBackend {
             sent.saturating_add(self.drift.local_validity(Millis(ttl.saturating_mul(1000))));
         Ok(Lease {
             expires: lease.expires.max(renewed),
+            handoff: None,
             ..lease.clone()
         })
     }
@@ -277,10 +299,27 @@ impl LeaseBackend for EtcdLeaseBackend {
         Box::pin(self.keep_alive(lease))
     }
 
-    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), BackendError>> {
+    fn release_with(
+        &self,
+        lease: Lease,
+        handoff: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async move {
             let id = i64::try_from(lease.handle.0).map_err(|_| BackendError::Expired)?;
-            self.revoke(&mut self.client.clone(), id).await
+            let mut client = self.client.clone();
+            if let Some(context) = handoff {
+                if context.len() > concord_lease::MAX_HANDOFF_BYTES {
+                    return Err(concord_lease::LeaseError::Malformed(
+                        "handoff context above MAX_HANDOFF_BYTES",
+                    )
+                    .into());
+                }
+                client
+                    .put(self.handoff_key(&lease.resource), context, None)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            self.revoke(&mut client, id).await
         })
     }
 }

@@ -81,6 +81,7 @@ pub(super) enum Command {
     },
     Release {
         lease: Lease,
+        handoff: Option<Vec<u8>>,
         reply: Reply<()>,
     },
 }
@@ -109,6 +110,9 @@ struct PersistDone {
     version: u64,
     result: std::io::Result<()>,
 }
+
+/// A fresh grant (not a renewal), with the previous holder's handoff.
+struct Fresh(Option<Vec<u8>>);
 
 /// An acquisition or renewal waiting for its outcome.
 struct Waiter {
@@ -381,9 +385,13 @@ impl Node {
                 let id = LeaseId(lease.handle.0);
                 self.await_grant(id, Input::Renew { lease: id, ttl }, lease.permits, reply);
             }
-            Command::Release { lease, reply } => {
+            Command::Release {
+                lease,
+                handoff,
+                reply,
+            } => {
                 let id = LeaseId(lease.handle.0);
-                match self.propose(Input::Release { lease: id }) {
+                match self.propose(Input::Release { lease: id, handoff }) {
                     Ok(()) => {
                         // A renewal under way was given up with the lease.
                         if let Some(waiter) = self.waiters.remove(&id) {
@@ -573,13 +581,17 @@ impl Node {
                 resource,
                 token,
                 valid_until,
-            } => self.granted(lease, resource, token, valid_until, true),
+                handoff,
+            } => {
+                let fresh = Fresh(handoff.map(|h| h.context));
+                self.granted(lease, resource, token, valid_until, Some(fresh));
+            }
             Event::Renewed {
                 lease,
                 resource,
                 token,
                 valid_until,
-            } => self.granted(lease, resource, token, valid_until, false),
+            } => self.granted(lease, resource, token, valid_until, None),
             Event::Denied { lease, reason, .. } | Event::RenewFailed { lease, reason, .. } => {
                 if let Some(waiter) = self.waiters.remove(&lease) {
                     let _ = waiter.reply.send(Err(deny_error(reason)));
@@ -607,14 +619,15 @@ impl Node {
         }
     }
 
-    /// Answers the acquisition (`fresh`) or renewal of `lease`.
+    /// Answers the acquisition (`fresh`, with the handoff it found) or
+    /// renewal of `lease`.
     fn granted(
         &mut self,
         lease: LeaseId,
         resource: Resource,
         token: FencingToken,
         valid_until: Millis,
-        fresh: bool,
+        fresh: Option<Fresh>,
     ) {
         let Some(waiter) = self.waiters.remove(&lease) else {
             return;
@@ -625,12 +638,16 @@ impl Node {
             expires: valid_until,
             permits: waiter.permits,
             handle: LeaseHandle(lease.0),
+            handoff: fresh.as_ref().and_then(|f| f.0.clone()),
         };
         // A caller that stopped waiting for a fresh grant never learns of
         // it, so give it back. (A renewal's caller still holds its lease.)
         if waiter.reply.send(Ok(granted)).is_err()
-            && fresh
-            && let Err(e) = self.propose(Input::Release { lease })
+            && fresh.is_some()
+            && let Err(e) = self.propose(Input::Release {
+                lease,
+                handoff: None,
+            })
         {
             debug!(error = %e, "abandoned lease already gone");
         }

@@ -87,6 +87,7 @@ impl RemoteLeaseBackend {
                 token,
                 remaining,
                 handle,
+                handoff,
             } => {
                 let expires = sent.saturating_add(remaining);
                 let mut grants = self.grants();
@@ -103,6 +104,7 @@ impl RemoteLeaseBackend {
                     expires,
                     permits: template.1,
                     handle: LeaseHandle(ours),
+                    handoff,
                 })
             }
             ClientAnswer::Failed(f) => Err(f.into()),
@@ -166,11 +168,28 @@ impl RemoteLeaseBackend {
         renewed
     }
 
-    async fn release_lease(&self, lease: Lease) -> Result<(), BackendError> {
+    async fn release_lease(
+        &self,
+        lease: Lease,
+        handoff: Option<Vec<u8>>,
+    ) -> Result<(), BackendError> {
+        if handoff
+            .as_ref()
+            .is_some_and(|h| h.len() > concord_lease::MAX_HANDOFF_BYTES)
+        {
+            // Refused before the grant is forgotten: the lease stays held.
+            return Err(concord_lease::LeaseError::Malformed(
+                "handoff context above MAX_HANDOFF_BYTES",
+            )
+            .into());
+        }
         let Some((member, handle, _)) = self.grants().held.remove(&lease.handle.0) else {
             return Err(BackendError::Expired);
         };
-        match self.call(member, ClientCall::Release { handle }).await? {
+        match self
+            .call(member, ClientCall::Release { handle, handoff })
+            .await?
+        {
             ClientAnswer::Released => Ok(()),
             ClientAnswer::Failed(f) => Err(f.into()),
             ClientAnswer::Granted { .. } => Err(BackendError::Other(
@@ -197,8 +216,12 @@ impl LeaseBackend for RemoteLeaseBackend {
         Box::pin(self.renew_lease(lease, ttl))
     }
 
-    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), BackendError>> {
-        Box::pin(self.release_lease(lease))
+    fn release_with(
+        &self,
+        lease: Lease,
+        handoff: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(self.release_lease(lease, handoff))
     }
 }
 

@@ -27,7 +27,8 @@ pub(crate) const LEASE_PROTOCOL: StreamProtocol = StreamProtocol::new("/concord/
 /// Largest encoded lease message, request or response, in bytes. The
 /// largest valid message (a promise listing [`concord_lease::MAX_PERMITS`]
 /// holders of a resource with a name of [`concord_lease::MAX_RESOURCE_LEN`]
-/// bytes) takes under 6 KiB.
+/// bytes and a handoff of [`concord_lease::MAX_HANDOFF_BYTES`]) takes under
+/// 8 KiB.
 pub const MAX_LEASE_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// Why bytes from a peer are not a lease message.
@@ -159,6 +160,10 @@ mod tests {
             resource: Resource::new("x".repeat(MAX_RESOURCE_LEN)).unwrap(),
             ballot: Ballot::from_raw(u64::MAX),
             holders: vec![info; MAX_PERMITS as usize],
+            handoff: Some(concord_lease::Handoff {
+                token: Ballot::from_raw(u64::MAX).token(),
+                context: vec![u8::MAX; concord_lease::MAX_HANDOFF_BYTES],
+            }),
         }
     }
 
@@ -166,7 +171,7 @@ mod tests {
     fn messages_round_trip_and_the_largest_fits() {
         let m = largest_promise();
         let bytes = encode(&m).unwrap();
-        assert!(bytes.len() < 6 * 1024, "{} bytes", bytes.len());
+        assert!(bytes.len() < 8 * 1024, "{} bytes", bytes.len());
         assert_eq!(decode_request(&bytes).unwrap(), m);
         assert_eq!(decode_response(&bytes).unwrap(), Some(m));
         assert_eq!(decode_response(NO_REPLY).unwrap(), None);

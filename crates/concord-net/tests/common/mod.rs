@@ -66,3 +66,40 @@ pub async fn contend(backends: Vec<Arc<dyn LeaseBackend>>, resource: &Resource, 
         assert_eq!(count, rounds);
     }
 }
+
+/// Checks handoffs through two backends of one lease service: what the
+/// holder on `first` leaves on release reaches the next holder on
+/// `second`; a renewal carries none; a release without one leaves the
+/// last one in place; an oversized one is refused.
+pub async fn hands_off(first: &dyn LeaseBackend, second: &dyn LeaseBackend, resource: &Resource) {
+    let ttl = Millis(10_000);
+    let held = first
+        .acquire(resource.clone(), ttl, Millis(5_000))
+        .await
+        .unwrap();
+    assert_eq!(held.handoff, None, "nothing left yet");
+    assert_eq!(first.renew(&held, ttl).await.unwrap().handoff, None);
+    let oversized = vec![0; concord_lease::MAX_HANDOFF_BYTES + 1];
+    assert!(
+        first
+            .release_with(held.clone(), Some(oversized))
+            .await
+            .is_err()
+    );
+    first
+        .release_with(held, Some(b"seq 41".to_vec()))
+        .await
+        .unwrap();
+    let next = second
+        .acquire(resource.clone(), ttl, Millis(5_000))
+        .await
+        .unwrap();
+    assert_eq!(next.handoff.as_deref(), Some(&b"seq 41"[..]));
+    second.release(next).await.unwrap();
+    let again = first
+        .acquire(resource.clone(), ttl, Millis(5_000))
+        .await
+        .unwrap();
+    assert_eq!(again.handoff.as_deref(), Some(&b"seq 41"[..]));
+    first.release(again).await.unwrap();
+}

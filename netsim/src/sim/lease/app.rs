@@ -60,6 +60,7 @@ impl Sim {
                     lease,
                     resource,
                     token_floor: self.lease_check.token_floor(resource),
+                    handoff_floor: self.handoff_check.floor(resource),
                 };
                 let input = Input::Acquire {
                     lease,
@@ -92,7 +93,12 @@ impl Sim {
                         resource: h.resource,
                         token: h.token,
                     };
-                    Input::Release { lease: h.lease }
+                    // The handoff is the holder's token: the checker knows
+                    // which release each grant's handoff came from.
+                    Input::Release {
+                        lease: h.lease,
+                        handoff: Some(h.token.get().to_be_bytes().to_vec()),
+                    }
                 } else if h.renews {
                     Input::Renew {
                         lease: h.lease,
@@ -147,13 +153,14 @@ impl Sim {
                 lease,
                 token,
                 valid_until,
+                handoff,
                 ..
             } => {
                 let Agent::Acquiring {
                     lease: expected,
                     resource,
                     token_floor,
-                    ..
+                    handoff_floor,
                 } = agent
                 else {
                     return self.violation(Kind::Errors, id, "acquired while not acquiring".into());
@@ -173,7 +180,15 @@ impl Sim {
                         .max(self.lease_check.holders(resource));
                 }
                 self.trace_lease(id, resource, "acquired", Some(token.get()), Some(end));
-                for v in found {
+                let mutex = self.lease_resources[resource].1 == Permits::MUTEX;
+                let handed = handoff
+                    .as_ref()
+                    .map(|h| (h.token.get(), h.context.as_slice()));
+                let missed = self
+                    .handoff_check
+                    .grant(resource, token.get(), handoff_floor, handed)
+                    .filter(|_| mutex);
+                for v in found.into_iter().chain(missed) {
                     self.violation(Kind::Lease, id, v);
                 }
                 let hold = self.draw(plan.hold_ms);
@@ -238,6 +253,9 @@ impl Sim {
                         ..
                     } => {
                         l.released += 1;
+                        if let Agent::Releasing { resource, token } = agent {
+                            self.handoff_check.confirmed(resource, token.get());
+                        }
                         "release-confirmed"
                     }
                     _ => {

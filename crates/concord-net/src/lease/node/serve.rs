@@ -183,12 +183,16 @@ impl Node {
                 self.on_command(Command::Renew { lease, ttl, reply });
                 future
             }
-            ClientCall::Release { handle } => {
+            ClientCall::Release { handle, handoff } => {
                 let Some(lease) = self.client_lease(peer, handle) else {
                     return self.respond(channel, &ClientAnswer::Failed(ClientFailure::Expired));
                 };
                 let (reply, future) = await_reply(move |r| Outcome::Released(handle, r));
-                self.on_command(Command::Release { lease, reply });
+                self.on_command(Command::Release {
+                    lease,
+                    handoff,
+                    reply,
+                });
                 future
             }
         };
@@ -229,6 +233,7 @@ impl Node {
                     token: lease.token,
                     remaining,
                     handle,
+                    handoff: lease.handoff.clone(),
                 };
                 self.client_leases.insert(handle, (served.peer, lease));
                 answer

@@ -105,7 +105,14 @@ async fn a_client_can_touch_only_its_own_leases() {
     let target = (peer.peer_id(), c.members[0].1.clone());
     let answer = c
         .local
-        .call_lease_peer(target.0, target.1.clone(), ClientCall::Release { handle })
+        .call_lease_peer(
+            target.0,
+            target.1.clone(),
+            ClientCall::Release {
+                handle,
+                handoff: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
