@@ -30,7 +30,9 @@
 //!
 //! Every node also runs a lease service ([`NodeBuilder::lease_peers`]):
 //! [`Node::lock`] takes a lease with a [`FencingToken`] on a named
-//! resource.
+//! resource from the space's lease quorum, declared in the space
+//! ([`LEASE_QUORUM`]), so that it excludes holders on every node of the
+//! space; the next holder waits until it has what the last one wrote.
 //!
 //! A [`coordinator::Coordinator`] executes operations posted to a space
 //! under those leases, at most once per operation id.
