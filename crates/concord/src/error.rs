@@ -83,6 +83,10 @@ pub enum Error {
         /// How far this node's replica has that actor's writes.
         have: u64,
     },
+    /// An event or handler name that cannot be used (1 to 64 ASCII
+    /// letters, digits, `_`, `-`, `.`).
+    #[error("invalid event name {0:?}")]
+    EventName(String),
     /// A resource name the lease service cannot use.
     #[error(transparent)]
     Resource(#[from] concord_lease::LeaseError),

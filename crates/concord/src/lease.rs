@@ -190,7 +190,6 @@ impl HeldLock {
         holder: &str,
     ) -> Result<HeldLock, Error> {
         let resource = Resource::new(resource)?;
-        let holders = space.set::<LockHolder>(LOCK_HOLDERS)?;
         let ttl = millis(ttl);
         let lease = loop {
             match backend.acquire(resource.clone(), ttl, BUSY_WAIT).await {
@@ -199,6 +198,65 @@ impl HeldLock {
                 Err(e) => return Err(lease_error(&resource, e)),
             }
         };
+        HeldLock::taken(backend, space, lease, ttl, holder).await
+    }
+
+    /// Like [`HeldLock::acquire`], but one attempt that does not wait:
+    /// `None` if others hold the resource.
+    ///
+    /// # Errors
+    /// As [`HeldLock::acquire`].
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use concord::HeldLock;
+    /// use std::time::Duration;
+    ///
+    /// let leases = node.space_lease(&space).await?;
+    /// let ttl = Duration::from_secs(10);
+    /// let first = HeldLock::try_acquire(leases.clone(), &space, "db", ttl, "a").await?;
+    /// let second = HeldLock::try_acquire(leases, &space, "db", ttl, "b").await?;
+    /// assert!(first.is_some() && second.is_none());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub async fn try_acquire(
+        backend: Arc<dyn LeaseBackend>,
+        space: &Space,
+        resource: &str,
+        ttl: Duration,
+        holder: &str,
+    ) -> Result<Option<HeldLock>, Error> {
+        let resource = Resource::new(resource)?;
+        let ttl = millis(ttl);
+        match backend.acquire(resource.clone(), ttl, Millis(0)).await {
+            Ok(lease) => Ok(Some(
+                HeldLock::taken(backend, space, lease, ttl, holder).await?,
+            )),
+            Err(BackendError::Busy) => Ok(None),
+            Err(e) => Err(lease_error(&resource, e)),
+        }
+    }
+
+    /// A granted lease becomes a held lock: wait for the previous holder's
+    /// writes, then mirror the holder.
+    async fn taken(
+        backend: Arc<dyn LeaseBackend>,
+        space: &Space,
+        lease: Lease,
+        ttl: Millis,
+        holder: &str,
+    ) -> Result<HeldLock, Error> {
+        let resource = lease.resource.clone();
+        let holders = space.set::<LockHolder>(LOCK_HOLDERS)?;
         if let Some(handoff) = &lease.handoff {
             let left = lease.expires.saturating_sub(backend.now());
             let wait = Duration::from_millis(left.0 / 2);
@@ -371,6 +429,49 @@ impl HeldLock {
             .await
             .map_err(|e| lease_error(&self.lease.resource, e))?;
         Ok(())
+    }
+
+    /// Runs `work` while keeping the lease renewed (each time half of its
+    /// validity is left); returns its output. If a renewal fails, `work`
+    /// is dropped at once (it must not go on believing it holds the lock)
+    /// and the error is returned.
+    ///
+    /// # Errors
+    /// A renewal failed: the lock must be considered lost.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let mut lock = node.lock(&space, "db", Duration::from_secs(1)).await?;
+    /// let token = lock.token();
+    /// // Longer than the ttl: renewed meanwhile.
+    /// let out = lock.hold_while(async { tokio::time::sleep(Duration::from_millis(1_500)).await; 7 }).await?;
+    /// assert_eq!((out, lock.token()), (7, token));
+    /// lock.release().await?;
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub async fn hold_while<F: std::future::Future>(
+        &mut self,
+        work: F,
+    ) -> Result<F::Output, Error> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let renew_in = self.valid_for() / 2;
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                () = tokio::time::sleep(renew_in) => self.renew().await?,
+            }
+        }
     }
 
     /// Clears the mirror entry, then gives the lease up, leaving how far

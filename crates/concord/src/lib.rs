@@ -51,6 +51,7 @@ mod lease;
 mod node;
 mod quorum;
 mod space;
+pub mod toolkit;
 
 pub use channels::{Counter, LastValue, SetChannel, Topic};
 pub use concord_lease::{
@@ -68,3 +69,4 @@ pub use lease::{HeldLock, LOCK_HOLDERS, LockHolder};
 pub use node::{Node, NodeBuilder};
 pub use quorum::{Declaration, DeclaredPeer, LEASE_QUORUM, MAX_QUORUM_MEMBERS, QUORUM_WAIT};
 pub use space::Space;
+pub use toolkit::{AgentEvent, HandlerContext, RetryPolicy, StepContext, StepError};

@@ -15,7 +15,7 @@ use concord_sync::SyncConfig;
 
 use crate::identity::NodeIdentity;
 use crate::lease::HeldLock;
-use crate::quorum;
+use crate::quorum::{self, NodeLeases};
 use crate::{Error, Space};
 
 /// Where a node's own single-member lease quorum listens, kept across
@@ -323,8 +323,10 @@ impl NodeBuilder {
             identity,
             allowlists: self.allowlists,
             open: tokio::sync::Mutex::new(BTreeSet::new()),
-            lease,
-            lease_quorum: peers,
+            leases: Arc::new(NodeLeases {
+                own: lease,
+                quorum: peers,
+            }),
             seed,
             replica: ReplicaConfig {
                 epochs: self.epochs.unwrap_or_default(),
@@ -432,10 +434,8 @@ pub struct Node {
     allowlists: BTreeMap<String, BTreeSet<PeerId>>,
     /// Spaces already open; held across the opening so two callers never race.
     open: tokio::sync::Mutex<BTreeSet<String>>,
-    lease: Arc<QuorumLeaseBackend>,
-    /// The lease peers `lease` belongs to (this node alone by default).
-    lease_quorum: Vec<LeasePeer>,
-    /// Whether this node declares `lease_quorum` in the spaces it opens.
+    leases: Arc<NodeLeases>,
+    /// Whether this node declares its lease quorum in the spaces it opens.
     seed: bool,
     /// Settings of every replica this node opens.
     replica: ReplicaConfig,
@@ -637,10 +637,10 @@ impl Node {
                 .await?;
             open.insert(name.to_owned());
             if self.seed {
-                quorum::declare(&Space::new(self.net.clone(), name), &self.lease_quorum).await?;
+                quorum::declare(&self.handle(name), &self.leases.quorum).await?;
             }
         }
-        Ok(Space::new(self.net.clone(), name))
+        Ok(self.handle(name))
     }
 
     /// Addresses the node listens on (may be empty right after start).
@@ -768,7 +768,7 @@ impl Node {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
     /// ```
     pub fn lease_backend(&self) -> Arc<dyn LeaseBackend> {
-        Arc::clone(&self.lease) as Arc<dyn LeaseBackend>
+        Arc::clone(&self.leases.own) as Arc<dyn LeaseBackend>
     }
 
     /// The lease service that grants `space`'s locks: the lease quorum
@@ -800,7 +800,12 @@ impl Node {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
     /// ```
     pub async fn space_lease(&self, space: &Space) -> Result<Arc<dyn LeaseBackend>, Error> {
-        quorum::backend(space, &self.lease, &self.lease_quorum).await
+        space.lease_backend().await
+    }
+
+    /// A handle on the open space `name`.
+    fn handle(&self, name: &str) -> Space {
+        Space::new(self.net.clone(), name, Arc::clone(&self.leases))
     }
 
     /// Takes the lock on `resource` for `ttl` from `space`'s lease quorum
@@ -867,9 +872,9 @@ impl Node {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
     /// ```
     pub async fn shutdown(self) -> Result<(), Error> {
-        if let Some(lease) = Arc::into_inner(self.lease) {
-            lease.shutdown().await;
-        }
+        // Stopped even while space handles or locks still refer to it: its
+        // data dir must not be written once this returns.
+        self.leases.own.stop().await;
         self.net.shutdown().await?;
         self.identity.mark_clean()
     }

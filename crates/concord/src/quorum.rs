@@ -127,6 +127,16 @@ fn identities(peers: &[LeasePeer]) -> BTreeSet<(u16, String)> {
         .collect()
 }
 
+/// A node's lease service and the lease peers it belongs to, which every
+/// space handle of the node carries.
+#[derive(Debug)]
+pub(crate) struct NodeLeases {
+    /// The node's own lease service.
+    pub(crate) own: Arc<QuorumLeaseBackend>,
+    /// The lease peers `own` belongs to (the node alone by default).
+    pub(crate) quorum: Vec<LeasePeer>,
+}
+
 /// Declares `mine` as `space`'s lease quorum unless it has one.
 pub(crate) async fn declare(space: &Space, mine: &[LeasePeer]) -> Result<(), Error> {
     space

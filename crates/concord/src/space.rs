@@ -8,7 +8,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use concord_lease::LeaseBackend;
+
 use crate::channels::{Counter, LastValue, SetChannel, Topic};
+use crate::quorum::{self, NodeLeases};
 use crate::{Ephemeral, Error};
 
 /// Default number of deliveries buffered in a subscription stream.
@@ -41,14 +46,30 @@ pub const SUBSCRIPTION_CAPACITY: usize = 256;
 pub struct Space {
     net: NetHandle,
     name: String,
+    leases: Arc<NodeLeases>,
 }
 
 impl Space {
-    pub(crate) fn new(net: NetHandle, name: &str) -> Self {
+    pub(crate) fn new(net: NetHandle, name: &str, leases: Arc<NodeLeases>) -> Self {
         Space {
             net,
             name: name.to_owned(),
+            leases,
         }
+    }
+
+    /// The lease service that grants this space's locks (see
+    /// [`crate::Node::space_lease`]).
+    ///
+    /// # Errors
+    /// [`Error::LeaseQuorum`] if the space has no usable lease quorum.
+    pub async fn lease_backend(&self) -> Result<Arc<dyn LeaseBackend>, Error> {
+        quorum::backend(self, &self.leases.own, &self.leases.quorum).await
+    }
+
+    /// The name this node's lock holders go by (its peer id).
+    pub(crate) fn holder_name(&self) -> String {
+        self.net.peer_id().to_string()
     }
 
     /// The space's name.

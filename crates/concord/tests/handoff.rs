@@ -9,6 +9,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::joined;
 use concord::{Error, HeldLock, Lease, LeaseBackend, Millis, Node};
 use concord_lease::{AcquireRequest, BackendError, BoxFuture, FencingToken, LeaseHandle};
 use serde_json::json;
@@ -68,21 +71,11 @@ impl LeaseBackend for Handing {
 
 /// Two nodes of space `ops`, the second joined to the first.
 async fn pair(root: &std::path::Path) -> (Node, Node) {
-    let a = Node::builder()
-        .data_dir(root.join("a"))
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .build()
+    let mut nodes = joined(root, 2)
         .await
-        .unwrap();
-    let addr = a.wait_listening(Duration::from_secs(5)).await.unwrap()[0].clone();
-    let b = Node::builder()
-        .data_dir(root.join("b"))
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .bootstrap(addr)
-        .build()
-        .await
-        .unwrap();
-    (a, b)
+        .into_iter()
+        .map(|n| Arc::into_inner(n).unwrap());
+    (nodes.next().unwrap(), nodes.next().unwrap())
 }
 
 /// The context a holder on `node` leaves after its next `writes` writes.

@@ -28,7 +28,8 @@ pub struct QuorumLeaseBackend {
     clock: Clock,
     node: NodeId,
     peer_id: PeerId,
-    task: JoinHandle<()>,
+    /// `None` once stopped.
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl QuorumLeaseBackend {
@@ -52,7 +53,7 @@ impl QuorumLeaseBackend {
             clock: spawned.clock,
             node: spawned.node,
             peer_id,
-            task: spawned.task,
+            task: std::sync::Mutex::new(Some(spawned.task)),
         })
     }
 
@@ -70,8 +71,23 @@ impl QuorumLeaseBackend {
     /// and its data dir no longer written). Leases it holds are not
     /// released; they expire at the acceptors.
     pub async fn shutdown(self) {
-        let QuorumLeaseBackend { commands, task, .. } = self;
-        drop(commands);
+        self.stop().await;
+    }
+
+    /// Like [`QuorumLeaseBackend::shutdown`], through a shared handle:
+    /// every call after it fails as unavailable.
+    pub async fn stop(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(task) = task else {
+            return;
+        };
+        if self.commands.send(Command::Stop).await.is_err() {
+            tracing::debug!("lease node already gone");
+        }
         if let Err(e) = task.await {
             tracing::error!(error = %e, "lease node task failed");
         }

@@ -63,6 +63,8 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, BackendError>>;
 
 /// A backend call, sent to the node task.
 pub(super) enum Command {
+    /// Stop the node.
+    Stop,
     /// A call to a lease peer, as its client (see [`super::client`]).
     Call {
         to: PeerId,
@@ -340,8 +342,8 @@ impl Node {
             let wake = self.next_wake();
             tokio::select! {
                 command = commands.recv() => match command {
+                    Some(Command::Stop) | None => break,
                     Some(command) => self.on_command(command),
-                    None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(served) = self.serving.next() => self.answer_client(served),
@@ -363,6 +365,7 @@ impl Node {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::Stop => {}
             Command::Call {
                 to,
                 addrs,

@@ -1,0 +1,196 @@
+//! `space.coordinate(agent)`: one step of an agent, optionally under a
+//! lock that spans the space, announced to the space as events.
+//!
+//! ```text
+//! <agent>_started   {}
+//! <agent>_complete  {"result": <the step's output>, "duration_ms": n, "token": t}
+//! <agent>_failed    {"error": "<its error>", "duration_ms": n, "token": t}
+//! ```
+//!
+//! This module owns the order "lock, started, run (lock kept renewed),
+//! complete or failed, release". It must never run the step without the
+//! lock it was asked to take, never let it go on once a renewal failed
+//! (the step's future is dropped), and never report a step as complete
+//! before its outcome event is written.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use concord_lease::FencingToken;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use super::events::check_name;
+use crate::{Error, HeldLock, Space};
+
+/// Default lock ttl of a coordinated step; the lock is renewed while the
+/// step runs, so this bounds only how long a crashed holder blocks others.
+pub const DEFAULT_STEP_TTL: Duration = Duration::from_secs(10);
+
+/// A coordinated step of `agent`, built by [`Space::coordinate`].
+#[derive(Debug, Clone)]
+pub struct Coordinate {
+    space: Space,
+    agent: String,
+    lock: Option<String>,
+    ttl: Duration,
+}
+
+/// What a coordinated step knows while it runs.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    token: Option<FencingToken>,
+    space: Space,
+}
+
+impl StepContext {
+    /// The fencing token of the step's lock (`None` for a step without
+    /// one): pass it to whatever the step changes in the outside world.
+    pub fn token(&self) -> Option<FencingToken> {
+        self.token
+    }
+
+    /// The space the step runs in.
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+}
+
+/// Why a coordinated step did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError<E> {
+    /// The step itself failed (`<agent>_failed` was emitted).
+    #[error("the step failed: {0}")]
+    Failed(E),
+    /// Concord failed around it: taking or keeping the lock, or writing
+    /// the events.
+    #[error(transparent)]
+    Concord(#[from] Error),
+}
+
+impl Space {
+    /// A step of `agent` (letters, digits, `_ - .`; with `_complete`
+    /// appended, at most 64 bytes): see [`Coordinate::run`].
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// let summary = space
+    ///     .coordinate("researcher")
+    ///     .lock("openai_api")
+    ///     .run(|ctx| async move {
+    ///         let token = ctx.token().expect("locked");
+    ///         Ok::<_, std::io::Error>(format!("3 papers (token {token})"))
+    ///     })
+    ///     .await?;
+    /// assert!(summary.starts_with("3 papers"));
+    /// let done = space.events("researcher_complete").await?;
+    /// assert_eq!(done[0].1.payload["result"], summary.as_str());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub fn coordinate(&self, agent: &str) -> Coordinate {
+        Coordinate {
+            space: self.clone(),
+            agent: agent.to_owned(),
+            lock: None,
+            ttl: DEFAULT_STEP_TTL,
+        }
+    }
+}
+
+impl Coordinate {
+    /// Runs the step under the lock on `resource`, which excludes holders
+    /// on every node of the space.
+    pub fn lock(mut self, resource: &str) -> Coordinate {
+        self.lock = Some(resource.to_owned());
+        self
+    }
+
+    /// The lock's ttl (default [`DEFAULT_STEP_TTL`]).
+    pub fn ttl(mut self, ttl: Duration) -> Coordinate {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Takes the lock (waiting while others hold it, then until this node
+    /// has what the last holder wrote), emits `<agent>_started`, runs
+    /// `step` with the lock kept renewed, emits `<agent>_complete` with its
+    /// output or `<agent>_failed` with its error, and releases the lock.
+    ///
+    /// # Errors
+    /// [`StepError::Failed`] with the step's error, or
+    /// [`StepError::Concord`] if the lock could not be taken or kept (the
+    /// step is then stopped), the agent name is invalid, or an event could
+    /// not be written.
+    pub async fn run<T, E, F, Fut>(self, step: F) -> Result<T, StepError<E>>
+    where
+        T: Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(StepContext) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        // The longest event name it emits must be valid.
+        check_name(&format!("{}_complete", self.agent))?;
+        let span = tracing::info_span!("coordinate", agent = %self.agent, lock = ?self.lock);
+        self.run_step(step).instrument(span).await
+    }
+
+    async fn run_step<T, E, F, Fut>(self, step: F) -> Result<T, StepError<E>>
+    where
+        T: Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(StepContext) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let space = &self.space;
+        let mut lock = match &self.lock {
+            Some(resource) => {
+                let backend = space.lease_backend().await?;
+                let holder = space.holder_name();
+                Some(HeldLock::acquire(backend, space, resource, self.ttl, &holder).await?)
+            }
+            None => None,
+        };
+        let token = lock.as_ref().map(HeldLock::token);
+        let name = |what: &str| format!("{}_{what}", self.agent);
+        space.emit(&name("started"), json!({})).await?;
+        let started = Instant::now();
+        let context = StepContext {
+            token,
+            space: space.clone(),
+        };
+        let outcome = match lock.as_mut() {
+            Some(lock) => lock.hold_while(step(context)).await?,
+            None => step(context).await,
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let token = token.map(FencingToken::get);
+        let result = match outcome {
+            Ok(value) => {
+                let result = serde_json::to_value(&value).unwrap_or(Value::Null);
+                let event = json!({"result": result, "duration_ms": duration_ms, "token": token});
+                space.emit(&name("complete"), event).await?;
+                Ok(value)
+            }
+            Err(e) => {
+                let event =
+                    json!({"error": e.to_string(), "duration_ms": duration_ms, "token": token});
+                space.emit(&name("failed"), event).await?;
+                Err(StepError::Failed(e))
+            }
+        };
+        if let Some(lock) = lock {
+            lock.release().await?;
+        }
+        result
+    }
+}

@@ -1,0 +1,296 @@
+//! The agent toolkit on several in-process nodes of one space: `when` runs
+//! a handler once per event across three nodes; a handler whose node dies
+//! mid-run is taken over by another node and runs to completion once; a
+//! failing handler emits `<handler>_failed` and is retried up to its
+//! policy; broadcast handlers run on every node; `coordinate` steps on
+//! three nodes run one after another under their lock and announce
+//! themselves as events.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{joined, quorum};
+use concord::{Error, Node, RetryPolicy, StepError};
+use serde_json::json;
+
+/// Polls `check` every 20 ms until it holds; fails after 20 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn shutdown(nodes: Vec<Arc<Node>>) {
+    for node in nodes {
+        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_runs_each_event_once_across_three_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 3).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut spaces = Vec::new();
+    let mut handles = Vec::new();
+    for node in &nodes {
+        let space = node.space("agents").await.unwrap();
+        let runs = Arc::clone(&runs);
+        let handle = space
+            .when("researcher_complete", move |_, _| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Error>(())
+                }
+            })
+            .start()
+            .unwrap();
+        spaces.push(space);
+        handles.push(handle);
+    }
+    const EVENTS: usize = 10;
+    for i in 0..EVENTS {
+        spaces[i % 3]
+            .emit("researcher_complete", json!({ "n": i }))
+            .await
+            .unwrap();
+    }
+    let handled = || async {
+        let records = spaces[0]
+            .topic::<concord::toolkit::when::Handled>(concord::toolkit::HANDLED)
+            .unwrap()
+            .entries()
+            .await
+            .unwrap();
+        records.iter().filter(|(_, h)| h.done).count() == EVENTS
+    };
+    eventually("every event recorded as handled", handled).await;
+    // Give the other nodes time to (wrongly) run them again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), EVENTS);
+    drop(handles);
+    drop(spaces);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handler_whose_node_dies_mid_run_is_finished_once_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    // Lease peers on all three: the quorum survives losing any one.
+    let mut nodes = quorum(dir.path(), 3).await;
+    let (starts, completions) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let stuck = Arc::new(std::sync::Mutex::new(None::<usize>));
+    let mut handles = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let space = node.space("agents").await.unwrap();
+        let (starts, completions, stuck) = (starts.clone(), completions.clone(), stuck.clone());
+        let handle = space
+            .when("build", move |_, _| {
+                let (starts, completions, stuck) =
+                    (starts.clone(), completions.clone(), stuck.clone());
+                async move {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    // The first run hangs, as on a node about to die.
+                    let first = stuck.lock().unwrap().get_or_insert(i) == &i
+                        && starts.load(Ordering::SeqCst) == 1;
+                    if first {
+                        std::future::pending::<()>().await;
+                    }
+                    completions.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Error>(())
+                }
+            })
+            .claim_ttl(Duration::from_secs(1))
+            .start()
+            .unwrap();
+        handles.push(handle);
+    }
+    let emitter = nodes[0].space("agents").await.unwrap();
+    emitter
+        .emit("build", json!({"commit": "abc"}))
+        .await
+        .unwrap();
+    eventually("a node started the handler", || async {
+        starts.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let dead = stuck.lock().unwrap().unwrap();
+    drop(handles.remove(dead));
+    drop(emitter);
+    let started = Instant::now();
+    Arc::into_inner(nodes.remove(dead))
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    eventually("another node finished it", || async {
+        completions.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // After the claim expired, not before.
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        (
+            starts.load(Ordering::SeqCst),
+            completions.load(Ordering::SeqCst)
+        ),
+        (2, 1)
+    );
+    drop(handles);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_handler_emits_failed_and_is_retried_up_to_its_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 2).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for node in &nodes {
+        let space = node.space("agents").await.unwrap();
+        let runs = Arc::clone(&runs);
+        let handle = space
+            .when("deploy", move |_, ctx| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Err(format!("attempt {} failed", ctx.attempt))
+                }
+            })
+            .retry(RetryPolicy {
+                max_attempts: 3,
+                backoff: Duration::from_millis(50),
+            })
+            .start()
+            .unwrap();
+        handles.push(handle);
+    }
+    let space = nodes[1].space("agents").await.unwrap();
+    space.emit("deploy", json!({})).await.unwrap();
+    eventually("three failures", || async {
+        space.events("deploy_failed").await.unwrap().len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failures = space.events("deploy_failed").await.unwrap();
+    assert_eq!((failures.len(), runs.load(Ordering::SeqCst)), (3, 3));
+    let attempts: Vec<_> = failures
+        .iter()
+        .map(|(_, e)| e.payload["attempt"].clone())
+        .collect();
+    assert_eq!(attempts, [json!(1), json!(2), json!(3)]);
+    assert_eq!(failures[2].1.payload["error"], "attempt 3 failed");
+    drop(handles);
+    drop(space);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broadcast_handlers_run_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 3).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for node in &nodes {
+        let space = node.space("agents").await.unwrap();
+        let runs = Arc::clone(&runs);
+        let handle = space
+            .when("config_changed", move |_, _| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Error>(())
+                }
+            })
+            .on_every_node()
+            .start()
+            .unwrap();
+        handles.push(handle);
+    }
+    // Let every handler subscribe before the events.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let space = nodes[2].space("agents").await.unwrap();
+    for _ in 0..2 {
+        space.emit("config_changed", json!({})).await.unwrap();
+    }
+    eventually("6 runs", || async { runs.load(Ordering::SeqCst) == 6 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 6);
+    drop(handles);
+    drop(space);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinated_steps_take_turns_and_announce_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 3).await;
+    nodes[0].space("agents").await.unwrap();
+    let mut tasks = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let space = node.space("agents").await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            space
+                .coordinate("researcher")
+                .lock("openai_api")
+                .run(|ctx| async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, String>(json!({"node": i, "token": ctx.token().unwrap().get()}))
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let space = nodes[0].space("agents").await.unwrap();
+    eventually("three completions", || async {
+        space.events("researcher_complete").await.unwrap().len() == 3
+    })
+    .await;
+    // Each ran under its own, increasing token, for its whole duration.
+    let mut done: Vec<_> = space.events("researcher_complete").await.unwrap();
+    done.sort_by_key(|(_, e)| e.payload["token"].as_u64());
+    let tokens: Vec<u64> = done
+        .iter()
+        .map(|(_, e)| e.payload["token"].as_u64().unwrap())
+        .collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    for (_, e) in &done {
+        assert_eq!(e.payload["result"]["token"], e.payload["token"]);
+        assert!(e.payload["duration_ms"].as_u64().unwrap() >= 100);
+    }
+    assert_eq!(space.events("researcher_started").await.unwrap().len(), 3);
+    // A failing step says so, and its error reaches the caller.
+    let failed = space
+        .coordinate("researcher")
+        .run(|_| async { Err::<(), _>("model timed out") })
+        .await;
+    assert!(matches!(failed, Err(StepError::Failed("model timed out"))));
+    eventually("the failure event", || async {
+        space.events("researcher_failed").await.unwrap().len() == 1
+    })
+    .await;
+    let bad = space
+        .coordinate("no spaces allowed")
+        .run(|_| async { Ok::<_, String>(()) });
+    assert!(matches!(
+        bad.await,
+        Err(StepError::Concord(Error::EventName(_)))
+    ));
+    drop(space);
+    shutdown(nodes).await;
+}
