@@ -23,6 +23,20 @@ pub struct PeerInfo {
     pub address: Option<Multiaddr>,
 }
 
+/// Resolves once the writes of a [`NetHandle::commit`] are fsynced.
+#[derive(Debug)]
+pub struct Durability(oneshot::Receiver<Result<(), NetError>>);
+
+impl Durability {
+    /// Waits for the fsync.
+    ///
+    /// # Errors
+    /// Writing or fsyncing the space failed, or the driver stopped.
+    pub async fn wait(self) -> Result<(), NetError> {
+        self.0.await.map_err(|_| NetError::Stopped)?
+    }
+}
+
 /// Handle to a running network driver. Dropping every handle stops the driver.
 #[derive(Debug, Clone)]
 pub struct NetHandle {
@@ -104,15 +118,31 @@ impl NetHandle {
         space: &str,
         f: impl FnOnce(&mut Replica) -> R + Send + 'static,
     ) -> Result<R, NetError> {
-        let (reply, rx) = oneshot::channel();
+        let (value, durable) = self.commit(space, f).await?;
+        durable.wait().await?;
+        Ok(value)
+    }
+
+    /// Like [`NetHandle::with_replica`], but answers as soon as `f` ran:
+    /// whatever it committed is on its way to peers, and the returned
+    /// [`Durability`] resolves once it is fsynced here. For writes whose
+    /// caller has more to do before it needs them on disk (a lock holder
+    /// releasing while its last record is fsynced).
+    pub async fn commit<R: Send + 'static>(
+        &self,
+        space: &str,
+        f: impl FnOnce(&mut Replica) -> R + Send + 'static,
+    ) -> Result<(R, Durability), NetError> {
+        let (committed, rx) = oneshot::channel();
+        let (flushed, durable) = oneshot::channel();
         let space_name = space.to_owned();
         let job = Box::new(move |replica: Option<&mut Replica>| -> Finish {
-            let result = match replica {
+            let _ = committed.send(match replica {
                 Some(r) => Ok(f(r)),
                 None => Err(NetError::UnknownSpace(space_name)),
-            };
-            Box::new(move |flushed: Result<(), NetError>| {
-                let _ = reply.send(flushed.and(result));
+            });
+            Box::new(move |result: Result<(), NetError>| {
+                let _ = flushed.send(result);
             })
         });
         self.tx
@@ -122,7 +152,8 @@ impl NetHandle {
             })
             .await
             .map_err(|_| NetError::Stopped)?;
-        rx.await.map_err(|_| NetError::Stopped)?
+        let value = rx.await.map_err(|_| NetError::Stopped)??;
+        Ok((value, Durability(durable)))
     }
 
     /// Subscribes to events on a space's channels matching the glob `pattern`.

@@ -30,6 +30,6 @@ mod traffic;
 pub use driver::{
     COMMAND_QUEUE, MAX_GROUP_COMMIT, NetConfig, NetError, SpaceOptions, spawn, wall_clock,
 };
-pub use handle::{NetHandle, PeerInfo, Subscription};
+pub use handle::{Durability, NetHandle, PeerInfo, Subscription};
 pub use libp2p::{Multiaddr, PeerId, identity, multiaddr};
 pub use traffic::{Flow, Traffic};

@@ -39,7 +39,7 @@ struct Context {
 /// leave: the next holder then waits for nothing).
 pub(crate) async fn context(space: &Space) -> Option<Vec<u8>> {
     let mine = space
-        .with(|r| {
+        .read(|r| {
             let actor = r.actor().clone();
             let seq = r.vector_clock().get(&actor);
             (actor, seq)
@@ -84,7 +84,8 @@ pub(crate) async fn catch_up(
     };
     let started = Instant::now();
     loop {
-        let have = space.vector_clock().await?.get(&actor);
+        let wanted = actor.clone();
+        let have = space.read(move |r| r.vector_clock().get(&wanted)).await?;
         if have >= seq {
             return Ok(());
         }

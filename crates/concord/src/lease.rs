@@ -18,7 +18,6 @@ use std::time::Duration;
 use concord_lease::{BackendError, FencingToken, Lease, LeaseBackend, Millis, Resource};
 use serde::{Deserialize, Serialize};
 
-use crate::channels::SetChannel;
 use crate::{Error, Space, handoff};
 
 /// The `Set` channel mirroring current lock holders, one [`LockHolder`]
@@ -114,7 +113,6 @@ pub struct HeldLock {
     space: Space,
     lease: Lease,
     ttl: Millis,
-    holders: SetChannel<LockHolder>,
     entry: LockHolder,
 }
 
@@ -130,6 +128,28 @@ impl std::fmt::Debug for HeldLock {
 /// `d` in whole milliseconds, saturating.
 pub(crate) fn millis(d: Duration) -> Millis {
     Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Adds `entry` to the space's [`LOCK_HOLDERS`] (or removes it), without
+/// waiting for it to reach the disk: the mirror is informational, and a
+/// lock's cost should be the lease's. Failures are logged.
+async fn mirror(space: &Space, entry: &LockHolder, add: bool) {
+    let entry = entry.clone();
+    let written = space
+        .commit(move |r| {
+            let now = concord_net::wall_clock();
+            if add {
+                r.set_add(now, LOCK_HOLDERS, &entry).map(|_| ())
+            } else {
+                r.set_remove(now, LOCK_HOLDERS, &entry).map(|_| ())
+            }
+        })
+        .await;
+    match written {
+        Ok((Ok(()), _on_disk_later)) => {}
+        Ok((Err(e), _)) => tracing::warn!(error = %e, "could not update the lock mirror"),
+        Err(e) => tracing::warn!(error = %e, "could not update the lock mirror"),
+    }
 }
 
 fn lease_error(resource: &Resource, source: BackendError) -> Error {
@@ -256,7 +276,6 @@ impl HeldLock {
         holder: &str,
     ) -> Result<HeldLock, Error> {
         let resource = lease.resource.clone();
-        let holders = space.set::<LockHolder>(LOCK_HOLDERS)?;
         if let Some(handoff) = &lease.handoff {
             let left = lease.expires.saturating_sub(backend.now());
             let wait = Duration::from_millis(left.0 / 2);
@@ -273,15 +292,12 @@ impl HeldLock {
             token: lease.token.get(),
             holder: holder.to_owned(),
         };
-        if let Err(e) = holders.insert(&entry).await {
-            tracing::warn!(error = %e, %resource, "could not mirror the lock holder");
-        }
+        mirror(space, &entry, true).await;
         Ok(HeldLock {
             backend,
             space: space.clone(),
             lease,
             ttl,
-            holders,
             entry,
         })
     }
@@ -505,9 +521,7 @@ impl HeldLock {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
     /// ```
     pub async fn release(self) -> Result<(), Error> {
-        if let Err(e) = self.holders.remove(&self.entry).await {
-            tracing::warn!(error = %e, resource = %self.entry.resource, "could not clear the lock mirror");
-        }
+        mirror(&self.space, &self.entry, false).await;
         let resource = self.lease.resource.clone();
         let handoff = handoff::context(&self.space).await;
         self.backend

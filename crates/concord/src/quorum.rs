@@ -174,7 +174,7 @@ pub(crate) async fn backend(
     };
     let started = Instant::now();
     let declared = loop {
-        if let Some(value) = space.get(LEASE_QUORUM).await? {
+        if let Some(value) = space.read(|r| r.get(LEASE_QUORUM)).await?? {
             break value;
         }
         if started.elapsed() >= QUORUM_WAIT {

@@ -122,6 +122,25 @@ impl Space {
         Ok(self.net.with_replica(&self.name, f).await?)
     }
 
+    /// Runs `f` on the replica and answers as soon as it ran; the
+    /// [`concord_net::Durability`] resolves once its writes are fsynced
+    /// (see [`NetHandle::commit`]).
+    pub(crate) async fn commit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Replica) -> R + Send + 'static,
+    ) -> Result<(R, concord_net::Durability), Error> {
+        Ok(self.net.commit(&self.name, f).await?)
+    }
+
+    /// Runs the read-only `f` on the replica, without waiting for writes
+    /// under way to reach the disk (as [`Space::with`] does).
+    pub(crate) async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Replica) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        Ok(self.commit(move |r| f(r)).await?.0)
+    }
+
     /// Bytes the space occupies in the node's data directory (snapshot +
     /// log).
     ///

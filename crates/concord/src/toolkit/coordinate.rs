@@ -162,7 +162,8 @@ impl Coordinate {
         };
         let token = lock.as_ref().map(HeldLock::token);
         let name = |what: &str| format!("{}_{what}", self.agent);
-        space.emit(&name("started"), json!({})).await?;
+        // Not waited for on disk: the step's outcome is what must last.
+        space.emit_committed(&name("started"), json!({})).await?;
         let started = Instant::now();
         let context = StepContext {
             token,
@@ -174,23 +175,26 @@ impl Coordinate {
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let token = token.map(FencingToken::get);
-        let result = match outcome {
+        let (event, result) = match outcome {
             Ok(value) => {
                 let result = serde_json::to_value(&value).unwrap_or(Value::Null);
                 let event = json!({"result": result, "duration_ms": duration_ms, "token": token});
-                space.emit(&name("complete"), event).await?;
-                Ok(value)
+                ((name("complete"), event), Ok(value))
             }
             Err(e) => {
                 let event =
                     json!({"error": e.to_string(), "duration_ms": duration_ms, "token": token});
-                space.emit(&name("failed"), event).await?;
-                Err(StepError::Failed(e))
+                ((name("failed"), event), Err(StepError::Failed(e)))
             }
         };
+        // The outcome is committed (so the next holder waits for it) before
+        // the release, and on disk here before the caller hears of it; the
+        // release and the fsync overlap.
+        let (_, durable) = space.emit_committed(&event.0, event.1).await?;
         if let Some(lock) = lock {
             lock.release().await?;
         }
+        durable.wait().await.map_err(Error::from)?;
         result
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use concord_net::wall_clock;
+use concord_net::{Durability, wall_clock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -82,6 +82,18 @@ impl Space {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
     /// ```
     pub async fn emit(&self, name: &str, payload: Value) -> Result<String, Error> {
+        let (id, durable) = self.emit_committed(name, payload).await?;
+        durable.wait().await?;
+        Ok(id)
+    }
+
+    /// Like [`Space::emit`], answering once the event is committed (and on
+    /// its way to peers), before it is fsynced here.
+    pub(crate) async fn emit_committed(
+        &self,
+        name: &str,
+        payload: Value,
+    ) -> Result<(String, Durability), Error> {
         check_name(name)?;
         let event = AgentEvent {
             name: name.to_owned(),
@@ -90,12 +102,13 @@ impl Space {
             at_ms: wall_clock().0,
         };
         let ttl = u64::try_from(EVENT_RETENTION.as_millis()).unwrap_or(u64::MAX);
-        self.with(move |r| {
-            r.append_with_ttl(wall_clock(), EVENTS, &event, ttl)
-                .map(|(id, _)| id)
-        })
-        .await?
-        .map_err(Error::from)
+        let (id, durable) = self
+            .commit(move |r| {
+                r.append_with_ttl(wall_clock(), EVENTS, &event, ttl)
+                    .map(|(id, _)| id)
+            })
+            .await?;
+        Ok((id?, durable))
     }
 
     /// The retained events named `name`, as `(id, event)` in id order.
@@ -103,7 +116,7 @@ impl Space {
     /// # Errors
     /// The replica could not be read.
     pub async fn events(&self, name: &str) -> Result<Vec<(String, AgentEvent)>, Error> {
-        let raw = self.with(|r| r.topic_entries(EVENTS)).await??;
+        let raw = self.read(|r| r.topic_entries(EVENTS)).await??;
         Ok(raw
             .into_iter()
             .filter_map(

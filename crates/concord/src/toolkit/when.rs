@@ -341,13 +341,14 @@ where
             done,
         };
         let ttl = u64::try_from(EVENT_RETENTION.as_millis()).unwrap_or(u64::MAX);
-        space
-            .with(move |r| {
-                r.append_with_ttl(wall_clock(), HANDLED, &record, ttl)
-                    .map(|_| ())
-            })
-            .await??;
+        // Committed before the release (the next claimant waits for it),
+        // fsynced while the release is under way.
+        let (recorded, durable) = space
+            .commit(move |r| r.append_with_ttl(wall_clock(), HANDLED, &record, ttl))
+            .await?;
+        recorded?;
         claim.release().await?;
+        durable.wait().await.map_err(Error::from)?;
         Ok(if done {
             Claim::Finished
         } else {
@@ -357,7 +358,7 @@ where
 
     /// The recorded runs of this handler for event `id`.
     async fn runs(&self, id: &str) -> Result<Vec<Handled>, Error> {
-        let raw = self.space.with(|r| r.topic_entries(HANDLED)).await??;
+        let raw = self.space.read(|r| r.topic_entries(HANDLED)).await??;
         Ok(raw
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_value::<Handled>(v).ok())
