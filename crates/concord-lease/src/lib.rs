@@ -71,7 +71,9 @@ pub use backend::{AcquireRequest, BackendError, BoxFuture, Lease, LeaseBackend, 
 pub use ballot::{Ballot, FencingToken};
 pub use error::LeaseError;
 pub use ids::{Holder, LeaseId, NodeId};
-pub use messages::{Handoff, HolderInfo, MAX_HANDOFF_BYTES, Message, RejectReason, Transmit};
+pub use messages::{
+    Handoff, HolderInfo, MAX_HANDOFF_BYTES, Message, RejectReason, Transmit, check_handoff,
+};
 pub use pace::{MAX_ABANDONED_PHASES, MAX_ROUND_TIMEOUT_FACTOR};
 pub use proposer::{
     DenyReason, Event, Input, OUTDATED_RETRIES, Proposer, ProposerConfig, ProposerStats,

@@ -48,6 +48,19 @@ pub struct Handoff {
     pub context: Vec<u8>,
 }
 
+/// Checks a handoff context against [`MAX_HANDOFF_BYTES`].
+///
+/// # Errors
+/// [`LeaseError::Malformed`] if it is longer.
+pub fn check_handoff(context: Option<&[u8]>) -> Result<(), LeaseError> {
+    match context {
+        Some(c) if c.len() > MAX_HANDOFF_BYTES => Err(LeaseError::Malformed(
+            "handoff context above MAX_HANDOFF_BYTES",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A holder and its token, as listed in a [`Message::Promise`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderInfo {
@@ -193,18 +206,18 @@ impl Message {
     /// [`MAX_PERMITS`] holders, a `Propose` has a zero ttl or a token
     /// above its ballot, or a handoff context exceeds [`MAX_HANDOFF_BYTES`].
     pub fn validate(&self) -> Result<(), LeaseError> {
-        match self {
+        let handoff = match self {
             Message::Promise {
                 handoff: Some(h), ..
-            } if h.context.len() > MAX_HANDOFF_BYTES => Err(LeaseError::Malformed(
-                "handoff context above MAX_HANDOFF_BYTES",
-            )),
+            } => Some(h.context.as_slice()),
             Message::Release {
                 handoff: Some(context),
                 ..
-            } if context.len() > MAX_HANDOFF_BYTES => Err(LeaseError::Malformed(
-                "handoff context above MAX_HANDOFF_BYTES",
-            )),
+            } => Some(context.as_slice()),
+            _ => None,
+        };
+        check_handoff(handoff)?;
+        match self {
             Message::Promise { holders, .. } if holders.len() > MAX_PERMITS as usize => Err(
                 LeaseError::Malformed("promise lists more than MAX_PERMITS holders"),
             ),

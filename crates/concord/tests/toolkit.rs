@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{joined, quorum};
-use concord::{Error, Node, RetryPolicy, StepError};
+use concord::{AgentEvent, Error, HandlerContext, Node, RetryPolicy, StepError};
 use serde_json::json;
 
 /// Polls `check` every 20 ms until it holds; fails after 20 s.
@@ -23,6 +23,18 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: im
     while !check().await {
         assert!(Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A handler that counts its runs in `runs` and succeeds.
+fn counting(
+    runs: &Arc<AtomicUsize>,
+) -> impl Fn(AgentEvent, HandlerContext) -> std::future::Ready<Result<(), Error>> + Send + Sync + 'static
+{
+    let runs = Arc::clone(runs);
+    move |_, _| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(()))
     }
 }
 
@@ -41,15 +53,8 @@ async fn when_runs_each_event_once_across_three_nodes() {
     let mut handles = Vec::new();
     for node in &nodes {
         let space = node.space("agents").await.unwrap();
-        let runs = Arc::clone(&runs);
         let handle = space
-            .when("researcher_complete", move |_, _| {
-                let runs = Arc::clone(&runs);
-                async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, Error>(())
-                }
-            })
+            .when("researcher_complete", counting(&runs))
             .start()
             .unwrap();
         spaces.push(space);
@@ -205,15 +210,8 @@ async fn broadcast_handlers_run_on_every_node() {
     let mut handles = Vec::new();
     for node in &nodes {
         let space = node.space("agents").await.unwrap();
-        let runs = Arc::clone(&runs);
         let handle = space
-            .when("config_changed", move |_, _| {
-                let runs = Arc::clone(&runs);
-                async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, Error>(())
-                }
-            })
+            .when("config_changed", counting(&runs))
             .on_every_node()
             .start()
             .unwrap();

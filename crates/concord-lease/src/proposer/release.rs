@@ -48,14 +48,7 @@ impl Proposer {
         lease: LeaseId,
         handoff: Option<Vec<u8>>,
     ) -> Result<(), LeaseError> {
-        if handoff
-            .as_ref()
-            .is_some_and(|h| h.len() > crate::MAX_HANDOFF_BYTES)
-        {
-            return Err(LeaseError::Malformed(
-                "handoff context above MAX_HANDOFF_BYTES",
-            ));
-        }
+        crate::check_handoff(handoff.as_deref())?;
         let slot = self
             .leases
             .remove(&lease)

@@ -307,13 +307,8 @@ impl LeaseBackend for EtcdLeaseBackend {
         Box::pin(async move {
             let id = i64::try_from(lease.handle.0).map_err(|_| BackendError::Expired)?;
             let mut client = self.client.clone();
+            concord_lease::check_handoff(handoff.as_deref())?;
             if let Some(context) = handoff {
-                if context.len() > concord_lease::MAX_HANDOFF_BYTES {
-                    return Err(concord_lease::LeaseError::Malformed(
-                        "handoff context above MAX_HANDOFF_BYTES",
-                    )
-                    .into());
-                }
                 client
                     .put(self.handoff_key(&lease.resource), context, None)
                     .await

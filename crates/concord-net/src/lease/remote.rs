@@ -173,16 +173,8 @@ impl RemoteLeaseBackend {
         lease: Lease,
         handoff: Option<Vec<u8>>,
     ) -> Result<(), BackendError> {
-        if handoff
-            .as_ref()
-            .is_some_and(|h| h.len() > concord_lease::MAX_HANDOFF_BYTES)
-        {
-            // Refused before the grant is forgotten: the lease stays held.
-            return Err(concord_lease::LeaseError::Malformed(
-                "handoff context above MAX_HANDOFF_BYTES",
-            )
-            .into());
-        }
+        // Refused before the grant is forgotten: the lease stays held.
+        concord_lease::check_handoff(handoff.as_deref())?;
         let Some((member, handle, _)) = self.grants().held.remove(&lease.handle.0) else {
             return Err(BackendError::Expired);
         };
