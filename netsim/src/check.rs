@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use concord_state::{ActorId, ChangeHash, ChannelKind, EventPosition, Replica, VectorClock};
 use serde::Serialize;
 
+use crate::ids::IdSet;
 use crate::node::NodeId;
 use crate::workload::Effect;
 
@@ -114,7 +115,7 @@ impl Violations {
 #[derive(Debug, Default)]
 pub struct CausalOrder {
     frontier: VectorClock,
-    delivered: BTreeSet<ChangeHash>,
+    delivered: IdSet<ChangeHash>,
 }
 
 impl CausalOrder {
@@ -124,16 +125,19 @@ impl CausalOrder {
             return true;
         }
         let ok = !self.frontier.contains(&position.actor, position.seq);
-        self.delivered.insert(position.change);
         self.absorb(replica, position.change);
+        self.delivered.insert(position.change);
         ok
     }
 
     /// Adds the change's causal past (logical, across epochs) to the
     /// frontier. The frontier is a union of down-sets, hence down-closed:
-    /// the walk stops at changes it already covers.
+    /// the walk stops at changes it already covers, and skips delivered
+    /// ones (their pasts were absorbed when they came) without looking them
+    /// up in the document.
     fn absorb(&mut self, replica: &Replica, change: ChangeHash) {
-        let found = replica.causal_past_beyond(&change, &self.frontier);
+        let delivered = &self.delivered;
+        let found = replica.causal_past_beyond(&change, &self.frontier, |h| delivered.contains(h));
         self.frontier.merge(&found);
     }
 }

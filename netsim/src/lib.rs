@@ -91,6 +91,7 @@
 
 pub mod check;
 pub mod html;
+pub mod ids;
 pub mod lease;
 pub mod network;
 pub mod node;

@@ -5,7 +5,7 @@
 //! every random number from the RNG it is handed. It must never touch a node
 //! or an engine, and never read a clock.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::ids::IdSet;
 use crate::node::NodeId;
 use crate::scenario::LinkParams;
 
@@ -251,7 +252,7 @@ pub fn message_id(bytes: &[u8]) -> u128 {
 pub struct SeenCache {
     capacity: usize,
     order: VecDeque<u128>,
-    set: HashSet<u128>,
+    set: IdSet<u128>,
 }
 
 impl SeenCache {
@@ -260,7 +261,7 @@ impl SeenCache {
         SeenCache {
             capacity: capacity.max(1),
             order: VecDeque::new(),
-            set: HashSet::new(),
+            set: IdSet::default(),
         }
     }
 

@@ -20,8 +20,14 @@ use sha2::{Digest, Sha256};
 use crate::network::DropReason;
 use crate::scenario::{Fault, LinkParams};
 
+mod line;
+
 /// Most records kept for a report; the hash always covers all of them.
 pub const MAX_KEPT_RECORDS: usize = 2_000_000;
+
+/// Lines are hashed in batches of about this many bytes (hashing a line at
+/// a time spends as long on the call as on the bytes).
+const HASH_BATCH: usize = 16 * 1024;
 
 /// One thing that happened.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -254,7 +260,8 @@ pub struct Trace {
     keep: bool,
     records: Vec<TraceRecord>,
     lines: u64,
-    line: Vec<u8>,
+    /// Lines not hashed yet.
+    unhashed: Vec<u8>,
 }
 
 impl Trace {
@@ -265,19 +272,17 @@ impl Trace {
             keep,
             records: Vec::new(),
             lines: 0,
-            line: Vec::with_capacity(256),
+            unhashed: Vec::with_capacity(HASH_BATCH + 1024),
         }
     }
 
     /// Appends one record.
     pub fn record(&mut self, t: u64, e: TraceEvent) {
-        self.line.clear();
-        let hashed = e.hashed();
-        let line = RecordRef { t, e: &hashed };
-        // Serialising plain data into a Vec cannot fail.
-        if serde_json::to_writer(&mut self.line, &line).is_ok() {
-            self.line.push(b'\n');
-            self.hasher.update(&self.line);
+        line::write(&mut self.unhashed, t, &e.hashed());
+        self.unhashed.push(b'\n');
+        if self.unhashed.len() >= HASH_BATCH {
+            self.hasher.update(&self.unhashed);
+            self.unhashed.clear();
         }
         self.lines += 1;
         if self.keep && self.records.len() < MAX_KEPT_RECORDS {
@@ -291,7 +296,8 @@ impl Trace {
     }
 
     /// Ends the trace: the hex SHA-256 of all lines, and the kept records.
-    pub fn finish(self) -> (String, Vec<TraceRecord>) {
+    pub fn finish(mut self) -> (String, Vec<TraceRecord>) {
+        self.hasher.update(&self.unhashed);
         (hex::encode(self.hasher.finalize()), self.records)
     }
 }

@@ -363,15 +363,22 @@ impl Replica {
 
     /// The part of a change's causal clock (see [`Replica::clock_of`]) that
     /// `covered` lacks, for a caller that keeps a down-closed union of
-    /// causal pasts: the walk stops at changes `covered` holds. Empty for a
-    /// change this epoch does not hold.
-    pub fn causal_past_beyond(&self, change: &ChangeHash, covered: &VectorClock) -> VectorClock {
+    /// causal pasts: the walk stops at changes `covered` holds, and without
+    /// looking them up at changes `known` names (the caller vouches that
+    /// `covered` holds their causal past). Empty for a change this epoch
+    /// does not hold.
+    pub fn causal_past_beyond(
+        &self,
+        change: &ChangeHash,
+        covered: &VectorClock,
+        known: impl Fn(&ChangeHash) -> bool,
+    ) -> VectorClock {
         let mut found = VectorClock::new();
         let mut stack = vec![*change];
         let mut seen = HashSet::new();
         let mut native = false;
         while let Some(h) = stack.pop() {
-            if !seen.insert(h) || self.epoch.genesis.contains(&h) {
+            if !seen.insert(h) || self.epoch.genesis.contains(&h) || known(&h) {
                 continue;
             }
             let Some(meta) = self.doc.get_change_meta_by_hash(&h) else {
