@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use concord::Space;
 use serde_json::{Value, json};
 
-use super::{Agent, Log, converge};
+use super::agents::{Agent, Log, converge};
 
 /// How long a heartbeat stays visible after it was published.
 const TTL: Duration = Duration::from_secs(30);
