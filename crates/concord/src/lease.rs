@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use concord_lease::{BackendError, FencingToken, Lease, LeaseBackend, Millis, Resource};
+use concord_lease::{BackendError, FencingToken, Lease, LeaseBackend, Millis, Permits, Resource};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Space, handoff};
@@ -130,6 +130,26 @@ pub(crate) fn millis(d: Duration) -> Millis {
     Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Acquires one of `permits` permits of `resource` for `ttl`, waiting as
+/// long as others hold them all.
+pub(crate) async fn wait_for_permit(
+    backend: &dyn LeaseBackend,
+    resource: &Resource,
+    permits: Permits,
+    ttl: Millis,
+) -> Result<Lease, Error> {
+    loop {
+        match backend
+            .acquire_permit(resource.clone(), permits, ttl, BUSY_WAIT)
+            .await
+        {
+            Ok(lease) => return Ok(lease),
+            Err(BackendError::Busy) => {}
+            Err(e) => return Err(lease_error(resource, e)),
+        }
+    }
+}
+
 /// Adds `entry` to the space's [`LOCK_HOLDERS`] (or removes it), without
 /// waiting for it to reach the disk: the mirror is informational, and a
 /// lock's cost should be the lease's. Failures are logged.
@@ -209,15 +229,50 @@ impl HeldLock {
         ttl: Duration,
         holder: &str,
     ) -> Result<HeldLock, Error> {
+        HeldLock::acquire_permit(backend, space, resource, 1, ttl, holder).await
+    }
+
+    /// Like [`HeldLock::acquire`], for one of `permits` permits of
+    /// `resource` (a counting semaphore: at most `permits` holders at
+    /// once, on every node of the space).
+    ///
+    /// # Errors
+    /// As [`HeldLock::acquire`]; `permits` must be 1 to
+    /// [`concord_lease::MAX_PERMITS`].
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use concord::HeldLock;
+    /// use std::time::Duration;
+    ///
+    /// let leases = node.space_lease(&space).await?;
+    /// let ttl = Duration::from_secs(10);
+    /// let one = HeldLock::acquire_permit(leases.clone(), &space, "gpu", 2, ttl, "a").await?;
+    /// let two = HeldLock::acquire_permit(leases, &space, "gpu", 2, ttl, "b").await?;
+    /// assert_ne!(one.token(), two.token());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub async fn acquire_permit(
+        backend: Arc<dyn LeaseBackend>,
+        space: &Space,
+        resource: &str,
+        permits: u32,
+        ttl: Duration,
+        holder: &str,
+    ) -> Result<HeldLock, Error> {
         let resource = Resource::new(resource)?;
+        let permits = Permits::new(permits)?;
         let ttl = millis(ttl);
-        let lease = loop {
-            match backend.acquire(resource.clone(), ttl, BUSY_WAIT).await {
-                Ok(lease) => break lease,
-                Err(BackendError::Busy) => continue,
-                Err(e) => return Err(lease_error(&resource, e)),
-            }
-        };
+        let lease = wait_for_permit(backend.as_ref(), &resource, permits, ttl).await?;
         HeldLock::taken(backend, space, lease, ttl, holder).await
     }
 

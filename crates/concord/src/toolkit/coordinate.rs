@@ -16,12 +16,13 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use concord_lease::FencingToken;
+use concord_lease::{FencingToken, Permits, Resource};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::events::check_name;
+use crate::lease::wait_for_permit;
 use crate::{Error, HeldLock, Space};
 
 /// Default lock ttl of a coordinated step; the lock is renewed while the
@@ -34,7 +35,17 @@ pub struct Coordinate {
     space: Space,
     agent: String,
     lock: Option<String>,
+    limit: Option<Limit>,
     ttl: Duration,
+}
+
+/// A rate limit on a shared resource, counted across every node of the
+/// space (see [`Coordinate::limit`]).
+#[derive(Debug, Clone)]
+struct Limit {
+    resource: String,
+    in_flight: u32,
+    per_window: (u32, Duration),
 }
 
 /// What a coordinated step knows while it runs.
@@ -102,6 +113,7 @@ impl Space {
             space: self.clone(),
             agent: agent.to_owned(),
             lock: None,
+            limit: None,
             ttl: DEFAULT_STEP_TTL,
         }
     }
@@ -112,6 +124,53 @@ impl Coordinate {
     /// on every node of the space.
     pub fn lock(mut self, resource: &str) -> Coordinate {
         self.lock = Some(resource.to_owned());
+        self
+    }
+
+    /// Runs the step only while at most `in_flight` steps limited on
+    /// `resource` run at once and at most `per_window.0` of them started
+    /// within any `per_window.1`, counted across every node of the space.
+    ///
+    /// The first is a counting semaphore (`<resource>.in_flight`) held
+    /// while the step runs; the second, a semaphore of `per_window.0`
+    /// permits (`<resource>.window`) of which each step takes one for
+    /// `per_window.1` and never gives it back early, so that no more than
+    /// that many steps start within any such window (the window must not
+    /// exceed the lease service's maximum ttl; both counts are 1 to
+    /// [`concord_lease::MAX_PERMITS`]). A step waits for both.
+    ///
+    /// ```
+    /// # async fn example() -> anyhow::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let node = concord::Node::builder()
+    /// #     .data_dir(dir.path())
+    /// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+    /// #     .build()
+    /// #     .await?;
+    /// # let space = node.space("team").await?;
+    /// use std::time::Duration;
+    ///
+    /// let answer = space
+    ///     .coordinate("caller")
+    ///     .limit("openai_api", 4, (60, Duration::from_secs(60)))
+    ///     .run(|_| async { Ok::<_, std::io::Error>("42") })
+    ///     .await?;
+    /// assert_eq!(answer, "42");
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
+    pub fn limit(
+        mut self,
+        resource: &str,
+        in_flight: u32,
+        per_window: (u32, Duration),
+    ) -> Coordinate {
+        self.limit = Some(Limit {
+            resource: resource.to_owned(),
+            in_flight,
+            per_window,
+        });
         self
     }
 
@@ -160,6 +219,10 @@ impl Coordinate {
             }
             None => None,
         };
+        let mut slot = match &self.limit {
+            Some(limit) => Some(take_limit(space, limit, self.ttl).await?),
+            None => None,
+        };
         let token = lock.as_ref().map(HeldLock::token);
         let name = |what: &str| format!("{}_{what}", self.agent);
         // Not waited for on disk: the step's outcome is what must last.
@@ -169,9 +232,10 @@ impl Coordinate {
             token,
             space: space.clone(),
         };
-        let outcome = match lock.as_mut() {
-            Some(lock) => lock.hold_while(step(context)).await?,
-            None => step(context).await,
+        let outcome = match (lock.as_mut(), slot.as_mut()) {
+            (Some(lock), Some(slot)) => lock.hold_while(slot.hold_while(step(context))).await??,
+            (Some(held), None) | (None, Some(held)) => held.hold_while(step(context)).await?,
+            (None, None) => step(context).await,
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let token = token.map(FencingToken::get);
@@ -191,10 +255,40 @@ impl Coordinate {
         // the release, and on disk here before the caller hears of it; the
         // release and the fsync overlap.
         let (_, durable) = space.emit_committed(&event.0, event.1).await?;
-        if let Some(lock) = lock {
-            lock.release().await?;
+        for held in [lock, slot].into_iter().flatten() {
+            held.release().await?;
         }
         durable.wait().await.map_err(Error::from)?;
         result
     }
+}
+
+/// Waits for an in-flight slot, which it returns held, and then for a
+/// start within `limit`'s window (a permit taken and left to expire). In
+/// that order: the step starts as soon as its window permit is granted.
+async fn take_limit(space: &Space, limit: &Limit, ttl: Duration) -> Result<HeldLock, Error> {
+    let backend = space.lease_backend().await?;
+    let in_flight = format!("{}.in_flight", limit.resource);
+    let holder = space.holder_name();
+    let slot = HeldLock::acquire_permit(
+        backend.clone(),
+        space,
+        &in_flight,
+        limit.in_flight,
+        ttl,
+        &holder,
+    )
+    .await?;
+    let (starts, window) = limit.per_window;
+    let resource = Resource::new(format!("{}.window", limit.resource))?;
+    let started = wait_for_permit(
+        backend.as_ref(),
+        &resource,
+        Permits::new(starts)?,
+        crate::lease::millis(window),
+    )
+    .await?;
+    // Never released: it counts against the window until it expires.
+    drop(started);
+    Ok(slot)
 }
