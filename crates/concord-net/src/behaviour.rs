@@ -113,6 +113,9 @@ fn subscription_filter()
     }
 }
 
+/// How often mDNS asks the local network for peers.
+const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(5);
+
 pub(crate) fn build(key: &identity::Keypair, mdns: bool) -> Result<Behaviour, BuildError> {
     let gossipsub = gossipsub::Behaviour::new_with_subscription_filter(
         gossipsub::MessageAuthenticity::Anonymous,
@@ -127,8 +130,15 @@ pub(crate) fn build(key: &identity::Keypair, mdns: bool) -> Result<Behaviour, Bu
     let identify =
         identify::Behaviour::new(identify::Config::new("/concord/1.0.0".into(), key.public()));
     let mdns = if mdns {
+        // Ask again every few seconds (libp2p's default is five minutes):
+        // a peer whose first answer was missed, or whose dial failed while
+        // it was still starting, is found and dialed again soon.
+        let config = mdns::Config {
+            query_interval: MDNS_QUERY_INTERVAL,
+            ..mdns::Config::default()
+        };
         Some(mdns::tokio::Behaviour::new(
-            mdns::Config::default(),
+            config,
             key.public().to_peer_id(),
         )?)
     } else {
