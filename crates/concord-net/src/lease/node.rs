@@ -4,10 +4,10 @@
 //! [`Acceptor`] and [`Proposer`], and the acceptor's [`StateStore`].
 //!
 //! This module owns the plumbing between them: messages to and from peers
-//! (to its own acceptor in-process), the order "fsync, then release the
-//! replies that depend on it", the timers the proposer asks for, and the
-//! answers to [`QuorumLeaseBackend`](super::QuorumLeaseBackend) calls, each
-//! mapped from the proposer's event about its request. It must never decide
+//! (to its own acceptor in-process, whose side is in `node/acceptor.rs`),
+//! the order "fsync, then release the replies that depend on it", the
+//! timers the proposer asks for, and the answers to
+//! [`QuorumLeaseBackend`](super::QuorumLeaseBackend) calls, each mapped from the proposer's event about its request. It must never decide
 //! a lease question itself (whether to ask again, how long to wait for
 //! anything: the proposer decides, and netsim checks the same decisions),
 //! never block its loop on the disk (state is written on the blocking pool,
@@ -35,9 +35,9 @@ use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use concord_lease::{
-    Acceptor, AcceptorConfig, AcceptorInput, AcceptorState, AcquireRequest, BackendError,
-    DenyReason, Event, FencingToken, Input, Lease, LeaseError, LeaseHandle, LeaseId, Message,
-    Millis, NodeId, Permits, Proposer, ProposerConfig, Quorum, RejectReason, Resource, Transmit,
+    Acceptor, AcceptorConfig, AcceptorState, AcquireRequest, BackendError, DenyReason, Event,
+    FencingToken, Input, Lease, LeaseError, LeaseHandle, LeaseId, Message, Millis, NodeId, Permits,
+    Proposer, ProposerConfig, Quorum, RejectReason, Resource, Transmit,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use self::acceptor::PersistDone;
 use self::serve::Serving;
 use super::client::{ClientAnswer, ClientCall, LEASE_CLIENT_PROTOCOL};
 use super::store::{Loaded, StateStore};
@@ -104,13 +105,6 @@ struct LeaseBehaviour {
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     rpc: request_response::Behaviour<LeaseCodec>,
     client: request_response::Behaviour<LeaseCodec>,
-}
-
-/// A finished write of the acceptor state.
-struct PersistDone {
-    store: StateStore,
-    version: u64,
-    result: std::io::Result<()>,
 }
 
 /// A fresh grant (not a renewal), with the previous holder's handoff.
@@ -309,29 +303,6 @@ fn call_error(error: LeaseError) -> BackendError {
     }
 }
 
-/// Writes `state` on the blocking pool and reports to `done`.
-fn start_write(
-    done: mpsc::Sender<PersistDone>,
-    mut store: StateStore,
-    version: u64,
-    state: AcceptorState,
-) {
-    tokio::task::spawn_blocking(move || {
-        let result = store.save(&state);
-        // One write at a time and a channel of one: never full.
-        if done
-            .try_send(PersistDone {
-                store,
-                version,
-                result,
-            })
-            .is_err()
-        {
-            error!("lease node gone before a state write finished");
-        }
-    });
-}
-
 impl Node {
     async fn run(
         mut self,
@@ -472,108 +443,6 @@ impl Node {
                 self.swarm.behaviour_mut().rpc.send_request(&peer, bytes);
             }
             Err(e) => error!(error = %e, kind = message.kind(), "lease message not encodable"),
-        }
-    }
-
-    /// Feeds a message to our acceptor; `channel` stays open for its reply.
-    fn feed_acceptor(
-        &mut self,
-        from: NodeId,
-        message: Message,
-        channel: Option<ResponseChannel<Vec<u8>>>,
-    ) -> Result<(), LeaseError> {
-        if let Some(channel) = channel {
-            self.open.entry(from).or_default().push_back(channel);
-        }
-        let now = self.clock.now();
-        match self.acceptor.as_mut() {
-            Some(acceptor) => acceptor.handle_input(now, AcceptorInput::Message { from, message }),
-            None => Ok(()),
-        }
-    }
-
-    /// Starts a state write if one is due, sends the replies that are
-    /// durable, and answers open requests once nothing more is coming.
-    /// Returns whether any reply moved.
-    fn pump_acceptor(&mut self) -> bool {
-        let Some(acceptor) = self.acceptor.as_mut() else {
-            self.close_open_requests();
-            return false;
-        };
-        if let Some(store) = self.store.take() {
-            match acceptor.poll_persist() {
-                Some(p) => start_write(self.persisted.clone(), store, p.version, p.state),
-                None => self.store = Some(store),
-            }
-        }
-        let replies: Vec<Transmit> = std::iter::from_fn(|| acceptor.poll_transmit()).collect();
-        let moved = !replies.is_empty();
-        for t in replies {
-            self.send_from_acceptor(t);
-        }
-        if self.store.is_some() {
-            self.close_open_requests();
-        }
-        moved
-    }
-
-    fn on_persisted(&mut self, done: PersistDone) {
-        match done.result {
-            Ok(()) => {
-                self.store = Some(done.store);
-                let now = self.clock.now();
-                if let Some(acceptor) = self.acceptor.as_mut() {
-                    let input = AcceptorInput::Persisted {
-                        version: done.version,
-                    };
-                    if let Err(e) = acceptor.handle_input(now, input) {
-                        error!(error = %e, "acceptor refused a persist confirmation");
-                    }
-                }
-            }
-            Err(e) => {
-                // Its replies must never go out now; the others carry on.
-                error!(error = %e, "acceptor state could not be made durable; this peer stops voting");
-                self.acceptor = None;
-            }
-        }
-    }
-
-    fn send_from_acceptor(&mut self, t: Transmit) {
-        if t.to == self.me {
-            let input = Input::Message {
-                from: self.me,
-                message: t.message,
-            };
-            if let Err(e) = self.propose(input) {
-                error!(error = %e, "own proposer refused own acceptor's reply");
-            }
-            return;
-        }
-        match wire::encode(&t.message) {
-            Ok(mut bytes) => {
-                while let Some(channel) = self.open.get_mut(&t.to).and_then(VecDeque::pop_front) {
-                    match self.swarm.behaviour_mut().rpc.send_response(channel, bytes) {
-                        Ok(()) => return,
-                        // That stream is gone (timed out, closed): next one.
-                        Err(back) => bytes = back,
-                    }
-                }
-                self.send_request(t.to, &t.message);
-            }
-            Err(e) => error!(error = %e, kind = t.message.kind(), "lease reply not encodable"),
-        }
-    }
-
-    fn close_open_requests(&mut self) {
-        for (_, channels) in self.open.drain() {
-            for channel in channels {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_response(channel, wire::NO_REPLY.to_vec());
-            }
         }
     }
 
@@ -734,6 +603,7 @@ impl Node {
     }
 }
 
+mod acceptor;
 mod serve;
 #[cfg(test)]
 mod tests;
