@@ -7,8 +7,9 @@
 //! (to its own acceptor in-process, whose side is in `node/acceptor.rs`),
 //! the order "fsync, then release the replies that depend on it", the
 //! timers the proposer asks for, and the answers to
-//! [`QuorumLeaseBackend`](super::QuorumLeaseBackend) calls, each mapped from the proposer's event about its request. It must never decide
-//! a lease question itself (whether to ask again, how long to wait for
+//! [`QuorumLeaseBackend`](super::QuorumLeaseBackend) calls, each mapped
+//! from the proposer's event about its request. It must never decide a
+//! lease question itself (whether to ask again, how long to wait for
 //! anything: the proposer decides, and netsim checks the same decisions),
 //! never block its loop on the disk (state is written on the blocking pool,
 //! one write at a time, the next one carrying every change made meanwhile),
