@@ -92,7 +92,8 @@ async fn recording(
                 Ok(json!({"deployed": op.id, "token": token.get()}))
             }
         }
-    });
+    })
+    .unwrap();
     c
 }
 
@@ -139,6 +140,12 @@ async fn an_external_operation_runs_at_most_once_across_duplicates_and_coordinat
     let done = entries(&space, COMPLETED).await;
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0]["result"]["deployed"], "deploy-1");
+    // An execution is a coordinated step: announced once, with its token;
+    // the coordinator that found it settled under the lock announced nothing.
+    let started = space.events("deploy_started").await.unwrap();
+    let complete = space.events("deploy_complete").await.unwrap();
+    assert_eq!((started.len(), complete.len()), (1, 1));
+    assert_eq!(complete[0].1.payload["token"], done[0]["token"]);
 
     // Settled: never again, whether rerun or resubmitted.
     assert_eq!(a.run_once().await.unwrap(), 0);
@@ -149,6 +156,23 @@ async fn an_external_operation_runs_at_most_once_across_duplicates_and_coordinat
         space.get(concord::LOCK_HOLDERS).await.unwrap(),
         Some(json!([]))
     );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_that_cannot_name_its_events_is_refused_at_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let space = node.space("ops").await.unwrap();
+    let mut c = Coordinator::new(space.clone(), node.space_lease(&space).await.unwrap());
+    let never = |_: Operation, _: concord::FencingToken| async { Ok(Value::Null) };
+    let refused = c.register("deploy prod", never);
+    assert!(
+        matches!(refused, Err(concord::Error::EventName(_))),
+        "{refused:?}"
+    );
+    assert!(c.register(&"x".repeat(56), never).is_err());
+    c.register("deploy.prod", never).unwrap();
     node.shutdown().await.unwrap();
 }
 

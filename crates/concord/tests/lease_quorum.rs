@@ -165,7 +165,8 @@ async fn coordinators_on_two_nodes_execute_a_shared_operation_once() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 Ok(json!("deployed"))
             }
-        });
+        })
+        .unwrap();
         coordinators.push((space, c));
     }
     let deploy = Operation {

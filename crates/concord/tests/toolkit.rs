@@ -176,7 +176,8 @@ async fn a_failing_handler_emits_failed_and_is_retried_up_to_its_policy() {
             })
             .retry(RetryPolicy {
                 max_attempts: 3,
-                backoff: Duration::from_millis(50),
+                base_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(50),
             })
             .start()
             .unwrap();

@@ -14,9 +14,11 @@
 //! before its outcome event is written.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use concord_lease::{FencingToken, Permits, Resource};
+use concord_lease::{FencingToken, LeaseBackend, Permits, Resource};
+use concord_state::{Replica, StateError};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -29,14 +31,33 @@ use crate::{Error, HeldLock, Space};
 /// step runs, so this bounds only how long a crashed holder blocks others.
 pub const DEFAULT_STEP_TTL: Duration = Duration::from_secs(10);
 
+/// Checked on the replica once the step's lock is held: `true` means the
+/// work was done already (by an earlier holder), so the step must not run.
+type DoneCheck = Box<dyn FnOnce(&Replica) -> Result<bool, StateError> + Send>;
+
 /// A coordinated step of `agent`, built by [`Space::coordinate`].
-#[derive(Debug, Clone)]
 pub struct Coordinate {
     space: Space,
     agent: String,
     lock: Option<String>,
     limit: Option<Limit>,
     ttl: Duration,
+    leases: Option<Arc<dyn LeaseBackend>>,
+    holder: Option<String>,
+    done: Option<DoneCheck>,
+}
+
+impl std::fmt::Debug for Coordinate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinate")
+            .field("space", &self.space.name())
+            .field("agent", &self.agent)
+            .field("lock", &self.lock)
+            .field("limit", &self.limit)
+            .field("ttl", &self.ttl)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A rate limit on a shared resource, counted across every node of the
@@ -78,6 +99,11 @@ pub enum StepError<E> {
     /// the events.
     #[error(transparent)]
     Concord(#[from] Error),
+    /// The step did not run: once its lock was held, the space showed the
+    /// work done already (only for the coordinator's executions, which
+    /// check that their operation is not settled; nothing was emitted).
+    #[error("the step was done already")]
+    AlreadyDone,
 }
 
 impl Space {
@@ -115,6 +141,9 @@ impl Space {
             lock: None,
             limit: None,
             ttl: DEFAULT_STEP_TTL,
+            leases: None,
+            holder: None,
+            done: None,
         }
     }
 }
@@ -180,6 +209,31 @@ impl Coordinate {
         self
     }
 
+    /// Takes the lock and the limits from `leases` (etcd, say) instead of
+    /// the space's lease quorum ([`Space::lease_backend`]).
+    pub fn leases(mut self, leases: Arc<dyn LeaseBackend>) -> Coordinate {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// Names the holder mirrored into [`crate::LOCK_HOLDERS`] (default:
+    /// this node's peer id).
+    pub fn holder(mut self, holder: &str) -> Coordinate {
+        self.holder = Some(holder.to_owned());
+        self
+    }
+
+    /// Skips the step, with [`StepError::AlreadyDone`] and no event, if
+    /// `done` says so on the replica once the lock is held (and the last
+    /// holder's writes are in).
+    pub(crate) fn unless_done(
+        mut self,
+        done: impl FnOnce(&Replica) -> Result<bool, StateError> + Send + 'static,
+    ) -> Coordinate {
+        self.done = Some(Box::new(done));
+        self
+    }
+
     /// Takes the lock (waiting while others hold it, then until this node
     /// has what the last holder wrote), emits `<agent>_started`, runs
     /// `step` with the lock kept renewed, emits `<agent>_complete` with its
@@ -211,17 +265,33 @@ impl Coordinate {
         Fut: Future<Output = Result<T, E>>,
     {
         let space = &self.space;
-        let mut lock = match &self.lock {
-            Some(resource) => {
-                let backend = space.lease_backend().await?;
-                let holder = space.holder_name();
-                Some(HeldLock::acquire(backend, space, resource, self.ttl, &holder).await?)
+        let backend = match &self.leases {
+            Some(leases) => Some(Arc::clone(leases)),
+            None if self.lock.is_some() || self.limit.is_some() => {
+                Some(space.lease_backend().await?)
             }
             None => None,
         };
-        let mut slot = match &self.limit {
-            Some(limit) => Some(take_limit(space, limit, self.ttl).await?),
-            None => None,
+        let holder = self.holder.clone().unwrap_or_else(|| space.holder_name());
+        let mut lock = match (&self.lock, &backend) {
+            (Some(resource), Some(backend)) => Some(
+                HeldLock::acquire(Arc::clone(backend), space, resource, self.ttl, &holder).await?,
+            ),
+            _ => None,
+        };
+        if let Some(done) = self.done {
+            if space.read(done).await?.map_err(Error::from)? {
+                if let Some(lock) = lock {
+                    lock.release().await?;
+                }
+                return Err(StepError::AlreadyDone);
+            }
+        }
+        let mut slot = match (&self.limit, backend) {
+            (Some(limit), Some(backend)) => {
+                Some(take_limit(backend, space, limit, self.ttl, &holder).await?)
+            }
+            _ => None,
         };
         let token = lock.as_ref().map(HeldLock::token);
         let name = |what: &str| format!("{}_{what}", self.agent);
@@ -266,17 +336,21 @@ impl Coordinate {
 /// Waits for an in-flight slot, which it returns held, and then for a
 /// start within `limit`'s window (a permit taken and left to expire). In
 /// that order: the step starts as soon as its window permit is granted.
-async fn take_limit(space: &Space, limit: &Limit, ttl: Duration) -> Result<HeldLock, Error> {
-    let backend = space.lease_backend().await?;
+async fn take_limit(
+    backend: Arc<dyn LeaseBackend>,
+    space: &Space,
+    limit: &Limit,
+    ttl: Duration,
+    holder: &str,
+) -> Result<HeldLock, Error> {
     let in_flight = format!("{}.in_flight", limit.resource);
-    let holder = space.holder_name();
     let slot = HeldLock::acquire_permit(
         backend.clone(),
         space,
         &in_flight,
         limit.in_flight,
         ttl,
-        &holder,
+        holder,
     )
     .await?;
     let (starts, window) = limit.per_window;

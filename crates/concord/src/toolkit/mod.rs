@@ -15,8 +15,11 @@
 
 pub mod coordinate;
 pub mod events;
+pub mod retry;
 pub mod when;
 
 pub use coordinate::{Coordinate, StepContext, StepError};
+pub(crate) use events::check_name;
 pub use events::{AgentEvent, EVENTS};
-pub use when::{HANDLED, HandlerContext, RetryPolicy, When, WhenHandle};
+pub use retry::RetryPolicy;
+pub use when::{HANDLED, HandlerContext, When, WhenHandle};

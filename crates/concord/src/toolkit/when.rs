@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::events::{AgentEvent, EVENT_RETENTION, EVENTS, check_name};
+use super::retry::RetryPolicy;
 use crate::{Error, HeldLock, Space};
 
 /// The topic recording which handler handled which event, and how.
@@ -42,25 +43,6 @@ pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(5);
 /// How often a handler task looks again for events to take over when no
 /// event arrives.
 const RESCAN: Duration = Duration::from_millis(250);
-
-/// How many times, and how far apart, a failing handler is run for one
-/// event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Runs in all (at least 1).
-    pub max_attempts: u32,
-    /// Wait after a failed run before the next.
-    pub backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            backoff: Duration::from_millis(500),
-        }
-    }
-}
 
 /// One entry of [`HANDLED`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,7 +307,7 @@ where
         };
         let outcome = claim.hold_while((self.run)(event, context)).await?;
         let ok = outcome.is_ok();
-        let done = ok || attempt >= self.retry.max_attempts.max(1);
+        let done = ok || self.retry.is_last(attempt);
         if let Err(e) = &outcome {
             let failed = json!({"event": id, "error": e.to_string(), "attempt": attempt});
             space
@@ -352,7 +334,7 @@ where
         Ok(if done {
             Claim::Finished
         } else {
-            Claim::Later(self.retry.backoff)
+            Claim::Later(self.retry.backoff(attempt))
         })
     }
 
