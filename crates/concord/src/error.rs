@@ -87,6 +87,19 @@ pub enum Error {
     /// letters, digits, `_`, `-`, `.`).
     #[error("invalid event name {0:?}")]
     EventName(String),
+    /// An observer reported what cannot be written (see
+    /// [`crate::toolkit::Observer`]).
+    #[error("observer: {0}")]
+    Observation(String),
+    /// The replicas of a test cluster did not converge in time (see
+    /// [`crate::testing::Cluster::converged`]).
+    #[error("space {space}: replicas still differ after {waited:?}")]
+    NotConverged {
+        /// The space.
+        space: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// A resource name the lease service cannot use.
     #[error(transparent)]
     Resource(#[from] concord_lease::LeaseError),

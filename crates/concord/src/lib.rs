@@ -51,12 +51,48 @@ mod lease;
 mod node;
 mod quorum;
 mod space;
+pub mod testing;
 pub mod toolkit;
 
 pub use channels::{Counter, LastValue, SetChannel, Topic};
 pub use concord_lease::{
     BackendError, FencingToken, Lease, LeaseBackend, Millis, NodeId, Resource,
 };
+/// Makes an async fn a coordinated step of an agent: the one-line form of
+/// [`Space::coordinate`]`(agent).lock(resource).run(..)`.
+///
+/// The fn gains the [`Space`] as its first parameter, loses its (optional,
+/// first) [`StepContext`] parameter, and returns `Result<T, StepError<E>>`
+/// for its `Result<T, E>`. Arguments: `agent` (default: the fn's name),
+/// `lock` (none by default), `ttl_ms` (the lock's ttl). Misuse (a fn that
+/// is not async, a method, a return type that is not a `Result`) is a
+/// compile error saying why.
+///
+/// ```
+/// # async fn example() -> anyhow::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # let node = concord::Node::builder()
+/// #     .data_dir(dir.path())
+/// #     .listen("/ip4/127.0.0.1/tcp/0".parse()?)
+/// #     .build()
+/// #     .await?;
+/// use concord::StepContext;
+///
+/// #[concord::coordinate(agent = "researcher", lock = "openai_api")]
+/// async fn research(ctx: StepContext, topic: &str) -> Result<String, std::io::Error> {
+///     let token = ctx.token().expect("under the lock");
+///     Ok(format!("3 papers on {topic} (token {token})"))
+/// }
+///
+/// let space = node.space("team").await?;
+/// let summary = research(&space, "CRDTs").await?;
+/// assert!(summary.starts_with("3 papers on CRDTs"));
+/// assert_eq!(space.events("researcher_complete").await?.len(), 1);
+/// # node.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+/// ```
+pub use concord_macros::coordinate;
 pub use concord_net::lease::LeasePeer;
 pub use concord_net::{Multiaddr, PeerId, PeerInfo, Subscription};
 pub use concord_state::{
@@ -69,4 +105,6 @@ pub use lease::{HeldLock, LOCK_HOLDERS, LockHolder};
 pub use node::{Node, NodeBuilder};
 pub use quorum::{Declaration, DeclaredPeer, LEASE_QUORUM, MAX_QUORUM_MEMBERS, QUORUM_WAIT};
 pub use space::Space;
-pub use toolkit::{AgentEvent, HandlerContext, RetryPolicy, StepContext, StepError};
+pub use toolkit::{
+    AgentEvent, HandlerContext, Observation, Observer, RetryPolicy, Runner, StepContext, StepError,
+};

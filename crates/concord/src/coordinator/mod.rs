@@ -296,6 +296,11 @@ impl Coordinator {
         self
     }
 
+    /// The space whose operations it executes.
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+
     /// Runs `executor` for external operations of `kind`. Operations of a
     /// kind with no executor stay queued (another coordinator may run them).
     /// Executions are announced as `<kind>_started` and `<kind>_complete`

@@ -279,13 +279,13 @@ impl Coordinate {
             ),
             _ => None,
         };
-        if let Some(done) = self.done {
-            if space.read(done).await?.map_err(Error::from)? {
-                if let Some(lock) = lock {
-                    lock.release().await?;
-                }
-                return Err(StepError::AlreadyDone);
+        if let Some(done) = self.done
+            && space.read(done).await?.map_err(Error::from)?
+        {
+            if let Some(lock) = lock {
+                lock.release().await?;
             }
+            return Err(StepError::AlreadyDone);
         }
         let mut slot = match (&self.limit, backend) {
             (Some(limit), Some(backend)) => {
