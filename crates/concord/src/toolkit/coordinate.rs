@@ -2,7 +2,7 @@
 //! lock that spans the space, announced to the space as events.
 //!
 //! ```text
-//! <agent>_started   {}
+//! <agent>_started   {"token": t}
 //! <agent>_complete  {"result": <the step's output>, "duration_ms": n, "token": t}
 //! <agent>_failed    {"error": "<its error>", "duration_ms": n, "token": t}
 //! ```
@@ -296,7 +296,8 @@ impl Coordinate {
         let token = lock.as_ref().map(HeldLock::token);
         let name = |what: &str| format!("{}_{what}", self.agent);
         // Not waited for on disk: the step's outcome is what must last.
-        space.emit_committed(&name("started"), json!({})).await?;
+        let announce = json!({"token": token.map(FencingToken::get)});
+        space.emit_committed(&name("started"), announce).await?;
         let started = Instant::now();
         let context = StepContext {
             token,
