@@ -55,12 +55,18 @@ fn put_values(node: &NodeProcess) {
 }
 
 fn assert_values(node: &NodeProcess) {
-    assert_eq!(node.get(SPACE, "observation/ci.status"), Some(json!("green")));
+    assert_eq!(
+        node.get(SPACE, "observation/ci.status"),
+        Some(json!("green"))
+    );
     assert_eq!(
         node.get(SPACE, "intent/plan"),
         Some(json!({"steps": ["build", "ship"]}))
     );
-    assert_eq!(node.get(SPACE, "coordination/owner"), Some(json!("agent-7")));
+    assert_eq!(
+        node.get(SPACE, "coordination/owner"),
+        Some(json!("agent-7"))
+    );
 }
 
 #[test]
@@ -79,7 +85,11 @@ fn backup_of_a_running_node_restores_as_a_new_replica() {
     let restored: Value = serde_json::from_str(&restore(&restored_dir, &file).ok()).unwrap();
     assert_eq!(restored["space"], SPACE);
     assert_eq!(restored["changes"], done["changes"]);
-    assert_ne!(restored["peer_id"], a.peer_id(), "a restored node gets a new identity");
+    assert_ne!(
+        restored["peer_id"],
+        a.peer_id(),
+        "a restored node gets a new identity"
+    );
     assert!(entries(root.path(), ".restored.restoring-").is_empty());
 
     // Alone first: it serves exactly what the backup holds.
@@ -88,9 +98,15 @@ fn backup_of_a_running_node_restores_as_a_new_replica() {
     assert_values(&b);
     assert_eq!(b.get(SPACE, "observation/after"), None);
     let (a_report, b_report) = (a.inspect(SPACE), b.inspect(SPACE));
-    let (a_actor, b_actor) = (a_report["actor"].as_str().unwrap(), b_report["actor"].as_str().unwrap());
+    let (a_actor, b_actor) = (
+        a_report["actor"].as_str().unwrap(),
+        b_report["actor"].as_str().unwrap(),
+    );
     assert_ne!(a_actor, b_actor, "never the original's actor");
-    assert!(b_report["spaces"][0]["vector_clock"].get(a_actor).is_some(), "{b_report}");
+    assert!(
+        b_report["spaces"][0]["vector_clock"].get(a_actor).is_some(),
+        "{b_report}"
+    );
     b.put(SPACE, "observation/from.restored", r#""hello""#);
     assert_eq!(b.terminate().code(), Some(0));
 
@@ -120,7 +136,9 @@ fn backup_without_a_node_reads_its_files() {
     let b = NodeProcess::start(CONCORD, &restored_dir, &[]);
     assert_values(&b);
 
-    let missing = a.cli("backup", &["nope", "--out", file.to_str().unwrap()]).err();
+    let missing = a
+        .cli("backup", &["nope", "--out", file.to_str().unwrap()])
+        .err();
     assert!(missing.contains("no space \"nope\""), "{missing}");
 }
 
@@ -153,11 +171,17 @@ fn kill_9_mid_backup_leaves_the_node_and_the_earlier_backup_intact() {
     assert!(paused.is_some(), "the backup never paused");
     let partial = entries(root.path(), ".team.ccbk.");
     assert_eq!(partial.len(), 1, "{partial:?}");
-    let partial_len = std::fs::metadata(root.path().join(&partial[0])).unwrap().len();
+    let partial_len = std::fs::metadata(root.path().join(&partial[0]))
+        .unwrap()
+        .len();
     assert_eq!(partial_len, 100, "the kill lands mid-write");
     drop(killed); // SIGKILL
 
-    assert_eq!(std::fs::read(&file).unwrap(), earlier, "the earlier backup is intact");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        earlier,
+        "the earlier backup is intact"
+    );
     let restored_dir = root.path().join("restored");
     restore(&restored_dir, &file).ok();
     let b = NodeProcess::start(CONCORD, &restored_dir, &[]);
@@ -195,7 +219,10 @@ fn damaged_backups_are_refused_and_leave_nothing() {
     not_a_backup[..4].copy_from_slice(b"PK\x03\x04");
     let cases = [
         (damaged("flipped.ccbk", &flipped), "checksum mismatch"),
-        (damaged("cut.ccbk", &good[..good.len() - 7]), "backup truncated"),
+        (
+            damaged("cut.ccbk", &good[..good.len() - 7]),
+            "backup truncated",
+        ),
         (damaged("header-cut.ccbk", &good[..20]), "backup truncated"),
         (damaged("junk.ccbk", &not_a_backup), "not a concord backup"),
     ];
@@ -203,7 +230,11 @@ fn damaged_backups_are_refused_and_leave_nothing() {
     for (path, message) in &cases {
         let err = restore(&target, path).err();
         assert!(err.contains(message), "{}: {err}", path.display());
-        assert!(!target.exists(), "{}: left a data directory", path.display());
+        assert!(
+            !target.exists(),
+            "{}: left a data directory",
+            path.display()
+        );
         assert!(entries(root.path(), ".restored.").is_empty());
     }
 

@@ -70,7 +70,9 @@ pub enum BackupError {
     #[error("not a concord backup (it does not start with the magic \"CCBK\")")]
     NotABackup,
     /// A format version this build does not read.
-    #[error("backup format version {found} is not supported (this concord reads version {BACKUP_VERSION})")]
+    #[error(
+        "backup format version {found} is not supported (this concord reads version {BACKUP_VERSION})"
+    )]
     UnsupportedVersion {
         /// The version in the header.
         found: u32,
@@ -90,7 +92,9 @@ pub enum BackupError {
         extra: u64,
     },
     /// The payload's SHA-256 is not the header's.
-    #[error("backup corrupt: checksum mismatch (the header says SHA-256 {expected}, the payload has {actual})")]
+    #[error(
+        "backup corrupt: checksum mismatch (the header says SHA-256 {expected}, the payload has {actual})"
+    )]
     Checksum {
         /// The header's checksum (hex).
         expected: String,
@@ -114,7 +118,9 @@ pub enum BackupError {
     #[error("the backup's snapshot is not a concord space: {0}")]
     NotASpace(#[source] concord_state::StateError),
     /// A space name that is not one (see `concord::valid_space_name`).
-    #[error("invalid space name {0:?} (1 to 64 ASCII letters, digits, '.', '_', '-'; not starting with '.')")]
+    #[error(
+        "invalid space name {0:?} (1 to 64 ASCII letters, digits, '.', '_', '-'; not starting with '.')"
+    )]
     SpaceName(String),
     /// The data directory holds no such space.
     #[error("no space {space:?} in {} (no directory {})", data.display(), data.join("spaces").join(space).display())]

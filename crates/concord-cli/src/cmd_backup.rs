@@ -197,7 +197,11 @@ fn check_space(space: &str, snapshot: &[u8]) -> Result<u64, BackupError> {
     };
     let replica = Replica::recover(space, check_actor(), durable, ReplicaConfig::default())
         .map_err(BackupError::NotASpace)?;
-    debug_assert_eq!(replica.unpersisted(), 0, "a recovered snapshot queues nothing");
+    debug_assert_eq!(
+        replica.unpersisted(),
+        0,
+        "a recovered snapshot queues nothing"
+    );
     Ok(replica.vector_clock().total())
 }
 
@@ -220,7 +224,10 @@ fn write_atomically(out: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     if let Some(at) = pause_at(bytes.len()) {
         tmp.write_all(&bytes[..at]).map_err(io("write"))?;
         tmp.as_file().sync_data().map_err(io("fsync"))?;
-        eprintln!("backup paused after {at} of {} bytes ({PAUSE_ENV})", bytes.len());
+        eprintln!(
+            "backup paused after {at} of {} bytes ({PAUSE_ENV})",
+            bytes.len()
+        );
         std::thread::sleep(PAUSE);
         written = at;
     }
@@ -299,10 +306,9 @@ fn check_target(data: &Path) -> Result<(), BackupError> {
 fn stage_and_rename(data: &Path, space: &str, snapshot: &[u8]) -> Result<String> {
     let parent = parent_dir(data);
     fs::create_dir_all(parent).map_err(|e| BackupError::io("create", parent, e))?;
-    let name = data.file_name().map_or_else(
-        || "data".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = data
+        .file_name()
+        .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{name}.restoring-"))
         .tempdir_in(parent)

@@ -4,7 +4,10 @@
 use super::*;
 
 fn sample() -> Backup {
-    Backup::new(Meta::now("team", 3), b"not really automerge, the format does not care".to_vec())
+    Backup::new(
+        Meta::now("team", 3),
+        b"not really automerge, the format does not care".to_vec(),
+    )
 }
 
 #[test]
@@ -98,7 +101,10 @@ fn read_file_checks_the_size_before_reading_the_payload() {
     assert!(matches!(err, BackupError::Truncated { .. }), "{err}");
     assert!(err.to_string().starts_with("backup truncated"), "{err}");
     let missing = Backup::read_file(&dir.path().join("none")).unwrap_err();
-    assert!(matches!(missing, BackupError::Io { op: "open", .. }), "{missing}");
+    assert!(
+        matches!(missing, BackupError::Io { op: "open", .. }),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -135,7 +141,13 @@ fn metadata_over_the_limit_is_refused_both_ways() {
     payload.extend(std::iter::repeat_n(b' ', MAX_META_BYTES + 1));
     let err = Backup::decode(&framed(&payload)).unwrap_err();
     assert!(
-        matches!(err, BackupError::TooLarge { what: "metadata", .. }),
+        matches!(
+            err,
+            BackupError::TooLarge {
+                what: "metadata",
+                ..
+            }
+        ),
         "{err}"
     );
 }
