@@ -153,15 +153,19 @@ pub fn backup(data: &Path, space: &str, out: &Path, json: bool) -> Result<()> {
 /// The snapshot the running node sends.
 fn from_node(mut client: Client) -> Result<Vec<u8>> {
     let ready: BackupReady = client.expect()?;
-    let len = usize::try_from(ready.bytes)
+    client.read_bytes(snapshot_len(ready.bytes)?)
+}
+
+/// The length the node announces, if it is within [`MAX_SNAPSHOT_BYTES`].
+fn snapshot_len(announced: u64) -> Result<usize, BackupError> {
+    usize::try_from(announced)
         .ok()
         .filter(|len| *len <= MAX_SNAPSHOT_BYTES)
         .ok_or(BackupError::TooLarge {
             what: "snapshot",
-            len: ready.bytes,
+            len: announced,
             max: MAX_SNAPSHOT_BYTES as u64,
-        })?;
-    client.read_bytes(len)
+        })
 }
 
 /// The snapshot of the space stored in `dir`, read under its lock.
@@ -377,3 +381,6 @@ pub async fn serve(space: Result<Space>, write: &mut (impl AsyncWrite + Unpin)) 
         Err(e) => tracing::warn!(error = %e, "backup snapshot not sent"),
     }
 }
+
+#[cfg(test)]
+mod tests;
