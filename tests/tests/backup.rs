@@ -251,3 +251,42 @@ fn damaged_backups_are_refused_and_leave_nothing() {
     let b = NodeProcess::start(CONCORD, &target, &[]);
     assert_values(&b);
 }
+
+#[test]
+fn backups_taken_during_writes_are_each_one_point_in_time() {
+    let root = tempfile::tempdir().unwrap();
+    let a = NodeProcess::start(CONCORD, &root.path().join("a"), &spaces(&[SPACE]));
+    a.put(SPACE, "observation/n", "0");
+    let base = backup(&a, &root.path().join("base.ccbk"))["changes"]
+        .as_u64()
+        .unwrap();
+    const WRITES: u64 = 40;
+    let taken = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for n in 1..=WRITES {
+                a.put(SPACE, "observation/n", &n.to_string());
+            }
+        });
+        let mut taken = Vec::new();
+        while !writer.is_finished() {
+            let file = root.path().join(format!("during-{}.ccbk", taken.len()));
+            let changes = backup(&a, &file)["changes"].as_u64().unwrap();
+            taken.push((file, changes));
+        }
+        taken
+    });
+    assert!(
+        taken.len() >= 2,
+        "only {} backups during the writes",
+        taken.len()
+    );
+    // Each backup holds exactly the writes up to one point: its value is
+    // the number of writes it holds (every write is one change).
+    for (i, (file, changes)) in taken.iter().enumerate().step_by(taken.len() / 2) {
+        let dir = root.path().join(format!("restored-{i}"));
+        restore(&dir, file).ok();
+        let b = NodeProcess::start(CONCORD, &dir, &[]);
+        let n = b.get(SPACE, "observation/n").unwrap().as_u64().unwrap();
+        assert_eq!(changes - base, n, "backup {i}");
+    }
+}
