@@ -41,7 +41,8 @@
 //! the others as any replica does. What changes is its peer id: `--allow`
 //! and `--lease-peer` lists naming the old one must name the new one (it is
 //! printed by `concord restore`); the space's lease quorum, declared in the
-//! document, stays the original's.
+//! document, stays the original's. (Copying the old `identity.key` into a
+//! restored directory would bring the collision back: don't.)
 //!
 //! **Test hook.** With [`PAUSE_ENV`]`=N` in its environment, `concord
 //! backup` stops for [`PAUSE`] after writing and fsyncing the first N bytes
