@@ -121,7 +121,7 @@ pub fn backup(data: &Path, space: &str, out: &Path, json: bool) -> Result<()> {
         space: space.to_owned(),
     };
     let (snapshot, from) = match Client::send_if_running(data, &request)? {
-        Some(client) => (from_node(client)?, "node"),
+        Some(client) => (from_node(client, space)?, "node"),
         None => (from_files(&dir, space)?, "files"),
     };
     let changes = check_space(space, &snapshot)?;
@@ -151,9 +151,14 @@ pub fn backup(data: &Path, space: &str, out: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The snapshot the running node sends.
-fn from_node(mut client: Client) -> Result<Vec<u8>> {
+/// The snapshot of `space` the running node sends.
+fn from_node(mut client: Client, space: &str) -> Result<Vec<u8>> {
     let ready: BackupReady = client.expect()?;
+    anyhow::ensure!(
+        ready.space == space,
+        "the node sent a snapshot of space {:?}, not {space:?}",
+        ready.space
+    );
     client.read_bytes(snapshot_len(ready.bytes)?)
 }
 
