@@ -5,7 +5,7 @@
 //! into messages for the user; it never prints and never interprets a
 //! reply's payload (the commands in [`crate::cmd_client`] do).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -23,25 +23,50 @@ pub struct Client {
 impl Client {
     /// Connects to the node in `data` and sends `request`.
     pub fn send(data: &Path, request: &Request) -> Result<Client> {
-        let socket = control::socket_path(data);
-        let mut stream = UnixStream::connect(&socket).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => anyhow!(
+        Client::send_if_running(data, request)?.ok_or_else(|| {
+            anyhow!(
                 "no node is running in {} (no live control socket at {}); start one with \
                  `concord node --data {}`",
                 data.display(),
-                socket.display(),
+                control::socket_path(data).display(),
                 data.display()
-            ),
-            _ => anyhow!("connecting to the control socket {}: {e}", socket.display()),
-        })?;
+            )
+        })
+    }
+
+    /// Like [`Client::send`], but `None` when no node is running in `data`
+    /// (no socket, or nobody listening on it).
+    pub fn send_if_running(data: &Path, request: &Request) -> Result<Option<Client>> {
+        let socket = control::socket_path(data);
+        let mut stream = match UnixStream::connect(&socket) {
+            Ok(stream) => stream,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => bail!("connecting to the control socket {}: {e}", socket.display()),
+        };
         let mut line = serde_json::to_vec(request)?;
         line.push(b'\n');
         stream
             .write_all(&line)
             .context("sending the request to the node")?;
-        Ok(Client {
+        Ok(Some(Client {
             read: BufReader::new(stream),
-        })
+        }))
+    }
+
+    /// Exactly `len` raw bytes following the last reply line.
+    pub fn read_bytes(&mut self, len: usize) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; len];
+        self.read
+            .read_exact(&mut bytes)
+            .context("reading the node's bytes (did it stop?)")?;
+        Ok(bytes)
     }
 
     /// A second handle on the connection, e.g. to shut its writing side

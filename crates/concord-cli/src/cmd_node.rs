@@ -398,8 +398,8 @@ impl Server {
                 };
                 serde_json::to_value(result)?
             }
-            Request::Watch { .. } | Request::Lock { .. } => {
-                bail!("watch and lock hold their connection; they are served by their own loops")
+            Request::Watch { .. } | Request::Lock { .. } | Request::Backup { .. } => {
+                bail!("watch, lock and backup are served by their own loops")
             }
         })
     }
@@ -553,6 +553,10 @@ async fn connection(server: Arc<Server>, stream: UnixStream) {
             ttl_ms,
         } => {
             lock(&server, &space, resource, ttl_ms, read, write).await;
+            return;
+        }
+        Request::Backup { space } => {
+            crate::cmd_backup::serve(server.space(&space).await, &mut write).await;
             return;
         }
         other => other,

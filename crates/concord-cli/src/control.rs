@@ -11,7 +11,8 @@
 //! shuts down its writing side, then releases it and answers with a
 //! [`LockReleased`]. If the lease is lost meanwhile, the node sends a
 //! [`Reply::Error`] instead and closes. A client that disappears releases
-//! its lock the same way.
+//! its lock the same way. `backup` answers with a [`BackupReady`] line
+//! followed by the snapshot's raw bytes.
 //!
 //! This module owns the wire format and the socket's location only; it never
 //! touches a node, a replica or the terminal.
@@ -79,6 +80,13 @@ pub enum Request {
     Inspect {
         /// Only this space (opened on demand); every open space when absent.
         space: Option<String>,
+    },
+    /// Send a consistent snapshot of a space for `concord backup`: answered
+    /// with a [`BackupReady`] line followed by exactly its `bytes` raw bytes
+    /// (`Replica::durable_snapshot`), then the node closes.
+    Backup {
+        /// The space (the client checks that it exists on disk first).
+        space: String,
     },
     /// Dump a space.
     Export {
@@ -312,6 +320,15 @@ pub struct QueueStats {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// The first reply to a `backup`: the snapshot's raw bytes follow the line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupReady {
+    /// The space.
+    pub space: String,
+    /// Bytes of the snapshot that follow.
+    pub bytes: u64,
 }
 
 /// The result of an `export`.

@@ -8,7 +8,9 @@
 //! never implements replication or protocol logic of its own (the `concord`
 //! facade does).
 
+mod backup;
 mod client;
+mod cmd_backup;
 mod cmd_client;
 mod cmd_lock;
 mod cmd_node;
@@ -128,6 +130,25 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Write a consistent, checksummed backup of one space to FILE (taken by
+    /// the node running in DIR, or from DIR's files when none runs).
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// The space.
+        space: String,
+        /// The backup file (replaced atomically if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new data directory DIR (with a new node
+    /// identity), from which `concord node --data DIR` serves the space.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file.
+        file: PathBuf,
+    },
     /// Run the demo scenario: several replicas coordinate and converge.
     Demo {
         /// Print the result as JSON instead of tables.
@@ -180,6 +201,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             format,
             out,
         } => cmd_client::export(&common.data, space, format, out, common.json),
+        Command::Backup { common, space, out } => {
+            cmd_backup::backup(&common.data, &space, &out, common.json)
+        }
+        Command::Restore { common, file } => cmd_backup::restore(&common.data, &file, common.json),
         Command::Demo { json } => demo::run(json),
     }
 }

@@ -102,7 +102,7 @@ pub use concord_state::{
 pub use ephemeral::Ephemeral;
 pub use error::Error;
 pub use lease::{HeldLock, LOCK_HOLDERS, LockHolder};
-pub use node::{Node, NodeBuilder};
+pub use node::{Node, NodeBuilder, valid_space_name};
 pub use quorum::{Declaration, DeclaredPeer, LEASE_QUORUM, MAX_QUORUM_MEMBERS, QUORUM_WAIT};
 pub use space::Space;
 pub use toolkit::{

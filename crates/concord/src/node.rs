@@ -449,7 +449,17 @@ impl std::fmt::Debug for Node {
     }
 }
 
-fn valid_space_name(name: &str) -> bool {
+/// Whether `name` may name a space (it is also a directory name under the
+/// data directory): 1 to 64 bytes of ASCII letters, digits, `.`, `_` and
+/// `-`, not starting with `.`. [`Node::space`] refuses others with
+/// [`Error::SpaceName`].
+///
+/// ```
+/// assert!(concord::valid_space_name("release-2.1"));
+/// assert!(!concord::valid_space_name("../etc"));
+/// assert!(!concord::valid_space_name(&"a".repeat(65)));
+/// ```
+pub fn valid_space_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

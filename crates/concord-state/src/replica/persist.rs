@@ -282,6 +282,31 @@ impl Replica {
         self.outbox.durable_seq
     }
 
+    /// The replica's whole durable state as one snapshot, taken now: the
+    /// bytes a [`Persist::Snapshot`] would carry (the current document and
+    /// the retained epochs). Recovering from it alone, as
+    /// `Durable { snapshot: Some(bytes), records: vec![] }`, gives a replica
+    /// with every change this one holds; queues nothing (e.g. for a backup).
+    ///
+    /// ```
+    /// use concord_state::{ActorId, Durable, Millis, Replica, ReplicaConfig};
+    ///
+    /// let mut r = Replica::recover("team", ActorId::from(&[1u8; 16][..]), Durable::default(), ReplicaConfig::default())?;
+    /// r.put(Millis(1), "observation/ci", &"green")?;
+    /// let before = r.unpersisted();
+    /// let snapshot = r.durable_snapshot();
+    /// assert_eq!(r.unpersisted(), before, "nothing queued");
+    /// let durable = Durable { snapshot: Some(snapshot), records: Vec::new() };
+    /// let copy = Replica::recover("team", ActorId::from(&[2u8; 16][..]), durable, ReplicaConfig::default())?;
+    /// assert_eq!(copy.get("observation/ci")?, Some(serde_json::json!("green")));
+    /// assert_eq!(copy.vector_clock(), r.vector_clock());
+    /// # Ok::<(), concord_state::StateError>(())
+    /// ```
+    pub fn durable_snapshot(&self) -> Vec<u8> {
+        let _span = tracing::debug_span!("durable_snapshot", space = %self.space).entered();
+        self.snapshot_bytes()
+    }
+
     /// Queues a snapshot of the whole document and the retained epochs (see
     /// [`Replica::compact`] and the `epoch` module); returns its size (0 for
     /// an in-memory replica, which queues nothing).

@@ -266,3 +266,26 @@ fn compaction_is_the_way_out_of_a_backlog() {
     assert_eq!(r.unpersisted_bytes(), 0);
     r.put(Millis(11), "observation/a", &1).unwrap();
 }
+
+#[test]
+fn a_durable_snapshot_carries_the_retained_epochs() {
+    let mut r = fresh(1);
+    r.put(Millis(1), "observation/a", &1).unwrap();
+    r.cut_epoch(Millis(2)).unwrap().unwrap();
+    r.put(Millis(3), "observation/a", &2).unwrap();
+    let epoch = r.epoch();
+    assert_eq!(epoch.retained.len(), 1, "the default retains one epoch");
+    let queued = r.unpersisted();
+
+    let snapshot = r.durable_snapshot();
+    assert_eq!(r.unpersisted(), queued, "nothing queued");
+    let durable = Durable {
+        snapshot: Some(snapshot),
+        records: Vec::new(),
+    };
+    let copy = Replica::recover("s", actor(2), durable, ReplicaConfig::default()).unwrap();
+    assert_eq!(copy.epoch().id, epoch.id);
+    assert_eq!(copy.epoch().retained, epoch.retained);
+    assert_eq!(copy.get("observation/a").unwrap(), Some(json!(2)));
+    assert_eq!(copy.vector_clock(), r.vector_clock());
+}
