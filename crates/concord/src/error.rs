@@ -96,6 +96,15 @@ pub enum Error {
     /// A space's storage could not be opened or read, or holds corrupt data.
     #[error("space storage: {0}")]
     Storage(#[from] concord_storage::StorageError),
+    /// A bounded wait ran out (see [`crate::Node::connect`] and
+    /// [`crate::Space::converge`]).
+    #[error("{what} after {waited_ms} ms")]
+    Timeout {
+        /// What was still not the case.
+        what: String,
+        /// How long it waited.
+        waited_ms: u64,
+    },
 }
 
 impl Error {
