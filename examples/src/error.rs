@@ -21,6 +21,12 @@ pub enum ExampleError {
         /// Its error output, or why it could not start.
         detail: String,
     },
+    /// A `git` command wrote more than the limit on its output (64 KiB).
+    #[error("git wrote more than {max} bytes")]
+    GitOutputTooLarge {
+        /// The limit.
+        max: usize,
+    },
     /// SQLite failed.
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),

@@ -4,9 +4,11 @@
 //! compare-and-swap (`git update-ref <ref> <new> <old>`).
 //!
 //! This module owns running `git`. It must never move a ref without naming
-//! the value it expects there, and never read a user's or the system's git
-//! configuration.
+//! the value it expects there, never read a user's or the system's git
+//! configuration, and never read more than [`MAX_GIT_OUTPUT_BYTES`] of a
+//! command's output.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -17,6 +19,22 @@ pub(crate) const BRANCH: &str = "refs/heads/main";
 
 /// The trailer recording the committer's fencing token.
 pub(crate) const TOKEN_TRAILER: &str = "Fencing-Token";
+
+/// Most bytes read from one git command's output (and, apart, its error
+/// output); a longer output is an error.
+pub(crate) const MAX_GIT_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Reads `pipe` up to [`MAX_GIT_OUTPUT_BYTES`]; `true` if it had more.
+fn bounded(pipe: Option<impl Read>) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut bytes = Vec::new();
+    if let Some(pipe) = pipe {
+        let limit = u64::try_from(MAX_GIT_OUTPUT_BYTES).unwrap_or(u64::MAX);
+        pipe.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    }
+    let more = bytes.len() > MAX_GIT_OUTPUT_BYTES;
+    bytes.truncate(MAX_GIT_OUTPUT_BYTES);
+    Ok((bytes, more))
+}
 
 /// The object id git uses for "this ref must not exist yet".
 const NO_REF: &str = "0000000000000000000000000000000000000000";
@@ -90,13 +108,31 @@ impl Repo {
                 .spawn()
                 .map_err(|e| failed(format!("could not start git: {e}")))?;
             if let (Some(bytes), Some(mut pipe)) = (input, child.stdin.take()) {
-                use std::io::Write;
                 pipe.write_all(&bytes)
                     .map_err(|e| failed(format!("writing to git: {e}")))?;
             }
-            child
-                .wait_with_output()
-                .map_err(|e| failed(format!("waiting for git: {e}")))
+            // Errors are read beside the output, so that neither pipe fills
+            // while the other is read; both bounded.
+            let errors = child.stderr.take();
+            let errors = std::thread::spawn(move || bounded(errors));
+            let read = bounded(child.stdout.take());
+            let finished = child.wait();
+            let (stdout, too_long) = read.map_err(|e| failed(format!("reading git: {e}")))?;
+            let stderr = match errors.join() {
+                Ok(Ok((stderr, _))) => stderr,
+                _ => Vec::new(),
+            };
+            if too_long {
+                return Err(ExampleError::GitOutputTooLarge {
+                    max: MAX_GIT_OUTPUT_BYTES,
+                });
+            }
+            let status = finished.map_err(|e| failed(format!("waiting for git: {e}")))?;
+            Ok(Output {
+                status,
+                stdout,
+                stderr,
+            })
         })
         .await
         .map_err(|e| failed_too(format!("git's thread: {e}")))?
@@ -183,5 +219,60 @@ impl Repo {
                 (id.to_owned(), token.trim().parse().ok())
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_output_over_the_limit_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init_bare(dir.path()).await.unwrap();
+        let at_limit = "a".repeat(MAX_GIT_OUTPUT_BYTES);
+        let blob = repo
+            .ok(&["hash-object", "-w", "--stdin"], Some(at_limit.as_bytes()))
+            .await
+            .unwrap();
+        let out = repo.run(&["cat-file", "-p", &blob], None).await.unwrap();
+        assert_eq!(out.stdout.len(), MAX_GIT_OUTPUT_BYTES);
+        let over = format!("{at_limit}b");
+        let blob = repo
+            .ok(&["hash-object", "-w", "--stdin"], Some(over.as_bytes()))
+            .await
+            .unwrap();
+        match repo.run(&["cat-file", "-p", &blob], None).await {
+            Err(ExampleError::GitOutputTooLarge { max }) => assert_eq!(max, MAX_GIT_OUTPUT_BYTES),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_swap_from_a_stale_head_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init_bare(dir.path()).await.unwrap();
+        let first = repo.commit(None, "f", "1", "first", 1).await.unwrap();
+        assert_eq!(
+            repo.compare_and_swap(&first, None).await.unwrap(),
+            Cas::Moved
+        );
+        let second = repo
+            .commit(Some(&first), "f", "2", "second", 2)
+            .await
+            .unwrap();
+        // Expecting no branch, while it exists: refused.
+        assert!(matches!(
+            repo.compare_and_swap(&second, None).await.unwrap(),
+            Cas::Refused(_)
+        ));
+        assert_eq!(
+            repo.compare_and_swap(&second, Some(&first)).await.unwrap(),
+            Cas::Moved
+        );
+        assert_eq!(repo.token_of(&second).await.unwrap(), Some(2));
+        let history = repo.history().await.unwrap();
+        assert_eq!(history, [(second, Some(2)), (first, Some(1))]);
     }
 }

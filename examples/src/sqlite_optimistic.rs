@@ -35,7 +35,7 @@ pub const ROWS: i64 = 3;
 
 /// Most tries of one update before the scenario gives up (each try that
 /// finds the version moved is retried).
-pub const MAX_TRIES: u32 = 100;
+pub const TRIES_PER_UPDATE: u32 = 100;
 
 /// The lease ttl of an agent's lock on a row.
 const TTL: Duration = Duration::from_secs(5);
@@ -217,7 +217,7 @@ fn token_of(lock: &HeldLock) -> Result<i64, ExampleError> {
 /// One update of `row` by `agent`: read, lock, checked write, release;
 /// again from a fresh read while the version moved. Returns the retries.
 async fn increment(space: &Space, db: &Path, row: i64, agent: &str) -> Result<u64, ExampleError> {
-    for tried in 0..MAX_TRIES {
+    for tried in 0..TRIES_PER_UPDATE {
         let seen = with_db(db, move |db| read(db, row)).await?;
         let held = lock(space, row, TTL, agent).await?;
         let token = token_of(&held)?;
@@ -228,7 +228,7 @@ async fn increment(space: &Space, db: &Path, row: i64, agent: &str) -> Result<u6
         }
     }
     Err(ExampleError::Timeout(format!(
-        "{agent} could not update row {row} in {MAX_TRIES} tries"
+        "{agent} could not update row {row} in {TRIES_PER_UPDATE} tries"
     )))
 }
 
@@ -294,7 +294,7 @@ async fn stale_holder(
 ///
 /// # Errors
 /// A node, lock or SQLite call failed, or an update kept finding its row
-/// moved ([`MAX_TRIES`]).
+/// moved ([`TRIES_PER_UPDATE`]).
 #[tracing::instrument(level = "info")]
 pub async fn run(config: Config) -> Result<SqliteReport, ExampleError> {
     let dir = tempfile::tempdir().map_err(ExampleError::io("making a temp dir"))?;
