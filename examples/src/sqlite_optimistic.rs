@@ -95,8 +95,11 @@ pub struct Tally {
 pub struct StaleProbe {
     /// Its token.
     pub token: i64,
-    /// How long it stalled, and the lease ttl.
+    /// How long it stalled.
     pub pause: Duration,
+    /// How much of its lease its node saw left when it tried (none: the
+    /// overtaker was granted the lock only after it ran out).
+    pub left_on_try: Duration,
     /// The token the row carried when it tried.
     pub row_token: i64,
     /// The version it sent was still the row's (read again after the try):
@@ -276,6 +279,7 @@ async fn stale_holder(
         retried,
     };
     let pause = stalled.elapsed();
+    let left_on_try = held.valid_for();
     let current = with_db(db, |db| read(db, 0)).await?;
     let changed = with_db(db, move |db| update(db, &current, current.value + 1, token)).await?;
     drop(held); // its lease is over
@@ -283,6 +287,7 @@ async fn stale_holder(
     let probe = StaleProbe {
         token,
         pause,
+        left_on_try,
         row_token: after.fencing_token,
         version_matched: after.version == current.version,
         refused: changed == 0,
@@ -365,10 +370,11 @@ impl fmt::Display for SqliteReport {
         let s = &self.stale;
         writeln!(
             f,
-            "stale on node-1: lock on row 0 with token {}, stalled {} ms (ttl {} ms) while overtaker took the lock and updated the row",
+            "stale on node-1: lock on row 0 with token {}, stalled {} ms (ttl {} ms) while overtaker took the lock and updated the row; its node then saw {} ms of lease left",
             s.token,
             s.pause.as_millis(),
-            self.stale_ttl.as_millis()
+            self.stale_ttl.as_millis(),
+            s.left_on_try.as_millis()
         )?;
         writeln!(
             f,
