@@ -69,6 +69,8 @@ pub struct Stage {
     pub handler_runs: usize,
     /// Calls the model saw from this role.
     pub model_calls: u64,
+    /// The fencing tokens the model was sent by this role.
+    pub model_tokens: Vec<u64>,
 }
 
 /// What the pipeline did.
@@ -211,6 +213,7 @@ pub async fn run(topic: &str) -> Result<PipelineReport, ExampleError> {
                 .collect(),
             handler_runs: mine.len(),
             model_calls: seen.get(agent).map_or(0, |s| s.calls),
+            model_tokens: seen.get(agent).map_or_else(Vec::new, |s| s.tokens.clone()),
         });
     }
     cluster::shutdown(members).await?;
@@ -221,20 +224,27 @@ pub async fn run(topic: &str) -> Result<PipelineReport, ExampleError> {
     })
 }
 
+/// `1, 2, 3` (each of a stage's events has one).
+fn joined(values: &[u64]) -> String {
+    let shown: Vec<String> = values.iter().map(u64::to_string).collect();
+    shown.join(", ")
+}
+
 impl fmt::Display for PipelineReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "fake model listening on http://{}", self.model)?;
         for s in &self.stages {
             writeln!(
                 f,
-                "{}: {}; ran on {} under lock {LOCK} (tokens {:?}) in {:?} ms; handler runs {}, model calls {}",
+                "{}: {}; ran on {} under lock {LOCK} (token {}) in {} ms; handler runs {}, model calls {} (token sent {})",
                 s.agent,
                 s.trigger,
                 s.nodes.join(", "),
-                s.tokens,
-                s.duration_ms,
+                joined(&s.tokens),
+                joined(&s.duration_ms),
                 s.handler_runs,
-                s.model_calls
+                s.model_calls,
+                joined(&s.model_tokens)
             )?;
             for r in &s.results {
                 writeln!(f, "  result: {r}")?;

@@ -87,6 +87,8 @@ async fn every_pipeline_stage_runs_exactly_once() {
     for stage in &report.stages {
         let want = llm::answer(&stage.agent, &prompt);
         assert_eq!(stage.results, std::slice::from_ref(&want), "{report}");
+        // The model was called under the step's lock, with its token.
+        assert_eq!(stage.model_tokens, stage.tokens, "{report}");
         prompt = want;
     }
 }
