@@ -2,13 +2,13 @@
 //! (and so declares itself the lease quorum of the spaces it opens), the
 //! others join it through its address.
 //!
-//! This module owns starting and stopping the examples' nodes. It never
-//! writes to a space.
+//! This module owns starting and stopping the examples' nodes and taking
+//! their locks. It never writes to a space itself.
 
 use std::path::Path;
 use std::time::Duration;
 
-use concord::{Multiaddr, Node, Space};
+use concord::{HeldLock, Multiaddr, Node, Space};
 
 use crate::ExampleError;
 
@@ -91,4 +91,16 @@ pub(crate) fn name_of(members: &[Member], peer_id: &str) -> String {
         .iter()
         .find(|m| m.node.peer_id().to_string() == peer_id)
         .map_or_else(|| format!("peer {peer_id}"), |m| m.name.clone())
+}
+
+/// Takes `resource` in `space` from its lease quorum for `ttl`, as
+/// `holder`, waiting while others hold it.
+pub(crate) async fn lock(
+    space: &Space,
+    resource: &str,
+    ttl: Duration,
+    holder: &str,
+) -> Result<HeldLock, ExampleError> {
+    let backend = space.lease_backend().await?;
+    Ok(HeldLock::acquire(backend, space, resource, ttl, holder).await?)
 }

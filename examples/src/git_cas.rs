@@ -21,7 +21,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use concord::{HeldLock, Space};
+use concord::HeldLock;
 
 use crate::cluster::{self, Member};
 use crate::git::{Cas, Repo};
@@ -93,7 +93,7 @@ async fn prepare(
     ttl: Duration,
 ) -> Result<(HeldLock, Attempt), ExampleError> {
     let started = Instant::now();
-    let lock = lock(&m.space, agent, ttl).await?;
+    let lock = cluster::lock(&m.space, RESOURCE, ttl, agent).await?;
     let waited = started.elapsed();
     let token = lock.token().get();
     let parent = repo.head().await?;
@@ -112,11 +112,6 @@ async fn prepare(
         refused: None,
     };
     Ok((lock, attempt))
-}
-
-async fn lock(space: &Space, agent: &str, ttl: Duration) -> Result<HeldLock, ExampleError> {
-    let backend = space.lease_backend().await?;
-    Ok(HeldLock::acquire(backend, space, RESOURCE, ttl, agent).await?)
 }
 
 /// Swaps the branch from the attempt's parent to its commit.

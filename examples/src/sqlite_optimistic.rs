@@ -201,15 +201,9 @@ fn update(db: &Connection, seen: &Row, value: i64, token: i64) -> Result<usize, 
     Ok(changed)
 }
 
-async fn lock(
-    space: &Space,
-    row: i64,
-    ttl: Duration,
-    agent: &str,
-) -> Result<HeldLock, ExampleError> {
-    let backend = space.lease_backend().await?;
-    let resource = format!("sqlite.row-{row}");
-    Ok(HeldLock::acquire(backend, space, &resource, ttl, agent).await?)
+/// The lock on `row`.
+fn resource(row: i64) -> String {
+    format!("sqlite.row-{row}")
 }
 
 fn token_of(lock: &HeldLock) -> Result<i64, ExampleError> {
@@ -222,7 +216,7 @@ fn token_of(lock: &HeldLock) -> Result<i64, ExampleError> {
 async fn increment(space: &Space, db: &Path, row: i64, agent: &str) -> Result<u64, ExampleError> {
     for tried in 0..TRIES_PER_UPDATE {
         let seen = with_db(db, move |db| read(db, row)).await?;
-        let held = lock(space, row, TTL, agent).await?;
+        let held = cluster::lock(space, &resource(row), TTL, agent).await?;
         let token = token_of(&held)?;
         let changed = with_db(db, move |db| update(db, &seen, seen.value + 1, token)).await?;
         held.release().await?;
@@ -268,7 +262,7 @@ async fn stale_holder(
     ttl: Duration,
 ) -> Result<(StaleProbe, Tally), ExampleError> {
     let (one, two) = (&members[0], &members[1]);
-    let held = lock(&one.space, 0, ttl, "stale").await?;
+    let held = cluster::lock(&one.space, &resource(0), ttl, "stale").await?;
     let token = token_of(&held)?;
     let stalled = Instant::now();
     let retried = increment(&two.space, db, 0, "overtaker").await?;
