@@ -91,15 +91,6 @@ pub enum Error {
     /// [`crate::toolkit::Observer`]).
     #[error("observer: {0}")]
     Observation(String),
-    /// The replicas of a test cluster did not converge in time (see
-    /// [`crate::testing::Cluster::converged`]).
-    #[error("space {space}: replicas still differ after {waited:?}")]
-    NotConverged {
-        /// The space.
-        space: String,
-        /// How long it waited.
-        waited: std::time::Duration,
-    },
     /// A resource name the lease service cannot use.
     #[error(transparent)]
     Resource(#[from] concord_lease::LeaseError),
@@ -109,6 +100,15 @@ pub enum Error {
     /// A space's storage could not be opened or read, or holds corrupt data.
     #[error("space storage: {0}")]
     Storage(#[from] concord_storage::StorageError),
+    /// A bounded wait ran out (see [`crate::Node::connect`] and
+    /// [`crate::Space::converge`]).
+    #[error("{what} after {waited_ms} ms")]
+    Timeout {
+        /// What was still not the case.
+        what: String,
+        /// How long it waited.
+        waited_ms: u64,
+    },
 }
 
 impl Error {

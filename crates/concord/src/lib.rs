@@ -50,6 +50,7 @@ mod identity;
 mod lease;
 mod node;
 mod quorum;
+mod settle;
 mod space;
 pub mod testing;
 pub mod toolkit;

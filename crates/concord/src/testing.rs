@@ -35,9 +35,6 @@ use crate::{Error, LeasePeer, Node, NodeId, Space};
 /// How long a node waits for the first node's listen address.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
-/// How often [`Cluster::converged`] compares the replicas.
-const CONVERGE_POLL: Duration = Duration::from_millis(10);
-
 /// Nodes of one test, in a temporary directory of their own.
 #[derive(Debug)]
 pub struct Cluster {
@@ -112,26 +109,9 @@ impl Cluster {
     /// writes (equal vector clocks), for at most `within`.
     ///
     /// # Errors
-    /// [`Error::NotConverged`] once `within` has passed.
+    /// [`Error::Timeout`] once `within` has passed.
     pub async fn converged(&self, name: &str, within: Duration) -> Result<(), Error> {
-        let spaces = self.space(name).await?;
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let mut clocks = Vec::with_capacity(spaces.len());
-            for space in &spaces {
-                clocks.push(space.vector_clock().await?);
-            }
-            if clocks.windows(2).all(|w| w[0] == w[1]) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::NotConverged {
-                    space: name.to_owned(),
-                    waited: within,
-                });
-            }
-            tokio::time::sleep(CONVERGE_POLL).await;
-        }
+        Space::converge(&self.space(name).await?, within).await.map(drop)
     }
 
     /// Shuts every node down, then deletes their directory.

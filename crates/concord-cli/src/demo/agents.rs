@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use concord::{Multiaddr, Node, Space};
 use serde_json::{Value, json};
 
@@ -77,18 +77,8 @@ pub(super) async fn start(
 
 /// Waits until every agent holds the same vector clock (or fails after 15 s).
 pub(super) async fn converge(agents: &[Agent]) -> Result<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        let mut clocks = Vec::new();
-        for a in agents {
-            clocks.push(a.space.vector_clock().await?);
-        }
-        if clocks.windows(2).all(|w| w[0] == w[1]) {
-            return Ok(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    bail!("agents did not converge within {} s", DEADLINE.as_secs())
+    let spaces: Vec<Space> = agents.iter().map(|a| a.space.clone()).collect();
+    Ok(Space::converge(&spaces, DEADLINE).await?)
 }
 
 /// The agents' names by the hex of their actor ids.

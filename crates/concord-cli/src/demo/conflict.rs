@@ -12,7 +12,7 @@
 //! story that did not happen.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use concord::Node;
@@ -154,21 +154,14 @@ pub(super) async fn run(
 /// Connects `node` to every agent in `to` and waits until they are all
 /// its peers (each then exchanges summaries with it at once).
 async fn heal(node: &Node, to: &[Agent]) -> Result<()> {
-    for a in to {
-        node.dial(a.addr.clone()).await?;
-    }
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        let peers = node.peers().await?;
-        if to
-            .iter()
-            .all(|a| peers.iter().any(|p| p.peer_id == a.node.peer_id()))
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    bail!("could not reach {}", list(to))
+    let peers: Vec<_> = to
+        .iter()
+        .map(|a| (a.node.peer_id(), a.addr.clone()))
+        .collect();
+    node.connect(&peers, Duration::from_secs(15))
+        .await
+        .with_context(|| format!("could not reach {}", list(to)))?;
+    Ok(())
 }
 
 /// What this step reads: the channel's value and the space's conflicts.
