@@ -138,19 +138,19 @@ pub enum StateError {
         /// The first step without a migration.
         missing: u32,
     },
-    /// A value stamped with a schema version newer than the channel's
-    /// version on this replica (its declaration was lowered, by a writer
-    /// that did not know versions): it cannot be read here.
+    /// A value stamped with a schema version newer than the one this
+    /// replica reads the channel at (its code pinned an older version, see
+    /// [`crate::Replica::declare`]): it cannot be read here.
     #[error(
-        "channel {path}: a value of schema version {version} is newer than the channel's \
-         version {current} on this node"
+        "channel {path}: a value of schema version {version} is newer than version {current}, \
+         the one this node reads the channel at"
     )]
     NewerSchema {
         /// The channel.
         path: String,
         /// The version its writer stamped on the value.
         version: u32,
-        /// The channel's version on this replica.
+        /// The version this replica reads the channel at.
         current: u32,
     },
     /// A registered migration refused a value.
@@ -164,8 +164,8 @@ pub enum StateError {
         reason: String,
     },
     /// A schema version out of range for a declaration or a migration:
-    /// 0, past [`crate::MAX_SCHEMA_VERSION`], lower than the channel's, or
-    /// on a kind whose values carry no version. Nothing changed.
+    /// 0, past [`crate::MAX_SCHEMA_VERSION`], or on a kind whose values
+    /// carry no version. Nothing changed.
     #[error("channel {path}: schema version {version} refused: {reason}")]
     SchemaVersion {
         /// The channel.
@@ -174,6 +174,15 @@ pub enum StateError {
         version: u32,
         /// Why it was refused.
         reason: &'static str,
+    },
+    /// [`crate::schema::MAX_PINNED_CHANNELS`] channels are pinned to a
+    /// version already (see [`crate::Replica::declare`]).
+    #[error("{max} channels are pinned to a schema version already; no room for {path}")]
+    TooManyPins {
+        /// The channel.
+        path: String,
+        /// The bound.
+        max: usize,
     },
     /// [`crate::MAX_MIGRATIONS`] migrations are registered already.
     #[error("{max} migrations are registered already; no room for one on {path}")]

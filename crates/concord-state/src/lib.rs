@@ -61,7 +61,7 @@ pub use replica::{
     MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_UNPERSISTED_BYTES,
     MAX_VALUE_BYTES, Millis, Persist, PersistOp, Replica, ReplicaConfig, Stats, WriteReceipt,
 };
-pub use schema::{MAX_MIGRATIONS, MAX_SCHEMA_VERSION, MigrationFn};
+pub use schema::{MAX_MIGRATIONS, MAX_PINNED_CHANNELS, MAX_SCHEMA_VERSION, MigrationFn};
 pub use subscription::{
     DEFAULT_SUBSCRIBER_CAPACITY, Delivery, Event, EventFilter, EventPosition, EventSink, Origin,
     SubscribeOptions, SubscriptionId,

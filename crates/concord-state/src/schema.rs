@@ -17,31 +17,39 @@
 //!   function of the set of live declarations alone, so two nodes raising
 //!   concurrently (to 2 and 3, or both to 2 with other policies) end on the
 //!   same version everywhere, whatever the order the declarations arrive
-//!   in. A replica refuses to lower a channel's version, and refuses to
-//!   raise it without the migrations from the old version to the new one
-//!   registered on itself ([`StateError::NoMigration`]).
+//!   in. A replica refuses to raise a version without the migrations from
+//!   the old version to the new one registered on itself
+//!   ([`StateError::NoMigration`]), and never lowers one.
+//! - **Each node reads and writes at its code's version.** Declaring a
+//!   channel also pins the replica to the declared version (what its code
+//!   knows); a declaration below the channel's version writes nothing and
+//!   only pins. A replica that never declared the channel follows the
+//!   channel's version ([`crate::Replica::schema_version`]). So code still
+//!   on version 1 that declares its channels at startup, as code does,
+//!   keeps writing version 1 after another node raised the version, and
+//!   its writes are stamped 1, not 2.
 //! - **Values are stamped, not rewritten.** A `LastValue` or `Topic` write
-//!   carries its writer's version of the channel in its envelope (`s`,
-//!   absent at 1: values written before versions existed, and by writers
-//!   that never raised a version, are stored exactly as before). Counters,
-//!   sets and ephemeral channels stay at version 1: a counter holds
-//!   integers, a set's members are their own keys.
+//!   carries its writer's version in its envelope (`s`, absent at 1:
+//!   values written before versions existed, and by writers that never
+//!   raised a version, are stored exactly as before). Counters, sets and
+//!   ephemeral channels stay at version 1: a counter holds integers, a
+//!   set's members are their own keys.
 //! - **Migrations are pure code, registered on every node**
 //!   ([`crate::Replica::register_migration`]): one function per step
 //!   `n → n + 1` of a channel, composed as needed. Every read (values,
 //!   topic entries, events, conflicts, the `previous` value a `reject`
-//!   write kept) upgrades each stored write from its stamp to the channel's
-//!   version *before* the conflict policy sees it, so a merge function
+//!   write kept) upgrades each stored write from its stamp to the version
+//!   the replica reads at *before* the conflict policy sees it, so a merge function
 //!   always merges values of one shape. Since the stored writes are the
 //!   same on every replica that holds the same changes, and the migrations
 //!   are the same deterministic functions, every replica reads the same
 //!   values; a write from a node still on the old version is upgraded on
 //!   receipt, by every reader, the same way.
 //! - **No silent wrong value.** A write whose stamp has no path of
-//!   registered migrations to the channel's version
-//!   ([`StateError::NoMigration`]), is newer than the channel's version
-//!   ([`StateError::NewerSchema`], possible when a writer that does not
-//!   know versions re-declares the channel), or whose migration fails
+//!   registered migrations to the version the replica reads at
+//!   ([`StateError::NoMigration`]), is newer than that version
+//!   ([`StateError::NewerSchema`]: the replica's code is on an older
+//!   version than the writer's), or whose migration fails
 //!   ([`StateError::MigrationFailed`]) is kept in the document but never
 //!   shown: reading the channel returns that error, naming the channel and
 //!   the versions. Subscribers get no event carrying such a value (the
@@ -50,7 +58,10 @@
 //!   migration later reads the value; nothing was lost.
 //! - **Bounded.** Versions go up to [`MAX_SCHEMA_VERSION`], so an upgrade
 //!   runs at most that many steps; a replica holds at most
-//!   [`MAX_MIGRATIONS`] migrations.
+//!   [`MAX_MIGRATIONS`] migrations and [`MAX_PINNED_CHANNELS`] pins.
+//!
+//! Replicas with the same migrations registered and the same pins (the
+//! same code) read identical values from the same writes.
 //!
 //! `history` shows values as they were written, with no upgrade.
 //!
@@ -91,7 +102,7 @@ use crate::{ChannelKind, ChannelPath, ChannelSpec, StateError};
 
 /// The version of every channel until it is raised, and of every value
 /// written without a stamp.
-pub(crate) const FIRST_VERSION: u32 = 1;
+pub const FIRST_VERSION: u32 = 1;
 
 /// Highest schema version a channel can be declared with (and so the most
 /// steps one upgrade runs).
@@ -100,18 +111,22 @@ pub const MAX_SCHEMA_VERSION: u32 = 1024;
 /// Most migrations one replica holds (over all its channels).
 pub const MAX_MIGRATIONS: usize = 4096;
 
+/// Most channels one replica pins to a version of its own (see
+/// [`crate::Replica::declare`]).
+pub const MAX_PINNED_CHANNELS: usize = 4096;
+
 /// A migration step: takes a value of version `n`, returns it at `n + 1`,
 /// or says why it cannot. It must be deterministic (the same on every
 /// node, with no clock, randomness or outside state).
 pub type MigrationFn = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
 
-/// Serde default of [`ChannelSpec::version`].
-pub(crate) fn first_version() -> u32 {
+/// [`FIRST_VERSION`], as a serde default of a version field (that of
+/// [`ChannelSpec::version`], or of a report listing versions).
+pub fn first_version() -> u32 {
     FIRST_VERSION
 }
 
 /// Serde skip test of [`ChannelSpec::version`] (and of a value's stamp).
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
 pub(crate) fn is_first_version(version: &u32) -> bool {
     *version == FIRST_VERSION
 }
@@ -127,13 +142,8 @@ pub(crate) fn valid_version(version: u32) -> bool {
     (FIRST_VERSION..=MAX_SCHEMA_VERSION).contains(&version)
 }
 
-/// Checks a declaration's version against the kind and the channel's
-/// current declaration, if any.
-pub(crate) fn check_declaration(
-    path: &ChannelPath,
-    spec: &ChannelSpec,
-    existing: Option<&ChannelSpec>,
-) -> Result<(), StateError> {
+/// Checks a declaration's version against its range and kind.
+pub(crate) fn check_declaration(path: &ChannelPath, spec: &ChannelSpec) -> Result<(), StateError> {
     let refuse = |reason| {
         Err(StateError::SchemaVersion {
             path: path.to_string(),
@@ -147,19 +157,16 @@ pub(crate) fn check_declaration(
     if spec.version > FIRST_VERSION && !versioned(spec.kind) {
         return refuse("only last_value and topic channels have versioned values");
     }
-    match existing {
-        Some(existing) if spec.version < existing.version => {
-            refuse("lower than the channel's current version")
-        }
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
-/// The migrations registered on one replica, per channel and step.
+/// The migrations registered on one replica, per channel and step, and
+/// the versions its code pinned channels to.
 #[derive(Default, Clone)]
 pub(crate) struct Migrations {
     steps: HashMap<ChannelPath, BTreeMap<u32, MigrationFn>>,
     count: usize,
+    pins: HashMap<ChannelPath, u32>,
 }
 
 impl std::fmt::Debug for Migrations {
@@ -207,6 +214,29 @@ impl Migrations {
             self.steps.values().map(BTreeMap::len).sum::<usize>()
         );
         Ok(())
+    }
+
+    /// The version this replica's code pinned `path` to, if any.
+    pub(crate) fn pinned(&self, path: &ChannelPath) -> Option<u32> {
+        self.pins.get(path).copied()
+    }
+
+    /// Checks that `path` can be pinned (it is, or there is room).
+    pub(crate) fn check_pin(&self, path: &ChannelPath) -> Result<(), StateError> {
+        if self.pins.len() >= MAX_PINNED_CHANNELS && !self.pins.contains_key(path) {
+            return Err(StateError::TooManyPins {
+                path: path.to_string(),
+                max: MAX_PINNED_CHANNELS,
+            });
+        }
+        Ok(())
+    }
+
+    /// Pins `path` to `version` (after [`Migrations::check_pin`]).
+    pub(crate) fn pin(&mut self, path: &ChannelPath, version: u32) {
+        debug_assert!(valid_version(version));
+        debug_assert!(self.check_pin(path).is_ok());
+        self.pins.insert(path.clone(), version);
     }
 
     /// Checks that every step from `from` to `to` is registered.

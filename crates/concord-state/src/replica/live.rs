@@ -247,7 +247,7 @@ impl Replica {
     ) -> Result<Option<Value>, StateError> {
         let candidates = self.candidates(
             path,
-            register.spec.version,
+            self.version_for(path, &register.spec),
             register
                 .writes
                 .iter()

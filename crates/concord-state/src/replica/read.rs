@@ -200,7 +200,7 @@ impl Replica {
         };
         let candidates = self.candidates(
             path,
-            spec.version,
+            self.version_for(path, spec),
             all.iter().map(|(v, id)| {
                 let actor = match id {
                     automerge::ObjId::Id(_, actor, _) => Some(actor),
@@ -258,12 +258,6 @@ impl Replica {
     ) -> Option<Result<Value, StateError>> {
         let envelope: Envelope = serde_json::from_str(text).ok()?;
         (!envelope.expired(self.now.0)).then(|| self.upgrade(path, envelope.s, version, envelope.v))
-    }
-
-    /// The schema version of a channel's values on this replica.
-    fn version_of(&self, path: &ChannelPath) -> u32 {
-        self.spec_of(path)
-            .map_or(crate::schema::FIRST_VERSION, |spec| spec.version)
     }
 
     pub(crate) fn entries_at(

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Replica;
 use crate::path::IntoChannelPath;
 use crate::schema::MigrationFn;
-use crate::{ChannelPath, StateError};
+use crate::{ChannelPath, ChannelSpec, StateError};
 
 impl Replica {
     /// Registers the migration of `path`'s values from schema version
@@ -36,6 +36,62 @@ impl Replica {
         self.migrations.register(&path, from, step)
     }
 
+    /// The schema version this replica reads and writes `path` at: the one
+    /// its code declared (see [`Replica::declare`]), else the channel's.
+    pub fn schema_version(&self, path: impl IntoChannelPath) -> Result<u32, StateError> {
+        Ok(self.version_of(&path.into_path()?))
+    }
+
+    /// [`Replica::schema_version`] of a parsed path.
+    pub(crate) fn version_of(&self, path: &ChannelPath) -> u32 {
+        match self.spec_of(path) {
+            Some(spec) => self.version_for(path, &spec),
+            None => self
+                .migrations
+                .pinned(path)
+                .unwrap_or(crate::schema::FIRST_VERSION),
+        }
+    }
+
+    /// The version this replica reads and writes `path`, declared `spec`, at.
+    pub(crate) fn version_for(&self, path: &ChannelPath, spec: &ChannelSpec) -> u32 {
+        self.migrations.pinned(path).unwrap_or(spec.version)
+    }
+
+    /// Checks the schema version of a declaration of `path` as `spec`
+    /// (declared `existing` so far) and returns whether it changes the
+    /// document. One that does not (the same declaration, or an older
+    /// version than the channel's) pins this replica at once; one that
+    /// does is pinned by [`Replica::pin_declared`] once committed.
+    pub(crate) fn check_declared_version(
+        &mut self,
+        path: &ChannelPath,
+        spec: &ChannelSpec,
+        existing: Option<&ChannelSpec>,
+    ) -> Result<bool, StateError> {
+        crate::schema::check_declaration(path, spec)?;
+        if crate::schema::versioned(spec.kind) {
+            self.migrations.check_pin(path)?;
+        }
+        let current = existing.map(|e| e.version);
+        if existing == Some(spec) || current.is_some_and(|c| spec.version < c) {
+            self.pin_declared(path, spec);
+            return Ok(false);
+        }
+        if let Some(current) = current {
+            self.check_migrations(path, current, spec.version)?;
+        }
+        Ok(true)
+    }
+
+    /// Pins `path` to the version of `spec`, declared by this replica's
+    /// code, if the kind has versioned values.
+    pub(crate) fn pin_declared(&mut self, path: &ChannelPath, spec: &ChannelSpec) {
+        if crate::schema::versioned(spec.kind) {
+            self.migrations.pin(path, spec.version);
+        }
+    }
+
     /// `value`, which its writer stamped with version `stamped`, at the
     /// channel's version `current`.
     pub(crate) fn upgrade(
@@ -50,12 +106,7 @@ impl Replica {
 
     /// Checks that this replica can read `path`'s values at `to` once it
     /// is at `from`: the migrations of every step in between are registered.
-    pub(crate) fn check_migrations(
-        &self,
-        path: &ChannelPath,
-        from: u32,
-        to: u32,
-    ) -> Result<(), StateError> {
+    fn check_migrations(&self, path: &ChannelPath, from: u32, to: u32) -> Result<(), StateError> {
         self.migrations.check_chain(path, from, to)
     }
 }

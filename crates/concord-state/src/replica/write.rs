@@ -50,11 +50,17 @@ impl Replica {
     /// Declares a channel's kind and policy. Declaring again with the same
     /// kind is allowed (and may change the policy, or an ephemeral channel's
     /// TTL); another kind is refused. An ephemeral channel needs a TTL
-    /// ([`StateError::EphemeralTtl`] otherwise). A declaration may raise
-    /// the channel's schema version ([`ChannelSpec::with_version`]), never
-    /// lower it, and only with this replica's migrations from the current
-    /// version to the new one registered ([`StateError::SchemaVersion`],
-    /// [`StateError::NoMigration`]; see [`crate::schema`]).
+    /// ([`StateError::EphemeralTtl`] otherwise).
+    ///
+    /// Schema versions ([`ChannelSpec::with_version`], see
+    /// [`crate::schema`]): declaring a `LastValue` or `Topic` channel also
+    /// pins this replica to the declared version, the one its code reads
+    /// and writes. A version above the channel's raises it (only with this
+    /// replica's migrations from the channel's version to the new one
+    /// registered: [`StateError::NoMigration`] otherwise); one below it
+    /// changes nothing in the document and only pins this replica (code
+    /// still on the old version keeps writing it, and its writes are
+    /// upgraded by the readers on the new one).
     pub fn declare(
         &mut self,
         now: Millis,
@@ -69,24 +75,21 @@ impl Replica {
         self.check_backlog()?;
         self.tick(now);
         let existing = self.cached_spec(&path);
-        match &existing {
-            Some(existing) if *existing == spec => return Ok(None),
-            Some(existing) if existing.kind != spec.kind => {
-                return Err(wrong_kind(&path, spec.kind, existing.kind));
-            }
-            _ => {}
+        if let Some(existing) = &existing
+            && existing.kind != spec.kind
+        {
+            return Err(wrong_kind(&path, spec.kind, existing.kind));
         }
-        crate::schema::check_declaration(&path, &spec, existing.as_ref())?;
-        if let Some(existing) = &existing {
-            self.check_migrations(&path, existing.version, spec.version)?;
+        if !self.check_declared_version(&path, &spec, existing.as_ref())? {
+            return Ok(None);
         }
-        let _span = (existing.as_ref().map(|e| e.version) != Some(spec.version)).then(|| {
-            tracing::debug_span!("raise_schema_version", space = %self.space, %path, version = spec.version)
-                .entered()
-        });
+        let _span =
+            tracing::debug_span!("declare", space = %self.space, %path, version = spec.version)
+                .entered();
         let hlc = self.hlc.tick(now);
         let receipt = self.commit(now, hlc, &path, Some(&spec), |_, _| Ok(()))?;
         self.cache.remove(&path);
+        self.pin_declared(&path, &spec);
         Ok(Some(receipt))
     }
 
@@ -154,7 +157,7 @@ impl Replica {
                 .then(|| old.clone())
                 .flatten(),
             o: None,
-            s: spec.version,
+            s: self.version_for(&path, &spec),
         };
         let encoded = encode(&envelope)?;
         let key = keys::register_key(path.name());
@@ -241,7 +244,7 @@ impl Replica {
             x: expires,
             p: None,
             o: None,
-            s: spec.version,
+            s: self.version_for(&path, &spec),
         };
         let encoded = encode(&envelope)?;
         let id = keys::entry_id(hlc, &self.actor_hex);

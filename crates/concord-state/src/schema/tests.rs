@@ -132,8 +132,8 @@ fn declarations_raise_only_with_migrations_and_never_lower() {
     r.register_migration("intent/plan", 1, rename_step).unwrap();
     r.declare(Millis(3), "intent/plan", lww().with_version(2))
         .unwrap();
+    assert_eq!(r.schema_version("intent/plan").unwrap(), 2);
     for (spec, what) in [
-        (lww(), "lowered"),
         (lww().with_version(0), "zero"),
         (lww().with_version(MAX_SCHEMA_VERSION + 1), "past the bound"),
     ] {
@@ -166,6 +166,72 @@ fn declarations_raise_only_with_migrations_and_never_lower() {
 }
 
 #[test]
+fn code_on_an_old_version_pins_it_and_is_upgraded_by_the_new() {
+    let p = "intent/plan";
+    let (mut old, mut new) = (replica(1), with_migrations(2, p));
+    // the old code declares its channel at startup: version 1
+    assert!(old.declare(Millis(1), p, lww()).unwrap().is_some());
+    sync(&old, &mut new, 1);
+    new.declare(Millis(2), p, lww().with_version(2)).unwrap();
+    sync(&new, &mut old, 3);
+    // restarted, the old code declares version 1 again: nothing is written
+    assert!(old.declare(Millis(4), p, lww()).unwrap().is_none());
+    assert_eq!(old.spec(p).unwrap(), Some(lww().with_version(2)));
+    assert_eq!(old.schema_version(p).unwrap(), 1);
+    assert_eq!(new.schema_version(p).unwrap(), 2);
+    // it keeps writing and reading version 1; the new code reads version 2
+    old.put(Millis(5), p, &json!({"step": "build"})).unwrap();
+    assert_eq!(old.get(p).unwrap(), Some(json!({"step": "build"})));
+    sync(&old, &mut new, 6);
+    assert_eq!(new.get(p).unwrap(), Some(json!({"task": "build"})));
+    // a version-2 value is newer than the old code knows: refused
+    new.put(Millis(7), p, &json!({"task": "ship"})).unwrap();
+    sync(&new, &mut old, 8);
+    let err = old.get(p).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::NewerSchema {
+                version: 2,
+                current: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // an observer that never declared reads at the channel's version
+    let mut observer = with_migrations(3, p);
+    sync(&new, &mut observer, 9);
+    assert_eq!(observer.schema_version(p).unwrap(), 2);
+    assert_eq!(observer.get(p).unwrap(), new.get(p).unwrap());
+}
+
+#[test]
+fn pins_are_bounded() {
+    let mut r = replica(1);
+    for i in 0..MAX_PINNED_CHANNELS {
+        r.declare(Millis(1), format!("intent/c{i}").as_str(), lww())
+            .unwrap();
+    }
+    let err = r.declare(Millis(2), "intent/one-more", lww()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::TooManyPins {
+                max: MAX_PINNED_CHANNELS,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(r.spec("intent/one-more").unwrap(), None, "nothing written");
+    // declaring a pinned channel again takes no room; counters are not pinned
+    r.declare(Millis(3), "intent/c0", lww()).unwrap();
+    r.declare(Millis(3), "coordination/n", ChannelSpec::counter())
+        .unwrap();
+}
+
+#[test]
 fn concurrent_raises_end_on_the_highest_version_everywhere() {
     let p = "intent/plan";
     let (mut a, mut b) = (with_migrations(1, p), with_migrations(2, p));
@@ -183,7 +249,14 @@ fn concurrent_raises_end_on_the_highest_version_everywhere() {
     sync(&b, &mut a, 4);
     assert_eq!(a.spec(p).unwrap(), b.spec(p).unwrap());
     assert_eq!(a.spec(p).unwrap(), Some(lww().with_version(3)));
-    assert_eq!(a.get(p).unwrap(), Some(json!({"tasks": ["from a"]})));
+    // each reads at the version its code declared
+    assert_eq!(b.get(p).unwrap(), Some(json!({"tasks": ["from a"]})));
+    assert_eq!(a.get(p).unwrap(), Some(json!({"task": "from a"})));
+    assert!(
+        a.declare(Millis(5), p, lww().with_version(3))
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(a.get(p).unwrap(), b.get(p).unwrap());
 }
 
@@ -252,6 +325,12 @@ fn topics_merges_and_rejects_upgrade_every_write() {
         .unwrap();
     sync(&a, &mut b, 5);
     sync(&b, &mut a, 5);
+    // a's code moves to version 2 too (it declared version 1)
+    for path in ["intent/log", "observation/max", "intent/rej"] {
+        let spec = a.spec(path).unwrap().unwrap();
+        assert_eq!(spec.version, 2);
+        assert!(a.declare(Millis(6), path, spec).unwrap().is_none());
+    }
     for r in [&a, &b] {
         let entries: Vec<Value> = r
             .topic_entries("intent/log")
