@@ -71,3 +71,25 @@ pub async fn joined(root: &std::path::Path, n: u16) -> Vec<Arc<Node>> {
     }
     nodes
 }
+
+/// Polls `check` until it is true or 10 s pass.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached in 10 s");
+}
+
+/// Shuts every node down.
+pub async fn shutdown(nodes: Vec<Arc<Node>>) {
+    for node in nodes {
+        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
+    }
+}
