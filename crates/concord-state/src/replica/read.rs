@@ -68,7 +68,10 @@ impl Replica {
     /// an `Ephemeral` channel's live values as `{ "<writer actor hex>":
     /// value, ... }`.
     /// `coordination/conflicts` lists unresolved conflicts. `None` if the
-    /// channel holds nothing or does not exist.
+    /// channel holds nothing or does not exist. A value this replica cannot
+    /// read at its schema version of the channel is an error
+    /// ([`StateError::NoMigration`], [`StateError::NewerSchema`],
+    /// [`StateError::MigrationFailed`]; see [`crate::schema`]).
     pub fn get(&self, path: impl IntoChannelPath) -> Result<Option<Value>, StateError> {
         let path = path.into_path()?;
         if path.family() == Family::Coordination && path.name() == CONFLICTS_CHANNEL {

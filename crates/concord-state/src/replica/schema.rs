@@ -87,9 +87,14 @@ impl Replica {
     /// Pins `path` to the version of `spec`, declared by this replica's
     /// code, if the kind has versioned values.
     pub(crate) fn pin_declared(&mut self, path: &ChannelPath, spec: &ChannelSpec) {
-        if crate::schema::versioned(spec.kind) {
-            self.migrations.pin(path, spec.version);
+        if !crate::schema::versioned(spec.kind)
+            || self.migrations.pinned(path) == Some(spec.version)
+        {
+            return;
         }
+        // the write path's last value was read at the old version
+        self.cache.remove(path);
+        self.migrations.pin(path, spec.version);
     }
 
     /// `value`, which its writer stamped with version `stamped`, at the

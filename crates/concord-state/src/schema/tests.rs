@@ -477,3 +477,23 @@ fn the_registry_is_bounded() {
         json!("v")
     );
 }
+
+#[test]
+fn a_rolled_back_node_does_not_show_its_newer_value_as_the_old_one() {
+    let p = "intent/plan";
+    let mut r = with_migrations(1, p);
+    r.declare(Millis(1), p, lww().with_version(2)).unwrap();
+    r.put(Millis(2), p, &json!({"task": "v2"})).unwrap();
+    // the code rolls back to version 1: the version-2 value is unreadable,
+    // and the next write's event does not show it as the old value
+    assert!(r.declare(Millis(3), p, lww()).unwrap().is_none());
+    assert!(matches!(r.get(p), Err(StateError::NewerSchema { .. })));
+    let sub = r
+        .subscribe("intent/*", SubscribeOptions::default())
+        .unwrap();
+    r.put(Millis(4), p, &json!({"step": "v1"})).unwrap();
+    let Some(Delivery::Event(e)) = r.poll_event(sub).unwrap() else {
+        panic!("no event");
+    };
+    assert_eq!((e.old, e.new), (None, Some(json!({"step": "v1"}))));
+}
