@@ -36,9 +36,9 @@ impl Replica {
     }
 
     /// A channel's declaration. Concurrent declarations resolve to the
-    /// greatest (by kind, schema version, then policy), a function of the set of live
-    /// declarations alone, so the winner never depends on op ids (which an
-    /// epoch's first document does not keep).
+    /// greatest (by kind, schema version, then policy), a function of the
+    /// set of live declarations alone, so the winner never depends on op
+    /// ids (which an epoch's first document does not keep).
     pub(crate) fn spec_of(&self, path: &ChannelPath) -> Option<ChannelSpec> {
         let all = self.doc.get_all(self.channel_obj(path), path.name()).ok()?;
         resolve_spec(all.iter().filter_map(|(v, _)| as_str(v)))
