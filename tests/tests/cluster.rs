@@ -203,7 +203,7 @@ fn inspect_and_export_describe_the_space() {
     assert_eq!(
         channel("observation/ci.status"),
         json!({"path": "observation/ci.status", "kind": "last_value",
-               "policy": "last_write_wins", "value": "green"})
+               "policy": "last_write_wins", "version": 1, "value": "green"})
     );
     // the first epoch: nothing cut yet, every change since
     assert_eq!(space["epoch"]["cut_changes"], 0);
@@ -215,6 +215,7 @@ fn inspect_and_export_describe_the_space() {
         "space team",
         "vector clock",
         "channels (3)",
+        "version",
         "queue",
         "pending",
         "epoch",

@@ -166,7 +166,7 @@ fn render_space(space: &SpaceReport, own_actor: &str) -> String {
         };
         clock.row(vec![who, seq.to_string()]);
     }
-    let mut channels = Table::new(["path", "kind", "policy", "value"]);
+    let mut channels = Table::new(["path", "kind", "policy", "version", "value"]);
     for c in &space.channels {
         let policy = match (c.kind.as_str(), c.ttl_ms) {
             ("last_value", _) => c.policy.clone(),
@@ -181,6 +181,7 @@ fn render_space(space: &SpaceReport, own_actor: &str) -> String {
             c.path.clone(),
             c.kind.clone(),
             policy,
+            c.version.to_string(),
             truncate(&value),
         ]);
     }
@@ -300,5 +301,43 @@ pub fn export(
         out(&compact(&done)?)
     } else {
         out(&format!("wrote {} bytes to {}", done.bytes, path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn inspect_shows_each_channel_s_schema_version() {
+        let space: SpaceReport = serde_json::from_value(json!({
+            "name": "team",
+            "vector_clock": {"aa": 3},
+            "channels": [
+                {"path": "intent/plan", "kind": "last_value", "policy": "reject",
+                 "version": 2, "value": {"task": "build"}},
+                // a row from a node that predates versions
+                {"path": "intent/log", "kind": "topic", "policy": "last_write_wins",
+                 "value": []}
+            ],
+            "queue": {"pending": 0, "subscribers": 0, "conflicts": 0, "changes": 3,
+                      "bytes_on_disk": 0, "channels": 2, "actors": 1},
+            "epoch": {"id": "ab", "number": 0, "cut_changes": 0, "changes": 3, "bytes": 0,
+                      "ops": 0, "retained": []}
+        }))
+        .unwrap();
+        assert_eq!(space.channels[1].version, 1);
+        let text = render_space(&space, "aa");
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines.iter().position(|l| l.starts_with("path")).unwrap();
+        let columns: Vec<&str> = lines[header].split_whitespace().collect();
+        assert_eq!(columns, ["path", "kind", "policy", "version", "value"]);
+        let row = |path: &str| -> Vec<String> {
+            let line = lines.iter().find(|l| l.starts_with(path)).unwrap();
+            line.split_whitespace().map(str::to_owned).collect()
+        };
+        assert_eq!(row("intent/plan")[3], "2");
+        assert_eq!(row("intent/log")[3], "1");
     }
 }

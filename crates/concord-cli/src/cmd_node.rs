@@ -482,6 +482,7 @@ fn space_report(r: &mut Replica, bytes_on_disk: u64) -> SpaceReport {
                 path: path.to_string(),
                 kind: spec.kind.to_string(),
                 policy: spec.policy.to_string(),
+                version: spec.version,
             })
             .collect(),
         queue: QueueStats {

@@ -282,6 +282,10 @@ pub struct ChannelRow {
     pub kind: String,
     /// The conflict policy (meaningful for `last_value` only).
     pub policy: String,
+    /// The channel's schema version (see `concord_state::schema`); 1 from
+    /// a node that predates versions.
+    #[serde(default = "concord_state::schema::first_version")]
+    pub version: u32,
     /// The visible value.
     pub value: Value,
     /// For an ephemeral channel: its TTL in ms.

@@ -74,7 +74,8 @@ impl fmt::Display for Policy {
 }
 
 /// The declaration of a channel: its kind, for `LastValue` its policy, for
-/// `Ephemeral` its TTL.
+/// `Ephemeral` its TTL, and the schema version of its values (see
+/// [`crate::schema`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChannelSpec {
     /// What the channel holds.
@@ -87,6 +88,16 @@ pub struct ChannelSpec {
     /// declarations of the other kinds byte for byte what they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// The schema version of the channel's values, 1 to
+    /// [`crate::MAX_SCHEMA_VERSION`] (only `LastValue` and `Topic` channels
+    /// go past 1). Absent from the stored declaration at 1, so declarations
+    /// made before versions existed read as version 1 and new version-1
+    /// declarations are byte for byte what they were.
+    #[serde(
+        default = "crate::schema::first_version",
+        skip_serializing_if = "crate::schema::is_first_version"
+    )]
+    pub version: u32,
 }
 
 impl ChannelSpec {
@@ -96,6 +107,7 @@ impl ChannelSpec {
             kind: ChannelKind::LastValue,
             policy,
             ttl_ms: None,
+            version: crate::schema::FIRST_VERSION,
         }
     }
 
@@ -130,7 +142,15 @@ impl ChannelSpec {
             kind,
             policy: Policy::LastWriteWins,
             ttl_ms: None,
+            version: crate::schema::FIRST_VERSION,
         }
+    }
+
+    /// The same declaration at schema `version` (see [`crate::schema`]):
+    /// declaring it raises the channel's version, and every replica then
+    /// reads the channel's values upgraded to it.
+    pub fn with_version(self, version: u32) -> Self {
+        ChannelSpec { version, ..self }
     }
 }
 
@@ -143,6 +163,10 @@ impl fmt::Display for ChannelSpec {
                 None => f.write_str("ephemeral"),
             },
             kind => f.write_str(kind.as_str()),
+        }?;
+        if self.version > crate::schema::FIRST_VERSION {
+            write!(f, " v{}", self.version)?;
         }
+        Ok(())
     }
 }

@@ -119,4 +119,92 @@ pub enum StateError {
     /// batch was applied).
     #[error("invalid ephemeral value from peer: {0}")]
     InvalidEphemeral(String),
+    /// A value stamped with schema version `from` cannot be read at the
+    /// channel's version `to`: no migration from `missing` to `missing + 1`
+    /// is registered on this replica (see [`crate::schema`]). The value is
+    /// kept in the document; it reads once the migration is registered.
+    #[error(
+        "channel {path}: a value of schema version {from} cannot be read at version {to}: \
+         no migration from version {missing} to {} is registered on this node",
+        missing.saturating_add(1)
+    )]
+    NoMigration {
+        /// The channel.
+        path: String,
+        /// The version its writer stamped on the value.
+        from: u32,
+        /// The channel's version.
+        to: u32,
+        /// The first step without a migration.
+        missing: u32,
+    },
+    /// A value stamped with a schema version newer than the one this
+    /// replica reads the channel at (its code pinned an older version, see
+    /// [`crate::Replica::declare`]): it cannot be read here.
+    #[error(
+        "channel {path}: a value of schema version {version} is newer than version {current}, \
+         the one this node reads the channel at"
+    )]
+    NewerSchema {
+        /// The channel.
+        path: String,
+        /// The version its writer stamped on the value.
+        version: u32,
+        /// The version this replica reads the channel at.
+        current: u32,
+    },
+    /// A registered migration refused a value.
+    #[error("channel {path}: the migration from schema version {from} failed: {reason}")]
+    MigrationFailed {
+        /// The channel.
+        path: String,
+        /// The version the failed step starts from.
+        from: u32,
+        /// What the migration said.
+        reason: String,
+    },
+    /// A schema version out of range for a declaration or a migration:
+    /// 0, past [`crate::MAX_SCHEMA_VERSION`], or on a kind whose values
+    /// carry no version. Nothing changed.
+    #[error("channel {path}: schema version {version} refused: {reason}")]
+    SchemaVersion {
+        /// The channel.
+        path: String,
+        /// The version given.
+        version: u32,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// [`crate::schema::MAX_PINNED_CHANNELS`] channels are pinned to a
+    /// version already (see [`crate::Replica::declare`]).
+    #[error("{max} channels are pinned to a schema version already; no room for {path}")]
+    TooManyPins {
+        /// The channel.
+        path: String,
+        /// The bound.
+        max: usize,
+    },
+    /// [`crate::MAX_MIGRATIONS`] migrations are registered already.
+    #[error("{max} migrations are registered already; no room for one on {path}")]
+    TooManyMigrations {
+        /// The channel.
+        path: String,
+        /// The bound.
+        max: usize,
+    },
+}
+
+impl StateError {
+    /// Whether this is a value that cannot be read at its channel's schema
+    /// version ([`StateError::NoMigration`], [`StateError::NewerSchema`],
+    /// [`StateError::MigrationFailed`]): the replica holds it, but shows it
+    /// to no one.
+    pub fn is_unreadable_value(&self) -> bool {
+        matches!(
+            self,
+            StateError::NoMigration { .. }
+                | StateError::NewerSchema { .. }
+                | StateError::MigrationFailed { .. }
+        )
+    }
 }

@@ -142,6 +142,13 @@ pub(crate) struct Envelope {
     /// it, `<actor hex>:<seq>` (see [`crate::epoch::origin`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub o: Option<String>,
+    /// The schema version of `v` (and `p`), as its writer declared the
+    /// channel; absent at 1 (see [`crate::schema`]).
+    #[serde(
+        default = "crate::schema::first_version",
+        skip_serializing_if = "crate::schema::is_first_version"
+    )]
+    pub s: u32,
 }
 
 impl Envelope {

@@ -40,6 +40,7 @@ mod keys;
 mod path;
 mod policy;
 mod replica;
+pub mod schema;
 mod subscription;
 
 pub use automerge::{ActorId, ChangeHash};
@@ -60,6 +61,7 @@ pub use replica::{
     MAX_LIVE_REGISTER_BYTES, MAX_LIVE_REGISTERS, MAX_PENDING_CHANGES, MAX_UNPERSISTED_BYTES,
     MAX_VALUE_BYTES, Millis, Persist, PersistOp, Replica, ReplicaConfig, Stats, WriteReceipt,
 };
+pub use schema::{MAX_MIGRATIONS, MAX_PINNED_CHANNELS, MAX_SCHEMA_VERSION, MigrationFn};
 pub use subscription::{
     DEFAULT_SUBSCRIBER_CAPACITY, Delivery, Event, EventFilter, EventPosition, EventSink, Origin,
     SubscribeOptions, SubscriptionId,

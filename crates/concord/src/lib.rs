@@ -50,6 +50,7 @@ mod identity;
 mod lease;
 mod node;
 mod quorum;
+mod schema;
 mod settle;
 mod space;
 pub mod testing;
@@ -97,8 +98,8 @@ pub use concord_macros::coordinate;
 pub use concord_net::lease::LeasePeer;
 pub use concord_net::{Multiaddr, PeerId, PeerInfo, Subscription};
 pub use concord_state::{
-    ActorId, ChannelKind, ChannelSpec, Delivery, EphemeralReceipt, Event, Origin, Policy,
-    VectorClock, WriteReceipt,
+    ActorId, ChannelKind, ChannelSpec, Delivery, EphemeralReceipt, Event, MAX_MIGRATIONS,
+    MAX_SCHEMA_VERSION, Origin, Policy, VectorClock, WriteReceipt,
 };
 pub use ephemeral::Ephemeral;
 pub use error::Error;

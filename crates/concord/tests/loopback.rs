@@ -7,8 +7,11 @@
 //! sharing a hundred spaces stay converged and idle with one summary a second.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::eventually;
 use concord::{Delivery, Node};
 use futures::StreamExt;
 use serde_json::json;
@@ -25,21 +28,6 @@ async fn node(dir: &std::path::Path, bootstrap: &[concord::Multiaddr]) -> Node {
 
 async fn addr(n: &Node) -> concord::Multiaddr {
     n.wait_listening(Duration::from_secs(5)).await.unwrap()[0].clone()
-}
-
-/// Polls `check` until it is true or 10 s pass.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached in 10 s");
 }
 
 /// A node whose spaces cut their epoch every 20 changes.

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{joined, quorum};
-use concord::{AgentEvent, Error, HandlerContext, Node, RetryPolicy, StepError};
+use common::{joined, quorum, shutdown};
+use concord::{AgentEvent, Error, HandlerContext, RetryPolicy, StepError};
 use serde_json::json;
 
 /// Polls `check` every 20 ms until it holds; fails after 20 s.
@@ -35,12 +35,6 @@ fn counting(
     move |_, _| {
         runs.fetch_add(1, Ordering::SeqCst);
         std::future::ready(Ok(()))
-    }
-}
-
-async fn shutdown(nodes: Vec<Arc<Node>>) {
-    for node in nodes {
-        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
     }
 }
 

@@ -535,6 +535,7 @@ impl Replica {
                     self.config.clone(),
                 );
                 view.merge_fns = self.merge_fns.clone();
+                view.migrations = self.migrations.clone();
                 view.now = self.now;
                 view.reindex();
                 Ok(view)

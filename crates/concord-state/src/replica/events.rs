@@ -198,29 +198,44 @@ impl Replica {
         &self,
         touched: &[Touched],
         heads: Option<&[ChangeHash]>,
-    ) -> Result<Vec<Option<serde_json::Value>>, StateError> {
+    ) -> Result<Vec<SlotValue>, StateError> {
         touched
             .iter()
-            .map(|t| {
-                Ok(match &t.slot {
-                    TouchedSlot::Register => match (heads, self.live_register(&t.path)) {
-                        // the cache holds exactly the document's live writes
-                        (None, Some(register)) => self.resolve_live(&t.path, register)?,
-                        _ => {
-                            let spec = self.spec_of(&t.path).unwrap_or_else(|| {
-                                crate::ChannelSpec::of_kind(ChannelKind::LastValue)
-                            });
-                            self.register_at(&t.path, &spec, heads)?.value
-                        }
-                    },
-                    TouchedSlot::Entry(id) => self.entry_at(&t.path, id, heads)?,
-                    TouchedSlot::Counter => Some(self.counter_at(&t.path, heads)?.into()),
-                    TouchedSlot::Member { key, member } => {
-                        self.member_at(&t.path, key, heads)?.then(|| member.clone())
-                    }
-                })
+            .map(|t| match self.slot_value(t, heads) {
+                Ok(value) => Ok(SlotValue::Read(value)),
+                Err(e) if e.is_unreadable_value() => {
+                    tracing::warn!(space = %self.space, path = %t.path, error = %e,
+                        "a value this node cannot read at the channel's schema version");
+                    Ok(SlotValue::Unreadable)
+                }
+                Err(e) => Err(e),
             })
             .collect()
+    }
+
+    /// The visible value of one touched slot at `heads` (now if `None`).
+    fn slot_value(
+        &self,
+        t: &Touched,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<Option<serde_json::Value>, StateError> {
+        Ok(match &t.slot {
+            TouchedSlot::Register => match (heads, self.live_register(&t.path)) {
+                // the cache holds exactly the document's live writes
+                (None, Some(register)) => self.resolve_live(&t.path, register)?,
+                _ => {
+                    let spec = self
+                        .spec_of(&t.path)
+                        .unwrap_or_else(|| crate::ChannelSpec::of_kind(ChannelKind::LastValue));
+                    self.register_at(&t.path, &spec, heads)?.value
+                }
+            },
+            TouchedSlot::Entry(id) => self.entry_at(&t.path, id, heads)?,
+            TouchedSlot::Counter => Some(self.counter_at(&t.path, heads)?.into()),
+            TouchedSlot::Member { key, member } => {
+                self.member_at(&t.path, key, heads)?.then(|| member.clone())
+            }
+        })
     }
 
     /// Publishes events for patches produced by applying remote changes.
@@ -301,17 +316,33 @@ fn touched<'a>(
     out
 }
 
-/// Events for the slots whose value changed between `old` and `new`.
+/// A touched slot's value as events see it.
+pub(crate) enum SlotValue {
+    /// The visible value (`None`: nothing there).
+    Read(Option<serde_json::Value>),
+    /// A value the replica holds but cannot read at the channel's schema
+    /// version (see [`crate::schema`]): never shown to subscribers.
+    Unreadable,
+}
+
+/// Events for the slots whose value changed between `old` and `new`. A
+/// slot that became unreadable raises none; one that was unreadable shows
+/// `old: None`.
 pub(crate) fn build_events(
     touched: Vec<Touched>,
-    old: Vec<Option<serde_json::Value>>,
-    new: Vec<Option<serde_json::Value>>,
+    old: Vec<SlotValue>,
+    new: Vec<SlotValue>,
     origin: Origin,
     position: &EventPosition,
 ) -> Vec<Event> {
     touched
         .into_iter()
         .zip(old.into_iter().zip(new))
+        .filter_map(|(t, (o, n))| match (o, n) {
+            (_, SlotValue::Unreadable) => None,
+            (SlotValue::Read(o), SlotValue::Read(n)) => Some((t, (o, n))),
+            (SlotValue::Unreadable, SlotValue::Read(n)) => Some((t, (None, n))),
+        })
         .filter(|(_, (o, n))| o != n)
         .map(|(t, (old, new))| Event {
             key: match t.slot {

@@ -246,11 +246,13 @@ impl Replica {
         register: &LiveRegister,
     ) -> Result<Option<Value>, StateError> {
         let candidates = self.candidates(
+            path,
+            self.version_for(path, &register.spec),
             register
                 .writes
                 .iter()
                 .map(|w| (w.text.as_deref(), Some(&w.actor))),
-        );
+        )?;
         policy::resolve(path, &register.spec.policy, candidates, &self.merge_fns)
             .map(|resolution| resolution.value)
     }

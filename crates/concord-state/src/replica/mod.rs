@@ -17,6 +17,7 @@ mod events;
 mod live;
 mod persist;
 mod read;
+mod schema;
 mod write;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -153,6 +154,7 @@ pub struct Replica {
     live: live::LiveRegisters,
     ephemeral: crate::ephemeral::EphemeralStore,
     merge_fns: HashMap<String, MergeFn>,
+    migrations: crate::schema::Migrations,
     subs: Subscriptions,
     outbox: persist::Outbox,
     config: ReplicaConfig,
@@ -213,6 +215,7 @@ impl Replica {
             live: live::LiveRegisters::default(),
             ephemeral: crate::ephemeral::EphemeralStore::default(),
             merge_fns: HashMap::new(),
+            migrations: crate::schema::Migrations::default(),
             subs: Subscriptions::default(),
             outbox,
             config,

@@ -36,9 +36,9 @@ impl Replica {
     }
 
     /// A channel's declaration. Concurrent declarations resolve to the
-    /// greatest (by kind, then policy), a function of the set of live
-    /// declarations alone, so the winner never depends on op ids (which an
-    /// epoch's first document does not keep).
+    /// greatest (by kind, schema version, then policy), a function of the
+    /// set of live declarations alone, so the winner never depends on op
+    /// ids (which an epoch's first document does not keep).
     pub(crate) fn spec_of(&self, path: &ChannelPath) -> Option<ChannelSpec> {
         let all = self.doc.get_all(self.channel_obj(path), path.name()).ok()?;
         resolve_spec(all.iter().filter_map(|(v, _)| as_str(v)))
@@ -68,7 +68,10 @@ impl Replica {
     /// an `Ephemeral` channel's live values as `{ "<writer actor hex>":
     /// value, ... }`.
     /// `coordination/conflicts` lists unresolved conflicts. `None` if the
-    /// channel holds nothing or does not exist.
+    /// channel holds nothing or does not exist. A value this replica cannot
+    /// read at its schema version of the channel is an error
+    /// ([`StateError::NoMigration`], [`StateError::NewerSchema`],
+    /// [`StateError::MigrationFailed`]; see [`crate::schema`]).
     pub fn get(&self, path: impl IntoChannelPath) -> Result<Option<Value>, StateError> {
         let path = path.into_path()?;
         if path.family() == Family::Coordination && path.name() == CONFLICTS_CHANNEL {
@@ -198,22 +201,30 @@ impl Replica {
             None => self.doc.get_all(obj, key.as_str())?,
             Some(h) => self.doc.get_all_at(obj, key.as_str(), h)?,
         };
-        let candidates = self.candidates(all.iter().map(|(v, id)| {
-            let actor = match id {
-                automerge::ObjId::Id(_, actor, _) => Some(actor),
-                automerge::ObjId::Root => None,
-            };
-            (as_str(v), actor)
-        }));
+        let candidates = self.candidates(
+            path,
+            self.version_for(path, spec),
+            all.iter().map(|(v, id)| {
+                let actor = match id {
+                    automerge::ObjId::Id(_, actor, _) => Some(actor),
+                    automerge::ObjId::Root => None,
+                };
+                (as_str(v), actor)
+            }),
+        )?;
         policy::resolve(path, &spec.policy, candidates, &self.merge_fns)
     }
 
     /// A register's candidates from its live writes (stored text, writer),
-    /// leaving out expired and unreadable ones.
+    /// leaving out expired and malformed ones, each upgraded to the
+    /// channel's schema `version` (an error if one cannot be: see
+    /// [`crate::schema`]).
     pub(crate) fn candidates<'a>(
         &self,
+        path: &ChannelPath,
+        version: u32,
         writes: impl Iterator<Item = (Option<&'a str>, Option<&'a automerge::ActorId>)>,
-    ) -> Vec<Candidate> {
+    ) -> Result<Vec<Candidate>, StateError> {
         writes
             .filter_map(|(text, actor)| {
                 let envelope: Envelope = serde_json::from_str(text?).ok()?;
@@ -225,14 +236,31 @@ impl Replica {
                     Some(origin) => origin.to_owned(),
                     None => actor.map(policy::actor_hex).unwrap_or_default(),
                 };
-                Some(Candidate {
+                Some((envelope, actor))
+            })
+            .map(|(envelope, actor)| {
+                let stamped = envelope.s;
+                let upgrade = |v| self.upgrade(path, stamped, version, v);
+                Ok(Candidate {
                     hlc: envelope.hlc(),
-                    value: envelope.v,
+                    value: upgrade(envelope.v)?,
                     actor,
-                    previous: envelope.p,
+                    previous: envelope.p.map(upgrade).transpose()?,
                 })
             })
             .collect()
+    }
+
+    /// The value of a stored topic entry at the channel's schema `version`;
+    /// `None` if it is malformed or expired.
+    fn entry_value(
+        &self,
+        path: &ChannelPath,
+        version: u32,
+        text: &str,
+    ) -> Option<Result<Value, StateError>> {
+        let envelope: Envelope = serde_json::from_str(text).ok()?;
+        (!envelope.expired(self.now.0)).then(|| self.upgrade(path, envelope.s, version, envelope.v))
     }
 
     pub(crate) fn entries_at(
@@ -254,16 +282,17 @@ impl Replica {
                 .map(|i| (i.key.to_string(), ref_str(&i.value).map(str::to_owned)))
                 .collect(),
         };
-        Ok(items
+        let version = self.version_of(path);
+        items
             .into_iter()
             .filter_map(|(key, s)| {
-                let envelope: Envelope = serde_json::from_str(&s?).ok()?;
                 let (_, Slot::Entry(id)) = keys::parse_key(&key)? else {
                     return None;
                 };
-                (!envelope.expired(self.now.0)).then(|| (id.to_owned(), envelope.v))
+                let value = self.entry_value(path, version, &s?)?;
+                Some(value.map(|v| (id.to_owned(), v)))
             })
-            .collect())
+            .collect()
     }
 
     pub(crate) fn entry_at(
@@ -278,10 +307,8 @@ impl Replica {
             None => self.doc.get(obj, key.as_str())?,
             Some(h) => self.doc.get_at(obj, key.as_str(), h)?,
         };
-        Ok(got
-            .and_then(|(v, _)| serde_json::from_str::<Envelope>(as_str(&v)?).ok())
-            .filter(|e| !e.expired(self.now.0))
-            .map(|e| e.v))
+        got.and_then(|(v, _)| self.entry_value(path, self.version_of(path), as_str(&v)?))
+            .transpose()
     }
 
     pub(crate) fn counter_at(
@@ -390,11 +417,18 @@ fn history_of(
     }
 }
 
-/// The winning declaration among live ones (see [`Replica::spec_of`]).
+/// The winning declaration among live ones (see [`Replica::spec_of`]):
+/// the greatest by kind, then schema version (so concurrent raises end on
+/// the highest), then policy. One with a version out of range is left out.
 pub(crate) fn resolve_spec<'a>(texts: impl Iterator<Item = &'a str>) -> Option<ChannelSpec> {
     texts
         .filter_map(|t| serde_json::from_str::<ChannelSpec>(t).ok())
+        .filter(|spec| crate::schema::valid_version(spec.version))
         .max_by(|a, b| {
-            (a.kind.as_str(), a.policy.to_string()).cmp(&(b.kind.as_str(), b.policy.to_string()))
+            (a.kind.as_str(), a.version, a.policy.to_string()).cmp(&(
+                b.kind.as_str(),
+                b.version,
+                b.policy.to_string(),
+            ))
         })
 }

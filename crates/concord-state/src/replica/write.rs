@@ -51,6 +51,16 @@ impl Replica {
     /// kind is allowed (and may change the policy, or an ephemeral channel's
     /// TTL); another kind is refused. An ephemeral channel needs a TTL
     /// ([`StateError::EphemeralTtl`] otherwise).
+    ///
+    /// Schema versions ([`ChannelSpec::with_version`], see
+    /// [`crate::schema`]): declaring a `LastValue` or `Topic` channel also
+    /// pins this replica to the declared version, the one its code reads
+    /// and writes. A version above the channel's raises it (only with this
+    /// replica's migrations from the channel's version to the new one
+    /// registered: [`StateError::NoMigration`] otherwise); one below it
+    /// changes nothing in the document and only pins this replica (code
+    /// still on the old version keeps writing it, and its writes are
+    /// upgraded by the readers on the new one).
     pub fn declare(
         &mut self,
         now: Millis,
@@ -64,16 +74,22 @@ impl Replica {
         }
         self.check_backlog()?;
         self.tick(now);
-        match self.cached_spec(&path) {
-            Some(existing) if existing == spec => return Ok(None),
-            Some(existing) if existing.kind != spec.kind => {
-                return Err(wrong_kind(&path, spec.kind, existing.kind));
-            }
-            _ => {}
+        let existing = self.cached_spec(&path);
+        if let Some(existing) = &existing
+            && existing.kind != spec.kind
+        {
+            return Err(wrong_kind(&path, spec.kind, existing.kind));
         }
+        if !self.check_declared_version(&path, &spec, existing.as_ref())? {
+            return Ok(None);
+        }
+        let _span =
+            tracing::debug_span!("declare", space = %self.space, %path, version = spec.version)
+                .entered();
         let hlc = self.hlc.tick(now);
         let receipt = self.commit(now, hlc, &path, Some(&spec), |_, _| Ok(()))?;
         self.cache.remove(&path);
+        self.pin_declared(&path, &spec);
         Ok(Some(receipt))
     }
 
@@ -123,7 +139,7 @@ impl Replica {
             Some((value, expires)) => {
                 (!expires.is_some_and(|x| x <= self.now.0)).then(|| value.clone())
             }
-            None if needs_old => self.register_at(&path, &spec, None)?.value,
+            None if needs_old => self.value_before_write(&path, &spec)?,
             None => None,
         };
         if spec.policy == Policy::FirstWriteWins && old.is_some() {
@@ -141,6 +157,7 @@ impl Replica {
                 .then(|| old.clone())
                 .flatten(),
             o: None,
+            s: self.version_for(&path, &spec),
         };
         let encoded = encode(&envelope)?;
         let key = keys::register_key(path.name());
@@ -163,7 +180,7 @@ impl Replica {
     ) -> Result<Option<WriteReceipt>, StateError> {
         let Prepared { path, spec, .. } =
             self.prepare(now, path.into_path()?, ChannelKind::LastValue)?;
-        let old = self.register_at(&path, &spec, None)?.value;
+        let old = self.value_before_write(&path, &spec)?;
         let key = keys::register_key(path.name());
         if self
             .doc
@@ -227,6 +244,7 @@ impl Replica {
             x: expires,
             p: None,
             o: None,
+            s: self.version_for(&path, &spec),
         };
         let encoded = encode(&envelope)?;
         let id = keys::entry_id(hlc, &self.actor_hex);
@@ -420,6 +438,28 @@ impl Replica {
                 spec: ChannelSpec::of_kind(kind),
                 declare: true,
             }),
+        }
+    }
+
+    /// A register's visible value before a local write. A value this
+    /// replica cannot read at the channel's schema version counts as none
+    /// (the write replaces it), unless the policy decides by the old value
+    /// (`first_write_wins`, `reject`): then the write is refused with the
+    /// read's error.
+    fn value_before_write(
+        &self,
+        path: &ChannelPath,
+        spec: &ChannelSpec,
+    ) -> Result<Option<Value>, StateError> {
+        match self.register_at(path, spec, None) {
+            Ok(resolution) => Ok(resolution.value),
+            Err(e)
+                if e.is_unreadable_value()
+                    && !matches!(spec.policy, Policy::FirstWriteWins | Policy::Reject) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a part
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use concord::Node;
 
@@ -28,4 +29,26 @@ pub async fn quorum(root: &std::path::Path, n: usize) -> Vec<Arc<Node>> {
 pub async fn joined(root: &std::path::Path, n: usize) -> Vec<Arc<Node>> {
     trace();
     concord::testing::joined_in(root, n).await.unwrap()
+}
+
+/// Polls `check` until it is true or 10 s pass.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached in 10 s");
+}
+
+/// Shuts every node down.
+pub async fn shutdown(nodes: Vec<Arc<Node>>) {
+    for node in nodes {
+        Arc::into_inner(node).unwrap().shutdown().await.unwrap();
+    }
 }
