@@ -111,7 +111,9 @@ impl Cluster {
     /// # Errors
     /// [`Error::Timeout`] once `within` has passed.
     pub async fn converged(&self, name: &str, within: Duration) -> Result<(), Error> {
-        Space::converge(&self.space(name).await?, within).await.map(drop)
+        Space::converge(&self.space(name).await?, within)
+            .await
+            .map(drop)
     }
 
     /// Shuts every node down, then deletes their directory.
