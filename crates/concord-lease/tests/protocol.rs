@@ -911,5 +911,8 @@ fn stats_count_grants_denials_renewals_and_losses() {
     assert_eq!(holder.losses, count(0, |e| matches!(e, Event::Lost { .. })));
     let refused = net.proposers[1].stats();
     assert_eq!((refused.grants, refused.denials), (0, 1));
-    assert_eq!(refused.denials, count(1, |e| matches!(e, Event::Denied { .. })));
+    assert_eq!(
+        refused.denials,
+        count(1, |e| matches!(e, Event::Denied { .. }))
+    );
 }

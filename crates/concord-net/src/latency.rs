@@ -34,7 +34,7 @@ pub const LATENCY_BUCKETS: [Duration; 17] = [
 ];
 
 /// A snapshot of one histogram.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Histogram {
     /// Observations per bucket (not cumulative): `buckets[i]` counts those
     /// above `LATENCY_BUCKETS[i - 1]` and at most `LATENCY_BUCKETS[i]`; the
@@ -44,6 +44,17 @@ pub struct Histogram {
     pub count: u64,
     /// Their total duration.
     pub sum: Duration,
+}
+
+impl Default for Histogram {
+    /// No observation: every bucket empty.
+    fn default() -> Self {
+        Histogram {
+            buckets: vec![0; LATENCY_BUCKETS.len() + 1],
+            count: 0,
+            sum: Duration::ZERO,
+        }
+    }
 }
 
 /// A snapshot of the driver's latency histograms since it started.
@@ -126,5 +137,8 @@ mod tests {
         assert_eq!(read.buckets.iter().sum::<u64>(), read.count);
         let sum = Duration::from_micros(101) + Duration::from_millis(3) + Duration::from_secs(60);
         assert_eq!(read.sum, sum);
+        let none = Histogram::default();
+        assert_eq!(none.buckets.len(), read.buckets.len());
+        assert_eq!(HistogramCounters::default().read(), none);
     }
 }

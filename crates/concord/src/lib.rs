@@ -51,14 +51,18 @@ mod lease;
 mod node;
 mod quorum;
 mod space;
+mod stats;
 pub mod toolkit;
 
 pub use channels::{Counter, LastValue, SetChannel, Topic};
 pub use concord_lease::{
-    BackendError, FencingToken, Lease, LeaseBackend, Millis, NodeId, Resource,
+    BackendError, FencingToken, Lease, LeaseBackend, Millis, NodeId, ProposerStats, Resource,
 };
 pub use concord_net::lease::LeasePeer;
-pub use concord_net::{Multiaddr, PeerId, PeerInfo, Subscription};
+pub use concord_net::{
+    Flow, Histogram, LATENCY_BUCKETS, Latency, Multiaddr, PeerId, PeerInfo, SpaceStats,
+    Subscription, Traffic,
+};
 pub use concord_state::{
     ActorId, ChannelKind, ChannelSpec, Delivery, EphemeralReceipt, Event, Origin, Policy,
     VectorClock, WriteReceipt,
@@ -69,4 +73,5 @@ pub use lease::{HeldLock, LOCK_HOLDERS, LockHolder};
 pub use node::{Node, NodeBuilder};
 pub use quorum::{Declaration, DeclaredPeer, LEASE_QUORUM, MAX_QUORUM_MEMBERS, QUORUM_WAIT};
 pub use space::Space;
+pub use stats::NodeStats;
 pub use toolkit::{AgentEvent, HandlerContext, RetryPolicy, StepContext, StepError};
