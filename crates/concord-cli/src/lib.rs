@@ -14,6 +14,7 @@ mod cmd_lock;
 mod cmd_node;
 mod control;
 mod demo;
+mod metrics;
 mod table;
 
 use std::path::PathBuf;
