@@ -103,6 +103,8 @@ fn a_node_serves_its_metrics_for_prometheus() {
     assert!(value(&s, "concord_peers", &[]) >= 1.0);
     assert!(value(&s, "concord_space_disk_bytes", &team) > 0.0);
     assert!(value(&s, "concord_space_epoch_ops", &team) > 0.0);
+    assert!(value(&s, "concord_space_epoch_changes", &team) >= 1.0);
+    assert_eq!(value(&s, "concord_space_epoch_switches", &team), 0.0);
     assert_eq!(value(&s, "concord_space_pending_changes", &team), 0.0);
     let sync = [("protocol", "sync")];
     assert!(value(&s, "concord_network_sent_bytes_total", &sync) > 0.0);

@@ -4,6 +4,8 @@
 //! `concord node` runs a node and serves a control socket in its data
 //! directory; `put`, `get`, `watch`, `lock`, `inspect` and `export` talk to that node
 //! through the socket; `demo` runs the README's main job in one process.
+//! `node --metrics ADDR` also serves Prometheus metrics (the `metrics`
+//! module); the `otel` feature exports the tracing spans (`otel`).
 //! This crate owns argument parsing, the control protocol and printing; it
 //! never implements replication or protocol logic of its own (the `concord`
 //! facade does).

@@ -83,11 +83,15 @@ impl Bound {
 
     /// Serves `/metrics` from `stats` on the current tokio runtime.
     pub fn serve(self, stats: NodeStats) -> MetricsServer {
-        let Bound { listener, addr } = self;
-        let endpoint = Endpoint {
+        self.serve_endpoint(Endpoint {
             stats,
             scrapes: Arc::new(Semaphore::new(MAX_CONCURRENT_SCRAPES)),
-        };
+        })
+    }
+
+    fn serve_endpoint(self, endpoint: Endpoint) -> MetricsServer {
+        let Bound { listener, addr } = self;
+        debug_assert!(endpoint.scrapes.available_permits() <= MAX_CONCURRENT_SCRAPES);
         let app = Router::new()
             .route("/metrics", get(scrape))
             .with_state(endpoint);
@@ -262,7 +266,7 @@ type SpaceGauge = (
 );
 
 /// The per-space gauges (label `space`).
-const SPACE_GAUGES: [SpaceGauge; 8] = [
+const SPACE_GAUGES: [SpaceGauge; 9] = [
     ("space_changes", "Changes the space holds.", None, |s| {
         s.replica.changes
     }),
@@ -289,6 +293,12 @@ const SPACE_GAUGES: [SpaceGauge; 8] = [
         "Bytes of snapshot plus log on disk.",
         Some(Unit::Bytes),
         |s| s.bytes_on_disk,
+    ),
+    (
+        "space_epoch_switches",
+        "Epoch switches this replica made since it was created.",
+        None,
+        |s| s.epoch.number,
     ),
     (
         "space_epoch_changes",

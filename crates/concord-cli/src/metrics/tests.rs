@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use super::*;
 
 fn quiet() -> Snapshot {
@@ -99,4 +101,41 @@ fn histograms_are_cumulative_and_in_seconds() {
         ),
         Some(1234.0)
     );
+}
+
+/// `GET /metrics` over HTTP/1.1: the whole response.
+async fn get_metrics(addr: SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = "GET /metrics HTTP/1.1\r\nHost: concord\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scrapes_past_the_limit_are_refused_until_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = concord::Node::builder()
+        .data_dir(dir.path())
+        .build()
+        .await
+        .unwrap();
+    let bound = Bound::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = bound.addr;
+    let scrapes = Arc::new(Semaphore::new(MAX_CONCURRENT_SCRAPES));
+    let server = bound.serve_endpoint(Endpoint {
+        stats: node.stats(),
+        scrapes: Arc::clone(&scrapes),
+    });
+    let under_way = u32::try_from(MAX_CONCURRENT_SCRAPES).unwrap();
+    let busy = scrapes.acquire_many(under_way).await.unwrap();
+    let refused = get_metrics(addr).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    drop(busy);
+    let answered = get_metrics(addr).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(answered.contains("\nconcord_peers 0\n"), "{answered}");
+    server.stop().await;
+    node.shutdown().await.unwrap();
 }
