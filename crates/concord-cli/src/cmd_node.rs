@@ -127,6 +127,10 @@ pub struct NodeArgs {
     /// a restart; the same on every lease peer.
     #[arg(long, value_name = "SECS")]
     pub lease_max_ttl: Option<u64>,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
+    /// e.g. `127.0.0.1:9464`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// What the node prints on stdout once it is ready.
@@ -163,6 +167,10 @@ async fn serve(data: &Path, args: NodeArgs, json: bool) -> Result<()> {
     let socket = control::socket_path(data);
     // Before touching the data dir: a second node would bump the first's incarnation.
     claim_socket(&socket, data)?;
+    let metrics = match args.metrics {
+        Some(addr) => Some(crate::metrics::Bound::bind(addr).await?),
+        None => None,
+    };
     let mut builder = Node::builder().data_dir(data).mdns(args.mdns);
     let listen = if args.listen.is_empty() {
         vec!["/ip4/127.0.0.1/tcp/0".parse()?]
@@ -193,7 +201,11 @@ async fn serve(data: &Path, args: NodeArgs, json: bool) -> Result<()> {
         node,
         spaces: tokio::sync::Mutex::new(BTreeMap::new()),
     });
+    let metrics = metrics.map(|bound| bound.serve(server.node.stats()));
     let served = run_server(&server, &socket, wanted, &args.space, json).await;
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     let _ = std::fs::remove_file(&socket);
     let server = Arc::into_inner(server).context("control connections outlived the node")?;
     let stopped = server

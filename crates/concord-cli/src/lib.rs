@@ -4,6 +4,8 @@
 //! `concord node` runs a node and serves a control socket in its data
 //! directory; `put`, `get`, `watch`, `lock`, `inspect` and `export` talk to that node
 //! through the socket; `demo` runs the README's main job in one process.
+//! `node --metrics ADDR` also serves Prometheus metrics (the `metrics`
+//! module); the `otel` feature exports the tracing spans (`otel`).
 //! This crate owns argument parsing, the control protocol and printing; it
 //! never implements replication or protocol logic of its own (the `concord`
 //! facade does).
@@ -16,6 +18,9 @@ mod cmd_lock;
 mod cmd_node;
 mod control;
 mod demo;
+mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 mod table;
 
 use std::path::PathBuf;
@@ -211,15 +216,12 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 /// Runs `concord` with the process's arguments and exits non-zero on error.
 pub fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    if let Err(e) = run(cli.command) {
+    let result = {
+        let _telemetry = init_tracing();
+        run(Cli::parse().command)
+        // Exported spans are flushed here, before any exit.
+    };
+    if let Err(e) = result {
         let broken_pipe = e
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
@@ -229,5 +231,34 @@ pub fn main() {
         }
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Keeps the export of spans (feature `otel`) running until dropped.
+struct Telemetry {
+    #[cfg(feature = "otel")]
+    _otel: Option<otel::Otel>,
+}
+
+/// Logs to stderr under `RUST_LOG` (default `warn`); with the `otel`
+/// feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, the same spans also go
+/// out over OTLP.
+fn init_tracing() -> Telemetry {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter).with(stderr);
+    #[cfg(feature = "otel")]
+    {
+        let (layer, otel) = otel::from_env().unzip();
+        registry.with(layer).init();
+        Telemetry { _otel: otel }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        registry.init();
+        Telemetry {}
     }
 }

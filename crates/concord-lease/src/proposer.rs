@@ -352,6 +352,16 @@ pub struct ProposerStats {
     /// Transmits dropped because the outbox was at
     /// [`ProposerConfig::max_outbox`].
     pub dropped_transmits: u64,
+    /// Leases granted ([`Event::Acquired`] handed out).
+    pub grants: u64,
+    /// Acquisitions that gave up ([`Event::Denied`] handed out).
+    pub denials: u64,
+    /// Renewals that succeeded ([`Event::Renewed`] handed out).
+    pub renewals: u64,
+    /// Renewals that gave up ([`Event::RenewFailed`] handed out).
+    pub renewal_failures: u64,
+    /// Leases whose validity ended unrenewed ([`Event::Lost`] handed out).
+    pub losses: u64,
 }
 
 /// A proposer (lease client) as a sans-IO state machine.
@@ -465,8 +475,19 @@ impl Proposer {
     /// most one event per application input (`Acquire`, `Renew`) plus one
     /// final `Lost`, `Denied` or `Released`, so it grows with the
     /// application's own inputs, never with peer input.
+    /// Each event is counted in [`ProposerStats`] as it is handed out.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        let counter = match &event {
+            Event::Acquired { .. } => &mut self.stats.grants,
+            Event::Denied { .. } => &mut self.stats.denials,
+            Event::Renewed { .. } => &mut self.stats.renewals,
+            Event::RenewFailed { .. } => &mut self.stats.renewal_failures,
+            Event::Lost { .. } => &mut self.stats.losses,
+            Event::Released { .. } => return Some(event),
+        };
+        *counter += 1;
+        Some(event)
     }
 
     /// When to feed [`Input::Timeout`] next, if anything is pending.

@@ -883,3 +883,36 @@ fn confirmations_of_other_releases_count_for_nothing() {
         Err(LeaseError::Malformed(_))
     ));
 }
+
+#[test]
+fn stats_count_grants_denials_renewals_and_losses() {
+    let mut net = Net::new(3, 2);
+    net.acquire(0, 1, "r", 1_000, 1, 0);
+    net.acquire(1, 1, "r", 1_000, 1, 0);
+    net.advance(100);
+    net.input(
+        0,
+        Input::Renew {
+            lease: LeaseId(1),
+            ttl: Millis(1_000),
+        },
+    );
+    // Never renewed again: its validity runs out.
+    net.advance(2_000);
+    let events = net.take_events();
+    let count = |p: usize, what: fn(&Event) -> bool| {
+        events.iter().filter(|(q, e)| *q == p && what(e)).count() as u64
+    };
+    let holder = net.proposers[0].stats();
+    assert_eq!(holder.grants, 1);
+    assert_eq!(holder.renewals, 1);
+    assert_eq!(holder.losses, 1);
+    assert_eq!(holder.denials, 0);
+    assert_eq!(holder.losses, count(0, |e| matches!(e, Event::Lost { .. })));
+    let refused = net.proposers[1].stats();
+    assert_eq!((refused.grants, refused.denials), (0, 1));
+    assert_eq!(
+        refused.denials,
+        count(1, |e| matches!(e, Event::Denied { .. }))
+    );
+}

@@ -28,6 +28,7 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::behaviour::{self, Behaviour};
 use crate::handle::{NetHandle, PeerInfo};
+use crate::latency::LatencyCounters;
 use crate::persist::{FlushDone, Flushing, SpaceDisk, answer};
 use crate::traffic::TrafficCounters;
 
@@ -157,6 +158,9 @@ pub(crate) enum Command {
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
+    SpaceStats {
+        reply: oneshot::Sender<Vec<crate::SpaceStats>>,
+    },
     Dial {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<(), NetError>>,
@@ -204,6 +208,7 @@ struct Driver {
     listen: Vec<Multiaddr>,
     config: NetConfig,
     traffic: Arc<TrafficCounters>,
+    latency: Arc<LatencyCounters>,
     /// When received changes written to storage get their fsync.
     flush_at: Option<Instant>,
 }
@@ -274,6 +279,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         .collect();
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let traffic = Arc::new(TrafficCounters::default());
+    let latency = Arc::new(LatencyCounters::default());
     let driver = Driver {
         swarm,
         hub: SyncHub::new(config.sync.clone(), seed_for(&peer_id)),
@@ -286,6 +292,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         listen: Vec::new(),
         config,
         traffic: Arc::clone(&traffic),
+        latency: Arc::clone(&latency),
         flush_at: None,
     };
     tokio::spawn(
@@ -297,6 +304,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         tx,
         peer_id,
         traffic,
+        latency,
     })
 }
 
@@ -509,6 +517,9 @@ impl Driver {
         match done {
             Ok(outcomes) => {
                 for (name, outcome) in outcomes {
+                    if let Some(took) = outcome.took {
+                        self.latency.fsync.record(took);
+                    }
                     let (Some(state), Some(replica)) =
                         (self.spaces.get_mut(&name), self.hub.replica_mut(&name))
                     else {

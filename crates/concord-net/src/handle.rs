@@ -12,6 +12,8 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{Command, Finish, NetError, SpaceOptions};
+use crate::latency::{Latency, LatencyCounters};
+use crate::stats::SpaceStats;
 use crate::traffic::{Traffic, TrafficCounters};
 
 /// A connected peer.
@@ -43,6 +45,7 @@ pub struct NetHandle {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
     pub(crate) traffic: Arc<TrafficCounters>,
+    pub(crate) latency: Arc<LatencyCounters>,
 }
 
 /// A stream of subscription deliveries (see [`NetHandle::subscribe`]).
@@ -70,6 +73,19 @@ impl NetHandle {
     /// counters: it does not wait for the driver.
     pub fn traffic(&self) -> Traffic {
         self.traffic.read()
+    }
+
+    /// Histograms of how long the driver took to apply received frames
+    /// and to fsync spaces (see [`Latency`]). Reads shared counters: it
+    /// does not wait for the driver.
+    pub fn latency(&self) -> Latency {
+        self.latency.read()
+    }
+
+    /// Every open space's counters: changes, pending changes, epoch,
+    /// peers, bytes on disk, records waiting for their fsync.
+    pub async fn space_stats(&self) -> Result<Vec<SpaceStats>, NetError> {
+        self.ask(|reply| Command::SpaceStats { reply }).await
     }
 
     async fn ask<T>(

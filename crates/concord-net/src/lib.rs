@@ -10,7 +10,10 @@
 //! the hub's `poll_timeout` on tokio's clock. Each space's storage lives
 //! beside its engine: the driver writes what the replica hands out to
 //! persist and fsyncs it on a blocking thread (the `persist` module). What
-//! it sends and receives is counted per protocol ([`NetHandle::traffic`]).
+//! it sends and receives is counted per protocol ([`NetHandle::traffic`]);
+//! how long applying received frames and fsyncing took goes into
+//! histograms ([`NetHandle::latency`]), and each space's counters can be
+//! asked for ([`NetHandle::space_stats`]).
 //!
 //! It must never implement protocol decisions itself: what to send and when
 //! is the hub's business; this crate only moves bytes, keeps peers
@@ -23,13 +26,17 @@ mod driver;
 mod handle;
 #[cfg(test)]
 mod hostile_tests;
+mod latency;
 pub mod lease;
 mod persist;
+mod stats;
 mod traffic;
 
 pub use driver::{
     COMMAND_QUEUE, MAX_GROUP_COMMIT, NetConfig, NetError, SpaceOptions, spawn, wall_clock,
 };
 pub use handle::{Durability, NetHandle, PeerInfo, Subscription};
+pub use latency::{Histogram, LATENCY_BUCKETS, Latency};
 pub use libp2p::{Multiaddr, PeerId, identity, multiaddr};
+pub use stats::SpaceStats;
 pub use traffic::{Flow, Traffic};

@@ -19,6 +19,7 @@
 //! state (a compaction, [`Replica::compact`]).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use concord_state::{Persist, Replica};
 use concord_storage::{Storage, StorageError, SyncJob};
@@ -59,14 +60,26 @@ pub(crate) struct PendingSync {
 pub(crate) struct SyncDone {
     result: Result<(), StorageError>,
     covers: u64,
+    /// How long the fsync took, if one ran (not for a storage that synced
+    /// in place).
+    pub(crate) took: Option<Duration>,
 }
 
 impl PendingSync {
     /// Runs the fsync; blocks on the disk.
     pub(crate) fn run(self) -> SyncDone {
+        let (result, took) = match self.job {
+            Some(job) => {
+                let start = Instant::now();
+                let result = job();
+                (result, Some(start.elapsed()))
+            }
+            None => (Ok(()), None),
+        };
         SyncDone {
-            result: self.job.map_or(Ok(()), |job| job()),
+            result,
             covers: self.covers,
+            took,
         }
     }
 }
@@ -89,6 +102,11 @@ impl SpaceDisk {
     /// Whether records were written and not yet fsynced.
     pub(crate) fn unsynced(&self) -> bool {
         self.written > self.confirmed
+    }
+
+    /// How many persist ops were written and not yet fsynced.
+    pub(crate) fn unsynced_ops(&self) -> u64 {
+        self.written.saturating_sub(self.confirmed)
     }
 
     /// Carries out every op `replica` hands out: appends records (not yet

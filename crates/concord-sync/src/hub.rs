@@ -327,6 +327,13 @@ impl<P: Clone + Ord + Debug> SyncHub<P> {
         self.peers.keys()
     }
 
+    /// How many peers share `space` with this node (its engine's peers);
+    /// `None` if the space is not open.
+    pub fn space_peers(&self, space: &str) -> Option<usize> {
+        let key = self.names.get(space)?;
+        self.spaces.get(key).map(|s| s.engine.peers().count())
+    }
+
     /// How many spaces this node shares with `peer`.
     pub fn shared_with(&self, peer: &P) -> usize {
         self.peers.get(peer).map_or(0, |p| p.shared.len())

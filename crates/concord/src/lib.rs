@@ -53,12 +53,13 @@ mod quorum;
 mod schema;
 mod settle;
 mod space;
+mod stats;
 pub mod testing;
 pub mod toolkit;
 
 pub use channels::{Counter, LastValue, SetChannel, Topic};
 pub use concord_lease::{
-    BackendError, FencingToken, Lease, LeaseBackend, Millis, NodeId, Resource,
+    BackendError, FencingToken, Lease, LeaseBackend, Millis, NodeId, ProposerStats, Resource,
 };
 /// Makes an async fn a coordinated step of an agent: the one-line form of
 /// [`Space::coordinate`]`(agent).lock(resource).run(..)`.
@@ -96,7 +97,10 @@ pub use concord_lease::{
 /// ```
 pub use concord_macros::coordinate;
 pub use concord_net::lease::LeasePeer;
-pub use concord_net::{Multiaddr, PeerId, PeerInfo, Subscription};
+pub use concord_net::{
+    Flow, Histogram, LATENCY_BUCKETS, Latency, Multiaddr, PeerId, PeerInfo, SpaceStats,
+    Subscription, Traffic,
+};
 pub use concord_state::{
     ActorId, ChannelKind, ChannelSpec, Delivery, EphemeralReceipt, Event, MAX_MIGRATIONS,
     MAX_SCHEMA_VERSION, Origin, Policy, VectorClock, WriteReceipt,
@@ -107,6 +111,7 @@ pub use lease::{HeldLock, LOCK_HOLDERS, LockHolder};
 pub use node::{Node, NodeBuilder, valid_space_name};
 pub use quorum::{Declaration, DeclaredPeer, LEASE_QUORUM, MAX_QUORUM_MEMBERS, QUORUM_WAIT};
 pub use space::Space;
+pub use stats::NodeStats;
 pub use toolkit::{
     AgentEvent, HandlerContext, Observation, Observer, RetryPolicy, Runner, StepContext, StepError,
 };

@@ -863,6 +863,13 @@ impl Node {
         .await
     }
 
+    /// A read-only handle on this node's counters (traffic, latency
+    /// histograms, per-space and lease counters) for metrics; see
+    /// [`crate::NodeStats`].
+    pub fn stats(&self) -> crate::NodeStats {
+        crate::NodeStats::new(self.net.clone(), Arc::clone(&self.leases.own))
+    }
+
     /// Flushes every space to disk, stops the network and the lease service
     /// and records a clean shutdown (the next start keeps this incarnation).
     /// Leases still held are not released; they expire.

@@ -1,16 +1,17 @@
 //! The driver's commands from [`NetHandle`](crate::NetHandle)s other than
 //! writes: opening a space, subscribing, questions about peers and storage,
-//! dialing, and the final flush at shutdown; plus the delivery of
+//! dialing, stats, and the final flush at shutdown; plus the delivery of
 //! subscription events. Owns nothing; it never decides what to send.
 
 use concord_state::{Replica, SubscribeOptions};
 use concord_storage::Storage;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{debug_span, info};
 
 use super::{
     Command, Driver, NetError, PeerInfo, SpaceOptions, SpaceState, Sub, channel_sink, wall_clock,
 };
+use crate::SpaceStats;
 use crate::behaviour;
 use crate::persist::SpaceDisk;
 
@@ -55,6 +56,9 @@ impl Driver {
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.listen.clone());
             }
+            Command::SpaceStats { reply } => {
+                let _ = reply.send(self.space_stats());
+            }
             Command::Dial { addr, reply } => {
                 let result = self
                     .swarm
@@ -65,6 +69,25 @@ impl Driver {
             // Both are handled by `on_received`, which never passes them here.
             Command::With { .. } | Command::Shutdown { .. } => {}
         }
+    }
+
+    /// Every open space's stats, by name.
+    fn space_stats(&self) -> Vec<SpaceStats> {
+        let _span = debug_span!("space_stats", spaces = self.spaces.len()).entered();
+        self.spaces
+            .iter()
+            .filter_map(|(name, state)| {
+                let replica = self.hub.replica(name)?;
+                Some(SpaceStats {
+                    space: name.clone(),
+                    peers: self.hub.space_peers(name).unwrap_or(0),
+                    replica: replica.stats(),
+                    epoch: replica.epoch(),
+                    bytes_on_disk: state.disk.bytes_on_disk(),
+                    unsynced: state.disk.unsynced_ops(),
+                })
+            })
+            .collect()
     }
 
     fn subscribe(

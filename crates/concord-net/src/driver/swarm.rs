@@ -68,6 +68,17 @@ impl Driver {
         }
     }
 
+    /// Hands a received frame to the hub, timing the hub's work (decoding
+    /// the frame, applying its changes) for [`crate::Latency::apply`], then
+    /// carries out what it asks.
+    fn on_frame(&mut self, from: libp2p::PeerId, bytes: Vec<u8>) {
+        let start = std::time::Instant::now();
+        self.hub
+            .handle_input(super::wall_clock(), HubInput::Frame { from, bytes });
+        self.latency.apply.record(start.elapsed());
+        self.pump();
+    }
+
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -142,10 +153,7 @@ impl Driver {
             }) => {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, ());
                 self.traffic.sync.received(request.len());
-                self.input(HubInput::Frame {
-                    from: peer,
-                    bytes: request,
-                });
+                self.on_frame(peer, request);
             }
             BehaviourEvent::Sync(request_response::Event::InboundFailure {
                 peer, error, ..
@@ -193,10 +201,7 @@ impl Driver {
         if valid {
             // Anonymous messages: the peer that handed us the frame answers
             // for it.
-            self.input(HubInput::Frame {
-                from,
-                bytes: message.data,
-            });
+            self.on_frame(from, message.data);
         } else {
             warn!(%from, topic = %message.topic, "invalid gossip; disconnecting");
             let _ = self.swarm.disconnect_peer_id(from);

@@ -6,7 +6,9 @@
 //! lease state of its own (the node task's proposer does) and never block a
 //! thread.
 
-use concord_lease::{AcquireRequest, BackendError, BoxFuture, Lease, LeaseBackend, Millis, NodeId};
+use concord_lease::{
+    AcquireRequest, BackendError, BoxFuture, Lease, LeaseBackend, Millis, NodeId, ProposerStats,
+};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -65,6 +67,16 @@ impl QuorumLeaseBackend {
     /// This peer's libp2p identity.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// This peer's proposer counters: grants, denials, renewals, renewal
+    /// failures and losses of the requests it ran (this node's own and
+    /// those of the clients it serves), and more (see [`ProposerStats`]).
+    ///
+    /// # Errors
+    /// [`BackendError::Unavailable`] once the node stopped.
+    pub async fn stats(&self) -> Result<ProposerStats, BackendError> {
+        self.call(|reply| Command::Stats { reply }).await
     }
 
     /// Stops the node and waits until its swarm is gone (its port is free

@@ -38,7 +38,7 @@ use std::time::Duration;
 use concord_lease::{
     Acceptor, AcceptorConfig, AcceptorState, AcquireRequest, BackendError, DenyReason, Event,
     FencingToken, Input, Lease, LeaseError, LeaseHandle, LeaseId, Message, Millis, NodeId, Permits,
-    Proposer, ProposerConfig, Quorum, RejectReason, Resource, Transmit,
+    Proposer, ProposerConfig, ProposerStats, Quorum, RejectReason, Resource, Transmit,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -88,6 +88,8 @@ pub(super) enum Command {
         handoff: Option<Vec<u8>>,
         reply: Reply<()>,
     },
+    /// The proposer's counters.
+    Stats { reply: Reply<ProposerStats> },
 }
 
 /// What [`spawn`] hands the backend.
@@ -338,6 +340,9 @@ impl Node {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Stop => {}
+            Command::Stats { reply } => {
+                let _ = reply.send(Ok(self.proposer.stats()));
+            }
             Command::Call {
                 to,
                 addrs,

@@ -313,6 +313,9 @@ fn a_restricted_space_is_listed_and_broadcast_to_allowed_peers_only() {
     net.connect();
     assert_eq!(net.hubs[0].shared_with(&1), 3);
     assert_eq!(net.hubs[0].shared_with(&2), 2);
+    assert_eq!(net.hubs[0].space_peers("secret"), Some(1));
+    assert_eq!(net.hubs[0].space_peers("space-0"), Some(2));
+    assert_eq!(net.hubs[0].space_peers("nowhere"), None);
     net.write(0, "secret", 7);
     let t = net.hubs[0].poll_transmit().unwrap();
     assert_eq!(t.to, Destination::Peer(1), "a directed frame to hub 1 only");
