@@ -23,6 +23,17 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
 //! ```
 //!
+//! **Virtual time.** A [`Cluster::solo`] node runs under tokio's paused
+//! clock (`#[tokio::test(start_paused = true)]`, tokio's `test-util`
+//! feature): the agent under test is alone in its space, the test writes
+//! what its peers and the outside world would (observation channels,
+//! intents), ticks it and asserts on what it wrote, and every timer of the
+//! node and the agent (lease ttls and renewals, retries, the runner's
+//! interval) runs on the virtual clock, so an hour of an agent's life takes
+//! a fraction of a second (`crates/concord/tests/virtual_clock.rs`).
+//! Clusters of several nodes talk over loopback sockets, and a paused
+//! clock jumps ahead while a socket waits: run them on the real clock.
+//!
 //! This module owns test topologies and the convergence wait; it never
 //! changes how a node behaves (no test-only switch reaches a node).
 
