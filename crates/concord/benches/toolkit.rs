@@ -9,10 +9,13 @@
 //!   (claim included) against `put` → the subscription event on the other.
 //!
 //! Interleaved rounds so background load hits both alike; p50 and p99 of
-//! each. A third line compares the `when` latency with its floor, the
-//! remote event plus one lease acquisition (the claim that makes a handler
-//! run once across the space). Last line: `toolkit_ratio <max of the first
-//! two p50 ratios>`.
+//! each. Two more lines compare each with its floor, what its guarantees
+//! cannot do without: a `coordinate` step's outcome is durable, so its
+//! floor is the bare acquire + release plus one fsynced local write; a
+//! `when` handler runs once across the space, so its floor is the remote
+//! event plus one lease acquisition (the claim). Then
+//! `toolkit_floor_ratio <max of those two p50 ratios>`, and last
+//! `toolkit_ratio <max of the first two p50 ratios>`.
 
 use std::time::{Duration, Instant};
 
@@ -96,7 +99,7 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         let (mut step, mut lease, mut acquire) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut when, mut event) = (Vec::new(), Vec::new());
+        let (mut when, mut event, mut durable) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             for i in 0..PER_ROUND {
                 let t = Instant::now();
@@ -111,6 +114,10 @@ fn main() {
                 acquire.push(t.elapsed());
                 leases.release(held).await.expect("release");
                 lease.push(t.elapsed());
+
+                let t = Instant::now();
+                sb.put("observation/durable", json!(i)).await.expect("put");
+                durable.push(t.elapsed());
 
                 let t = Instant::now();
                 sb.coordinate("agent")
@@ -140,6 +147,10 @@ fn main() {
         // A handler that runs once across the space must claim the event
         // first: its floor is the event's delivery plus one acquisition.
         let mut floor: Vec<Duration> = event.iter().zip(&acquire).map(|(e, a)| *e + *a).collect();
+        // A step's outcome is durable: its floor is the lease plus one
+        // fsynced write.
+        let mut step_floor: Vec<Duration> =
+            lease.iter().zip(&durable).map(|(l, d)| *l + *d).collect();
         let r1 = report(
             "coordinate step vs bare lease acquire+release",
             &mut step,
@@ -150,7 +161,12 @@ fn main() {
             &mut when,
             &mut event,
         );
-        report(
+        let f1 = report(
+            "coordinate step vs bare lease acquire+release + durable put",
+            &mut step,
+            &mut step_floor,
+        );
+        let f2 = report(
             "emit -> remote when start vs put -> remote event + bare acquire",
             &mut when,
             &mut floor,
@@ -158,6 +174,7 @@ fn main() {
         drop((sa, sb, leases));
         a.shutdown().await.expect("shutdown");
         b.shutdown().await.expect("shutdown");
+        println!("toolkit_floor_ratio {:.2}", f1.max(f2));
         println!("toolkit_ratio {:.2}", r1.max(r2));
     });
 }
