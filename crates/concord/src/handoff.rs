@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use concord_state::ActorId;
+use concord_state::{ActorId, Replica};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Space};
@@ -34,29 +34,18 @@ struct Context {
     seq: u64,
 }
 
-/// The context for a holder of a lock in `space` releasing now, if it
-/// wrote anything there (`None` if it cannot be read or is too large to
-/// leave: the next holder then waits for nothing).
-pub(crate) async fn context(space: &Space) -> Option<Vec<u8>> {
-    let mine = space
-        .read(|r| {
-            let actor = r.actor().clone();
-            let seq = r.vector_clock().get(&actor);
-            (actor, seq)
-        })
-        .await;
-    let (actor, seq) = match mine {
-        Ok(mine) => mine,
-        Err(e) => {
-            tracing::warn!(error = %e, space = space.name(), "no handoff: the replica did not answer");
-            return None;
-        }
-    };
+/// The context for a holder of a lock in space `space` (this replica's)
+/// releasing now, if it wrote anything there (`None` if it is too large to
+/// leave: the next holder then waits for nothing). Called on the replica,
+/// in the same step as the holder's last write (the lock mirror's removal).
+pub(crate) fn context(r: &Replica, space: &str) -> Option<Vec<u8>> {
+    let actor = r.actor().clone();
+    let seq = r.vector_clock().get(&actor);
     if seq == 0 {
         return None;
     }
     let context = Context {
-        space: space.name().to_owned(),
+        space: space.to_owned(),
         actor: actor.to_hex_string(),
         seq,
     };
@@ -68,31 +57,53 @@ pub(crate) async fn context(space: &Space) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-/// Waits until `space`'s replica holds the writes `handoff` names, for up
-/// to `wait`.
+/// Waits until `space`'s replica holds the writes `handoff` names (if
+/// any), for up to `wait`, then runs `then` on the replica in the same step
+/// as the check that found them there.
 ///
 /// # Errors
-/// [`Error::Handoff`] if they did not arrive in time.
-pub(crate) async fn catch_up(
+/// [`Error::Handoff`] if they did not arrive in time (`then` did not run).
+pub(crate) async fn catch_up<F>(
     space: &Space,
     resource: &str,
-    handoff: &[u8],
+    handoff: Option<&[u8]>,
     wait: Duration,
-) -> Result<(), Error> {
-    let Some((actor, seq)) = parse(space, handoff) else {
-        return Ok(());
-    };
+    then: F,
+) -> Result<(), Error>
+where
+    F: FnOnce(&mut Replica) + Send + 'static,
+{
+    let wanted = handoff.and_then(|h| parse(space, h));
     let started = Instant::now();
+    let mut then = Some(then);
     loop {
-        let wanted = actor.clone();
-        let have = space.read(move |r| r.vector_clock().get(&wanted)).await?;
-        if have >= seq {
+        let (target, run) = (wanted.clone(), then.take());
+        // How far this replica has the writes (`None`: nothing to wait
+        // for), and `then` back if it did not run.
+        let (have, unused) = space
+            .commit(move |r| {
+                let have = target.map(|(actor, seq)| (r.vector_clock().get(&actor), seq));
+                match run {
+                    Some(run) if have.is_none_or(|(have, seq)| have >= seq) => {
+                        run(r);
+                        (have, None)
+                    }
+                    run => (have, run),
+                }
+            })
+            .await?
+            .0;
+        let Some((have, seq)) = have.filter(|(have, seq)| have < seq) else {
             return Ok(());
-        }
+        };
+        then = unused;
         if started.elapsed() >= wait {
+            let actor = wanted
+                .map(|(actor, _)| actor.to_hex_string())
+                .unwrap_or_default();
             return Err(Error::Handoff {
                 resource: resource.to_owned(),
-                actor: actor.to_hex_string(),
+                actor,
                 seq,
                 have,
             });

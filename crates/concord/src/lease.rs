@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use concord_lease::{BackendError, FencingToken, Lease, LeaseBackend, Millis, Permits, Resource};
+use concord_state::Replica;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Space, handoff};
@@ -153,22 +154,17 @@ pub(crate) async fn wait_for_permit(
 /// Adds `entry` to the space's [`LOCK_HOLDERS`] (or removes it), without
 /// waiting for it to reach the disk: the mirror is informational, and a
 /// lock's cost should be the lease's. Failures are logged.
-async fn mirror(space: &Space, entry: &LockHolder, add: bool) {
-    let entry = entry.clone();
-    let written = space
-        .commit(move |r| {
-            let now = concord_net::wall_clock();
-            if add {
-                r.set_add(now, LOCK_HOLDERS, &entry).map(|_| ())
-            } else {
-                r.set_remove(now, LOCK_HOLDERS, &entry).map(|_| ())
-            }
-        })
-        .await;
-    match written {
-        Ok((Ok(()), _on_disk_later)) => {}
-        Ok((Err(e), _)) => tracing::warn!(error = %e, "could not update the lock mirror"),
-        Err(e) => tracing::warn!(error = %e, "could not update the lock mirror"),
+/// Adds `entry` to (or removes it from) the lock mirror; a failure is
+/// logged, the mirror being informative only.
+fn mirror(r: &mut Replica, entry: &LockHolder, add: bool) {
+    let now = concord_net::wall_clock();
+    let written = if add {
+        r.set_add(now, LOCK_HOLDERS, entry).map(drop)
+    } else {
+        r.set_remove(now, LOCK_HOLDERS, entry).map(drop)
+    };
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not update the lock mirror");
     }
 }
 
@@ -331,23 +327,25 @@ impl HeldLock {
         holder: &str,
     ) -> Result<HeldLock, Error> {
         let resource = lease.resource.clone();
-        if let Some(handoff) = &lease.handoff {
-            let left = lease.expires.saturating_sub(backend.now());
-            let wait = Duration::from_millis(left.0 / 2);
-            if let Err(e) = handoff::catch_up(space, resource.as_str(), handoff, wait).await {
-                // No handoff of ours: the previous holder's stays in place.
-                if let Err(back) = backend.release(lease).await {
-                    tracing::warn!(error = %back, %resource, "could not give back the lock");
-                }
-                return Err(e);
-            }
-        }
         let entry = LockHolder {
             resource: resource.to_string(),
             token: lease.token.get(),
             holder: holder.to_owned(),
         };
-        mirror(space, &entry, true).await;
+        let left = lease.expires.saturating_sub(backend.now());
+        let wait = Duration::from_millis(left.0 / 2);
+        // Mirrored in the same step as the check that the last holder's
+        // writes are in (not waited for on disk: informative only).
+        let mirrored = entry.clone();
+        let handoff = lease.handoff.as_deref();
+        let add = move |r: &mut Replica| mirror(r, &mirrored, true);
+        if let Err(e) = handoff::catch_up(space, resource.as_str(), handoff, wait, add).await {
+            // No handoff of ours: the previous holder's stays in place.
+            if let Err(back) = backend.release(lease).await {
+                tracing::warn!(error = %back, %resource, "could not give back the lock");
+            }
+            return Err(e);
+        }
         Ok(HeldLock {
             backend,
             space: space.clone(),
@@ -576,9 +574,24 @@ impl HeldLock {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
     /// ```
     pub async fn release(self) -> Result<(), Error> {
-        mirror(&self.space, &self.entry, false).await;
         let resource = self.lease.resource.clone();
-        let handoff = handoff::context(&self.space).await;
+        let (entry, name) = (self.entry.clone(), self.space.name().to_owned());
+        // The mirror's removal and the context in one step: the context
+        // covers every write of this holder, the removal included.
+        let handoff = self
+            .space
+            .commit(move |r| {
+                mirror(r, &entry, false);
+                handoff::context(r, &name)
+            })
+            .await;
+        let handoff = match handoff {
+            Ok((context, _on_disk_later)) => context,
+            Err(e) => {
+                tracing::warn!(error = %e, space = self.space.name(), "no handoff: the replica did not answer");
+                None
+            }
+        };
         self.backend
             .release_with(self.lease, handoff)
             .await
