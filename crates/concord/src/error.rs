@@ -97,40 +97,13 @@ pub enum Error {
     /// The replica refused an operation.
     #[error(transparent)]
     State(concord_state::StateError),
-    /// A channel holds a value of schema version `from` that this node
-    /// cannot read at the channel's version `to`: no migration from
-    /// `missing` to `missing + 1` is registered here (see
-    /// [`crate::Space::migration`]). The value is kept; it reads once the
-    /// migration is registered.
-    #[error(
-        "channel {path}: a value of schema version {from} cannot be read at version {to}: \
-         no migration from version {missing} to {} is registered on this node",
-        missing.saturating_add(1)
-    )]
-    NoMigration {
-        /// The channel.
-        path: String,
-        /// The version its writer stamped on the value.
-        from: u32,
-        /// The channel's version.
-        to: u32,
-        /// The first step without a migration.
-        missing: u32,
-    },
-    /// A channel holds a value of a schema version newer than the
-    /// channel's version on this node.
-    #[error(
-        "channel {path}: a value of schema version {version} is newer than the channel's \
-         version {current} on this node"
-    )]
-    NewerSchema {
-        /// The channel.
-        path: String,
-        /// The version its writer stamped on the value.
-        version: u32,
-        /// The channel's version on this node.
-        current: u32,
-    },
+    /// A channel holds a value this node cannot read at its schema
+    /// version: [`crate::StateError::NoMigration`] (register the missing
+    /// migration with [`crate::Space::migration`]; the value is kept and
+    /// reads once it is), [`crate::StateError::NewerSchema`] or
+    /// [`crate::StateError::MigrationFailed`].
+    #[error(transparent)]
+    Schema(concord_state::StateError),
     /// A space's storage could not be opened or read, or holds corrupt data.
     #[error("space storage: {0}")]
     Storage(#[from] concord_storage::StorageError),
@@ -146,32 +119,13 @@ pub enum Error {
 }
 
 impl From<concord_state::StateError> for Error {
-    /// The schema errors a caller acts on get their own variants; every
-    /// other refusal stays [`Error::State`].
+    /// Values unreadable at their schema version get a variant of their
+    /// own ([`Error::Schema`]); every other refusal is [`Error::State`].
     fn from(e: concord_state::StateError) -> Self {
-        use concord_state::StateError;
-        match e {
-            StateError::NoMigration {
-                path,
-                from,
-                to,
-                missing,
-            } => Error::NoMigration {
-                path,
-                from,
-                to,
-                missing,
-            },
-            StateError::NewerSchema {
-                path,
-                version,
-                current,
-            } => Error::NewerSchema {
-                path,
-                version,
-                current,
-            },
-            other => Error::State(other),
+        if e.is_unreadable_value() {
+            Error::Schema(e)
+        } else {
+            Error::State(e)
         }
     }
 }

@@ -103,7 +103,7 @@ pub use concord_net::{
 };
 pub use concord_state::{
     ActorId, ChannelKind, ChannelSpec, Delivery, EphemeralReceipt, Event, MAX_MIGRATIONS,
-    MAX_SCHEMA_VERSION, Origin, Policy, VectorClock, WriteReceipt,
+    MAX_SCHEMA_VERSION, Origin, Policy, StateError, VectorClock, WriteReceipt,
 };
 pub use ephemeral::Ephemeral;
 pub use error::Error;

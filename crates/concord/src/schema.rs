@@ -24,7 +24,8 @@ impl Space {
     /// `n` are registered (the replica refuses a raise without them).
     ///
     /// A value with no registered path to the channel's version reads as
-    /// [`Error::NoMigration`] (one newer than it as [`Error::NewerSchema`]),
+    /// [`Error::Schema`]`(`[`crate::StateError::NoMigration`]`)` (one newer
+    /// than it as [`crate::StateError::NewerSchema`]),
     /// naming the channel and the versions, never as a wrong value; a
     /// subscription gets no event for it.
     ///

@@ -4,7 +4,7 @@
 //! node reads the old writes upgraded, before and after the raise reached
 //! the old node; the old node keeps reading its version and refuses a
 //! version-2 value with a clear error; a channel raised without the old
-//! node having the migration reads as `Error::NoMigration` until it
+//! node having the migration reads as `StateError::NoMigration` until it
 //! registers it.
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, joined, shutdown};
-use concord::{ChannelSpec, Delivery, Error, Policy, Space};
+use concord::{ChannelSpec, Delivery, Error, Policy, Space, StateError};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -92,7 +92,7 @@ async fn old_writes_are_upgraded_on_receipt_and_missing_migrations_are_clear_err
     eventually(|| async { old.get(PLAN).await.is_err() }).await;
     let err = old.get(PLAN).await.unwrap_err();
     assert!(
-        matches!(&err, Error::NewerSchema { path, version: 2, current: 1 } if path == PLAN),
+        matches!(&err, Error::Schema(StateError::NewerSchema { path, version: 2, current: 1 }) if path == PLAN),
         "{err}"
     );
 
@@ -105,7 +105,7 @@ async fn old_writes_are_upgraded_on_receipt_and_missing_migrations_are_clear_err
     eventually(|| async { old.get(OTHER).await.is_err() }).await;
     let err = old.get(OTHER).await.unwrap_err();
     assert!(
-        matches!(&err, Error::NoMigration { path, from: 1, to: 2, missing: 1 } if path == OTHER),
+        matches!(&err, Error::Schema(StateError::NoMigration { path, from: 1, to: 2, missing: 1 }) if path == OTHER),
         "{err}"
     );
     let text = err.to_string();
@@ -114,7 +114,10 @@ async fn old_writes_are_upgraded_on_receipt_and_missing_migrations_are_clear_err
         "{text}"
     );
     let typed = old.last_value::<Value>(OTHER).unwrap();
-    assert!(matches!(typed.get().await, Err(Error::NoMigration { .. })));
+    assert!(matches!(
+        typed.get().await,
+        Err(Error::Schema(StateError::NoMigration { .. }))
+    ));
     // Registering the migration makes the held value readable: nothing was lost.
     old.migration(OTHER, 1, rename_step).await.unwrap();
     assert_eq!(old.get(OTHER).await.unwrap(), Some(json!({"task": "x"})));
