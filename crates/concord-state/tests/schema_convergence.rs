@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use concord_state::{ActorId, ChannelSpec, Millis, Policy, Replica, VectorClock};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -161,27 +163,12 @@ proptest! {
         let all: Vec<Vec<u8>> = writers.iter().flat_map(|w| w.own_changes_after(0)).collect();
         let mut states = Vec::new();
         for (i, order) in orders.iter().enumerate() {
-            let mut shuffled: Vec<(u32, Vec<u8>)> = all
-                .iter()
-                .enumerate()
-                .map(|(j, c)| (order[j % order.len()] ^ j as u32, c.clone()))
-                .collect();
-            shuffled.sort_by_key(|(k, _)| *k);
             let mut observer = replica(10 + i as u8);
-            for chunk in shuffled.chunks(batch) {
-                observer.apply_changes(Millis(100), chunk.iter().map(|(_, c)| c.clone())).unwrap();
-            }
+            common::deliver_shuffled(&mut observer, &all, order, batch);
             prop_assert_eq!(observer.stats().pending, 0);
             states.push(snapshot(&observer));
         }
-        for i in 0..3 {
-            for j in 0..3 {
-                if i != j {
-                    let delta = writers[i].changes_since(writers[j].vector_clock());
-                    writers[j].apply_changes(Millis(100), delta).unwrap();
-                }
-            }
-        }
+        common::exchange_all(&mut writers);
         // the writers' code moves to the channels' versions (writers that
         // declared an older one were pinned there), and reads like the rest
         for w in &mut writers {
