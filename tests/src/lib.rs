@@ -86,6 +86,15 @@ impl CliOutput {
     }
 }
 
+/// A TCP port on loopback that was free a moment ago (for an address that
+/// must be known before the process that listens on it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Polls `check` every 50 ms until it returns true; panics after `DEADLINE`.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;

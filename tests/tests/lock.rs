@@ -11,9 +11,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::thread;
 
-use concord_tests::{Binary, Cluster, NodeProcess, spaces};
+use concord_tests::{Binary, Cluster, NodeProcess, free_port, spaces};
 use serde_json::Value;
-use std::net::TcpListener;
 
 /// The CLI under test, built by cargo before these tests run.
 const CONCORD: Binary = Binary(env!("CARGO_BIN_EXE_concord-under-test"));
@@ -107,16 +106,6 @@ fn locks_on_three_nodes_of_a_space_without_lease_flags_exclude_each_other() {
     let declared = a.get(SPACE, "coordination/lease.quorum").unwrap();
     cluster.converge_on(SPACE, "coordination/lease.quorum", &declared);
     serialized_locks(&[a, b, c], &cluster.root().join("runs.log"));
-}
-
-/// A loopback TCP port that was free a moment ago (the lease swarm's
-/// address must be known to every lease peer before any of them starts).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

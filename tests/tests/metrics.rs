@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use concord_tests::{Binary, Cluster, eventually, spaces};
+use concord_tests::{Binary, Cluster, eventually, free_port, spaces};
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
 
@@ -17,15 +17,6 @@ use serde_json::json;
 const CONCORD: Binary = Binary(env!("CARGO_BIN_EXE_concord-under-test"));
 
 const SPACE: &str = "team";
-
-/// A TCP port on loopback that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET /metrics` over HTTP/1.1; asserts a 200 in OpenMetrics text and
 /// parses the body.
