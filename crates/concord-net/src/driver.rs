@@ -21,13 +21,14 @@ use concord_sync::{HubInput, SyncConfig, SyncHub};
 use futures::{FutureExt, StreamExt};
 use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity, request_response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
 use crate::behaviour::{self, Behaviour};
 use crate::handle::{NetHandle, PeerInfo};
+use crate::peer_stats::PeerTable;
 use crate::persist::{FlushDone, Flushing, SpaceDisk, answer};
 use crate::traffic::TrafficCounters;
 
@@ -204,6 +205,8 @@ struct Driver {
     listen: Vec<Multiaddr>,
     config: NetConfig,
     traffic: Arc<TrafficCounters>,
+    /// Bytes and round trips per connected peer.
+    peer_stats: PeerTable<PeerId, request_response::OutboundRequestId>,
     /// When received changes written to storage get their fsync.
     flush_at: Option<Instant>,
 }
@@ -286,6 +289,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         listen: Vec::new(),
         config,
         traffic: Arc::clone(&traffic),
+        peer_stats: PeerTable::default(),
         flush_at: None,
     };
     tokio::spawn(

@@ -10,7 +10,8 @@
 //! the hub's `poll_timeout` on tokio's clock. Each space's storage lives
 //! beside its engine: the driver writes what the replica hands out to
 //! persist and fsyncs it on a blocking thread (the `persist` module). What
-//! it sends and receives is counted per protocol ([`NetHandle::traffic`]).
+//! it sends and receives is counted per protocol ([`NetHandle::traffic`])
+//! and per peer, with each peer's round trip ([`NetHandle::peers`]).
 //!
 //! It must never implement protocol decisions itself: what to send and when
 //! is the hub's business; this crate only moves bytes, keeps peers
@@ -24,6 +25,7 @@ mod handle;
 #[cfg(test)]
 mod hostile_tests;
 pub mod lease;
+mod peer_stats;
 mod persist;
 mod traffic;
 
@@ -32,4 +34,5 @@ pub use driver::{
 };
 pub use handle::{Durability, NetHandle, PeerInfo, Subscription};
 pub use libp2p::{Multiaddr, PeerId, identity, multiaddr};
+pub use peer_stats::MAX_TIMED_REQUESTS;
 pub use traffic::{Flow, Traffic};
