@@ -3,7 +3,8 @@
 //!
 //! `concord node` runs a node and serves a control socket in its data
 //! directory; `put`, `get`, `watch`, `lock`, `inspect` and `export` talk to that node
-//! through the socket; `demo` runs the README's main job in one process.
+//! through the socket; `top` shows a space live in the terminal; `demo`
+//! runs the README's main job in one process.
 //! This crate owns argument parsing, the control protocol and printing; it
 //! never implements replication or protocol logic of its own (the `concord`
 //! facade does).
@@ -15,6 +16,7 @@ mod cmd_node;
 mod control;
 mod demo;
 mod table;
+mod top;
 
 use std::path::PathBuf;
 
@@ -115,6 +117,16 @@ enum Command {
         /// Only this space (default: every space the node has open).
         space: Option<String>,
     },
+    /// A live terminal view of a space: peers (round trip, bytes), vector
+    /// clock, channels with their last writer, locks, queues and an event
+    /// timeline; `q` quits.
+    Top {
+        /// The node's data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The space.
+        space: String,
+    },
     /// Dump a space as JSON or as an automerge document.
     Export {
         #[command(flatten)]
@@ -174,6 +186,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect { common, space } => cmd_client::inspect(&common.data, space, common.json),
+        Command::Top { data, space } => top::run(&data, space),
         Command::Export {
             common,
             space,
