@@ -132,16 +132,25 @@ fn top_shows_a_remote_write_and_quits_on_q() {
         "locks held (1)",
         "github.main",
         "observation/ci.status",
-        "remote observation/ci.status = \"green\"",
+        "observation/ci.status = \"green\"",
+        "coordination/lock_holders + {",
     ]);
-    let row = shown
-        .lines()
-        .find(|l| l.contains("│observation/ci.status"))
-        .unwrap_or_else(|| panic!("no channel row:\n{shown}"));
+    let line = |text: &str| {
+        shown
+            .lines()
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("no line with {text:?}:\n{shown}"))
+    };
+    let row = line("│observation/ci.status");
     assert!(
         row.contains("last_value") && row.contains("\"green\""),
         "{row}"
     );
+    assert!(row.contains('#'), "no last writer: {row}");
+    let event = line("observation/ci.status = \"green\"");
+    assert!(event.contains("remote"), "{event}");
+    let peer = line(cluster.nodes[1].peer_id());
+    assert!(peer.contains(" ms ") && peer.contains(" B "), "{peer}");
     eprintln!("--- concord top, 160x48 ---\n{shown}");
     let _ = holder.child().kill();
 

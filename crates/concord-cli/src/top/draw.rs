@@ -1,6 +1,7 @@
 //! The screen of `concord top`, drawn from a [`TopState`] alone: a header
-//! (node, space, link), peers, vector clock, locks and queues on the left,
-//! channels on the right, the event timeline along the bottom.
+//! (node, space, link), peers across the screen, vector clock, locks and
+//! queues on the left, channels on the right, the event timeline along the
+//! bottom.
 //!
 //! This module owns layout and formatting; it never changes the state and
 //! never does IO, so a `TestBackend` shows exactly what a terminal would.
@@ -18,23 +19,23 @@ const PATH_COLUMN_CHARS: usize = 40;
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame<'_>, state: &TopState) {
-    let [header, body, timeline] = Layout::vertical([
+    let [header, peers, body, timeline] = Layout::vertical([
         Constraint::Length(2),
+        Constraint::Length(rows_height(state.peers.len())),
         Constraint::Fill(3),
         Constraint::Fill(2),
     ])
     .areas(frame.area());
     draw_header(frame, header, state);
+    draw_peers(frame, peers, state);
     let [left, right] =
-        Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
-    let [peers, clock, locks, queue] = Layout::vertical([
-        Constraint::Length(rows_height(state.peers.len())),
-        Constraint::Length(rows_height(state.clock.len())),
+        Layout::horizontal([Constraint::Percentage(35), Constraint::Percentage(65)]).areas(body);
+    let [clock, locks, queue] = Layout::vertical([
+        Constraint::Fill(1),
         Constraint::Length(rows_height(state.locks.len())),
-        Constraint::Min(4),
+        Constraint::Length(4),
     ])
     .areas(left);
-    draw_peers(frame, peers, state);
     draw_clock(frame, clock, state);
     draw_locks(frame, locks, state);
     draw_queue(frame, queue, state);
@@ -101,7 +102,7 @@ fn draw_peers(frame: &mut Frame<'_>, area: Rect, state: &TopState) {
         .iter()
         .map(|p| {
             Row::new([
-                short_peer(&p.peer_id),
+                p.peer_id.clone(),
                 p.rtt_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms")),
                 bytes(p.sent_bytes),
@@ -111,10 +112,10 @@ fn draw_peers(frame: &mut Frame<'_>, area: Rect, state: &TopState) {
         })
         .collect();
     let widths = [
-        Constraint::Length(14),
+        Constraint::Length(52), // an ed25519 peer id
         Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(9),
+        Constraint::Length(10),
+        Constraint::Length(10),
         Constraint::Fill(1),
     ];
     let title = format!("peers ({})", state.peers.len());

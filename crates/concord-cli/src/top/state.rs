@@ -18,6 +18,10 @@ pub const MAX_TIMELINE_EVENTS: usize = 1_000;
 /// Longest summary of a value kept for display, in characters.
 pub const MAX_VALUE_CHARS: usize = 200;
 
+/// The kind shown for a channel seen in an event before any snapshot
+/// listed it.
+pub const UNLISTED: &str = "?";
+
 /// Whether the node answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
@@ -32,7 +36,8 @@ pub enum Link {
 pub struct ChannelLine {
     /// `family/name`.
     pub path: String,
-    /// The channel kind (`last_value`, `topic`, ...).
+    /// The channel kind (`last_value`, `topic`, ...); [`UNLISTED`] for a
+    /// channel known from an event only, until a snapshot lists it.
     pub kind: String,
     /// The visible value, summarised (at most [`MAX_VALUE_CHARS`]).
     pub value: String,
@@ -46,7 +51,7 @@ pub struct TimelineEntry {
     /// Wall-clock time of the write (its clock) in ms since the Unix epoch,
     /// if it carries one.
     pub at_ms: Option<u64>,
-    /// What happened, e.g. `remote observation/ci = "green" by ab12cd34#3`.
+    /// What happened, e.g. `remote ab12cd34#3   observation/ci = "green"`.
     pub text: String,
 }
 
@@ -96,7 +101,8 @@ impl TopState {
     }
 
     /// Takes in a snapshot; channels the report names no writer for keep
-    /// the one already known.
+    /// the one already known, and channels known from events only stay
+    /// (the snapshot may predate their first write).
     pub fn apply_snapshot(&mut self, report: InspectReport) {
         self.link = Link::Live;
         self.peer_id = report.peer_id;
@@ -113,20 +119,24 @@ impl TopState {
             .find(|c| c.path == LOCK_HOLDERS)
             .and_then(|c| serde_json::from_value(c.value.clone()).ok())
             .unwrap_or_default();
-        let mut known: BTreeMap<String, WriterRow> = std::mem::take(&mut self.channels)
+        let mut before: BTreeMap<String, ChannelLine> = std::mem::take(&mut self.channels)
             .into_iter()
-            .filter_map(|c| Some((c.path, c.writer?)))
+            .map(|c| (c.path.clone(), c))
             .collect();
         self.channels = space
             .channels
             .into_iter()
             .map(|c| ChannelLine {
-                writer: c.writer.or_else(|| known.remove(&c.path)),
+                writer: c
+                    .writer
+                    .or_else(|| before.remove(&c.path).and_then(|old| old.writer)),
                 value: summary(&c.value),
                 path: c.path,
                 kind: c.kind,
             })
             .collect();
+        let unlisted = before.into_values().filter(|c| c.kind == UNLISTED);
+        self.channels.extend(unlisted);
     }
 
     /// Takes in one item of the watch stream: a timeline line, and the
@@ -156,19 +166,31 @@ impl TopState {
                     seq,
                     hlc,
                 };
-                let shown = new.as_ref().map_or_else(|| "(removed)".to_owned(), summary);
-                if let Some(line) = self.channels.iter_mut().find(|c| c.path == path) {
-                    if line.kind == "last_value" && key.is_none() {
-                        line.value = summary(new.as_ref().unwrap_or(&Value::Null));
+                let what = change_text(&path, key.as_deref(), new.as_ref());
+                let value = key
+                    .is_none()
+                    .then(|| summary(new.as_ref().unwrap_or(&Value::Null)));
+                match self.channels.iter_mut().find(|c| c.path == path) {
+                    Some(line) => {
+                        if let (true, Some(value)) =
+                            (matches!(line.kind.as_str(), "last_value" | UNLISTED), value)
+                        {
+                            line.value = value;
+                        }
+                        line.writer = Some(writer);
                     }
-                    line.writer = Some(writer);
+                    None => self.channels.push(ChannelLine {
+                        path,
+                        kind: UNLISTED.to_owned(),
+                        value: value.unwrap_or_default(),
+                        writer: Some(writer),
+                    }),
                 }
-                let key = key.map(|k| format!("[{k}]")).unwrap_or_default();
                 let kind = if ephemeral { " ephemeral" } else { "" };
                 self.push(TimelineEntry {
                     at_ms,
                     text: format!(
-                        "{origin:<6}{kind} {path}{key} = {shown}  by {}",
+                        "{origin:<6}{kind} {:<12} {what}",
                         writer_label(&actor, seq, &self.actor)
                     ),
                 });
@@ -216,11 +238,27 @@ pub fn writer_label(actor: &str, seq: u64, own_actor: &str) -> String {
     }
 }
 
+/// A change as one phrase: `path = value` for a register, `path + member`
+/// and `path - member` for a set, `path[entry] = value` for a topic.
+fn change_text(path: &str, key: Option<&str>, new: Option<&Value>) -> String {
+    match (key, new) {
+        (None, Some(value)) => format!("{path} = {}", summary(value)),
+        (None, None) => format!("{path} cleared"),
+        (Some(key), None) => format!("{path} - {}", cut(key)),
+        (Some(key), Some(value)) if value.to_string() == key => format!("{path} + {}", cut(key)),
+        (Some(key), Some(value)) => format!("{path}[{}] = {}", cut(key), summary(value)),
+    }
+}
+
 /// Compact JSON of a value, cut at [`MAX_VALUE_CHARS`] characters.
 pub fn summary(value: &Value) -> String {
-    let text = value.to_string();
+    cut(&value.to_string())
+}
+
+/// `text` cut at [`MAX_VALUE_CHARS`] characters.
+fn cut(text: &str) -> String {
     if text.chars().count() <= MAX_VALUE_CHARS {
-        return text;
+        return text.to_owned();
     }
     let mut cut: String = text.chars().take(MAX_VALUE_CHARS - 1).collect();
     cut.push('…');
