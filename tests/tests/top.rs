@@ -2,10 +2,11 @@
 //! space, `top` attached to the first inside a detached `tmux` session of a
 //! fixed size; a lock taken and a value written on the second node show up
 //! on the screen (with the peer's round trip), the node going away is said
-//! on screen, and `q` ends `top` with exit status 0.
+//! on screen, and `q` ends `top` with exit status 0. Beside it, the peer
+//! figures `top` shows, through `inspect --json`.
 //!
-//! Without tmux the test says so and passes, unless `CI` is set (CI
-//! installs tmux: then its absence is a failure).
+//! Without tmux the terminal test says so and passes, unless `CI` is set
+//! (CI installs tmux: then its absence is a failure).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -164,4 +165,24 @@ fn top_shows_a_remote_write_and_quits_on_q() {
         std::fs::read_to_string(&status).is_ok_and(|s| !s.trim().is_empty())
     });
     assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "0");
+}
+
+/// What `top` shows of peers, without a terminal: `inspect --json` gives
+/// each peer's round trip and the bytes exchanged with it.
+#[test]
+fn inspect_reports_each_peers_round_trip_and_bytes() {
+    let cluster = Cluster::start(CONCORD, 2, |_| spaces(&[SPACE]));
+    let peer = cluster.nodes[1].peer_id().to_owned();
+    eventually("node 0 measured its peer's round trip", || {
+        let report = cluster.nodes[0].inspect(SPACE);
+        let peers = report["peers"].as_array().cloned().unwrap_or_default();
+        peers.iter().any(|p| {
+            p["peer_id"] == peer.as_str()
+                && p["rtt_ms"]
+                    .as_f64()
+                    .is_some_and(|ms| ms > 0.0 && ms < 10_000.0)
+                && p["sent_bytes"].as_u64().is_some_and(|b| b > 0)
+                && p["received_bytes"].as_u64().is_some_and(|b| b > 0)
+        })
+    });
 }

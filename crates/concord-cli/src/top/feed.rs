@@ -19,6 +19,10 @@ use crate::control::{InspectReport, Request, WatchItem};
 /// How often peers, round trips and queues are refreshed without events.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// Shortest time between two snapshots, so that a burst of events costs
+/// the node a few `inspect`s rather than one per event.
+pub const SNAPSHOT_GAP: Duration = Duration::from_millis(100);
+
 /// Something for the screen.
 #[derive(Debug)]
 pub enum Input {
@@ -35,7 +39,8 @@ pub enum Input {
 }
 
 /// Asks the node for a snapshot of `space` every [`TICK`] and whenever
-/// `wake` fires, until the screen goes away. After the node was lost it
+/// `wake` fires (at most one per [`SNAPSHOT_GAP`]), until the screen goes
+/// away. After the node was lost it
 /// asks for the writers again (events may have been missed meanwhile).
 pub fn snapshots(data: PathBuf, space: String, wake: Receiver<()>, out: Sender<Input>) {
     let mut writers = false;
@@ -58,6 +63,7 @@ pub fn snapshots(data: PathBuf, space: String, wake: Receiver<()>, out: Sender<I
         if out.send(input).is_err() {
             return;
         }
+        std::thread::sleep(SNAPSHOT_GAP);
     }
 }
 

@@ -245,7 +245,11 @@ fn change_text(path: &str, key: Option<&str>, new: Option<&Value>) -> String {
         (None, Some(value)) => format!("{path} = {}", summary(value)),
         (None, None) => format!("{path} cleared"),
         (Some(key), None) => format!("{path} - {}", cut(key)),
-        (Some(key), Some(value)) if value.to_string() == key => format!("{path} + {}", cut(key)),
+        (Some(key), Some(value))
+            if serde_json::from_str::<Value>(key).ok().as_ref() == Some(value) =>
+        {
+            format!("{path} + {}", cut(key))
+        }
         (Some(key), Some(value)) => format!("{path}[{}] = {}", cut(key), summary(value)),
     }
 }
