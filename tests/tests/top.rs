@@ -2,7 +2,7 @@
 //! space, `top` attached to the first inside a detached `tmux` session of a
 //! fixed size; a lock taken and a value written on the second node show up
 //! on the screen (with the peer's round trip), the node going away is said
-//! on screen, and `q` ends `top` with exit status 0. Beside it, the peer
+//! on screen, its return is followed, and `q` ends `top` with exit status 0. Beside it, the peer
 //! figures `top` shows, through `inspect --json`.
 //!
 //! Without tmux the terminal test says so and passes, unless `CI` is set
@@ -11,8 +11,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use concord_tests::{Binary, Cluster, Guarded, eventually, spaces};
+use concord_tests::{Binary, Cluster, DEADLINE, Guarded, eventually, spaces};
 
 /// The CLI under test, built by cargo before these tests run.
 const CONCORD: Binary = Binary(env!("CARGO_BIN_EXE_concord-under-test"));
@@ -44,12 +45,18 @@ impl Tmux {
 
     /// Waits until the screen contains every one of `texts`.
     fn wait_for(&self, texts: &[&str]) -> String {
-        let mut last = String::new();
-        eventually(&format!("{texts:?} on screen"), || {
-            last = self.screen();
-            texts.iter().all(|t| last.contains(t))
-        });
-        last
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let screen = self.screen();
+            if texts.iter().all(|t| screen.contains(t)) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{texts:?} not on screen within {DEADLINE:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -116,7 +123,7 @@ fn top_shows_a_remote_write_and_quits_on_q() {
     let mut cluster = Cluster::start(CONCORD, 2, |_| spaces(&[SPACE]));
     let status: PathBuf = cluster.root().join("top.status");
     let tmux = start_top(cluster.nodes[0].dir(), &status);
-    tmux.wait_for(&["concord top", "space team", "live", "peers (1)", " ms "]);
+    tmux.wait_for(&["concord top", "space team", "  live", "peers (1)", " ms "]);
 
     // A lock held through the second node and a value written there.
     let mut holder = Guarded::spawn(
@@ -159,6 +166,16 @@ fn top_shows_a_remote_write_and_quits_on_q() {
     cluster.nodes[0].terminate();
     tmux.wait_for(&["NODE GONE", "observation/ci.status"]);
     assert!(!status.exists(), "top exited when the node went away");
+
+    // The node back: once the screen is live again (snapshots and the
+    // event stream), it follows new events.
+    cluster.nodes[0].restart();
+    tmux.wait_for(&["  live"]);
+    cluster.nodes[0].put(SPACE, "observation/ci.status", "\"blue\"");
+    let back = tmux.wait_for(&["local ", "observation/ci.status = \"blue\""]);
+    assert!(!back.contains("NODE GONE"), "{back}");
+    let row = back.lines().find(|l| l.contains("│observation/ci.status"));
+    assert!(row.is_some_and(|r| r.contains("(this node)")), "{back}");
 
     tmux.run(&["send-keys", "-t", "top", "q"]);
     eventually("top exits after q", || {

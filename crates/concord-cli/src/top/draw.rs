@@ -56,7 +56,11 @@ fn bold() -> Style {
 
 fn draw_header(frame: &mut Frame<'_>, area: Rect, state: &TopState) {
     let link = match &state.link {
-        Link::Live => Span::styled("live", Style::default().fg(Color::Green)),
+        Link::Live if state.events => Span::styled("live", Style::default().fg(Color::Green)),
+        Link::Live => Span::styled(
+            "connected, waiting for the event stream",
+            Style::default().fg(Color::Yellow),
+        ),
         Link::Lost(reason) => Span::styled(
             format!("NODE GONE: {reason} (retrying)"),
             Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),

@@ -32,33 +32,39 @@ pub enum Input {
     Watch(WatchItem),
     /// The node stopped answering: why.
     Lost(String),
+    /// The watch stream ended or could not start: why.
+    EventsLost(String),
     /// A key was pressed.
     Key(KeyEvent),
     /// The terminal was resized (or needs a redraw).
     Redraw,
 }
 
+/// Why the snapshot thread is woken before its [`TICK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// An event arrived: values changed.
+    Event,
+    /// The watch stream (re)subscribed: from now on events name every
+    /// writer, so one snapshot with the writers closes the gap before it.
+    Subscribed,
+}
+
 /// Asks the node for a snapshot of `space` every [`TICK`] and whenever
 /// `wake` fires (at most one per [`SNAPSHOT_GAP`]), until the screen goes
-/// away. After the node was lost it
-/// asks for the writers again (events may have been missed meanwhile).
-pub fn snapshots(data: PathBuf, space: String, wake: Receiver<()>, out: Sender<Input>) {
-    let mut writers = false;
+/// away; with the channels' last writers after each [`Wake::Subscribed`].
+pub fn snapshots(data: PathBuf, space: String, wake: Receiver<Wake>, out: Sender<Input>) {
     loop {
-        match wake.recv_timeout(TICK) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+        let mut writers = match wake.recv_timeout(TICK) {
+            Ok(first) => first == Wake::Subscribed,
+            Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => return,
-        }
-        while wake.try_recv().is_ok() {} // one snapshot answers a burst of events
+        };
+        // One snapshot answers a burst of events.
+        writers |= wake.try_iter().any(|w| w == Wake::Subscribed);
         let input = match snapshot(&data, &space, writers) {
-            Ok(report) => {
-                writers = false;
-                Input::Snapshot(Box::new(report))
-            }
-            Err(e) => {
-                writers = true;
-                Input::Lost(format!("{e:#}"))
-            }
+            Ok(report) => Input::Snapshot(Box::new(report)),
+            Err(e) => Input::Lost(format!("{e:#}")),
         };
         if out.send(input).is_err() {
             return;
@@ -82,14 +88,14 @@ pub fn snapshot(data: &Path, space: &str, writers: bool) -> anyhow::Result<Inspe
 /// Follows the watch stream of every channel in `space`, reconnecting
 /// every [`TICK`] while the node is away; each event also wakes the
 /// snapshot thread.
-pub fn events(data: PathBuf, space: String, wake: Sender<()>, out: Sender<Input>) {
+pub fn events(data: PathBuf, space: String, wake: Sender<Wake>, out: Sender<Input>) {
     loop {
         let reason = match follow(&data, &space, &wake, &out) {
             Ok(Closed::Node) => "the node closed the event stream".to_owned(),
             Ok(Closed::Screen) => return,
             Err(e) => format!("{e:#}"),
         };
-        if out.send(Input::Lost(reason)).is_err() {
+        if out.send(Input::EventsLost(reason)).is_err() {
             return;
         }
         std::thread::sleep(TICK);
@@ -105,7 +111,7 @@ enum Closed {
 fn follow(
     data: &Path,
     space: &str,
-    wake: &Sender<()>,
+    wake: &Sender<Wake>,
     out: &Sender<Input>,
 ) -> anyhow::Result<Closed> {
     let _span = tracing::debug_span!("top_watch", space).entered();
@@ -116,7 +122,10 @@ fn follow(
     let mut client = Client::send(data, &request)?;
     while let Some(value) = client.next()? {
         let item: WatchItem = serde_json::from_value(value)?;
-        let _ = wake.send(());
+        let _ = wake.send(match item {
+            WatchItem::Watching { .. } => Wake::Subscribed,
+            _ => Wake::Event,
+        });
         if out.send(Input::Watch(item)).is_err() {
             return Ok(Closed::Screen);
         }

@@ -50,7 +50,8 @@ pub fn run(data: &Path, space: String) -> anyhow::Result<()> {
         return Err(TopError::NotATerminal.into());
     }
     // Before taking the terminal: no node, or a bad space, is a plain error.
-    let first = feed::snapshot(data, &space, true)?;
+    // (The writers come once the watch stream is up: see `feed::Wake`.)
+    let first = feed::snapshot(data, &space, false)?;
     let mut state = TopState::new(&space);
     state.apply_snapshot(first);
 
@@ -119,6 +120,7 @@ fn apply(state: &mut TopState, input: Input) -> bool {
         Input::Snapshot(report) => state.apply_snapshot(*report),
         Input::Watch(item) => state.apply_event(item),
         Input::Lost(reason) => state.lost(reason),
+        Input::EventsLost(reason) => state.events_lost(reason),
         Input::Redraw => {}
         Input::Key(key) => return on_key(state, key),
     }

@@ -66,6 +66,8 @@ pub struct TopState {
     pub actor: String,
     /// Whether the node answers.
     pub link: Link,
+    /// Whether the watch stream is subscribed (events arrive).
+    pub events: bool,
     /// Connected peers.
     pub peers: Vec<PeerRow>,
     /// Highest sequence number held per actor.
@@ -90,6 +92,7 @@ impl TopState {
             peer_id: String::new(),
             actor: String::new(),
             link: Link::Live,
+            events: false,
             peers: Vec::new(),
             clock: BTreeMap::new(),
             channels: Vec::new(),
@@ -144,7 +147,7 @@ impl TopState {
     /// before the next snapshot.
     pub fn apply_event(&mut self, item: WatchItem) {
         match item {
-            WatchItem::Watching { .. } => {}
+            WatchItem::Watching { .. } => self.events = true,
             WatchItem::Lagged { missed } => self.push(TimelineEntry {
                 at_ms: None,
                 text: format!("(missed {missed} events: the view fell behind)"),
@@ -201,6 +204,13 @@ impl TopState {
     /// The node stopped answering.
     pub fn lost(&mut self, reason: String) {
         self.link = Link::Lost(reason);
+    }
+
+    /// The watch stream ended: the node is likely gone too (a snapshot
+    /// says otherwise soon if not).
+    pub fn events_lost(&mut self, reason: String) {
+        self.events = false;
+        self.lost(reason);
     }
 
     /// Scrolls the timeline `lines` back (positive) or forward (negative),

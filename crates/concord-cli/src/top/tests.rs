@@ -87,6 +87,10 @@ fn sample_state() -> TopState {
     let holders =
         json!([{"resource": "github.main", "token": 42, "holder": "12D3KooWHolderCCCCCCCCholder"}]);
     let mut state = TopState::new("team");
+    state.apply_event(WatchItem::Watching {
+        space: "team".into(),
+        pattern: "**".into(),
+    });
     state.apply_snapshot(report(vec![
         channel(
             "observation/ci.status",
@@ -174,6 +178,33 @@ fn a_lost_node_is_shown_and_a_snapshot_brings_it_back() {
     ));
     assert_eq!(state.link, Link::Live);
     assert!(shows(&screen(&state, 160, 40), "live"));
+}
+
+#[test]
+fn a_lost_event_stream_shows_until_the_watch_is_back() {
+    let mut state = sample_state();
+    assert!(apply(
+        &mut state,
+        Input::EventsLost("the node closed the event stream".into())
+    ));
+    assert!(shows(
+        &screen(&state, 160, 40),
+        "NODE GONE: the node closed the event stream"
+    ));
+    // Snapshots alone: connected, but events are not followed yet.
+    assert!(apply(
+        &mut state,
+        Input::Snapshot(Box::new(report(Vec::new())))
+    ));
+    let rows = screen(&state, 160, 40);
+    assert!(shows(&rows, "connected, waiting for the event stream"));
+    assert!(!shows(&rows, " live"));
+    let watching = WatchItem::Watching {
+        space: "team".into(),
+        pattern: "**".into(),
+    };
+    assert!(apply(&mut state, Input::Watch(watching)));
+    assert!(shows(&screen(&state, 160, 40), " live"));
 }
 
 #[test]
