@@ -8,7 +8,7 @@
 //! never fatal here: it becomes an [`Input::Lost`] for the screen to show.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
 use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
@@ -18,6 +18,15 @@ use crate::control::{InspectReport, Request, WatchItem};
 
 /// How often peers, round trips and queues are refreshed without events.
 pub const TICK: Duration = Duration::from_secs(1);
+
+/// Most inputs waiting for the screen; past it the input threads wait (and
+/// the node, whose watch stream then backs up, drops events for this
+/// watcher and says how many: a `lagged` line on the timeline).
+pub const MAX_PENDING_INPUTS: usize = 1_024;
+
+/// Most wake-ups waiting for the snapshot thread (one would do: more
+/// events than that between two snapshots are answered by one anyway).
+pub const MAX_PENDING_WAKES: usize = 16;
 
 /// Shortest time between two snapshots, so that a burst of events costs
 /// the node a few `inspect`s rather than one per event.
@@ -53,7 +62,7 @@ pub enum Wake {
 /// Asks the node for a snapshot of `space` every [`TICK`] and whenever
 /// `wake` fires (at most one per [`SNAPSHOT_GAP`]), until the screen goes
 /// away; with the channels' last writers after each [`Wake::Subscribed`].
-pub fn snapshots(data: PathBuf, space: String, wake: Receiver<Wake>, out: Sender<Input>) {
+pub fn snapshots(data: PathBuf, space: String, wake: Receiver<Wake>, out: SyncSender<Input>) {
     loop {
         let mut writers = match wake.recv_timeout(TICK) {
             Ok(first) => first == Wake::Subscribed,
@@ -88,7 +97,7 @@ pub fn snapshot(data: &Path, space: &str, writers: bool) -> anyhow::Result<Inspe
 /// Follows the watch stream of every channel in `space`, reconnecting
 /// every [`TICK`] while the node is away; each event also wakes the
 /// snapshot thread.
-pub fn events(data: PathBuf, space: String, wake: Sender<Wake>, out: Sender<Input>) {
+pub fn events(data: PathBuf, space: String, wake: SyncSender<Wake>, out: SyncSender<Input>) {
     loop {
         let reason = match follow(&data, &space, &wake, &out) {
             Ok(Closed::Node) => "the node closed the event stream".to_owned(),
@@ -111,8 +120,8 @@ enum Closed {
 fn follow(
     data: &Path,
     space: &str,
-    wake: &Sender<Wake>,
-    out: &Sender<Input>,
+    wake: &SyncSender<Wake>,
+    out: &SyncSender<Input>,
 ) -> anyhow::Result<Closed> {
     let _span = tracing::debug_span!("top_watch", space).entered();
     let request = Request::Watch {
@@ -122,10 +131,13 @@ fn follow(
     let mut client = Client::send(data, &request)?;
     while let Some(value) = client.next()? {
         let item: WatchItem = serde_json::from_value(value)?;
-        let _ = wake.send(match item {
-            WatchItem::Watching { .. } => Wake::Subscribed,
-            _ => Wake::Event,
-        });
+        if let WatchItem::Watching { .. } = item {
+            // Must not be lost: the writers depend on it.
+            let _ = wake.send(Wake::Subscribed);
+        } else {
+            // A full queue already holds a wake-up.
+            let _ = wake.try_send(Wake::Event);
+        }
         if out.send(Input::Watch(item)).is_err() {
             return Ok(Closed::Screen);
         }
@@ -135,7 +147,7 @@ fn follow(
 
 /// Passes the terminal's key presses and resizes on until the screen goes
 /// away or the terminal fails.
-pub fn keys(out: Sender<Input>) {
+pub fn keys(out: SyncSender<Input>) {
     loop {
         let input = match event::read() {
             Ok(Event::Key(key)) if key.kind != KeyEventKind::Release => Input::Key(key),

@@ -55,8 +55,8 @@ pub fn run(data: &Path, space: String) -> anyhow::Result<()> {
     let mut state = TopState::new(&space);
     state.apply_snapshot(first);
 
-    let (tx, rx) = mpsc::channel();
-    let (wake_tx, wake_rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(feed::MAX_PENDING_INPUTS);
+    let (wake_tx, wake_rx) = mpsc::sync_channel(feed::MAX_PENDING_WAKES);
     spawn("top-snapshots", {
         let (data, space, tx) = (data.to_owned(), space.clone(), tx.clone());
         move || feed::snapshots(data, space, wake_rx, tx)

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use std::sync::mpsc::TrySendError;
+
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::{Value, json};
 
@@ -364,4 +366,82 @@ fn a_tiny_terminal_is_drawn_without_panicking() {
         let rows = screen(&state, w, h);
         assert_eq!(rows.len(), usize::from(h));
     }
+}
+
+/// A fake node on the control socket in a temporary directory: answers
+/// one watch with the `Watching` line and `events` events, then hangs up;
+/// gives back the request line.
+fn fake_watch_node(events: usize) -> (tempfile::TempDir, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let listener =
+        std::os::unix::net::UnixListener::bind(crate::control::socket_path(dir.path())).unwrap();
+    let node = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut request)
+            .unwrap();
+        let watching = WatchItem::Watching {
+            space: "team".into(),
+            pattern: "**".into(),
+        };
+        let items = std::iter::once(watching)
+            .chain((1..=events as u64).map(|seq| event("observation/n", json!(seq), OTHER, seq)));
+        for item in items {
+            let reply = crate::control::Reply::Ok(serde_json::to_value(item).unwrap());
+            let mut line = serde_json::to_vec(&reply).unwrap();
+            line.push(b'\n');
+            stream.write_all(&line).unwrap();
+        }
+        request // and hangs up: the client reads what is left, then the end
+    });
+    (dir, node)
+}
+
+#[test]
+fn the_event_thread_waits_once_max_pending_inputs_are_queued() {
+    use super::feed::{self, MAX_PENDING_INPUTS, MAX_PENDING_WAKES, Wake};
+    let total = MAX_PENDING_INPUTS + 50;
+    let (dir, node) = fake_watch_node(total);
+    let (tx, rx) = std::sync::mpsc::sync_channel(MAX_PENDING_INPUTS);
+    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(MAX_PENDING_WAKES);
+    let (probe, wake_probe) = (tx.clone(), wake_tx.clone());
+    let data = dir.path().to_owned();
+    let events = std::thread::spawn(move || feed::events(data, "team".into(), wake_tx, tx));
+    // The screen takes nothing: the queues fill up to their bounds and stay
+    // there (the thread waits, and further wake-ups are dropped). The probe
+    // adds redraws until it finds the input queue full.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !matches!(probe.try_send(Input::Redraw), Err(TrySendError::Full(_))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the input queue never filled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let wake = wake_probe.try_send(Wake::Event);
+    assert!(matches!(wake, Err(TrySendError::Full(_))), "{wake:?}");
+    assert_eq!(wake_rx.try_recv().ok(), Some(Wake::Subscribed));
+    // Taking the inputs lets the rest through, in order, none lost (the
+    // probe's own redraws aside).
+    let all: Vec<Input> = rx
+        .iter()
+        .filter(|input| !matches!(input, Input::Redraw))
+        .take(total + 1)
+        .collect();
+    assert!(matches!(all[0], Input::Watch(WatchItem::Watching { .. })));
+    let seqs: Vec<u64> = all[1..]
+        .iter()
+        .filter_map(|input| match input {
+            Input::Watch(WatchItem::Event { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+    drop(probe);
+    drop(rx); // the screen goes: the thread's next input finds no one
+    events.join().unwrap();
+    let request = node.join().unwrap();
+    assert!(request.contains(r#""cmd":"watch""#) && request.contains(r#""pattern":"**""#));
 }
