@@ -78,12 +78,13 @@ fn tmux_present() -> bool {
 }
 
 /// `concord top` for `data` in a 160x48 detached tmux session; its exit
-/// status goes to `status`.
+/// status goes to `status`, and the terminal's settings after it (`stty
+/// -a`) to `status` with `.stty` appended.
 fn start_top(data: &Path, status: &Path) -> Tmux {
     let tmux = Tmux {
         socket: format!("concord-top-test-{}", std::process::id()),
     };
-    let script = r#""$0" top --data "$1" "$2"; echo "$?" > "$3""#;
+    let script = r#""$0" top --data "$1" "$2"; code=$?; stty -a > "$3.stty"; echo "$code" > "$3""#;
     let command = [
         "sh",
         "-c",
@@ -182,6 +183,13 @@ fn top_shows_a_remote_write_and_quits_on_q() {
         std::fs::read_to_string(&status).is_ok_and(|s| !s.trim().is_empty())
     });
     assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "0");
+    // The terminal is handed back cooked: line editing and echo are on.
+    let stty = std::fs::read_to_string(status.with_extension("status.stty")).unwrap();
+    let flags: Vec<&str> = stty.split_whitespace().collect();
+    assert!(
+        flags.contains(&"icanon") && flags.contains(&"echo"),
+        "{stty}"
+    );
 }
 
 /// What `top` shows of peers, without a terminal: `inspect --json` gives
