@@ -124,7 +124,13 @@ pub fn watch(data: &Path, space: String, pattern: String) -> Result<()> {
 
 /// `concord inspect`: peers, vector clocks, channels and queue sizes.
 pub fn inspect(data: &Path, space: Option<String>, json: bool) -> Result<()> {
-    let report: InspectReport = call(data, &Request::Inspect { space })?;
+    let report: InspectReport = call(
+        data,
+        &Request::Inspect {
+            space,
+            writers: false,
+        },
+    )?;
     if json {
         return out(&compact(&report)?);
     }

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use crate::control::{
     self, ChannelRow, EphemeralPutResult, EpochRow, ExportFormat, ExportResult, GetResult,
     InspectReport, LockGranted, LockReleased, PeerRow, PutResult, QueueStats, Reply, Request,
-    SpaceReport, WatchItem,
+    SpaceReport, WatchItem, WriterRow,
 };
 
 /// The channel that lists unresolved conflicts; it is never declared, so it
@@ -399,7 +399,9 @@ impl Server {
                 };
                 serde_json::to_value(GetResult { value })?
             }
-            Request::Inspect { space } => serde_json::to_value(self.inspect(space).await?)?,
+            Request::Inspect { space, writers } => {
+                serde_json::to_value(self.inspect(space, writers).await?)?
+            }
             Request::Export { space, format } => {
                 let space = self.space(&space).await?;
                 let result = match format {
@@ -416,7 +418,7 @@ impl Server {
         })
     }
 
-    async fn inspect(&self, space: Option<String>) -> Result<InspectReport> {
+    async fn inspect(&self, space: Option<String>, writers: bool) -> Result<InspectReport> {
         let spaces = match space {
             Some(name) => vec![self.space(&name).await?],
             None => self.spaces.lock().await.values().cloned().collect(),
@@ -424,7 +426,8 @@ impl Server {
         let mut reports = Vec::with_capacity(spaces.len());
         for space in spaces {
             let bytes_on_disk = space.bytes_on_disk().await?;
-            reports.push(space.with(move |r| space_report(r, bytes_on_disk)).await?);
+            let report = space.with(move |r| space_report(r, bytes_on_disk, writers));
+            reports.push(report.await?);
         }
         Ok(InspectReport {
             peer_id: self.node.peer_id().to_string(),
@@ -444,6 +447,9 @@ impl Server {
                 .map(|p| PeerRow {
                     peer_id: p.peer_id.to_string(),
                     address: p.address.map(|a| a.to_string()),
+                    rtt_ms: p.rtt.map(|rtt| rtt.as_secs_f64() * 1e3),
+                    sent_bytes: p.sent_bytes,
+                    received_bytes: p.received_bytes,
                 })
                 .collect(),
             spaces: reports,
@@ -473,8 +479,8 @@ fn visible_values(r: &mut Replica) -> BTreeMap<String, Value> {
 }
 
 /// What `inspect` shows of a space; `bytes_on_disk` comes from its storage,
-/// which the driver keeps.
-fn space_report(r: &mut Replica, bytes_on_disk: u64) -> SpaceReport {
+/// which the driver keeps; `writers` adds each channel's last writer.
+fn space_report(r: &mut Replica, bytes_on_disk: u64, writers: bool) -> SpaceReport {
     let stats = r.stats();
     SpaceReport {
         name: r.space().to_owned(),
@@ -491,6 +497,7 @@ fn space_report(r: &mut Replica, bytes_on_disk: u64) -> SpaceReport {
                 live: (spec.kind == ChannelKind::Ephemeral)
                     .then(|| r.ephemeral_values(&path).map_or(0, |v| v.len())),
                 ttl_ms: spec.ttl_ms,
+                writer: writers.then(|| last_writer(r, &path)).flatten(),
                 path: path.to_string(),
                 kind: spec.kind.to_string(),
                 policy: spec.policy.to_string(),
@@ -521,6 +528,16 @@ fn space_report(r: &mut Replica, bytes_on_disk: u64) -> SpaceReport {
             }
         },
     }
+}
+
+/// The causally last write to a channel in the space's history.
+fn last_writer(r: &Replica, path: &concord_state::ChannelPath) -> Option<WriterRow> {
+    let last = r.history(path).ok()?.pop()?;
+    Some(WriterRow {
+        actor: last.actor,
+        seq: last.seq,
+        hlc: last.hlc.map(|h| h.to_string()),
+    })
 }
 
 fn watch_item(delivery: Delivery) -> WatchItem {

@@ -1,5 +1,5 @@
 //! The control-socket protocol between `concord node` and the client
-//! commands (`put`, `get`, `watch`, `lock`, `inspect`, `export`).
+//! commands (`put`, `get`, `watch`, `lock`, `inspect`, `export`, `top`).
 //!
 //! A Unix socket `DIR/control.sock` inside the node's data directory; one
 //! connection per command. The client writes one JSON [`Request`] line; the
@@ -80,6 +80,11 @@ pub enum Request {
     Inspect {
         /// Only this space (opened on demand); every open space when absent.
         space: Option<String>,
+        /// Also name each channel's last writer ([`ChannelRow::writer`]);
+        /// this reads the space's history, so `top` asks once and then
+        /// follows the watch stream.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        writers: bool,
     },
     /// Send a consistent snapshot of a space for `concord backup`: answered
     /// with a [`BackupReady`] line followed by exactly its `bytes` raw bytes
@@ -237,6 +242,15 @@ pub struct PeerRow {
     pub peer_id: String,
     /// Address of one of its connections, if known.
     pub address: Option<String>,
+    /// Smoothed round trip of directed sync frames, in ms, once measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Bytes of directed sync frames sent to it since it connected.
+    #[serde(default)]
+    pub sent_bytes: u64,
+    /// Bytes of directed frames and gossip received from it since it connected.
+    #[serde(default)]
+    pub received_bytes: u64,
 }
 
 /// What `inspect` reports about one space.
@@ -294,6 +308,21 @@ pub struct ChannelRow {
     /// For an ephemeral channel: how many live values it holds (one per writer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<usize>,
+    /// The causally last write to the channel, when asked for
+    /// (`Request::Inspect { writers: true, .. }`) and there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<WriterRow>,
+}
+
+/// Who made a write: its change's actor, sequence number and clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriterRow {
+    /// The writer's actor id (hex).
+    pub actor: String,
+    /// The change's sequence number for that actor.
+    pub seq: u64,
+    /// The change's hybrid logical clock, `wall.logical`, if it carries one.
+    pub hlc: Option<String>,
 }
 
 /// Queue sizes and counters of a replica (`Replica::stats`).
@@ -404,6 +433,29 @@ mod tests {
         assert_eq!(
             serde_json::to_value(event(true)).unwrap()["ephemeral"],
             true
+        );
+        // `top`'s additions leave `inspect` as it was on the wire.
+        let inspect = |writers| Request::Inspect {
+            space: Some("team".into()),
+            writers,
+        };
+        assert_eq!(
+            serde_json::to_value(inspect(false)).unwrap(),
+            json!({"cmd": "inspect", "space": "team"})
+        );
+        assert_eq!(
+            serde_json::from_value::<Request>(json!({"cmd": "inspect", "space": "team"})).unwrap(),
+            inspect(false)
+        );
+        assert_eq!(
+            serde_json::to_value(inspect(true)).unwrap()["writers"],
+            true
+        );
+        let peer: PeerRow =
+            serde_json::from_value(json!({"peer_id": "p", "address": null})).unwrap();
+        assert_eq!(
+            (peer.rtt_ms, peer.sent_bytes, peer.received_bytes),
+            (None, 0, 0)
         );
     }
 }

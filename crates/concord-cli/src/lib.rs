@@ -3,9 +3,10 @@
 //!
 //! `concord node` runs a node and serves a control socket in its data
 //! directory; `put`, `get`, `watch`, `lock`, `inspect` and `export` talk to that node
-//! through the socket; `demo` runs the README's main job in one process.
-//! `node --metrics ADDR` also serves Prometheus metrics (the `metrics`
-//! module); the `otel` feature exports the tracing spans (`otel`).
+//! through the socket; `top` shows a space live in the terminal; `demo`
+//! runs the README's main job in one process. `node --metrics ADDR` also
+//! serves Prometheus metrics (the `metrics` module); the `otel` feature
+//! exports the tracing spans (`otel`).
 //! This crate owns argument parsing, the control protocol and printing; it
 //! never implements replication or protocol logic of its own (the `concord`
 //! facade does).
@@ -22,6 +23,7 @@ mod metrics;
 #[cfg(feature = "otel")]
 mod otel;
 mod table;
+mod top;
 
 use std::path::PathBuf;
 
@@ -122,6 +124,16 @@ enum Command {
         /// Only this space (default: every space the node has open).
         space: Option<String>,
     },
+    /// A live terminal view of a space: peers (round trip, bytes), vector
+    /// clock, channels with their last writer, locks, queues and an event
+    /// timeline; `q` quits.
+    Top {
+        /// The node's data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The space.
+        space: String,
+    },
     /// Dump a space as JSON or as an automerge document.
     Export {
         #[command(flatten)]
@@ -200,6 +212,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect { common, space } => cmd_client::inspect(&common.data, space, common.json),
+        Command::Top { data, space } => top::run(&data, space),
         Command::Export {
             common,
             space,

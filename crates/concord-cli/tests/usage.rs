@@ -19,13 +19,26 @@ fn help_lists_every_command() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for command in [
-        "node", "put", "get", "watch", "lock", "inspect", "export", "demo",
+        "node", "put", "get", "watch", "lock", "inspect", "top", "export", "demo",
     ] {
         assert!(
             help.contains(&format!("  {command} ")),
             "{command} missing:\n{help}"
         );
     }
+}
+
+#[test]
+fn top_refuses_to_run_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = concord(&["top", "--data", dir.path().to_str().unwrap(), "team"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: concord top needs a terminal"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

@@ -21,7 +21,7 @@ use concord_sync::{HubInput, SyncConfig, SyncHub};
 use futures::{FutureExt, StreamExt};
 use libp2p::swarm::ConnectionId;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identity, request_response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
@@ -29,6 +29,7 @@ use tracing::{Instrument, debug, info_span};
 use crate::behaviour::{self, Behaviour};
 use crate::handle::{NetHandle, PeerInfo};
 use crate::latency::LatencyCounters;
+use crate::peer_stats::PeerTable;
 use crate::persist::{FlushDone, Flushing, SpaceDisk, answer};
 use crate::traffic::TrafficCounters;
 
@@ -209,6 +210,8 @@ struct Driver {
     config: NetConfig,
     traffic: Arc<TrafficCounters>,
     latency: Arc<LatencyCounters>,
+    /// Bytes and round trips per connected peer.
+    peer_stats: PeerTable<PeerId, request_response::OutboundRequestId>,
     /// When received changes written to storage get their fsync.
     flush_at: Option<Instant>,
 }
@@ -293,6 +296,7 @@ pub fn spawn(config: NetConfig) -> Result<NetHandle, NetError> {
         config,
         traffic: Arc::clone(&traffic),
         latency: Arc::clone(&latency),
+        peer_stats: PeerTable::default(),
         flush_at: None,
     };
     tokio::spawn(

@@ -23,6 +23,15 @@ pub struct PeerInfo {
     pub peer_id: PeerId,
     /// Address of (one of) its connections.
     pub address: Option<Multiaddr>,
+    /// Smoothed round trip of directed sync frames to it (sent until
+    /// acknowledged), once one was acknowledged.
+    pub rtt: Option<std::time::Duration>,
+    /// Bytes of directed sync frames sent to it since it connected (the
+    /// fast path publishes to a topic, not to a peer: not counted here).
+    pub sent_bytes: u64,
+    /// Bytes of directed frames and gossip it sent or relayed since it
+    /// connected.
+    pub received_bytes: u64,
 }
 
 /// Resolves once the writes of a [`NetHandle::commit`] are fsynced.
@@ -201,7 +210,8 @@ impl NetHandle {
         .await?
     }
 
-    /// Currently connected peers.
+    /// Currently connected peers, with the bytes exchanged with each and
+    /// its round trip.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetError> {
         self.ask(|reply| Command::Peers { reply }).await
     }

@@ -10,10 +10,11 @@
 //! the hub's `poll_timeout` on tokio's clock. Each space's storage lives
 //! beside its engine: the driver writes what the replica hands out to
 //! persist and fsyncs it on a blocking thread (the `persist` module). What
-//! it sends and receives is counted per protocol ([`NetHandle::traffic`]);
-//! how long applying received frames and fsyncing took goes into
-//! histograms ([`NetHandle::latency`]), and each space's counters can be
-//! asked for ([`NetHandle::space_stats`]).
+//! it sends and receives is counted per protocol ([`NetHandle::traffic`])
+//! and per peer, with each peer's round trip ([`NetHandle::peers`]); how
+//! long applying received frames and fsyncing took goes into histograms
+//! ([`NetHandle::latency`]), and each space's counters can be asked for
+//! ([`NetHandle::space_stats`]).
 //!
 //! It must never implement protocol decisions itself: what to send and when
 //! is the hub's business; this crate only moves bytes, keeps peers
@@ -28,6 +29,7 @@ mod handle;
 mod hostile_tests;
 mod latency;
 pub mod lease;
+mod peer_stats;
 mod persist;
 mod stats;
 mod traffic;
@@ -38,5 +40,6 @@ pub use driver::{
 pub use handle::{Durability, NetHandle, PeerInfo, Subscription};
 pub use latency::{Histogram, LATENCY_BUCKETS, Latency};
 pub use libp2p::{Multiaddr, PeerId, identity, multiaddr};
+pub use peer_stats::MAX_TIMED_REQUESTS;
 pub use stats::SpaceStats;
 pub use traffic::{Flow, Traffic};

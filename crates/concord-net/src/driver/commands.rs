@@ -46,9 +46,15 @@ impl Driver {
                 let peers = self
                     .peers
                     .iter()
-                    .map(|(peer_id, address)| PeerInfo {
-                        peer_id: *peer_id,
-                        address: address.clone(),
+                    .map(|(peer_id, address)| {
+                        let figures = self.peer_stats.figures(peer_id);
+                        PeerInfo {
+                            peer_id: *peer_id,
+                            address: address.clone(),
+                            rtt: figures.rtt,
+                            sent_bytes: figures.sent_bytes,
+                            received_bytes: figures.received_bytes,
+                        }
                     })
                     .collect();
                 let _ = reply.send(peers);

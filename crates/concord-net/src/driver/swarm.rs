@@ -1,7 +1,8 @@
 //! The driver's side of the swarm: connection and protocol events become
 //! hub inputs, and what the hub asks for becomes swarm actions (directed
 //! frames, gossip publications, disconnections) and storage writes. Every
-//! byte of a frame in or out is counted ([`crate::Traffic`]).
+//! byte of a frame in or out is counted ([`crate::Traffic`]), per peer too,
+//! with the round trip of directed frames (`peer_stats`).
 //!
 //! It never decides what to send: it routes the hub's transmits, checks
 //! that gossip decodes and names its topic's space before relaying it, and
@@ -26,8 +27,11 @@ impl Driver {
         while let Some(t) = self.hub.poll_transmit() {
             match t.to {
                 Destination::Peer(peer) => {
-                    self.traffic.sync.sent(t.bytes.len());
-                    self.swarm.behaviour_mut().sync.send_request(&peer, t.bytes);
+                    let bytes = t.bytes.len();
+                    self.traffic.sync.sent(bytes);
+                    let request = self.swarm.behaviour_mut().sync.send_request(&peer, t.bytes);
+                    let now = std::time::Instant::now();
+                    self.peer_stats.sent(&peer, bytes, request, now);
                 }
                 Destination::Broadcast => {
                     let Some(state) = t.space.and_then(|s| self.spaces.get(&s)) else {
@@ -103,6 +107,7 @@ impl Driver {
                 if num_established.get() == 1 {
                     info!(%peer_id, %address, "peer connected");
                     self.peers.insert(peer_id, Some(address));
+                    self.peer_stats.up(peer_id);
                     self.input(HubInput::PeerUp(peer_id));
                 }
             }
@@ -120,6 +125,7 @@ impl Driver {
                 if num_established == 0 {
                     info!(%peer_id, "peer disconnected");
                     self.peers.remove(&peer_id);
+                    self.peer_stats.down(&peer_id);
                     self.input(HubInput::PeerDown(peer_id));
                 }
             }
@@ -153,7 +159,15 @@ impl Driver {
             }) => {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, ());
                 self.traffic.sync.received(request.len());
+                self.peer_stats.received(&peer, request.len());
                 self.on_frame(peer, request);
+            }
+            BehaviourEvent::Sync(request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            }) => {
+                let now = std::time::Instant::now();
+                self.peer_stats.answered(&request_id, now);
             }
             BehaviourEvent::Sync(request_response::Event::InboundFailure {
                 peer, error, ..
@@ -161,8 +175,12 @@ impl Driver {
                 warn!(%peer, %error, "inbound sync stream failed");
             }
             BehaviourEvent::Sync(request_response::Event::OutboundFailure {
-                peer, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             }) => {
+                self.peer_stats.failed(&request_id);
                 debug!(%peer, %error, "outbound sync stream failed");
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
@@ -187,6 +205,7 @@ impl Driver {
         message: gossipsub::Message,
     ) {
         self.traffic.gossip.received(message.data.len());
+        self.peer_stats.received(&from, message.data.len());
         let space = self.topics.get(&message.topic);
         let valid = space.is_some_and(|space| {
             Frame::decode(&message.data).is_ok_and(|frame| frame.space() == space)
