@@ -179,9 +179,10 @@ fn render_space(space: &SpaceReport, own_actor: &str) -> String {
             ("ephemeral", Some(ttl)) => format!("ttl {ttl} ms"),
             _ => "-".to_owned(),
         };
-        let value = match c.live {
-            Some(live) => format!("{live} live: {}", c.value),
-            None => c.value.to_string(),
+        let value = match (&c.unreadable, c.live) {
+            (Some(why), _) => format!("unreadable: {why}"),
+            (None, Some(live)) => format!("{live} live: {}", c.value),
+            (None, None) => c.value.to_string(),
         };
         channels.row(vec![
             c.path.clone(),
@@ -325,7 +326,10 @@ mod tests {
                  "version": 2, "value": {"task": "build"}},
                 // a row from a node that predates versions
                 {"path": "intent/log", "kind": "topic", "policy": "last_write_wins",
-                 "value": []}
+                 "value": []},
+                {"path": "intent/old", "kind": "last_value", "policy": "last_write_wins",
+                 "version": 2, "value": null,
+                 "unreadable": "channel intent/old: no migration from version 1"}
             ],
             "queue": {"pending": 0, "subscribers": 0, "conflicts": 0, "changes": 3,
                       "bytes_on_disk": 0, "channels": 2, "actors": 1},
@@ -345,5 +349,7 @@ mod tests {
         };
         assert_eq!(row("intent/plan")[3], "2");
         assert_eq!(row("intent/log")[3], "1");
+        // A value that cannot be read says why instead of showing null.
+        assert_eq!(row("intent/old")[4..6], ["unreadable:", "channel"]);
     }
 }

@@ -300,8 +300,12 @@ pub struct ChannelRow {
     /// a node that predates versions.
     #[serde(default = "concord_state::schema::first_version")]
     pub version: u32,
-    /// The visible value.
+    /// The visible value (`null` if it cannot be read: see `unreadable`).
     pub value: Value,
+    /// Why the channel's value cannot be read here, e.g. a value of a
+    /// schema version this node has no migration from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
     /// For an ephemeral channel: its TTL in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,

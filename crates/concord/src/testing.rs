@@ -65,7 +65,7 @@ impl Cluster {
 
     /// `n` nodes with no lease configuration: the first starts alone (and
     /// so declares itself the quorum of the spaces it opens), the others
-    /// join it.
+    /// join it and each other.
     ///
     /// # Errors
     /// A node could not start.
@@ -76,7 +76,8 @@ impl Cluster {
     }
 
     /// `n` nodes that are each a lease peer of the same quorum (locks
-    /// survive the loss of a minority of them), syncing through the first.
+    /// survive the loss of a minority of them), each connected to the
+    /// others.
     ///
     /// # Errors
     /// A node could not start.
@@ -165,7 +166,7 @@ pub async fn joined_in(root: &Path, n: usize) -> Result<Vec<Arc<Node>>, Error> {
     let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(n);
     for i in 1..=n {
         let builder = Node::builder().data_dir(root.join(format!("node-{i}")));
-        nodes.push(Arc::new(start(builder, nodes.first()).await?));
+        nodes.push(Arc::new(start(builder, &nodes).await?));
     }
     Ok(nodes)
 }
@@ -187,16 +188,18 @@ pub async fn quorum_in(root: &Path, n: usize) -> Result<Vec<Arc<Node>>, Error> {
     let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(n);
     for dir in &dirs {
         let builder = Node::builder().data_dir(dir).lease_peers(peers.clone());
-        nodes.push(Arc::new(start(builder, nodes.first()).await?));
+        nodes.push(Arc::new(start(builder, &nodes).await?));
     }
     Ok(nodes)
 }
 
-/// Starts `builder` listening on loopback, joined to `first` if any.
-async fn start(builder: crate::NodeBuilder, first: Option<&Arc<Node>>) -> Result<Node, Error> {
+/// Starts `builder` listening on loopback, connected to every node of
+/// `earlier`: a full mesh, so that the others still sync when any one of
+/// them is stopped.
+async fn start(builder: crate::NodeBuilder, earlier: &[Arc<Node>]) -> Result<Node, Error> {
     let mut builder = builder.listen(loopback(0));
-    if let Some(first) = first {
-        let addrs = first.wait_listening(LISTEN_WAIT).await?;
+    for node in earlier {
+        let addrs = node.wait_listening(LISTEN_WAIT).await?;
         if let Some(addr) = addrs.into_iter().next() {
             builder = builder.bootstrap(addr);
         }

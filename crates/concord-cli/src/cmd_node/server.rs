@@ -214,16 +214,23 @@ fn space_report(r: &mut Replica, bytes_on_disk: u64, writers: bool) -> SpaceRepo
         channels: r
             .channels()
             .into_iter()
-            .map(|(path, spec)| ChannelRow {
-                value: r.get(&path).ok().flatten().unwrap_or(Value::Null),
-                live: (spec.kind == ChannelKind::Ephemeral)
-                    .then(|| r.ephemeral_values(&path).map_or(0, |v| v.len())),
-                ttl_ms: spec.ttl_ms,
-                writer: writers.then(|| last_writer(r, &path)).flatten(),
-                path: path.to_string(),
-                kind: spec.kind.to_string(),
-                policy: spec.policy.to_string(),
-                version: spec.version,
+            .map(|(path, spec)| {
+                let (value, unreadable) = match r.get(&path) {
+                    Ok(value) => (value.unwrap_or(Value::Null), None),
+                    Err(e) => (Value::Null, Some(e.to_string())),
+                };
+                ChannelRow {
+                    value,
+                    unreadable,
+                    live: (spec.kind == ChannelKind::Ephemeral)
+                        .then(|| r.ephemeral_values(&path).map_or(0, |v| v.len())),
+                    ttl_ms: spec.ttl_ms,
+                    writer: writers.then(|| last_writer(r, &path)).flatten(),
+                    path: path.to_string(),
+                    kind: spec.kind.to_string(),
+                    policy: spec.policy.to_string(),
+                    version: spec.version,
+                }
             })
             .collect(),
         queue: QueueStats {

@@ -27,6 +27,7 @@ fn channel(path: &str, kind: &str, value: Value, writer: Option<WriterRow>) -> C
         value,
         ttl_ms: None,
         version: 1,
+        unreadable: None,
         live: None,
         writer,
     }
