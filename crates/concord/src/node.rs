@@ -100,7 +100,7 @@ impl Node {
     }
 
     /// The peer id of the node whose data directory is `dir`, creating its
-    /// identity if it has none yet: what to put in the [`LeasePeer`] lists
+    /// identity if it has none yet: what to put in the [`crate::LeasePeer`] lists
     /// of [`NodeBuilder::lease_peers`] before the first start.
     ///
     /// ```

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 #[cfg(doc)]
-use super::Coordinator;
+use super::{Coordinator, Executor};
 
 /// Topic of internal operations applied by [`Coordinator::submit`].
 ///
