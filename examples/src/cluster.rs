@@ -1,11 +1,12 @@
 //! In-process nodes on loopback for the examples: the first starts alone
 //! (and so declares itself the lease quorum of the spaces it opens), the
-//! others join it through its address.
+//! others join it ([`concord::testing::joined_in`]).
 //!
 //! This module owns starting and stopping the examples' nodes and taking
 //! their locks. It never writes to a space itself.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use concord::{HeldLock, Multiaddr, Node, Space};
@@ -25,25 +26,21 @@ pub(crate) struct Member {
     pub addr: Multiaddr,
 }
 
-/// Starts a node in `dir` listening on a free loopback port, joining
-/// through `boot` (alone if `None`), and opens `space` on it.
-pub(crate) async fn start(
-    name: &str,
-    dir: &Path,
-    boot: Option<&Multiaddr>,
-    space: &str,
-) -> Result<Member, ExampleError> {
+/// Starts a node in `dir` listening on a free loopback port, with no peer,
+/// and opens `space` on it.
+pub(crate) async fn start(name: &str, dir: &Path, space: &str) -> Result<Member, ExampleError> {
     let listen = "/ip4/127.0.0.1/tcp/0"
         .parse()
         .map_err(|e| ExampleError::Io {
             what: "the loopback listen address",
             source: std::io::Error::other(e),
         })?;
-    let mut builder = Node::builder().data_dir(dir).listen(listen);
-    if let Some(addr) = boot {
-        builder = builder.bootstrap(addr.clone());
-    }
-    let node = builder.build().await?;
+    let node = Node::builder().data_dir(dir).listen(listen).build().await?;
+    member(name, node, space).await
+}
+
+/// `node`, named `name`, with its listen address and `space` open on it.
+async fn member(name: &str, node: Node, space: &str) -> Result<Member, ExampleError> {
     let addr = node
         .wait_listening(DEADLINE)
         .await?
@@ -59,19 +56,20 @@ pub(crate) async fn start(
     })
 }
 
-/// `n` nodes in `root/node-<i>`, all joined to the first, `space` open on
-/// each.
+/// `n` nodes in `root/node-<i>`, each joined to the ones before it
+/// ([`concord::testing::joined_in`]), `space` open on each.
 #[tracing::instrument(level = "debug", skip(root))]
 pub(crate) async fn joined(
     root: &Path,
     n: usize,
     space: &str,
 ) -> Result<Vec<Member>, ExampleError> {
-    let mut members: Vec<Member> = Vec::with_capacity(n);
-    for i in 1..=n {
+    let mut members = Vec::with_capacity(n);
+    for (i, node) in (1..).zip(concord::testing::joined_in(root, n).await?) {
         let name = format!("node-{i}");
-        let boot = members.first().map(|m| m.addr.clone());
-        members.push(start(&name, &root.join(&name), boot.as_ref(), space).await?);
+        let node = Arc::into_inner(node)
+            .ok_or_else(|| ExampleError::Timeout(format!("{name} is still shared")))?;
+        members.push(member(&name, node, space).await?);
     }
     Ok(members)
 }

@@ -140,7 +140,7 @@ pub async fn run() -> Result<EdgeReport, ExampleError> {
     edge.node.shutdown().await?;
     let hub = &members[0];
     hub.space.put(PATH, json!("central-region")).await?;
-    let edge = cluster::start(&edge_name, &dir.path().join(&edge_name), None, SPACE).await?;
+    let edge = cluster::start(&edge_name, &dir.path().join(&edge_name), SPACE).await?;
     let offline_peers = edge.node.peers().await?.len();
     if offline_peers != 0 {
         return Err(ExampleError::Step(format!(
