@@ -49,9 +49,9 @@ const LISTEN_WAIT: Duration = Duration::from_secs(5);
 /// Nodes of one test, in a temporary directory of their own.
 #[derive(Debug)]
 pub struct Cluster {
-    // Dropped before the directory they live in.
     nodes: Vec<Arc<Node>>,
-    root: tempfile::TempDir,
+    // Dropped after the nodes that live in it (fields drop in order).
+    _root: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -72,7 +72,7 @@ impl Cluster {
     pub async fn joined(n: usize) -> Result<Cluster, Error> {
         let root = temp_root()?;
         let nodes = joined_in(root.path(), n).await?;
-        Ok(Cluster { nodes, root })
+        Ok(Cluster { nodes, _root: root })
     }
 
     /// `n` nodes that are each a lease peer of the same quorum (locks
@@ -84,7 +84,7 @@ impl Cluster {
     pub async fn quorum(n: usize) -> Result<Cluster, Error> {
         let root = temp_root()?;
         let nodes = quorum_in(root.path(), n).await?;
-        Ok(Cluster { nodes, root })
+        Ok(Cluster { nodes, _root: root })
     }
 
     /// Node `i` (from 0).
@@ -98,11 +98,6 @@ impl Cluster {
     /// All the nodes.
     pub fn nodes(&self) -> &[Arc<Node>] {
         &self.nodes
-    }
-
-    /// The directory the nodes keep their data in.
-    pub fn root(&self) -> &Path {
-        self.root.path()
     }
 
     /// Space `name` on every node, in node order.

@@ -143,8 +143,11 @@ async fn scaler(node: &Node, fleet: &Arc<Mutex<(u64, Vec<u64>)>>) -> Runner {
 async fn a_reconciliation_decided_on_two_nodes_executes_once() {
     let cluster = Cluster::joined(2).await.unwrap();
     let fleet = Arc::new(Mutex::new((1, Vec::new())));
-    let mut a = scaler(cluster.node(0), &fleet).await;
-    let mut b = scaler(cluster.node(1), &fleet).await;
+    let [node_a, node_b] = cluster.nodes() else {
+        panic!("two nodes");
+    };
+    let mut a = scaler(node_a, &fleet).await;
+    let mut b = scaler(node_b, &fleet).await;
     a.tick().await.unwrap();
     cluster
         .converged("fleet", Duration::from_secs(10))

@@ -131,18 +131,13 @@ pub struct Tick {
 /// Stops a runner started with [`Runner::spawn`] when dropped.
 #[derive(Debug)]
 pub struct RunnerHandle {
-    task: JoinHandle<Error>,
+    task: JoinHandle<()>,
 }
 
 impl RunnerHandle {
     /// Stops the runner.
     pub fn stop(self) {
         self.task.abort();
-    }
-
-    /// Waits for the runner to stop on an error (it runs until then).
-    pub async fn failed(mut self) -> Option<Error> {
-        (&mut self.task).await.ok()
     }
 }
 
@@ -228,13 +223,13 @@ impl Runner {
     }
 
     /// Ticks every `every` in a task of its own until the handle is dropped
-    /// or a tick fails.
+    /// or a tick fails (the failure is logged).
     pub fn spawn(mut self, every: Duration) -> RunnerHandle {
         let task = tokio::spawn(async move {
             loop {
                 if let Err(e) = self.tick().await {
                     tracing::error!(error = %e, "runner stopped");
-                    return e;
+                    return;
                 }
                 tokio::time::sleep(every).await;
             }
