@@ -23,11 +23,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::Value;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::observe::{Observer, check};
+use super::observe::{Observation, Observer, check};
 use crate::coordinator::{Coordinator, Operation, Submitted};
 use crate::{Error, Space};
 
@@ -191,13 +190,7 @@ impl Runner {
                     .map_err(Error::Observation)
                     .and_then(|s| check(&s).map(|()| s))
                 {
-                    Ok(seen) => {
-                        for o in seen {
-                            tick.observed += usize::from(
-                                write_if_changed(&self.space, o.channel, o.value).await?,
-                            );
-                        }
-                    }
+                    Ok(seen) => tick.observed += write_changed(&self.space, seen).await?,
                     Err(e) => tick.failed.push((name.clone(), e.to_string())),
                 }
             }
@@ -238,16 +231,19 @@ impl Runner {
     }
 }
 
-/// Writes `value` to `channel` unless it holds it already; whether it wrote.
-async fn write_if_changed(space: &Space, channel: String, value: Value) -> Result<bool, Error> {
-    let changed = space
+/// Writes each observation whose channel does not hold its value already,
+/// in one step on the replica; how many it wrote.
+async fn write_changed(space: &Space, seen: Vec<Observation>) -> Result<usize, Error> {
+    space
         .run(move |r| {
-            if r.get(&channel)?.as_ref() == Some(&value) {
-                return Ok(false);
+            let mut written = 0;
+            for o in seen {
+                if r.get(&o.channel)?.as_ref() != Some(&o.value) {
+                    r.put(concord_net::wall_clock(), o.channel.as_str(), &o.value)?;
+                    written += 1;
+                }
             }
-            r.put(concord_net::wall_clock(), channel.as_str(), &value)?;
-            Ok(true)
+            Ok(written)
         })
-        .await?;
-    Ok(changed)
+        .await
 }
