@@ -22,6 +22,7 @@ pub mod events;
 pub mod observe;
 pub mod retry;
 pub mod runner;
+mod task;
 pub mod when;
 
 pub use coordinate::{Coordinate, StepContext, StepError};
@@ -30,4 +31,5 @@ pub use events::{AgentEvent, EVENTS};
 pub use observe::{MAX_OBSERVATIONS, Observation, Observer};
 pub use retry::RetryPolicy;
 pub use runner::{Runner, RunnerHandle, Tick};
+pub use task::TaskHandle;
 pub use when::{HANDLED, HandlerContext, When, WhenHandle};

@@ -23,10 +23,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::observe::{Observation, Observer, check};
+use super::task::TaskHandle;
 use crate::coordinator::{Coordinator, Operation, Submitted};
 use crate::{Error, Space};
 
@@ -127,24 +127,8 @@ pub struct Tick {
     pub failed: Vec<(String, String)>,
 }
 
-/// Stops a runner started with [`Runner::spawn`] when dropped.
-#[derive(Debug)]
-pub struct RunnerHandle {
-    task: JoinHandle<()>,
-}
-
-impl RunnerHandle {
-    /// Stops the runner.
-    pub fn stop(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for RunnerHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// Stops a runner started with [`Runner::spawn`] when stopped or dropped.
+pub type RunnerHandle = TaskHandle;
 
 impl Runner {
     /// A runner of `coordinator`'s space, with no observer or decision yet.
@@ -227,7 +211,7 @@ impl Runner {
                 tokio::time::sleep(every).await;
             }
         });
-        RunnerHandle { task }
+        TaskHandle::new(task)
     }
 }
 

@@ -25,12 +25,12 @@ use concord_net::wall_clock;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::events::{AgentEvent, EVENT_RETENTION, EVENTS, check_name};
 use super::retry::RetryPolicy;
+use super::task::TaskHandle;
 use crate::{Error, HeldLock, Space};
 
 /// The topic recording which handler handled which event, and how.
@@ -85,24 +85,9 @@ pub struct When<F> {
     run: F,
 }
 
-/// A running handler; [`WhenHandle::stop`] (or dropping it) stops it.
-#[derive(Debug)]
-pub struct WhenHandle {
-    task: JoinHandle<()>,
-}
-
-impl WhenHandle {
-    /// Stops the handler (a run under way is dropped; its claim expires).
-    pub fn stop(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for WhenHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A running handler; stopping or dropping it stops it (a run under way
+/// is dropped; its claim expires).
+pub type WhenHandle = TaskHandle;
 
 impl Space {
     /// Runs `handler` for each event named `event`, once across the space
@@ -202,7 +187,7 @@ where
             }
             .instrument(span),
         );
-        Ok(WhenHandle { task })
+        Ok(TaskHandle::new(task))
     }
 
     async fn serve(self) -> Result<(), Error> {
