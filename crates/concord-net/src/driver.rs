@@ -127,6 +127,18 @@ pub(crate) type Job = Box<dyn FnOnce(Option<&mut Replica>) -> Finish + Send>;
 /// Answers a [`Job`]'s caller with the outcome of the flush that followed it.
 pub(crate) type Finish = Box<dyn FnOnce(Result<(), NetError>) + Send>;
 
+/// Whether a job's writes start an fsync of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// As soon as no fsync is running: its caller waits on it.
+    Now,
+    /// With the next fsync, at the latest after `flush_delay`.
+    Later,
+}
+
+/// A job's caller waiting for a flush.
+type Waiter = (String, Finish, Flush);
+
 pub(crate) enum Command {
     OpenSpace {
         replica: Box<Replica>,
@@ -142,6 +154,7 @@ pub(crate) enum Command {
     With {
         space: String,
         job: Job,
+        flush: Flush,
     },
     Subscribe {
         space: String,
@@ -322,7 +335,7 @@ impl Driver {
         // handled once that group is on its way.
         let mut next = None;
         // Writes waiting for the next flush, and the flush on the disk now.
-        let mut waiting: Vec<(String, Finish)> = Vec::new();
+        let mut waiting: Vec<Waiter> = Vec::new();
         let mut flushing: Option<Flushing> = None;
         let reply = loop {
             let flow = match next.take() {
@@ -360,10 +373,14 @@ impl Driver {
                 tokio::task::yield_now().await;
                 waiting.extend(group);
             }
-            // Received changes wait for their flush deadline (or the next
-            // write group): nobody waits for their fsync, and one fsync
-            // covers all of them.
-            let due = !waiting.is_empty() || self.flush_at.is_some_and(|at| at <= Instant::now());
+            // Received changes and lazy writes wait for their flush
+            // deadline (or the next write group): nobody waits for their
+            // fsync, and one fsync covers all of them.
+            if waiting.iter().any(|w| w.2 == Flush::Later) && self.flush_at.is_none() {
+                self.flush_at = Some(Instant::now() + self.config.flush_delay);
+            }
+            let due = waiting.iter().any(|w| w.2 == Flush::Now)
+                || self.flush_at.is_some_and(|at| at <= Instant::now());
             if flushing.is_none() && due {
                 self.flush_at = None;
                 flushing = self.start_flush(std::mem::take(&mut waiting));
@@ -390,10 +407,13 @@ impl Driver {
             Ok(_) => HashMap::new(),
             Err(e) => waiting
                 .iter()
-                .map(|(s, _)| (s.clone(), e.to_string()))
+                .map(|(s, _, _)| (s.clone(), e.to_string()))
                 .collect(),
         };
-        answer(waiting, &failed);
+        answer(
+            waiting.into_iter().map(|(s, f, _)| (s, f)).collect(),
+            &failed,
+        );
         if let Some(reply) = reply {
             let _ = reply.send(result);
         }
@@ -455,15 +475,17 @@ impl Driver {
         cmd: Option<Command>,
         commands: &mut mpsc::Receiver<Command>,
         next: &mut Option<Command>,
-    ) -> ControlFlow<Option<ShutdownReply>, Vec<(String, Finish)>> {
+    ) -> ControlFlow<Option<ShutdownReply>, Vec<Waiter>> {
         match cmd {
             None => ControlFlow::Break(None),
             Some(Command::Shutdown { reply }) => ControlFlow::Break(Some(reply)),
-            Some(Command::With { space, job }) => {
-                let mut group = vec![self.run_job(space, job)];
+            Some(Command::With { space, job, flush }) => {
+                let mut group = vec![self.run_job(space, job, flush)];
                 while group.len() < MAX_GROUP_COMMIT {
                     match commands.try_recv() {
-                        Ok(Command::With { space, job }) => group.push(self.run_job(space, job)),
+                        Ok(Command::With { space, job, flush }) => {
+                            group.push(self.run_job(space, job, flush));
+                        }
                         Ok(other) => {
                             *next = Some(other);
                             break;
@@ -484,7 +506,7 @@ impl Driver {
     /// Runs a job on its space's replica (brought to the current time
     /// first, so that reads see expired entries expired) and broadcasts
     /// what it committed; the main loop answers after the fsync.
-    fn run_job(&mut self, space: String, job: Job) -> (String, Finish) {
+    fn run_job(&mut self, space: String, job: Job, flush: Flush) -> Waiter {
         let now = wall_clock();
         let replica = self.hub.replica_mut(&space);
         let finish = match replica {
@@ -499,7 +521,7 @@ impl Driver {
         };
         self.hub.handle_input(now, commit);
         self.pump();
-        (space, finish)
+        (space, finish, flush)
     }
 
     /// Feeds one input to the hub and carries out what it asks.
@@ -511,7 +533,8 @@ impl Driver {
     /// Starts fsyncing, on a blocking thread, every space with records not
     /// yet synced; `writers` are answered when it is done (at once when
     /// there is nothing to fsync: `None`).
-    fn start_flush(&mut self, writers: Vec<(String, Finish)>) -> Option<Flushing> {
+    fn start_flush(&mut self, writers: Vec<Waiter>) -> Option<Flushing> {
+        let writers = writers.into_iter().map(|(s, f, _)| (s, f)).collect();
         let disks = self.spaces.iter_mut().map(|(n, s)| (n, &mut s.disk));
         Flushing::start(disks, writers)
     }

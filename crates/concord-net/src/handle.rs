@@ -11,7 +11,7 @@ use futures::Stream;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{Command, Finish, NetError, SpaceOptions};
+use crate::driver::{Command, Finish, Flush, NetError, SpaceOptions};
 use crate::latency::{Latency, LatencyCounters};
 use crate::stats::SpaceStats;
 use crate::traffic::{Traffic, TrafficCounters};
@@ -158,6 +158,29 @@ impl NetHandle {
         space: &str,
         f: impl FnOnce(&mut Replica) -> R + Send + 'static,
     ) -> Result<(R, Durability), NetError> {
+        self.job(space, Flush::Now, f).await
+    }
+
+    /// Like [`NetHandle::commit`], but what `f` wrote starts no fsync of
+    /// its own: it goes to disk with the next one (another write's, or the
+    /// periodic flush of received changes, within `flush_delay`). For
+    /// writes nobody waits on (a lock's mirror, a step's start), so that
+    /// the write a caller does wait on next does not queue behind their
+    /// fsync; and for reads.
+    pub async fn commit_lazy<R: Send + 'static>(
+        &self,
+        space: &str,
+        f: impl FnOnce(&mut Replica) -> R + Send + 'static,
+    ) -> Result<(R, Durability), NetError> {
+        self.job(space, Flush::Later, f).await
+    }
+
+    async fn job<R: Send + 'static>(
+        &self,
+        space: &str,
+        flush: Flush,
+        f: impl FnOnce(&mut Replica) -> R + Send + 'static,
+    ) -> Result<(R, Durability), NetError> {
         let (committed, rx) = oneshot::channel();
         let (flushed, durable) = oneshot::channel();
         let space_name = space.to_owned();
@@ -174,6 +197,7 @@ impl NetHandle {
             .send(Command::With {
                 space: space.to_owned(),
                 job,
+                flush,
             })
             .await
             .map_err(|_| NetError::Stopped)?;

@@ -3,7 +3,8 @@
 //! survives a power loss. Changes received from peers are fsynced too,
 //! without any command. Concurrent writers share fsyncs (group commit). The
 //! driver never waits for the disk: fsyncs run on a blocking thread while
-//! it goes on.
+//! it goes on. A lazy write starts no fsync of its own: it goes to disk
+//! with the next one.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -396,6 +397,51 @@ async fn a_record_that_could_not_be_written_fails_writes_until_a_compaction() {
     assert_eq!(
         recovered.get("observation/n").unwrap(),
         Some(serde_json::json!(5))
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_write_starts_no_fsync_and_goes_to_disk_with_the_next() {
+    let (open_gate, gate) = std::sync::mpsc::channel();
+    let started = Arc::new(AtomicUsize::new(0));
+    let storage = TestDisk {
+        gate: Some(Arc::new(std::sync::Mutex::new(gate))),
+        ..TestDisk::new(&MemDisk::new(), &started)
+    };
+    let (replica, storage) = open_on(storage, 1);
+    let mut config = NetConfig::new(identity::Keypair::generate_ed25519());
+    config.flush_delay = Duration::from_millis(600);
+    let node = concord_net::spawn(config).unwrap();
+    node.open_space(replica, storage, SpaceOptions::default())
+        .await
+        .unwrap();
+    let base = started.load(Ordering::SeqCst);
+    let started = || started.load(Ordering::SeqCst) - base;
+    let put = |i: u64| move |r: &mut Replica| r.put(Millis(i), "observation/n", &i).unwrap();
+    // A lazy write is answered at once and starts no fsync...
+    let (_, lazy) = node.commit_lazy(SPACE, put(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(started(), 0, "a lazy write started an fsync");
+    // ...a write that is waited on does, and it covers both.
+    let (_, eager) = node.commit(SPACE, put(2)).await.unwrap();
+    eventually("the eager write's fsync starts", || started() == 1).await;
+    open_gate.send(true).unwrap();
+    eager.wait().await.unwrap();
+    lazy.wait().await.unwrap();
+    // Alone, a lazy write goes to disk after the flush delay.
+    let written = std::time::Instant::now();
+    let (_, lazy) = node.commit_lazy(SPACE, put(3)).await.unwrap();
+    eventually("the delayed fsync starts", || started() == 2).await;
+    assert!(written.elapsed() >= Duration::from_millis(500));
+    open_gate.send(true).unwrap();
+    lazy.wait().await.unwrap();
+    assert_eq!(
+        node.commit_lazy(SPACE, |r| r.durable_seq())
+            .await
+            .unwrap()
+            .0,
+        3
     );
     node.shutdown().await.unwrap();
 }

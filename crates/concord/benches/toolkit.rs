@@ -6,7 +6,9 @@
 //!   holder, `_started`, the empty step, `_complete`, release) against a
 //!   bare lease acquire + release through the same lease service;
 //! - `emit` on one node → the start of a `when` handler on the other
-//!   (claim included) against `put` → the subscription event on the other.
+//!   against `put` → the subscription event on the other, both timed where
+//!   they happen on the other node (a task of their own), not when the
+//!   writer's call returns.
 //!
 //! Interleaved rounds so background load hits both alike; p50 and p99 of
 //! each. Two more lines compare each with its floor, what its guarantees
@@ -95,7 +97,15 @@ fn main() {
             })
             .start()
             .expect("handler");
+        // Timed where it arrives, as the handler's start is: in a task of
+        // its own on b, not when the writer's call returns.
         let mut puts = sb.subscribe("observation/tick").await.expect("subscribe");
+        let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+        let _arrivals = tokio::spawn(async move {
+            while puts.next().await.is_some() {
+                let _ = arrived_tx.send(Instant::now());
+            }
+        });
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         let (mut step, mut lease, mut acquire) = (Vec::new(), Vec::new(), Vec::new());
@@ -131,8 +141,8 @@ fn main() {
                 sa.put("observation/tick", json!(round * PER_ROUND + i))
                     .await
                     .expect("put");
-                puts.next().await.expect("event");
-                event.push(t.elapsed());
+                let at = arrived.recv().await.expect("event");
+                event.push(at - t);
 
                 let t = Instant::now();
                 sa.emit("tick", json!(i)).await.expect("emit");

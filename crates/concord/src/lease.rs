@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use concord_lease::{BackendError, FencingToken, Lease, LeaseBackend, Millis, Permits, Resource};
+use concord_net::Durability;
 use concord_state::Replica;
 use serde::{Deserialize, Serialize};
 
@@ -265,11 +266,31 @@ impl HeldLock {
         ttl: Duration,
         holder: &str,
     ) -> Result<HeldLock, Error> {
+        let taken = |_: &mut Replica, _| ();
+        let (lock, ()) =
+            HeldLock::acquire_permit_then(backend, space, resource, permits, ttl, holder, taken)
+                .await?;
+        Ok(lock)
+    }
+
+    /// Like [`HeldLock::acquire_permit`], and runs `then` (given the
+    /// fencing token) on the replica in the same step as the check that the
+    /// previous holder's writes are in: what a holder writes first costs no
+    /// step of its own.
+    pub(crate) async fn acquire_permit_then<R: Send + 'static>(
+        backend: Arc<dyn LeaseBackend>,
+        space: &Space,
+        resource: &str,
+        permits: u32,
+        ttl: Duration,
+        holder: &str,
+        then: impl FnOnce(&mut Replica, FencingToken) -> R + Send + 'static,
+    ) -> Result<(HeldLock, R), Error> {
         let resource = Resource::new(resource)?;
         let permits = Permits::new(permits)?;
         let ttl = millis(ttl);
         let lease = wait_for_permit(backend.as_ref(), &resource, permits, ttl).await?;
-        HeldLock::taken(backend, space, lease, ttl, holder).await
+        HeldLock::taken(backend, space, lease, ttl, holder, then).await
     }
 
     /// Like [`HeldLock::acquire`], but one attempt that does not wait:
@@ -309,27 +330,31 @@ impl HeldLock {
         let resource = Resource::new(resource)?;
         let ttl = millis(ttl);
         match backend.acquire(resource.clone(), ttl, Millis(0)).await {
-            Ok(lease) => Ok(Some(
-                HeldLock::taken(backend, space, lease, ttl, holder).await?,
-            )),
+            Ok(lease) => {
+                let taken = |_: &mut Replica, _| ();
+                let (lock, ()) = HeldLock::taken(backend, space, lease, ttl, holder, taken).await?;
+                Ok(Some(lock))
+            }
             Err(BackendError::Busy) => Ok(None),
             Err(e) => Err(lease_error(&resource, e)),
         }
     }
 
     /// A granted lease becomes a held lock: wait for the previous holder's
-    /// writes, then mirror the holder.
-    async fn taken(
+    /// writes, then mirror the holder and run `then`, in one step.
+    async fn taken<R: Send + 'static>(
         backend: Arc<dyn LeaseBackend>,
         space: &Space,
         lease: Lease,
         ttl: Millis,
         holder: &str,
-    ) -> Result<HeldLock, Error> {
+        then: impl FnOnce(&mut Replica, FencingToken) -> R + Send + 'static,
+    ) -> Result<(HeldLock, R), Error> {
         let resource = lease.resource.clone();
+        let token = lease.token;
         let entry = LockHolder {
             resource: resource.to_string(),
-            token: lease.token.get(),
+            token: token.get(),
             holder: holder.to_owned(),
         };
         let left = lease.expires.saturating_sub(backend.now());
@@ -338,21 +363,29 @@ impl HeldLock {
         // writes are in (not waited for on disk: informative only).
         let mirrored = entry.clone();
         let handoff = lease.handoff.as_deref();
-        let add = move |r: &mut Replica| mirror(r, &mirrored, true);
-        if let Err(e) = handoff::catch_up(space, resource.as_str(), handoff, wait, add).await {
-            // No handoff of ours: the previous holder's stays in place.
-            if let Err(back) = backend.release(lease).await {
-                tracing::warn!(error = %back, %resource, "could not give back the lock");
+        let step = move |r: &mut Replica| {
+            mirror(r, &mirrored, true);
+            then(r, token)
+        };
+        match handoff::catch_up(space, resource.as_str(), handoff, wait, step).await {
+            Ok(out) => Ok((
+                HeldLock {
+                    backend,
+                    space: space.clone(),
+                    lease,
+                    ttl,
+                    entry,
+                },
+                out,
+            )),
+            Err(e) => {
+                // No handoff of ours: the previous holder's stays in place.
+                if let Err(back) = backend.release(lease).await {
+                    tracing::warn!(error = %back, %resource, "could not give back the lock");
+                }
+                Err(e)
             }
-            return Err(e);
         }
-        Ok(HeldLock {
-            backend,
-            space: space.clone(),
-            lease,
-            ttl,
-            entry,
-        })
     }
 
     /// The fencing token: pass it to whatever acts under the lock.
@@ -549,7 +582,8 @@ impl HeldLock {
     ///
     /// # Errors
     /// The lease service did not confirm the release (the lease then ends
-    /// at its expiry anyway).
+    /// at its expiry anyway), or the replica did not answer (the node is
+    /// stopping; the lease is released without a handoff).
     ///
     /// The resource is free again at once:
     ///
@@ -574,27 +608,47 @@ impl HeldLock {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
     /// ```
     pub async fn release(self) -> Result<(), Error> {
+        self.release_after(|_| ()).await.map(drop)
+    }
+
+    /// Runs `then` on the replica, then releases as [`HeldLock::release`]
+    /// does: the handoff covers what `then` wrote, so the next holder sees
+    /// it. Returns what `then` returned and when its writes are on disk
+    /// (the fsync overlaps the release).
+    ///
+    /// # Errors
+    /// The replica did not answer (`then` may not have run; the lease is
+    /// released without a handoff), or as [`HeldLock::release`].
+    pub(crate) async fn release_after<R: Send + 'static>(
+        self,
+        then: impl FnOnce(&mut Replica) -> R + Send + 'static,
+    ) -> Result<(R, Durability), Error> {
         let resource = self.lease.resource.clone();
         let (entry, name) = (self.entry.clone(), self.space.name().to_owned());
-        // The mirror's removal and the context in one step: the context
-        // covers every write of this holder, the removal included.
-        let handoff = self
+        // `then`, the mirror's removal and the context in one step: the
+        // context covers every write of this holder.
+        let committed = self
             .space
             .commit(move |r| {
+                let out = then(r);
                 mirror(r, &entry, false);
-                handoff::context(r, &name)
+                (out, handoff::context(r, &name))
             })
             .await;
-        let handoff = match handoff {
-            Ok((context, _on_disk_later)) => context,
+        let ((out, handoff), durable) = match committed {
+            Ok(committed) => committed,
             Err(e) => {
                 tracing::warn!(error = %e, space = self.space.name(), "no handoff: the replica did not answer");
-                None
+                if let Err(back) = self.backend.release(self.lease).await {
+                    tracing::warn!(error = %back, %resource, "could not release the lock");
+                }
+                return Err(e);
             }
         };
         self.backend
             .release_with(self.lease, handoff)
             .await
-            .map_err(|e| lease_error(&resource, e))
+            .map_err(|e| lease_error(&resource, e))?;
+        Ok((out, durable))
     }
 }

@@ -138,7 +138,17 @@ impl Space {
         &self,
         f: impl FnOnce(&Replica) -> R + Send + 'static,
     ) -> Result<R, Error> {
-        Ok(self.commit(move |r| f(r)).await?.0)
+        Ok(self.commit_lazy(move |r| f(r)).await?.0)
+    }
+
+    /// Like [`Space::commit`], for writes nobody waits on: they start no
+    /// fsync of their own, but go to disk with the next one (see
+    /// [`concord_net::NetHandle::commit_lazy`]).
+    pub(crate) async fn commit_lazy<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Replica) -> R + Send + 'static,
+    ) -> Result<(R, concord_net::Durability), Error> {
+        Ok(self.net.commit_lazy(&self.name, f).await?)
     }
 
     /// Bytes the space occupies in the node's data directory (snapshot +

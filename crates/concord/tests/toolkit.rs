@@ -1,5 +1,6 @@
 //! The agent toolkit on several in-process nodes of one space: `when` runs
-//! a handler once per event across three nodes; a handler whose node dies
+//! a handler once per event across three nodes, which share the events out
+//! by partition; a handler whose node dies
 //! mid-run is taken over by another node and runs to completion once; a
 //! failing handler emits `<handler>_failed` and is retried up to its
 //! policy; broadcast handlers run on every node; `coordinate` steps on
@@ -76,6 +77,54 @@ async fn when_runs_each_event_once_across_three_nodes() {
     assert_eq!(runs.load(Ordering::SeqCst), EVENTS);
     drop(handles);
     drop(spaces);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handlers_on_three_nodes_share_the_events_out_by_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 3).await;
+    let runs: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let mut handles = Vec::new();
+    for (node, runs) in nodes.iter().zip(&runs) {
+        let space = node.space("agents").await.unwrap();
+        handles.push(space.when("work", counting(runs)).start().unwrap());
+    }
+    // The partitions settle: every one held, by more than one node.
+    let space = nodes[0].space("agents").await.unwrap();
+    let mirror = space
+        .set::<concord::LockHolder>(concord::LOCK_HOLDERS)
+        .unwrap();
+    eventually("the partitions shared out", || async {
+        let held: Vec<_> = mirror
+            .members()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.resource.starts_with("when.work."))
+            .collect();
+        let partitions: std::collections::BTreeSet<_> = held.iter().map(|h| &h.resource).collect();
+        let holders: std::collections::BTreeSet<_> = held.iter().map(|h| &h.holder).collect();
+        partitions.len() == usize::from(concord::toolkit::when::CLAIM_PARTITIONS)
+            && held.len() == partitions.len()
+            && holders.len() > 1
+    })
+    .await;
+    const EVENTS: usize = 48;
+    for i in 0..EVENTS {
+        space.emit("work", json!({ "n": i })).await.unwrap();
+    }
+    let total = || runs.iter().map(|r| r.load(Ordering::SeqCst)).sum::<usize>();
+    eventually("every event run", || async { total() >= EVENTS }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_node: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    assert_eq!(total(), EVENTS, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() > 1,
+        "{per_node:?}"
+    );
+    drop(handles);
+    drop(space);
     shutdown(nodes).await;
 }
 

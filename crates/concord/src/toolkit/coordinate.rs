@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::events::check_name;
+use super::events::{append_event, check_name};
 use crate::lease::wait_for_permit;
 use crate::{Error, HeldLock, Space};
 
@@ -273,31 +273,63 @@ impl Coordinate {
             None => None,
         };
         let holder = self.holder.clone().unwrap_or_else(|| space.holder_name());
-        let mut lock = match (&self.lock, &backend) {
-            (Some(resource), Some(backend)) => Some(
-                HeldLock::acquire(Arc::clone(backend), space, resource, self.ttl, &holder).await?,
-            ),
-            _ => None,
-        };
-        if let Some(done) = self.done
-            && space.read(done).await?.map_err(Error::from)?
-        {
-            if let Some(lock) = lock {
-                lock.release().await?;
+        let name = |what: &str| format!("{}_{what}", self.agent);
+        // Once the lock and limits are held: the done check, then
+        // `_started` (not waited for on disk: the step's outcome is what
+        // must last). `true` if the work was done already.
+        let (done, started_event, by) = (self.done, name("started"), space.holder_name());
+        let enter = move |r: &mut Replica, token: Option<FencingToken>| {
+            if let Some(done) = done
+                && done(r)?
+            {
+                return Ok::<_, StateError>(true);
             }
+            let announce = json!({"token": token.map(FencingToken::get)});
+            append_event(r, &by, &started_event, announce)?;
+            Ok(false)
+        };
+        // Entered in the lock's own catch-up step when nothing else is to
+        // be taken after it, in a step of its own otherwise.
+        let (mut lock, mut slot, was_done) = match (&self.lock, &self.limit, backend) {
+            (Some(resource), None, Some(backend)) => {
+                let enter = move |r: &mut Replica, token| enter(r, Some(token));
+                let (lock, entered) = HeldLock::acquire_permit_then(
+                    backend, space, resource, 1, self.ttl, &holder, enter,
+                )
+                .await?;
+                (Some(lock), None, entered)
+            }
+            (resource, limit, backend) => {
+                let lock = match (resource, &backend) {
+                    (Some(resource), Some(backend)) => Some(
+                        HeldLock::acquire(Arc::clone(backend), space, resource, self.ttl, &holder)
+                            .await?,
+                    ),
+                    _ => None,
+                };
+                let slot = match (limit, backend) {
+                    (Some(limit), Some(backend)) => {
+                        Some(take_limit(backend, space, limit, self.ttl, &holder).await?)
+                    }
+                    _ => None,
+                };
+                let token = lock.as_ref().map(HeldLock::token);
+                let entered = space.commit_lazy(move |r| enter(r, token)).await?.0;
+                (lock, slot, entered)
+            }
+        };
+        let was_done = match was_done {
+            Ok(done) => done,
+            Err(e) => {
+                release_all(lock, slot).await?;
+                return Err(Error::from(e).into());
+            }
+        };
+        if was_done {
+            release_all(lock, slot).await?;
             return Err(StepError::AlreadyDone);
         }
-        let mut slot = match (&self.limit, backend) {
-            (Some(limit), Some(backend)) => {
-                Some(take_limit(backend, space, limit, self.ttl, &holder).await?)
-            }
-            _ => None,
-        };
         let token = lock.as_ref().map(HeldLock::token);
-        let name = |what: &str| format!("{}_{what}", self.agent);
-        // Not waited for on disk: the step's outcome is what must last.
-        let announce = json!({"token": token.map(FencingToken::get)});
-        space.emit_committed(&name("started"), announce).await?;
         let started = Instant::now();
         let context = StepContext {
             token,
@@ -322,13 +354,26 @@ impl Coordinate {
                 ((name("failed"), event), Err(StepError::Failed(e)))
             }
         };
-        // The outcome is committed (so the next holder waits for it) before
-        // the release, and on disk here before the caller hears of it; the
-        // release and the fsync overlap.
-        let (_, durable) = space.emit_committed(&event.0, event.1).await?;
-        for held in [lock, slot].into_iter().flatten() {
-            held.release().await?;
-        }
+        // The outcome is written in the step that releases the lock (so the
+        // handoff covers it: the next holder waits for it), and on disk
+        // here before the caller hears of it; the release and the fsync
+        // overlap.
+        let by = space.holder_name();
+        let outcome = move |r: &mut Replica| append_event(r, &by, &event.0, event.1);
+        // The lock (or else the slot) is released with the outcome.
+        let (first, second) = match (lock, slot) {
+            (Some(lock), slot) => (Some(lock), slot),
+            (None, slot) => (slot, None),
+        };
+        let (written, durable) = match first {
+            Some(first) => {
+                let released = first.release_after(outcome).await;
+                release_all(second, None).await?;
+                released?
+            }
+            None => space.commit(outcome).await?,
+        };
+        written.map_err(Error::from)?;
         durable.wait().await.map_err(Error::from)?;
         result
     }
@@ -366,4 +411,12 @@ async fn take_limit(
     // Never released: it counts against the window until it expires.
     drop(started);
     Ok(slot)
+}
+
+/// Releases what a step holds, the lock first.
+async fn release_all(lock: Option<HeldLock>, slot: Option<HeldLock>) -> Result<(), Error> {
+    for held in [lock, slot].into_iter().flatten() {
+        held.release().await?;
+    }
+    Ok(())
 }

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use concord_net::{Durability, wall_clock};
+use concord_net::wall_clock;
+use concord_state::{Replica, StateError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -53,6 +54,25 @@ pub(crate) fn check_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// Appends the event `name` carrying `payload`, emitted by `by`, to the
+/// replica's [`EVENTS`] (the name checked already); returns its id.
+pub(crate) fn append_event(
+    r: &mut Replica,
+    by: &str,
+    name: &str,
+    payload: Value,
+) -> Result<String, StateError> {
+    let event = AgentEvent {
+        name: name.to_owned(),
+        payload,
+        by: by.to_owned(),
+        at_ms: wall_clock().0,
+    };
+    let ttl = u64::try_from(EVENT_RETENTION.as_millis()).unwrap_or(u64::MAX);
+    r.append_with_ttl(wall_clock(), EVENTS, &event, ttl)
+        .map(|(id, _)| id)
+}
+
 impl Space {
     /// Emits the event `name` carrying `payload`; returns its id, the same
     /// on every node (so handlers can be idempotent).
@@ -82,33 +102,13 @@ impl Space {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
     /// ```
     pub async fn emit(&self, name: &str, payload: Value) -> Result<String, Error> {
-        let (id, durable) = self.emit_committed(name, payload).await?;
-        durable.wait().await?;
-        Ok(id)
-    }
-
-    /// Like [`Space::emit`], answering once the event is committed (and on
-    /// its way to peers), before it is fsynced here.
-    pub(crate) async fn emit_committed(
-        &self,
-        name: &str,
-        payload: Value,
-    ) -> Result<(String, Durability), Error> {
         check_name(name)?;
-        let event = AgentEvent {
-            name: name.to_owned(),
-            payload,
-            by: self.holder_name(),
-            at_ms: wall_clock().0,
-        };
-        let ttl = u64::try_from(EVENT_RETENTION.as_millis()).unwrap_or(u64::MAX);
+        let (name, by) = (name.to_owned(), self.holder_name());
         let (id, durable) = self
-            .commit(move |r| {
-                r.append_with_ttl(wall_clock(), EVENTS, &event, ttl)
-                    .map(|(id, _)| id)
-            })
+            .commit(move |r| append_event(r, &by, &name, payload))
             .await?;
-        Ok((id?, durable))
+        durable.wait().await?;
+        Ok(id?)
     }
 
     /// The retained events named `name`, as `(id, event)` in id order.

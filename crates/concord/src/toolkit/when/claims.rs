@@ -1,0 +1,340 @@
+//! Standing claims: the leases a `when` handler holds ahead of its events,
+//! so that an event arriving in a partition this node holds starts at once,
+//! with no lease round trip on its way.
+//!
+//! A handler's events fall into [`CLAIM_PARTITIONS`] partitions by a hash of
+//! their id, the same on every node. Partition `p` of handler `h` is the
+//! lock `when.<h>.<p>`: whoever holds it runs that partition's events, one
+//! node at a time, and a new holder catches up with the last one's writes
+//! (its records of what it handled) before it runs anything.
+//!
+//! Which node should hold which partition is decided by rendezvous hashing
+//! over the nodes running the handler, which announce themselves in an
+//! ephemeral channel ([`presence_path`]): each node takes the partitions it
+//! ranks first for, and gives back the others between two runs. Views of
+//! who is there can differ for a while; the lease decides, so two nodes
+//! never hold one partition, and a node only ever waits for one to be given
+//! back or to expire. A partition whose events wait too long (its holder
+//! cannot reach the lease service, say) is taken by any node that sees
+//! them waiting.
+//!
+//! This module owns the partitioning, the choice of partitions and the
+//! leases' upkeep. It must never let a run go on once its partition's
+//! renewal failed, nor give a partition back before this node's writes
+//! under it are on disk (the next holder would wait for writes that may
+//! never come).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_lease::LeaseBackend;
+use concord_net::Durability;
+use concord_state::ActorId;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::{Ephemeral, Error, HeldLock, Space};
+
+/// How many partitions a handler's events fall into: the most nodes that
+/// share one handler's work.
+pub const CLAIM_PARTITIONS: u16 = 16;
+
+/// How often a wanted partition that another node holds is asked for again.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// The partition of event `id`, the same on every node.
+pub(crate) fn partition_of(id: &str) -> u16 {
+    let digest = Sha256::digest(id.as_bytes());
+    u16::from_be_bytes([digest[0], digest[1]]) % CLAIM_PARTITIONS
+}
+
+/// The ephemeral channel where the nodes running `handler` announce
+/// themselves.
+pub(crate) fn presence_path(handler: &str) -> String {
+    format!("coordination/when.{handler}")
+}
+
+/// Rendezvous hashing: the partitions of `handler` that `me` ranks first
+/// for among `members` (`me` counted in whether listed or not).
+pub(crate) fn assigned(handler: &str, me: &ActorId, members: &[ActorId]) -> BTreeSet<u16> {
+    let rank = |p: u16, actor: &ActorId| {
+        let mut hash = Sha256::new();
+        hash.update(handler.as_bytes());
+        hash.update(p.to_be_bytes());
+        hash.update(actor.to_bytes());
+        let digest = hash.finalize();
+        u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 8 bytes"))
+    };
+    (0..CLAIM_PARTITIONS)
+        .filter(|&p| {
+            let mine = rank(p, me);
+            members
+                .iter()
+                .filter(|m| *m != me)
+                .all(|m| (rank(p, m), m) < (mine, me))
+        })
+        .collect()
+}
+
+/// One partition this node holds, and when to renew it.
+struct Held {
+    lock: HeldLock,
+    renew_at: Instant,
+}
+
+impl Held {
+    fn new(lock: HeldLock) -> Held {
+        let renew_at = Instant::now() + lock.valid_for() / 2;
+        Held { lock, renew_at }
+    }
+}
+
+/// The standing claims of one handler on this node.
+pub(crate) struct Claims {
+    space: Space,
+    handler: String,
+    ttl: Duration,
+    holder: String,
+    me: ActorId,
+    presence: Ephemeral<String>,
+    backend: Option<Arc<dyn LeaseBackend>>,
+    held: BTreeMap<u16, Held>,
+    /// The partitions rendezvous hashing gives this node.
+    assigned: BTreeSet<u16>,
+    /// When to announce this node again (and look at who else is there).
+    announce_at: Instant,
+    /// When to ask again for wanted partitions held elsewhere.
+    ask_at: Instant,
+    /// The latest write made under the claims, not yet known on disk.
+    unflushed: Option<Durability>,
+}
+
+impl Claims {
+    /// The claims of `handler` on this node (none held yet).
+    pub(crate) async fn new(space: &Space, handler: &str, ttl: Duration) -> Result<Claims, Error> {
+        let me = space.read(|r| r.actor().clone()).await?;
+        let now = Instant::now();
+        Ok(Claims {
+            space: space.clone(),
+            handler: handler.to_owned(),
+            ttl,
+            holder: space.holder_name(),
+            presence: space.ephemeral(&presence_path(handler), ttl)?,
+            backend: None,
+            held: BTreeMap::new(),
+            assigned: BTreeSet::new(),
+            announce_at: now,
+            ask_at: now,
+            unflushed: None,
+            me,
+        })
+    }
+
+    /// Whether this node holds partition `p`.
+    pub(crate) fn holds(&self, p: u16) -> bool {
+        self.held.contains_key(&p)
+    }
+
+    /// Notes a write made under the claims: no partition is given back
+    /// before it is on disk.
+    pub(crate) fn wrote(&mut self, durable: Durability) {
+        self.unflushed = Some(durable);
+    }
+
+    /// When [`Claims::upkeep`] has something to do next.
+    pub(crate) fn next_upkeep(&self, waiting: bool) -> Instant {
+        let renew = self.held.values().map(|h| h.renew_at).min();
+        let ask = (waiting || self.assigned.len() > self.held.len()).then_some(self.ask_at);
+        [Some(self.announce_at), renew, ask]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the announcement is always due some time")
+    }
+
+    /// Announces this node, renews what is due, gives back what is no
+    /// longer wanted and asks for what is (`stale`: partitions whose events
+    /// wait too long, wanted whoever should hold them). Returns whether a
+    /// partition was gained (its events must be looked at anew).
+    pub(crate) async fn upkeep(&mut self, stale: &BTreeSet<u16>) -> Result<bool, Error> {
+        let now = Instant::now();
+        self.keep_up().await?;
+        let unwanted: Vec<u16> = self
+            .held
+            .keys()
+            .filter(|p| !self.assigned.contains(p) && !stale.contains(p))
+            .copied()
+            .collect();
+        if !unwanted.is_empty() {
+            self.give_back(&unwanted).await?;
+        }
+        let mut gained = false;
+        if now >= self.ask_at {
+            let wanted: Vec<u16> = self
+                .assigned
+                .union(stale)
+                .filter(|p| !self.held.contains_key(p))
+                .copied()
+                .collect();
+            for p in wanted {
+                gained |= self.ask(p).await;
+            }
+            self.ask_at = now + RETRY;
+        }
+        Ok(gained)
+    }
+
+    /// Runs `work` (a run of an event in partition `p`) while keeping every
+    /// held partition renewed. `None` if `p`'s renewal failed: `work` was
+    /// dropped at once.
+    pub(crate) async fn hold_while<F: Future>(&mut self, p: u16, work: F) -> Option<F::Output> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            // Nothing held (`p` included): the run may not go on.
+            let renew_at = self.held.values().map(|h| h.renew_at).min();
+            let renew_at = renew_at.filter(|_| self.holds(p))?;
+            tokio::select! {
+                out = &mut work => return Some(out),
+                () = tokio::time::sleep_until(renew_at.min(self.announce_at)) => {
+                    if let Err(e) = self.keep_up().await {
+                        tracing::warn!(error = %e, "could not announce this node");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Announces this node (and looks at who else is there) and renews
+    /// the partitions, when due: the upkeep that goes on during a run.
+    async fn keep_up(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        let due: Vec<u16> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.renew_at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            self.renew(p).await;
+        }
+        if now >= self.announce_at {
+            self.announce_at = now + self.ttl / 3;
+            self.presence.set(&self.holder).await?;
+            let members: Vec<ActorId> = self
+                .presence
+                .get()
+                .await?
+                .into_iter()
+                .map(|(actor, _)| actor)
+                .collect();
+            self.assigned = assigned(&self.handler, &self.me, &members);
+        }
+        Ok(())
+    }
+
+    /// Renews partition `q`, dropping it if that fails (its lease is lost).
+    async fn renew(&mut self, q: u16) {
+        let Some(mut held) = self.held.remove(&q) else {
+            return;
+        };
+        match held.lock.renew().await {
+            Ok(()) => {
+                self.held.insert(q, Held::new(held.lock));
+            }
+            Err(e) => tracing::warn!(partition = q, error = %e, "lost a standing claim"),
+        }
+    }
+
+    /// Asks once for partition `p`; whether it was granted.
+    async fn ask(&mut self, p: u16) -> bool {
+        let backend = match &self.backend {
+            Some(backend) => Arc::clone(backend),
+            None => match self.space.lease_backend().await {
+                Ok(backend) => Arc::clone(self.backend.insert(backend)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no lease service for the handler's claims yet");
+                    return false;
+                }
+            },
+        };
+        let resource = format!("when.{}.{p}", self.handler);
+        match HeldLock::try_acquire(backend, &self.space, &resource, self.ttl, &self.holder).await {
+            Ok(Some(lock)) => {
+                tracing::debug!(partition = p, "took a standing claim");
+                self.held.insert(p, Held::new(lock));
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "could not take a standing claim");
+                false
+            }
+        }
+    }
+
+    /// Gives back partitions `ps`, once this node's writes are on disk.
+    async fn give_back(&mut self, ps: &[u16]) -> Result<(), Error> {
+        if let Some(durable) = self.unflushed.take() {
+            durable.wait().await?;
+        }
+        for p in ps {
+            if let Some(held) = self.held.remove(p) {
+                tracing::debug!(partition = p, "gave a standing claim back");
+                if let Err(e) = held.lock.release().await {
+                    tracing::warn!(partition = p, error = %e, "could not give a claim back");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(n: u8) -> ActorId {
+        ActorId::from(&[n; 16][..])
+    }
+
+    #[test]
+    fn partitions_spread_ids_and_are_stable() {
+        let mut counts = [0usize; CLAIM_PARTITIONS as usize];
+        for i in 0..16_000 {
+            counts[usize::from(partition_of(&format!("event-{i}")))] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1_200).contains(&c)),
+            "{counts:?}"
+        );
+        // A fixed point: every node, every version, must agree.
+        assert_eq!(partition_of("abc"), partition_of("abc"));
+        assert_eq!(partition_of("abc"), 0xba78 % CLAIM_PARTITIONS);
+    }
+
+    #[test]
+    fn rendezvous_gives_each_partition_to_exactly_one_member() {
+        let members: Vec<ActorId> = (1..=5).map(actor).collect();
+        let mut seen = BTreeSet::new();
+        let mut sizes = Vec::new();
+        for me in &members {
+            let mine = assigned("h", me, &members);
+            assert!(mine.is_disjoint(&seen), "a partition given twice");
+            sizes.push(mine.len());
+            seen.extend(mine);
+        }
+        assert_eq!(seen.len(), usize::from(CLAIM_PARTITIONS));
+        assert!(sizes.iter().all(|&n| n >= 1), "{sizes:?}");
+        // Alone (or not yet seeing the others), a node wants them all.
+        assert_eq!(assigned("h", &actor(1), &[]).len(), 16);
+        // A member leaving moves only its own partitions.
+        let four = &members[..4];
+        for me in four {
+            let before = assigned("h", me, &members);
+            let after = assigned("h", me, four);
+            assert!(before.is_subset(&after));
+        }
+    }
+}
