@@ -1,11 +1,11 @@
 //! The agent toolkit on several in-process nodes of one space: `when` runs
 //! a handler once per event across three nodes, which share the events out
-//! by partition; a handler whose node dies
-//! mid-run is taken over by another node and runs to completion once; a
-//! failing handler emits `<handler>_failed` and is retried up to its
-//! policy; broadcast handlers run on every node; `coordinate` steps on
-//! three nodes run one after another under their lock and announce
-//! themselves as events.
+//! by partition (events in partitions a member never takes are taken by
+//! another after a grace); a handler whose node dies mid-run is taken over
+//! by another node and runs to completion once; a failing handler emits
+//! `<handler>_failed` and is retried up to its policy; broadcast handlers
+//! run on every node; `coordinate` steps on three nodes run one after
+//! another under their lock and announce themselves as events.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -125,6 +125,46 @@ async fn handlers_on_three_nodes_share_the_events_out_by_partition() {
     );
     drop(handles);
     drop(space);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_a_member_never_takes_are_taken_by_another_after_a_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 2).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let space = nodes[0].space("agents").await.unwrap();
+    let ttl = Duration::from_millis(500);
+    let _handle = space
+        .when("work", counting(&runs))
+        .claim_ttl(ttl)
+        .start()
+        .unwrap();
+    // The other node announces the handler but never runs it: the
+    // partitions it ranks first for stay unheld.
+    let ghost = nodes[1].space("agents").await.unwrap();
+    let presence = ghost
+        .ephemeral::<String>("coordination/when.work", ttl)
+        .unwrap();
+    let announcing = tokio::spawn(async move {
+        loop {
+            presence.set(&"ghost".to_owned()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    const EVENTS: usize = 32;
+    for i in 0..EVENTS {
+        space.emit("work", json!({ "n": i })).await.unwrap();
+    }
+    eventually("every event run", || async {
+        runs.load(Ordering::SeqCst) >= EVENTS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), EVENTS);
+    announcing.abort();
+    drop((space, ghost, _handle));
     shutdown(nodes).await;
 }
 

@@ -157,10 +157,13 @@ impl Claims {
     /// Announces this node, renews what is due, gives back what is no
     /// longer wanted and asks for what is (`stale`: partitions whose events
     /// wait too long, wanted whoever should hold them). Returns whether a
-    /// partition was gained (its events must be looked at anew).
-    pub(crate) async fn upkeep(&mut self, stale: &BTreeSet<u16>) -> Result<bool, Error> {
+    /// partition was gained (its events must be looked at anew). Failures
+    /// are logged: the next upkeep tries again.
+    pub(crate) async fn upkeep(&mut self, stale: &BTreeSet<u16>) -> bool {
         let now = Instant::now();
-        self.keep_up().await?;
+        if let Err(e) = self.keep_up().await {
+            tracing::warn!(error = %e, "could not announce this node");
+        }
         let unwanted: Vec<u16> = self
             .held
             .keys()
@@ -168,7 +171,7 @@ impl Claims {
             .copied()
             .collect();
         if !unwanted.is_empty() {
-            self.give_back(&unwanted).await?;
+            self.give_back(&unwanted).await;
         }
         let mut gained = false;
         if now >= self.ask_at {
@@ -183,7 +186,7 @@ impl Claims {
             }
             self.ask_at = now + RETRY;
         }
-        Ok(gained)
+        gained
     }
 
     /// Runs `work` (a run of an event in partition `p`) while keeping every
@@ -274,10 +277,14 @@ impl Claims {
         }
     }
 
-    /// Gives back partitions `ps`, once this node's writes are on disk.
-    async fn give_back(&mut self, ps: &[u16]) -> Result<(), Error> {
-        if let Some(durable) = self.unflushed.take() {
-            durable.wait().await?;
+    /// Gives back partitions `ps`, once this node's writes are on disk (if
+    /// they cannot be, the claims are kept: their records stay unconfirmed).
+    async fn give_back(&mut self, ps: &[u16]) {
+        if let Some(durable) = self.unflushed.take()
+            && let Err(e) = durable.wait().await
+        {
+            tracing::warn!(error = %e, "writes under the claims not on disk; keeping them");
+            return;
         }
         for p in ps {
             if let Some(held) = self.held.remove(p) {
@@ -287,7 +294,6 @@ impl Claims {
                 }
             }
         }
-        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@
 mod claims;
 mod work;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -91,8 +91,9 @@ pub struct When<F> {
     run: F,
 }
 
-/// A running handler; stopping or dropping it stops it (a run under way
-/// is dropped; its claim expires).
+/// A running handler; stopping or dropping it stops it: a run under way is
+/// dropped, and the partitions this node held wait for their claims to
+/// expire (the claim ttl) before other nodes take them over.
 pub type WhenHandle = TaskHandle;
 
 impl Space {
@@ -170,7 +171,10 @@ where
         self
     }
 
-    /// How long a claim lasts unrenewed (default [`DEFAULT_CLAIM_TTL`]).
+    /// How long a claim lasts unrenewed (default [`DEFAULT_CLAIM_TTL`]):
+    /// how long the events of a node that died wait, at most, before other
+    /// nodes take them over. Also the ttl of the handler's announcements
+    /// (the first node to announce a handler declares it).
     pub fn claim_ttl(mut self, ttl: Duration) -> Self {
         self.claim_ttl = ttl;
         self
@@ -207,48 +211,38 @@ where
     /// Broadcast: every event that arrives after the start, run here once.
     async fn serve_every_node(self) -> Result<(), Error> {
         let mut arrivals = self.space.subscribe(EVENTS).await?;
-        let mut seen: BTreeSet<String> = self.retained().await?.into_iter().collect();
+        let mut seen: BTreeSet<String> = self.retained().await?.into_keys().collect();
         while let Some(delivery) = arrivals.next().await {
-            let ids = match delivery {
+            let events = match delivery {
                 Delivery::Event(Event {
                     key: Some(id),
                     new: Some(value),
                     ..
-                }) => serde_json::from_value::<AgentEvent>(value)
-                    .is_ok_and(|e| e.name == self.event)
-                    .then_some(id)
-                    .into_iter()
-                    .collect(),
-                Delivery::Event(_) => Vec::new(),
+                }) => match serde_json::from_value::<AgentEvent>(value) {
+                    Ok(event) if event.name == self.event => BTreeMap::from([(id, event)]),
+                    _ => BTreeMap::new(),
+                },
+                Delivery::Event(_) => BTreeMap::new(),
                 // Some were missed: every retained one not seen yet.
                 Delivery::Lagged { .. } => self.retained().await?,
             };
-            for id in ids {
-                if seen.insert(id.clone())
-                    && let Some(event) = self.lookup(&id).await?
-                {
+            for (id, event) in events {
+                if seen.insert(id.clone()) {
                     self.run_once_here(&id, event).await;
                 }
             }
             // Memory stays bounded by the retained events.
             if seen.len() > MAX_TRACKED_EVENTS {
-                let retained: BTreeSet<String> = self.retained().await?.into_iter().collect();
-                seen.retain(|id| retained.contains(id));
+                let retained = self.retained().await?;
+                seen.retain(|id| retained.contains_key(id));
             }
         }
         Ok(()) // the node stopped
     }
 
-    /// The ids of the retained events of this handler's name.
-    async fn retained(&self) -> Result<Vec<String>, Error> {
-        let events = self.space.events(&self.event).await?;
-        Ok(events.into_iter().map(|(id, _)| id).collect())
-    }
-
-    /// Retained event `id`, if it is one of this handler's name.
-    async fn lookup(&self, id: &str) -> Result<Option<AgentEvent>, Error> {
-        let events = self.space.events(&self.event).await?;
-        Ok(events.into_iter().find(|(i, _)| i == id).map(|(_, e)| e))
+    /// The retained events of this handler's name, by id.
+    async fn retained(&self) -> Result<BTreeMap<String, AgentEvent>, Error> {
+        Ok(self.space.events(&self.event).await?.into_iter().collect())
     }
 
     /// Once across the space: run the events of the partitions this node
@@ -264,7 +258,7 @@ where
         let mut look_at = Instant::now();
         loop {
             let stale = work.stale(Instant::now(), grace);
-            if claims.upkeep(&stale).await? {
+            if claims.upkeep(&stale).await {
                 look_at = Instant::now();
             }
             if Instant::now() >= look_at {
@@ -273,7 +267,7 @@ where
             }
             while let Some(due) = work.next_due(Instant::now(), |p| claims.holds(p)) {
                 self.run_claimed(&mut claims, &mut work, due).await?;
-                if claims.upkeep(&work.stale(Instant::now(), grace)).await? {
+                if claims.upkeep(&work.stale(Instant::now(), grace)).await {
                     self.look(&mut work).await?;
                 }
             }
