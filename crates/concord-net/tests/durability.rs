@@ -252,22 +252,32 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
     panic!("never: {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
+/// A node whose space is on a gated [`TestDisk`]: each fsync waits for a
+/// `true` (success) or `false` (failure) on the returned sender. The counter
+/// counts the fsyncs started since the space opened.
+async fn gated_node(
+    config: NetConfig,
+) -> (NetHandle, std::sync::mpsc::Sender<bool>, Arc<AtomicUsize>) {
     let (open_gate, gate) = std::sync::mpsc::channel();
-    let started = Arc::new(AtomicUsize::new(0));
+    let synced = Arc::new(AtomicUsize::new(0));
     let storage = TestDisk {
         gate: Some(Arc::new(std::sync::Mutex::new(gate))),
-        ..TestDisk::new(&MemDisk::new(), &started)
+        ..TestDisk::new(&MemDisk::new(), &synced)
     };
     let (replica, storage) = open_on(storage, 1);
-    let node = concord_net::spawn(NetConfig::new(identity::Keypair::generate_ed25519())).unwrap();
+    let node = concord_net::spawn(config).unwrap();
     node.open_space(replica, storage, SpaceOptions::default())
         .await
         .unwrap();
-    // fsyncs since the space opened
-    let base = started.load(Ordering::SeqCst);
-    let started = || started.load(Ordering::SeqCst) - base;
+    synced.store(0, Ordering::SeqCst);
+    (node, open_gate, synced)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_goes_on_while_an_fsync_runs_and_answers_after_it() {
+    let config = NetConfig::new(identity::Keypair::generate_ed25519());
+    let (node, open_gate, started) = gated_node(config).await;
+    let started = || started.load(Ordering::SeqCst);
     let put = |i: u64| {
         let node = node.clone();
         tokio::spawn(async move {
@@ -403,21 +413,10 @@ async fn a_record_that_could_not_be_written_fails_writes_until_a_compaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lazy_write_starts_no_fsync_and_goes_to_disk_with_the_next() {
-    let (open_gate, gate) = std::sync::mpsc::channel();
-    let started = Arc::new(AtomicUsize::new(0));
-    let storage = TestDisk {
-        gate: Some(Arc::new(std::sync::Mutex::new(gate))),
-        ..TestDisk::new(&MemDisk::new(), &started)
-    };
-    let (replica, storage) = open_on(storage, 1);
     let mut config = NetConfig::new(identity::Keypair::generate_ed25519());
     config.flush_delay = Duration::from_millis(600);
-    let node = concord_net::spawn(config).unwrap();
-    node.open_space(replica, storage, SpaceOptions::default())
-        .await
-        .unwrap();
-    let base = started.load(Ordering::SeqCst);
-    let started = || started.load(Ordering::SeqCst) - base;
+    let (node, open_gate, started) = gated_node(config).await;
+    let started = || started.load(Ordering::SeqCst);
     let put = |i: u64| move |r: &mut Replica| r.put(Millis(i), "observation/n", &i).unwrap();
     // A lazy write is answered at once and starts no fsync...
     let (_, lazy) = node.commit_lazy(SPACE, put(1)).await.unwrap();
