@@ -1,11 +1,12 @@
 //! The agent toolkit on several in-process nodes of one space: `when` runs
 //! a handler once per event across three nodes, which share the events out
 //! by partition (events in partitions a member never takes are taken by
-//! another after a grace); a handler whose node dies mid-run is taken over
-//! by another node and runs to completion once; a failing handler emits
-//! `<handler>_failed` and is retried up to its policy; broadcast handlers
-//! run on every node; `coordinate` steps on three nodes run one after
-//! another under their lock and announce themselves as events.
+//! another after a grace) and run several at once on a node; a handler
+//! whose node dies mid-run is taken over by another node and runs to
+//! completion once; a failing handler emits `<handler>_failed` and is
+//! retried up to its policy; broadcast handlers run on every node;
+//! `coordinate` steps on three nodes run one after another under their
+//! lock and announce themselves as events.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -166,6 +167,50 @@ async fn events_a_member_never_takes_are_taken_by_another_after_a_grace() {
     announcing.abort();
     drop((space, ghost, _handle));
     shutdown(nodes).await;
+}
+
+/// Runs a handler that takes 200 ms on each of 8 events, on one node with
+/// at most `concurrency` runs at once; returns the most runs seen at once.
+async fn most_at_once(concurrency: usize) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 1).await;
+    let space = nodes[0].space("agents").await.unwrap();
+    let (now, most, done) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (n, m, d) = (now.clone(), most.clone(), done.clone());
+    let handle = space
+        .when("slow", move |_, _| {
+            let (now, most, done) = (n.clone(), m.clone(), d.clone());
+            async move {
+                most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(())
+            }
+        })
+        .concurrency(concurrency)
+        .start()
+        .unwrap();
+    for i in 0..8 {
+        space.emit("slow", json!(i)).await.unwrap();
+    }
+    eventually("every run done", || async {
+        done.load(Ordering::SeqCst) == 8
+    })
+    .await;
+    drop((handle, space));
+    shutdown(nodes).await;
+    most.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_runs_events_of_different_partitions_at_once_up_to_its_concurrency() {
+    assert!(most_at_once(16).await > 1);
+    assert_eq!(most_at_once(1).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -25,7 +25,6 @@
 //! never come).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,28 +188,8 @@ impl Claims {
         gained
     }
 
-    /// Runs `work` (a run of an event in partition `p`) while keeping every
-    /// held partition renewed. `None` if `p`'s renewal failed: `work` was
-    /// dropped at once.
-    pub(crate) async fn hold_while<F: Future>(&mut self, p: u16, work: F) -> Option<F::Output> {
-        let mut work = std::pin::pin!(work);
-        loop {
-            // Nothing held (`p` included): the run may not go on.
-            let renew_at = self.held.values().map(|h| h.renew_at).min();
-            let renew_at = renew_at.filter(|_| self.holds(p))?;
-            tokio::select! {
-                out = &mut work => return Some(out),
-                () = tokio::time::sleep_until(renew_at.min(self.announce_at)) => {
-                    if let Err(e) = self.keep_up().await {
-                        tracing::warn!(error = %e, "could not announce this node");
-                    }
-                }
-            }
-        }
-    }
-
     /// Announces this node (and looks at who else is there) and renews
-    /// the partitions, when due: the upkeep that goes on during a run.
+    /// the partitions, when due.
     async fn keep_up(&mut self) -> Result<(), Error> {
         let now = Instant::now();
         let due: Vec<u16> = self

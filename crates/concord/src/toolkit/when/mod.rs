@@ -8,7 +8,8 @@
 //! was taken before, and the node caught up with the partition's last
 //! holder (its records of what it handled) when it took it. The holder
 //! checks the space's [`HANDLED`] record, runs the handler with the claim
-//! kept renewed, and records the outcome. A node that dies stops renewing;
+//! kept renewed (events of different partitions at the same time, see
+//! `once.rs`), and records the outcome. A node that dies stops renewing;
 //! once its claims expire, the other nodes take its partitions, find no
 //! record for what it did not finish, and run those to completion. A
 //! failed run emits `<handler>_failed` and is tried again after the retry
@@ -20,28 +21,25 @@
 //! holder), and never run one nor record an outcome outside a held claim.
 
 mod claims;
+mod once;
 mod work;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
-use concord_net::wall_clock;
 use concord_state::{Delivery, Event};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::events::{AgentEvent, EVENT_RETENTION, EVENTS, check_name};
+use super::events::{AgentEvent, EVENTS, check_name};
 use super::retry::RetryPolicy;
 use super::task::TaskHandle;
 use crate::{Error, Space};
 pub use claims::CLAIM_PARTITIONS;
-use claims::Claims;
 pub use work::MAX_TRACKED_EVENTS;
-use work::{Due, Work};
 
 /// The topic recording which handler handled which event, and how.
 pub const HANDLED: &str = "coordination/handled";
@@ -88,6 +86,7 @@ pub struct When<F> {
     every_node: bool,
     retry: RetryPolicy,
     claim_ttl: Duration,
+    concurrency: usize,
     run: F,
 }
 
@@ -140,6 +139,7 @@ impl Space {
             every_node: false,
             retry: RetryPolicy::default(),
             claim_ttl: DEFAULT_CLAIM_TTL,
+            concurrency: usize::from(CLAIM_PARTITIONS),
             run: handler,
         }
     }
@@ -177,6 +177,14 @@ where
     /// (the first node to announce a handler declares it).
     pub fn claim_ttl(mut self, ttl: Duration) -> Self {
         self.claim_ttl = ttl;
+        self
+    }
+
+    /// How many events this node runs at once, at most (default and
+    /// highest: [`CLAIM_PARTITIONS`], one per partition; 0 counts as 1).
+    /// Events of one partition always run one after another.
+    pub fn concurrency(mut self, runs: usize) -> Self {
+        self.concurrency = runs.clamp(1, usize::from(CLAIM_PARTITIONS));
         self
     }
 
@@ -245,85 +253,6 @@ where
         Ok(self.space.events(&self.event).await?.into_iter().collect())
     }
 
-    /// Once across the space: run the events of the partitions this node
-    /// holds, as they arrive.
-    async fn serve_once(self) -> Result<(), Error> {
-        let space = &self.space;
-        let mut arrivals = space.subscribe(EVENTS).await?;
-        let mut records = space.subscribe(HANDLED).await?;
-        let mut claims = Claims::new(space, &self.handler, self.claim_ttl).await?;
-        let mut work = Work::new(&self.handler, &self.event, MAX_TRACKED_EVENTS);
-        // Events stuck this long in a partition held elsewhere are taken.
-        let grace = self.claim_ttl * 2;
-        let mut look_at = Instant::now();
-        loop {
-            let stale = work.stale(Instant::now(), grace);
-            if claims.upkeep(&stale).await {
-                look_at = Instant::now();
-            }
-            if Instant::now() >= look_at {
-                self.look(&mut work).await?;
-                look_at = Instant::now() + self.claim_ttl;
-            }
-            while let Some(due) = work.next_due(Instant::now(), |p| claims.holds(p)) {
-                self.run_claimed(&mut claims, &mut work, due).await?;
-                if claims.upkeep(&work.stale(Instant::now(), grace)).await {
-                    self.look(&mut work).await?;
-                }
-            }
-            let stale = !work.stale(Instant::now(), grace).is_empty();
-            let wake = [
-                Some(claims.next_upkeep(stale)),
-                work.next_due_at(|p| claims.holds(p)),
-                Some(look_at),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(look_at);
-            tokio::select! {
-                arrived = arrivals.next() => match arrived {
-                    None => return Ok(()), // the node stopped
-                    Some(Delivery::Event(Event { key: Some(id), new: Some(value), .. })) => {
-                        work.arrived(&id, value, Instant::now());
-                    }
-                    Some(Delivery::Event(_)) => {}
-                    Some(Delivery::Lagged { .. }) => look_at = Instant::now(),
-                },
-                recorded = records.next() => match recorded {
-                    None => return Ok(()),
-                    Some(Delivery::Event(Event { new: Some(value), .. })) => work.recorded(value),
-                    Some(Delivery::Event(_)) => {}
-                    Some(Delivery::Lagged { .. }) => look_at = Instant::now(),
-                },
-                () = tokio::time::sleep_until(wake) => {}
-            }
-        }
-    }
-
-    /// Rebuilds `work` from every retained event and record.
-    async fn look(&self, work: &mut Work) -> Result<(), Error> {
-        let (events, records) = self
-            .space
-            .read(|r| {
-                Ok::<_, concord_state::StateError>((
-                    r.topic_entries(EVENTS)?,
-                    r.topic_entries(HANDLED)?,
-                ))
-            })
-            .await??;
-        let records = records.into_iter().map(|(_, v)| v).collect();
-        let untracked = work.untracked();
-        work.rescan(events, records, Instant::now());
-        if work.untracked() > untracked {
-            tracing::warn!(
-                untracked = work.untracked(),
-                "more events waiting than MAX_TRACKED_EVENTS; the rest wait for a later look"
-            );
-        }
-        Ok(())
-    }
-
     /// A broadcast run: no claim, no record.
     async fn run_once_here(&self, id: &str, event: AgentEvent) {
         let context = HandlerContext {
@@ -341,74 +270,5 @@ where
                 tracing::warn!(error = %e, "could not emit the failure");
             }
         }
-    }
-
-    /// Runs `due`, whose partition this node holds, and records the
-    /// outcome (done, or to be tried again after the retry backoff).
-    async fn run_claimed(
-        &self,
-        claims: &mut Claims,
-        work: &mut Work,
-        due: Due,
-    ) -> Result<(), Error> {
-        let Due {
-            id,
-            event,
-            partition,
-            attempt,
-        } = due;
-        let context = HandlerContext {
-            event_id: id.clone(),
-            attempt,
-            space: self.space.clone(),
-        };
-        let Some(outcome) = claims
-            .hold_while(partition, (self.run)(event, context))
-            .await
-        else {
-            // The claim was lost mid-run: whoever takes it runs the event.
-            tracing::warn!(event = %id, "claim lost during the run; the event is left to its next holder");
-            work.later(&id, Instant::now() + self.claim_ttl);
-            return Ok(());
-        };
-        let ok = outcome.is_ok();
-        let done = ok || self.retry.is_last(attempt);
-        let failed = outcome.err().map(|e| {
-            let name = format!("{}_failed", self.handler);
-            (
-                name,
-                json!({"event": &id, "error": e.to_string(), "attempt": attempt}),
-            )
-        });
-        let record = Handled {
-            handler: self.handler.clone(),
-            event: id.clone(),
-            by: self.space.holder_name(),
-            attempt,
-            ok,
-            done,
-        };
-        let ttl = u64::try_from(EVENT_RETENTION.as_millis()).unwrap_or(u64::MAX);
-        let by = record.by.clone();
-        // The failure and the record in one step, not waited for on disk
-        // here: the claim is given back only once they are.
-        let (written, durable) = self
-            .space
-            .commit(move |r| {
-                if let Some((name, payload)) = failed {
-                    super::events::append_event(r, &by, &name, payload)?;
-                }
-                r.append_with_ttl(wall_clock(), HANDLED, &record, ttl)
-            })
-            .await?;
-        written?;
-        claims.wrote(durable);
-        work.ran(
-            &id,
-            attempt,
-            done,
-            Instant::now() + self.retry.backoff(attempt),
-        );
-        Ok(())
     }
 }
