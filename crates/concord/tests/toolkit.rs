@@ -3,8 +3,8 @@
 //! by partition (events in partitions a member never takes are taken by
 //! another after a grace) and run several at once on a node; a handler
 //! whose node dies mid-run is taken over by another node and runs to
-//! completion once; a failing handler emits `<handler>_failed` and is
-//! retried up to its policy; broadcast handlers run on every node;
+//! completion once; a failing (or panicking) handler emits
+//! `<handler>_failed` and is retried up to its policy; broadcast handlers run on every node;
 //! `coordinate` steps on three nodes run one after another under their
 //! lock and announce themselves as events.
 #![allow(clippy::unwrap_used)]
@@ -328,6 +328,40 @@ async fn a_failing_handler_emits_failed_and_is_retried_up_to_its_policy() {
     assert_eq!(failures[2].1.payload["error"], "attempt 3 failed");
     drop(handles);
     drop(space);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panicking_handler_counts_as_a_failed_run_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 1).await;
+    let space = nodes[0].space("agents").await.unwrap();
+    let handle = space
+        .when("flaky", |_, ctx| async move {
+            assert!(ctx.attempt > 1, "first attempt blows up");
+            Ok::<_, Error>(())
+        })
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(50),
+        })
+        .start()
+        .unwrap();
+    space.emit("flaky", json!({})).await.unwrap();
+    let records = space
+        .topic::<concord::toolkit::when::Handled>(concord::toolkit::HANDLED)
+        .unwrap();
+    eventually("done on the second run", || async {
+        let done = records.entries().await.unwrap();
+        done.iter().any(|(_, h)| h.done && h.ok && h.attempt == 2)
+    })
+    .await;
+    let failures = space.events("flaky_failed").await.unwrap();
+    assert_eq!(failures.len(), 1);
+    let error = failures[0].1.payload["error"].as_str().unwrap();
+    assert!(error.contains("panicked"), "{error}");
+    drop((handle, space));
     shutdown(nodes).await;
 }
 
