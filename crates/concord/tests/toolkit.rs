@@ -1,12 +1,13 @@
 //! The agent toolkit on several in-process nodes of one space: `when` runs
 //! a handler once per event across three nodes, which share the events out
 //! by partition (events in partitions a member never takes are taken by
-//! another after a grace) and run several at once on a node; a handler
-//! whose node dies mid-run is taken over by another node and runs to
-//! completion once; a failing (or panicking) handler emits
-//! `<handler>_failed` and is retried up to its policy; broadcast handlers run on every node;
-//! `coordinate` steps on three nodes run one after another under their
-//! lock and announce themselves as events.
+//! another after a grace) and run several at once on a node, holding
+//! claims only while events come; a handler whose node dies mid-run is
+//! taken over by another node and runs to completion once; a failing (or
+//! panicking) handler emits `<handler>_failed` and is retried up to its
+//! policy; broadcast handlers run on every node; `coordinate` steps on
+//! three nodes run one after another under their lock and announce
+//! themselves as events.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -91,24 +92,13 @@ async fn handlers_on_three_nodes_share_the_events_out_by_partition() {
         let space = node.space("agents").await.unwrap();
         handles.push(space.when("work", counting(runs)).start().unwrap());
     }
-    // The partitions settle: every one held, by more than one node.
+    // Every node sees the others announce the handler.
     let space = nodes[0].space("agents").await.unwrap();
-    let mirror = space
-        .set::<concord::LockHolder>(concord::LOCK_HOLDERS)
+    let presence = space
+        .ephemeral::<String>("coordination/when.work", Duration::from_secs(5))
         .unwrap();
-    eventually("the partitions shared out", || async {
-        let held: Vec<_> = mirror
-            .members()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|h| h.resource.starts_with("when.work."))
-            .collect();
-        let partitions: std::collections::BTreeSet<_> = held.iter().map(|h| &h.resource).collect();
-        let holders: std::collections::BTreeSet<_> = held.iter().map(|h| &h.holder).collect();
-        partitions.len() == usize::from(concord::toolkit::when::CLAIM_PARTITIONS)
-            && held.len() == partitions.len()
-            && holders.len() > 1
+    eventually("three nodes announce the handler", || async {
+        presence.get().await.is_ok_and(|nodes| nodes.len() == 3)
     })
     .await;
     const EVENTS: usize = 48;
@@ -211,6 +201,55 @@ async fn most_at_once(concurrency: usize) -> usize {
 async fn a_node_runs_events_of_different_partitions_at_once_up_to_its_concurrency() {
     assert!(most_at_once(16).await > 1);
     assert_eq!(most_at_once(1).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_handler_gives_its_claims_back_and_takes_them_again_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 1).await;
+    let space = nodes[0].space("agents").await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handle = space
+        .when("rare", counting(&runs))
+        .claim_ttl(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let mirror = space
+        .set::<concord::LockHolder>(concord::LOCK_HOLDERS)
+        .unwrap();
+    let claims = || async {
+        let held = mirror.members().await.unwrap();
+        held.iter()
+            .filter(|h| h.resource.starts_with("when.rare."))
+            .count()
+    };
+    // Nothing held before an event: an idle handler costs no lease.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(claims().await, 0);
+    space.emit("rare", json!(1)).await.unwrap();
+    eventually("the first run", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(claims().await, 1, "the event's partition is held");
+    let ran = Instant::now();
+    eventually("the idle claim given back", || async {
+        claims().await == 0
+    })
+    .await;
+    // After six claim ttls without events, not before.
+    assert!(
+        ran.elapsed() >= Duration::from_millis(1_000),
+        "{:?}",
+        ran.elapsed()
+    );
+    space.emit("rare", json!(2)).await.unwrap();
+    eventually("the second run", || async {
+        runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    drop((handle, space));
+    shutdown(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,6 +1,6 @@
-//! Standing claims: the leases a `when` handler holds ahead of its events,
-//! so that an event arriving in a partition this node holds starts at once,
-//! with no lease round trip on its way.
+//! Standing claims: the leases a `when` handler holds while its events
+//! come, so that an event arriving in a partition this node holds starts at
+//! once, with no lease round trip on its way.
 //!
 //! A handler's events fall into [`CLAIM_PARTITIONS`] partitions by a hash of
 //! their id, the same on every node. Partition `p` of handler `h` is the
@@ -10,19 +10,21 @@
 //!
 //! Which node should hold which partition is decided by rendezvous hashing
 //! over the nodes running the handler, which announce themselves in an
-//! ephemeral channel ([`presence_path`]): each node takes the partitions it
-//! ranks first for, and gives back the others between two runs. Views of
-//! who is there can differ for a while; the lease decides, so two nodes
-//! never hold one partition, and a node only ever waits for one to be given
-//! back or to expire. A partition whose events wait too long (its holder
-//! cannot reach the lease service, say) is taken by any node that sees
-//! them waiting.
+//! ephemeral channel ([`presence_path`]). A node takes one of its
+//! partitions when an event comes for it (the first event after a quiet
+//! spell pays one acquisition), keeps it renewed while events keep coming,
+//! and gives it back after [`IDLE_TTLS`] claim ttls without one, so that an
+//! idle handler holds no lease. It also gives back, between runs, the
+//! partitions that are no longer its own. Views of who is there can differ
+//! for a while; the lease decides, so two nodes never hold one partition,
+//! and a node only ever waits for one to be given back or to expire. A
+//! partition whose events wait too long (its holder cannot reach the lease
+//! service, say) is taken by any node that sees them waiting.
 //!
 //! This module owns the partitioning, the choice of partitions and the
-//! leases' upkeep. It must never let a run go on once its partition's
-//! renewal failed, nor give a partition back before this node's writes
-//! under it are on disk (the next holder would wait for writes that may
-//! never come).
+//! leases' upkeep. It must never give a partition back while a run of it
+//! is under way, nor before this node's writes under it are on disk (the
+//! next holder would wait for writes that may never come).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -42,6 +44,22 @@ pub const CLAIM_PARTITIONS: u16 = 16;
 
 /// How often a wanted partition that another node holds is asked for again.
 const RETRY: Duration = Duration::from_millis(250);
+
+/// A held partition with no event for this many claim ttls is given back:
+/// an idle handler holds no leases, and costs the lease service nothing.
+pub(crate) const IDLE_TTLS: u32 = 6;
+
+/// What a handler's events ask of its claims.
+#[derive(Debug, Default)]
+pub(crate) struct Demand {
+    /// Partitions with events waiting (or running).
+    pub(crate) waiting: BTreeSet<u16>,
+    /// Partitions whose events wait too long: wanted, whoever should hold
+    /// them.
+    pub(crate) stale: BTreeSet<u16>,
+    /// Partitions with a run under way: kept while it runs.
+    pub(crate) busy: BTreeSet<u16>,
+}
 
 /// The partition of event `id`, the same on every node.
 pub(crate) fn partition_of(id: &str) -> u16 {
@@ -102,10 +120,14 @@ pub(crate) struct Claims {
     held: BTreeMap<u16, Held>,
     /// The partitions rendezvous hashing gives this node.
     assigned: BTreeSet<u16>,
+    /// The partitions wanted at the last upkeep.
+    wanted: BTreeSet<u16>,
+    /// When each partition last had an event waiting.
+    used: BTreeMap<u16, Instant>,
     /// When to announce this node again (and look at who else is there).
     announce_at: Instant,
     /// When to ask again for wanted partitions held elsewhere.
-    ask_at: Instant,
+    ask_at: BTreeMap<u16, Instant>,
     /// The latest write made under the claims, not yet known on disk.
     unflushed: Option<Durability>,
 }
@@ -124,8 +146,10 @@ impl Claims {
             backend: None,
             held: BTreeMap::new(),
             assigned: BTreeSet::new(),
+            wanted: BTreeSet::new(),
+            used: BTreeMap::new(),
             announce_at: now,
-            ask_at: now,
+            ask_at: BTreeMap::new(),
             unflushed: None,
             me,
         })
@@ -143,48 +167,77 @@ impl Claims {
     }
 
     /// When [`Claims::upkeep`] has something to do next.
-    pub(crate) fn next_upkeep(&self, waiting: bool) -> Instant {
-        let renew = self.held.values().map(|h| h.renew_at).min();
-        let ask = (waiting || self.assigned.len() > self.held.len()).then_some(self.ask_at);
-        [Some(self.announce_at), renew, ask]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("the announcement is always due some time")
+    pub(crate) fn next_upkeep(&self) -> Instant {
+        let renew = self.held.values().map(|h| h.renew_at);
+        let idle = self.held.keys().filter_map(|p| self.idle_at(*p));
+        let asks = self
+            .wanted
+            .iter()
+            .filter(|p| !self.holds(**p))
+            .map(|p| self.ask_at.get(p).copied().unwrap_or_else(Instant::now));
+        renew
+            .chain(idle)
+            .chain(asks)
+            .fold(self.announce_at, Instant::min)
+    }
+
+    /// When held partition `p` counts as idle, if it had an event.
+    fn idle_at(&self, p: u16) -> Option<Instant> {
+        self.used.get(&p).map(|at| *at + self.ttl * IDLE_TTLS)
     }
 
     /// Announces this node, renews what is due, gives back what is no
-    /// longer wanted and asks for what is (`stale`: partitions whose events
-    /// wait too long, wanted whoever should hold them). Returns whether a
-    /// partition was gained (its events must be looked at anew). Failures
-    /// are logged: the next upkeep tries again.
-    pub(crate) async fn upkeep(&mut self, stale: &BTreeSet<u16>) -> bool {
+    /// longer wanted (no longer this node's, or idle) unless a run of it is
+    /// under way, and asks for what is wanted: this node's partitions with
+    /// events, and stale ones. Returns whether a partition was gained (its
+    /// events must be looked at anew). Failures are logged: the next upkeep
+    /// tries again.
+    pub(crate) async fn upkeep(&mut self, demand: &Demand) -> bool {
         let now = Instant::now();
         if let Err(e) = self.keep_up().await {
             tracing::warn!(error = %e, "could not announce this node");
         }
+        for p in &demand.waiting {
+            self.used.insert(*p, now);
+        }
+        let recent: BTreeSet<u16> = self
+            .used
+            .keys()
+            .filter(|p| self.idle_at(**p).is_some_and(|at| at > now))
+            .copied()
+            .collect();
+        self.used.retain(|p, _| recent.contains(p));
+        self.wanted = self
+            .assigned
+            .intersection(&recent)
+            .chain(&demand.stale)
+            .copied()
+            .collect();
         let unwanted: Vec<u16> = self
             .held
             .keys()
-            .filter(|p| !self.assigned.contains(p) && !stale.contains(p))
+            .filter(|p| !self.wanted.contains(p) && !demand.busy.contains(p))
             .copied()
             .collect();
         if !unwanted.is_empty() {
             self.give_back(&unwanted).await;
         }
         let mut gained = false;
-        if now >= self.ask_at {
-            let wanted: Vec<u16> = self
-                .assigned
-                .union(stale)
-                .filter(|p| !self.held.contains_key(p))
-                .copied()
-                .collect();
-            for p in wanted {
-                gained |= self.ask(p).await;
+        let asks: Vec<u16> = self
+            .wanted
+            .iter()
+            .filter(|p| !self.holds(**p) && self.ask_at.get(p).is_none_or(|at| *at <= now))
+            .copied()
+            .collect();
+        for p in asks {
+            if self.ask(p).await {
+                gained = true;
+                self.ask_at.remove(&p);
+            } else {
+                self.ask_at.insert(p, now + RETRY);
             }
-            self.ask_at = now + RETRY;
         }
+        self.ask_at.retain(|p, _| self.wanted.contains(p));
         gained
     }
 

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio::time::Instant;
 
-use super::claims::Claims;
+use super::claims::{Claims, Demand};
 use super::work::{Due, MAX_TRACKED_EVENTS, Work};
 use super::{HANDLED, Handled, HandlerContext, When};
 use crate::Error;
@@ -55,9 +55,15 @@ where
         let grace = self.claim_ttl * 2;
         let mut look_at = Instant::now();
         loop {
-            if claims.upkeep(&work.stale(Instant::now(), grace)).await {
+            let demand = Demand {
+                waiting: work.partitions(),
+                stale: work.stale(Instant::now(), grace),
+                busy: running.values().map(|r| r.partition).collect(),
+            };
+            if claims.upkeep(&demand).await {
                 look_at = Instant::now();
             }
+            // Only a lost lease takes a partition away during a run.
             for run in running.values().filter(|r| !claims.holds(r.partition)) {
                 run.abort.abort();
             }
@@ -67,9 +73,8 @@ where
             }
             self.start_due(&claims, &mut work, &mut runs, &mut running);
             let busy: BTreeSet<u16> = running.values().map(|r| r.partition).collect();
-            let stale = !work.stale(Instant::now(), grace).is_empty();
             let wake = [
-                Some(claims.next_upkeep(stale)),
+                Some(claims.next_upkeep()),
                 work.next_due_at(|p| claims.holds(p) && !busy.contains(&p)),
                 Some(look_at),
             ]

@@ -18,7 +18,7 @@ use super::claims::partition_of;
 use crate::AgentEvent;
 
 /// Most events one handler keeps track of on a node; past it, the newest
-/// wait for a later look at the space (counted in [`Work::untracked`]).
+/// wait for a later look at the space (counted, and logged).
 pub const MAX_TRACKED_EVENTS: usize = 65_536;
 
 /// One event still to be handled.
@@ -213,6 +213,11 @@ impl Work {
         if let Some(tracked) = self.waiting.get_mut(id) {
             tracked.due = again;
         }
+    }
+
+    /// The partitions with events waiting (running ones included).
+    pub(crate) fn partitions(&self) -> BTreeSet<u16> {
+        self.waiting.values().map(|t| t.partition).collect()
     }
 
     /// The partitions of events due for longer than `grace`: whoever holds
