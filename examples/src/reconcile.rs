@@ -7,7 +7,9 @@
 //!   `sleep` children) into `observation/workers.running`;
 //! - a decision compares it with `intent/workers.desired` and proposes one
 //!   `reconcile` operation per (intent write, observation write) pair, so
-//!   the three nodes propose the same id and it runs once;
+//!   the three nodes propose the same id and it runs once (an observation
+//!   written while it runs makes another, which finds the count matching
+//!   and does nothing: the executor is level-based);
 //! - the executor, under the lock on `workers` and its fencing token,
 //!   starts or stops processes one at a time until the count matches.
 //!
