@@ -2,8 +2,9 @@
 //! a handler once per event across three nodes, which share the events out
 //! by partition (events in partitions a member never takes are taken by
 //! another after a grace) and run several at once on a node, holding
-//! claims only while events come; a handler whose node dies mid-run is
-//! taken over by another node and runs to completion once; a failing (or
+//! claims only while events come, and handing them over when stopped; a
+//! handler whose node dies mid-run is taken over by another node and runs
+//! to completion once; a failing (or
 //! panicking) handler emits `<handler>_failed` and is retried up to its
 //! policy; broadcast handlers run on every node; `coordinate` steps on
 //! three nodes run one after another under their lock and announce
@@ -249,6 +250,55 @@ async fn an_idle_handler_gives_its_claims_back_and_takes_them_again_on_demand() 
     })
     .await;
     drop((handle, space));
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_handler_hands_its_partitions_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = joined(dir.path(), 2).await;
+    let (a, b) = (
+        nodes[0].space("agents").await.unwrap(),
+        nodes[1].space("agents").await.unwrap(),
+    );
+    let (ran_a, ran_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // A long claim ttl: only a handover, not an expiry, is fast enough.
+    let ttl = Duration::from_secs(10);
+    let on_a = a
+        .when("job", counting(&ran_a))
+        .claim_ttl(ttl)
+        .start()
+        .unwrap();
+    for i in 0..16 {
+        a.emit("job", json!(i)).await.unwrap();
+    }
+    eventually("a ran them", || async {
+        ran_a.load(Ordering::SeqCst) == 16
+    })
+    .await;
+    on_a.stop();
+    let mirror = a.set::<concord::LockHolder>(concord::LOCK_HOLDERS).unwrap();
+    eventually("a gave its partitions back", || async {
+        let held = mirror.members().await.unwrap();
+        !held.iter().any(|h| h.resource.starts_with("when.job."))
+    })
+    .await;
+    let on_b = b
+        .when("job", counting(&ran_b))
+        .claim_ttl(ttl)
+        .start()
+        .unwrap();
+    let handed = Instant::now();
+    for i in 16..32 {
+        b.emit("job", json!(i)).await.unwrap();
+    }
+    eventually("b ran the new ones", || async {
+        ran_b.load(Ordering::SeqCst) == 16
+    })
+    .await;
+    assert!(handed.elapsed() < ttl / 2, "{:?}", handed.elapsed());
+    assert_eq!(ran_a.load(Ordering::SeqCst), 16);
+    drop((on_b, a, b));
     shutdown(nodes).await;
 }
 

@@ -10,7 +10,10 @@
 //!
 //! Which node should hold which partition is decided by rendezvous hashing
 //! over the nodes running the handler, which announce themselves in an
-//! ephemeral channel ([`presence_path`]). A node takes one of its
+//! ephemeral channel ([`presence_path`]); each node shares the partitions
+//! out anew whenever the announcements change, and a node that stops its
+//! handler announces that it leaves (an empty name) before it gives its
+//! partitions back, so the others take them at once. A node takes one of its
 //! partitions when an event comes for it (the first event after a quiet
 //! spell pays one acquisition), keeps it renewed while events keep coming,
 //! and gives it back after [`IDLE_TTLS`] claim ttls without one, so that an
@@ -124,8 +127,10 @@ pub(crate) struct Claims {
     wanted: BTreeSet<u16>,
     /// When each partition last had an event waiting.
     used: BTreeMap<u16, Instant>,
-    /// When to announce this node again (and look at who else is there).
+    /// When to announce this node again.
     announce_at: Instant,
+    /// Whether to look at who else is there (and share out anew).
+    members_changed: bool,
     /// When to ask again for wanted partitions held elsewhere.
     ask_at: BTreeMap<u16, Instant>,
     /// The latest write made under the claims, not yet known on disk.
@@ -149,6 +154,7 @@ impl Claims {
             wanted: BTreeSet::new(),
             used: BTreeMap::new(),
             announce_at: now,
+            members_changed: true,
             ask_at: BTreeMap::new(),
             unflushed: None,
             me,
@@ -241,8 +247,8 @@ impl Claims {
         gained
     }
 
-    /// Announces this node (and looks at who else is there) and renews
-    /// the partitions, when due.
+    /// Renews the partitions, announces this node and looks at who else is
+    /// there, when due.
     async fn keep_up(&mut self) -> Result<(), Error> {
         let now = Instant::now();
         let due: Vec<u16> = self
@@ -257,16 +263,27 @@ impl Claims {
         if now >= self.announce_at {
             self.announce_at = now + self.ttl / 3;
             self.presence.set(&self.holder).await?;
+            self.members_changed = true;
+        }
+        if std::mem::take(&mut self.members_changed) {
+            // A node that left announced an empty name.
             let members: Vec<ActorId> = self
                 .presence
                 .get()
                 .await?
                 .into_iter()
+                .filter(|(_, name)| !name.is_empty())
                 .map(|(actor, _)| actor)
                 .collect();
             self.assigned = assigned(&self.handler, &self.me, &members);
         }
         Ok(())
+    }
+
+    /// The announcements changed (a node came, left or announced again):
+    /// the partitions are shared out anew at the next upkeep.
+    pub(crate) fn members_changed(&mut self) {
+        self.members_changed = true;
     }
 
     /// Renews partition `q`, dropping it if that fails (its lease is lost).
@@ -307,6 +324,16 @@ impl Claims {
                 false
             }
         }
+    }
+
+    /// Leaves: announces so (the others share the partitions out among
+    /// themselves at once) and gives back every partition held.
+    pub(crate) async fn leave(&mut self) {
+        if let Err(e) = self.presence.set(&String::new()).await {
+            tracing::warn!(error = %e, "could not announce that this node leaves");
+        }
+        let held: Vec<u16> = self.held.keys().copied().collect();
+        self.give_back(&held).await;
     }
 
     /// Gives back partitions `ps`, once this node's writes are on disk (if

@@ -32,6 +32,7 @@ use concord_state::{Delivery, Event};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::events::{AgentEvent, EVENTS, check_name};
@@ -90,9 +91,11 @@ pub struct When<F> {
     run: F,
 }
 
-/// A running handler; stopping or dropping it stops it: a run under way is
-/// dropped, and the partitions this node held wait for their claims to
-/// expire (the claim ttl) before other nodes take them over.
+/// A running handler. [`TaskHandle::stop`] stops its runs and gives back
+/// the partitions it holds, so other nodes take them at once (an event
+/// whose run was stopped runs again there). Dropping it stops it as a
+/// crash would: its partitions wait for their claims to expire (the claim
+/// ttl) before other nodes take them over.
 pub type WhenHandle = TaskHandle;
 
 impl Space {
@@ -197,22 +200,26 @@ where
         check_name(&self.event)?;
         check_name(&format!("{}_failed", self.handler))?;
         let span = tracing::info_span!("when", event = %self.event, handler = %self.handler);
+        let (wind_down, stop) = oneshot::channel();
         let task = tokio::spawn(
             async move {
-                if let Err(e) = self.serve().await {
+                if let Err(e) = self.serve(stop).await {
                     tracing::warn!(error = %e, "handler stopped");
                 }
             }
             .instrument(span),
         );
-        Ok(TaskHandle::new(task))
+        Ok(TaskHandle::winding_down(task, wind_down))
     }
 
-    async fn serve(self) -> Result<(), Error> {
+    async fn serve(self, stop: oneshot::Receiver<()>) -> Result<(), Error> {
         if self.every_node {
-            self.serve_every_node().await
+            tokio::select! {
+                served = self.serve_every_node() => served,
+                _ = stop => Ok(()),
+            }
         } else {
-            self.serve_once().await
+            self.serve_once(stop).await
         }
     }
 

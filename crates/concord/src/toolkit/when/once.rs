@@ -15,10 +15,11 @@ use concord_net::wall_clock;
 use concord_state::{Delivery, Event, StateError};
 use futures::StreamExt;
 use serde_json::json;
+use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio::time::Instant;
 
-use super::claims::{Claims, Demand};
+use super::claims::{Claims, Demand, presence_path};
 use super::work::{Due, MAX_TRACKED_EVENTS, Work};
 use super::{HANDLED, Handled, HandlerContext, When};
 use crate::Error;
@@ -41,11 +42,14 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    /// Runs the events of the partitions this node holds, as they arrive.
-    pub(super) async fn serve_once(self) -> Result<(), Error> {
+    /// Runs the events of the partitions this node holds, as they arrive,
+    /// until the node stops or `stop` says to (then the runs stop and the
+    /// partitions are given back).
+    pub(super) async fn serve_once(self, mut stop: oneshot::Receiver<()>) -> Result<(), Error> {
         let space = &self.space;
         let mut arrivals = space.subscribe(EVENTS).await?;
         let mut records = space.subscribe(HANDLED).await?;
+        let mut members = space.subscribe(&presence_path(&self.handler)).await?;
         let mut claims = Claims::new(space, &self.handler, self.claim_ttl).await?;
         let mut work = Work::new(&self.handler, &self.event, MAX_TRACKED_EVENTS);
         // Dropped with this task when the handler stops: its runs with it.
@@ -108,6 +112,15 @@ where
                     }
                 }
                 () = tokio::time::sleep_until(wake) => {}
+                changed = members.next() => match changed {
+                    None => return Ok(()),
+                    Some(_) => claims.members_changed(),
+                },
+                _ = &mut stop => {
+                    runs.shutdown().await;
+                    claims.leave().await;
+                    return Ok(());
+                }
             }
         }
     }
