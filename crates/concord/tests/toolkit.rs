@@ -30,6 +30,24 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: im
     }
 }
 
+/// Emits `name` once for each of `range` (the number as its payload), then
+/// waits until `runs` reaches `total`.
+async fn emit_then_await(
+    space: &concord::Space,
+    name: &str,
+    range: std::ops::Range<usize>,
+    runs: &AtomicUsize,
+    total: usize,
+) {
+    for i in range {
+        space.emit(name, json!(i)).await.unwrap();
+    }
+    eventually("every run done", || async {
+        runs.load(Ordering::SeqCst) >= total
+    })
+    .await;
+}
+
 /// A handler that counts its runs in `runs` and succeeds.
 fn counting(
     runs: &Arc<AtomicUsize>,
@@ -146,13 +164,7 @@ async fn events_a_member_never_takes_are_taken_by_another_after_a_grace() {
     });
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     const EVENTS: usize = 32;
-    for i in 0..EVENTS {
-        space.emit("work", json!({ "n": i })).await.unwrap();
-    }
-    eventually("every event run", || async {
-        runs.load(Ordering::SeqCst) >= EVENTS
-    })
-    .await;
+    emit_then_await(&space, "work", 0..EVENTS, &runs, EVENTS).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(runs.load(Ordering::SeqCst), EVENTS);
     announcing.abort();
@@ -186,13 +198,7 @@ async fn most_at_once(concurrency: usize) -> usize {
         .concurrency(concurrency)
         .start()
         .unwrap();
-    for i in 0..8 {
-        space.emit("slow", json!(i)).await.unwrap();
-    }
-    eventually("every run done", || async {
-        done.load(Ordering::SeqCst) == 8
-    })
-    .await;
+    emit_then_await(&space, "slow", 0..8, &done, 8).await;
     drop((handle, space));
     shutdown(nodes).await;
     most.load(Ordering::SeqCst)
@@ -269,13 +275,7 @@ async fn a_stopped_handler_hands_its_partitions_over_at_once() {
         .claim_ttl(ttl)
         .start()
         .unwrap();
-    for i in 0..16 {
-        a.emit("job", json!(i)).await.unwrap();
-    }
-    eventually("a ran them", || async {
-        ran_a.load(Ordering::SeqCst) == 16
-    })
-    .await;
+    emit_then_await(&a, "job", 0..16, &ran_a, 16).await;
     on_a.stop();
     let mirror = a.set::<concord::LockHolder>(concord::LOCK_HOLDERS).unwrap();
     eventually("a gave its partitions back", || async {
@@ -289,13 +289,7 @@ async fn a_stopped_handler_hands_its_partitions_over_at_once() {
         .start()
         .unwrap();
     let handed = Instant::now();
-    for i in 16..32 {
-        b.emit("job", json!(i)).await.unwrap();
-    }
-    eventually("b ran the new ones", || async {
-        ran_b.load(Ordering::SeqCst) == 16
-    })
-    .await;
+    emit_then_await(&b, "job", 16..32, &ran_b, 16).await;
     assert!(handed.elapsed() < ttl / 2, "{:?}", handed.elapsed());
     assert_eq!(ran_a.load(Ordering::SeqCst), 16);
     drop((on_b, a, b));

@@ -13,16 +13,16 @@
 //! ephemeral channel ([`presence_path`]); each node shares the partitions
 //! out anew whenever the announcements change, and a node that stops its
 //! handler announces that it leaves (an empty name) before it gives its
-//! partitions back, so the others take them at once. A node takes one of its
-//! partitions when an event comes for it (the first event after a quiet
-//! spell pays one acquisition), keeps it renewed while events keep coming,
-//! and gives it back after [`IDLE_TTLS`] claim ttls without one, so that an
-//! idle handler holds no lease. It also gives back, between runs, the
-//! partitions that are no longer its own. Views of who is there can differ
-//! for a while; the lease decides, so two nodes never hold one partition,
-//! and a node only ever waits for one to be given back or to expire. A
-//! partition whose events wait too long (its holder cannot reach the lease
-//! service, say) is taken by any node that sees them waiting.
+//! partitions back, so the others take them at once. A node takes one of
+//! its partitions when an event comes for it (the first event after a
+//! quiet spell pays one acquisition), keeps it renewed while events keep
+//! coming, and gives it back after [`IDLE_TTLS`] claim ttls without one, so
+//! that an idle handler holds no lease. It also gives back, between runs,
+//! the partitions that are no longer its own. Views of who is there can
+//! differ for a while; the lease decides, so two nodes never hold one
+//! partition, and a node only ever waits for one to be given back or to
+//! expire. A partition whose events wait too long (its holder cannot reach
+//! the lease service, say) is taken by any node that sees them waiting.
 //!
 //! This module owns the partitioning, the choice of partitions and the
 //! leases' upkeep. It must never give a partition back while a run of it
