@@ -59,20 +59,19 @@ pub(crate) fn context(r: &Replica, space: &str) -> Option<Vec<u8>> {
 
 /// Waits until `space`'s replica holds the writes `handoff` names (if
 /// any), for up to `wait`, then runs `then` on the replica in the same step
-/// as the check that found them there, and returns what it returned.
+/// as the check that found them there.
 ///
 /// # Errors
 /// [`Error::Handoff`] if they did not arrive in time (`then` did not run).
-pub(crate) async fn catch_up<F, R>(
+pub(crate) async fn catch_up<F>(
     space: &Space,
     resource: &str,
     handoff: Option<&[u8]>,
     wait: Duration,
     then: F,
-) -> Result<R, Error>
+) -> Result<(), Error>
 where
-    F: FnOnce(&mut Replica) -> R + Send + 'static,
-    R: Send + 'static,
+    F: FnOnce(&mut Replica) + Send + 'static,
 {
     let wanted = handoff.and_then(|h| parse(space, h));
     let started = Instant::now();
@@ -80,26 +79,25 @@ where
     loop {
         let (target, run) = (wanted.clone(), then.take());
         // How far this replica has the writes (`None`: nothing to wait
-        // for), and either what `then` returned or `then` itself, unused.
-        // Not waited for on disk: what `then` writes first (a lock's
-        // mirror, a step's start) is informative.
-        let (have, outcome) = space
+        // for), and `then` back if it did not run. Not waited for on disk:
+        // what `then` writes (a lock's mirror) is informative.
+        let (have, unused) = space
             .commit_lazy(move |r| {
                 let have = target.map(|(actor, seq)| (r.vector_clock().get(&actor), seq));
                 match run {
-                    Some(run) if have.is_none_or(|(have, seq)| have >= seq) => (have, Ok(run(r))),
-                    run => (have, Err(run)),
+                    Some(run) if have.is_none_or(|(have, seq)| have >= seq) => {
+                        run(r);
+                        (have, None)
+                    }
+                    run => (have, run),
                 }
             })
             .await?
             .0;
-        let (have, seq) = match outcome {
-            Ok(out) => return Ok(out),
-            Err(unused) => {
-                then = unused;
-                have.expect("`then` is only left unused while writes are missing")
-            }
+        let Some((have, seq)) = have.filter(|(have, seq)| have < seq) else {
+            return Ok(());
         };
+        then = unused;
         if started.elapsed() >= wait {
             let actor = wanted
                 .map(|(actor, _)| actor.to_hex_string())

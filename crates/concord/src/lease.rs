@@ -266,31 +266,11 @@ impl HeldLock {
         ttl: Duration,
         holder: &str,
     ) -> Result<HeldLock, Error> {
-        let taken = |_: &mut Replica, _| ();
-        let (lock, ()) =
-            HeldLock::acquire_permit_then(backend, space, resource, permits, ttl, holder, taken)
-                .await?;
-        Ok(lock)
-    }
-
-    /// Like [`HeldLock::acquire_permit`], and runs `then` (given the
-    /// fencing token) on the replica in the same step as the check that the
-    /// previous holder's writes are in: what a holder writes first costs no
-    /// step of its own.
-    pub(crate) async fn acquire_permit_then<R: Send + 'static>(
-        backend: Arc<dyn LeaseBackend>,
-        space: &Space,
-        resource: &str,
-        permits: u32,
-        ttl: Duration,
-        holder: &str,
-        then: impl FnOnce(&mut Replica, FencingToken) -> R + Send + 'static,
-    ) -> Result<(HeldLock, R), Error> {
         let resource = Resource::new(resource)?;
         let permits = Permits::new(permits)?;
         let ttl = millis(ttl);
         let lease = wait_for_permit(backend.as_ref(), &resource, permits, ttl).await?;
-        HeldLock::taken(backend, space, lease, ttl, holder, then).await
+        HeldLock::taken(backend, space, lease, ttl, holder).await
     }
 
     /// Like [`HeldLock::acquire`], but one attempt that does not wait:
@@ -330,31 +310,27 @@ impl HeldLock {
         let resource = Resource::new(resource)?;
         let ttl = millis(ttl);
         match backend.acquire(resource.clone(), ttl, Millis(0)).await {
-            Ok(lease) => {
-                let taken = |_: &mut Replica, _| ();
-                let (lock, ()) = HeldLock::taken(backend, space, lease, ttl, holder, taken).await?;
-                Ok(Some(lock))
-            }
+            Ok(lease) => Ok(Some(
+                HeldLock::taken(backend, space, lease, ttl, holder).await?,
+            )),
             Err(BackendError::Busy) => Ok(None),
             Err(e) => Err(lease_error(&resource, e)),
         }
     }
 
     /// A granted lease becomes a held lock: wait for the previous holder's
-    /// writes, then mirror the holder and run `then`, in one step.
-    async fn taken<R: Send + 'static>(
+    /// writes, then mirror the holder.
+    async fn taken(
         backend: Arc<dyn LeaseBackend>,
         space: &Space,
         lease: Lease,
         ttl: Millis,
         holder: &str,
-        then: impl FnOnce(&mut Replica, FencingToken) -> R + Send + 'static,
-    ) -> Result<(HeldLock, R), Error> {
+    ) -> Result<HeldLock, Error> {
         let resource = lease.resource.clone();
-        let token = lease.token;
         let entry = LockHolder {
             resource: resource.to_string(),
-            token: token.get(),
+            token: lease.token.get(),
             holder: holder.to_owned(),
         };
         let left = lease.expires.saturating_sub(backend.now());
@@ -363,29 +339,21 @@ impl HeldLock {
         // writes are in (not waited for on disk: informative only).
         let mirrored = entry.clone();
         let handoff = lease.handoff.as_deref();
-        let step = move |r: &mut Replica| {
-            mirror(r, &mirrored, true);
-            then(r, token)
-        };
-        match handoff::catch_up(space, resource.as_str(), handoff, wait, step).await {
-            Ok(out) => Ok((
-                HeldLock {
-                    backend,
-                    space: space.clone(),
-                    lease,
-                    ttl,
-                    entry,
-                },
-                out,
-            )),
-            Err(e) => {
-                // No handoff of ours: the previous holder's stays in place.
-                if let Err(back) = backend.release(lease).await {
-                    tracing::warn!(error = %back, %resource, "could not give back the lock");
-                }
-                Err(e)
+        let add = move |r: &mut Replica| mirror(r, &mirrored, true);
+        if let Err(e) = handoff::catch_up(space, resource.as_str(), handoff, wait, add).await {
+            // No handoff of ours: the previous holder's stays in place.
+            if let Err(back) = backend.release(lease).await {
+                tracing::warn!(error = %back, %resource, "could not give back the lock");
             }
+            return Err(e);
         }
+        Ok(HeldLock {
+            backend,
+            space: space.clone(),
+            lease,
+            ttl,
+            entry,
+        })
     }
 
     /// The fencing token: pass it to whatever acts under the lock.

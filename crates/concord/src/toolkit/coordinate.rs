@@ -274,60 +274,46 @@ impl Coordinate {
         };
         let holder = self.holder.clone().unwrap_or_else(|| space.holder_name());
         let name = |what: &str| format!("{}_{what}", self.agent);
-        // Once the lock and limits are held: the done check, then
-        // `_started` (not waited for on disk: the step's outcome is what
-        // must last). `true` if the work was done already.
+        let mut lock = match (&self.lock, &backend) {
+            (Some(resource), Some(backend)) => Some(
+                HeldLock::acquire(Arc::clone(backend), space, resource, self.ttl, &holder).await?,
+            ),
+            _ => None,
+        };
+        let mut slot = match (&self.limit, backend) {
+            (Some(limit), Some(backend)) => {
+                Some(take_limit(backend, space, limit, self.ttl, &holder).await?)
+            }
+            _ => None,
+        };
+        // Once the lock and limits are held, in one step: the done check,
+        // then `_started` (not waited for on disk: the step's outcome is
+        // what must last).
+        let token = lock.as_ref().map(HeldLock::token);
         let (done, started_event, by) = (self.done, name("started"), space.holder_name());
-        let enter = move |r: &mut Replica, token: Option<FencingToken>| {
-            if let Some(done) = done
-                && done(r)?
-            {
-                return Ok::<_, StateError>(true);
+        let entered = space
+            .commit_lazy(move |r| {
+                if let Some(done) = done
+                    && done(r)?
+                {
+                    return Ok::<_, StateError>(true);
+                }
+                let announce = json!({"token": token.map(FencingToken::get)});
+                append_event(r, &by, &started_event, announce)?;
+                Ok(false)
+            })
+            .await?
+            .0;
+        match entered {
+            Ok(false) => {}
+            Ok(true) => {
+                release_all(lock, slot).await?;
+                return Err(StepError::AlreadyDone);
             }
-            let announce = json!({"token": token.map(FencingToken::get)});
-            append_event(r, &by, &started_event, announce)?;
-            Ok(false)
-        };
-        // Entered in the lock's own catch-up step when nothing else is to
-        // be taken after it, in a step of its own otherwise.
-        let (mut lock, mut slot, was_done) = match (&self.lock, &self.limit, backend) {
-            (Some(resource), None, Some(backend)) => {
-                let enter = move |r: &mut Replica, token| enter(r, Some(token));
-                let (lock, entered) = HeldLock::acquire_permit_then(
-                    backend, space, resource, 1, self.ttl, &holder, enter,
-                )
-                .await?;
-                (Some(lock), None, entered)
-            }
-            (resource, limit, backend) => {
-                let lock = match (resource, &backend) {
-                    (Some(resource), Some(backend)) => Some(
-                        HeldLock::acquire(Arc::clone(backend), space, resource, self.ttl, &holder)
-                            .await?,
-                    ),
-                    _ => None,
-                };
-                let slot = match (limit, backend) {
-                    (Some(limit), Some(backend)) => {
-                        Some(take_limit(backend, space, limit, self.ttl, &holder).await?)
-                    }
-                    _ => None,
-                };
-                let token = lock.as_ref().map(HeldLock::token);
-                let entered = space.commit_lazy(move |r| enter(r, token)).await?.0;
-                (lock, slot, entered)
-            }
-        };
-        let was_done = match was_done {
-            Ok(done) => done,
             Err(e) => {
                 release_all(lock, slot).await?;
                 return Err(Error::from(e).into());
             }
-        };
-        if was_done {
-            release_all(lock, slot).await?;
-            return Err(StepError::AlreadyDone);
         }
         let token = lock.as_ref().map(HeldLock::token);
         let started = Instant::now();
@@ -368,7 +354,9 @@ impl Coordinate {
         let (written, durable) = match first {
             Some(first) => {
                 let released = first.release_after(outcome).await;
-                release_all(second, None).await?;
+                if let Some(second) = second {
+                    second.release().await?;
+                }
                 released?
             }
             None => space.commit(outcome).await?,
